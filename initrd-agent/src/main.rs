@@ -1,0 +1,7 @@
+//! `initrd-agent`: not built yet (issue 3). This binary only explains that.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    eprintln!("initrd-agent: the attestation agent is not implemented yet (see README.md)");
+    std::process::ExitCode::FAILURE
+}

@@ -1,0 +1,4 @@
+//! `unlockctl`: the operator CLI. Placeholder, being written.
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -1,0 +1,7 @@
+//! `unlock-server`: not built yet (issue 3). This binary only explains that.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    eprintln!("unlock-server: the server is not implemented yet (see README.md)");
+    std::process::ExitCode::FAILURE
+}

@@ -1,0 +1,2 @@
+//! Entry points for `cargo fuzz` targets (see `verifier-core/fuzz/`). Each takes arbitrary
+//! bytes and must return without panicking whatever they are.

@@ -1,0 +1,31 @@
+//! Pure validation of TPM 2.0 evidence for attested network disk unlock.
+//!
+//! Everything the unlock server decides rests on this crate, and the agent uses the same
+//! types to build what it sends, so there is exactly one implementation of each structure
+//! and each check. The crate does no I/O and links no TPM stack: it takes bytes and typed
+//! trust inputs and returns typed verdicts. See `ARCHITECTURE.md` at the workspace root.
+//!
+//! Layout, by domain noun:
+//! - [`wire`]: the bounded reader and the TPM 2.0 structures we (un)marshal.
+//! - [`quote`]: quote verification and AK checks, returning [`quote::VerifiedQuote`].
+//! - [`makecred`]: TPM2_MakeCredential in software (RSA and ECC EKs).
+//! - [`ekcert`]: EK certificate chain validation against a trust store.
+//! - [`eventlog`]: UEFI measured-boot event log parsing, decoding and replay.
+//! - [`ima`]: IMA measurement list parsing and replay.
+//! - [`proto`]: the versioned wire types of the agent/server protocol.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod ekcert;
+mod error;
+pub mod eventlog;
+pub mod ima;
+pub mod makecred;
+pub mod proto;
+pub mod quote;
+pub mod wire;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use error::{Error, ParseError};
