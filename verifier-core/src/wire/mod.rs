@@ -6,3 +6,5 @@ mod reader;
 
 pub use alg::{Digest, HashAlg, MAX_DIGEST_SIZE};
 pub use reader::{Reader, Writer};
+mod pcr;
+pub use pcr::{PcrValues, PCR_COUNT};
