@@ -8,3 +8,8 @@ pub use alg::{Digest, HashAlg, MAX_DIGEST_SIZE};
 pub use reader::{Reader, Writer};
 mod pcr;
 pub use pcr::{PcrValues, PCR_COUNT};
+mod public;
+pub use public::{
+    EccCurve, KdfScheme, KeyScheme, ObjectAttributes, Public, PublicKey, SymDef, SymMode,
+    MAX_ECC_KEY_BYTES, MAX_PUBLIC_SIZE, MAX_RSA_KEY_BYTES,
+};
