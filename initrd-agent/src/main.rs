@@ -1,4 +1,5 @@
-//! `initrd-agent`: not built yet (issue 3). This binary only explains that.
+//! `initrd-agent`: not built yet (issue 3). This binary only explains that; the pieces live in
+//! the library (`initrd_agent::tpm`).
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {

@@ -1,0 +1,321 @@
+//! The agent's only door to the TPM: endorsement key, EK certificate, attestation key and
+//! credential activation, through `tss-esapi`.
+//!
+//! Everything this module hands out is plain bytes in TPM wire format (TPMT_PUBLIC,
+//! TPM2B_NAME, DER), so the server can check it with `verifier-core` without trusting this
+//! code. Handles stay inside: callers get [`Ek`] and [`Ak`] values that only this module can
+//! use.
+
+use std::str::FromStr;
+
+use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
+use tss_esapi::attributes::SessionAttributesBuilder;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{AuthHandle, KeyHandle, NvIndexTpmHandle, ObjectHandle, SessionHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::resource_handles::NvAuth;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{EncryptedSecret, IdObject, SymmetricDefinition};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
+use tss_esapi::Context;
+use zeroize::Zeroizing;
+
+/// NV index of the RSA-2048 EK certificate (TCG EK Credential Profile, low range).
+pub const RSA_EK_CERT_NV_INDEX: u32 = 0x01c0_0002;
+/// NV index of the ECC NIST P-256 EK certificate (TCG EK Credential Profile, low range).
+pub const ECC_EK_CERT_NV_INDEX: u32 = 0x01c0_000a;
+
+/// Which default EK template (TCG EK Credential Profile, low range) to instantiate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EkKind {
+    /// RSA 2048, SHA-256 name, AES-128-CFB (template L-1).
+    Rsa2048,
+    /// ECC NIST P-256, SHA-256 name, AES-128-CFB (template L-2).
+    EccP256,
+}
+
+impl EkKind {
+    fn selection(self) -> AsymmetricAlgorithmSelection {
+        match self {
+            Self::Rsa2048 => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+            Self::EccP256 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+        }
+    }
+
+    /// NV index where manufacturers store this EK's certificate.
+    pub fn cert_nv_index(self) -> u32 {
+        match self {
+            Self::Rsa2048 => RSA_EK_CERT_NV_INDEX,
+            Self::EccP256 => ECC_EK_CERT_NV_INDEX,
+        }
+    }
+}
+
+/// A TPM operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TpmError {
+    /// The TCTI string could not be parsed or the TPM could not be reached.
+    #[error("cannot open the TPM through TCTI {tcti:?}: {source}")]
+    Open {
+        /// The TCTI configuration string.
+        tcti: String,
+        /// What tss-esapi reported.
+        source: tss_esapi::Error,
+    },
+    /// A TPM command or tss-esapi call failed.
+    #[error("TPM {op} failed: {source}")]
+    Command {
+        /// The operation that failed (for the person reading the console).
+        op: &'static str,
+        /// What tss-esapi reported.
+        source: tss_esapi::Error,
+    },
+    /// A credential blob or secret from the server does not fit the TPM's buffer types.
+    #[error("{field} from the server is malformed: {reason}")]
+    BadInput {
+        /// TPM structure name.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+fn cmd(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+    move |source| TpmError::Command { op, source }
+}
+
+/// An endorsement key loaded in the TPM.
+#[derive(Debug)]
+pub struct Ek {
+    handle: KeyHandle,
+    kind: EkKind,
+    public: Vec<u8>,
+}
+
+impl Ek {
+    /// The EK's TPMT_PUBLIC as marshalled by the TPM stack (no size prefix).
+    pub fn public(&self) -> &[u8] {
+        &self.public
+    }
+    /// Which template it was created from.
+    pub fn kind(&self) -> EkKind {
+        self.kind
+    }
+}
+
+/// An attestation key (ECC P-256, ECDSA-SHA256, restricted signing) loaded under the EK.
+#[derive(Debug)]
+pub struct Ak {
+    handle: KeyHandle,
+    public: Vec<u8>,
+    name: Vec<u8>,
+}
+
+impl Ak {
+    /// The AK's TPMT_PUBLIC (no size prefix).
+    pub fn public(&self) -> &[u8] {
+        &self.public
+    }
+    /// The AK's name (TPM2B_NAME contents: nameAlg || digest) as the TPM computes it.
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+}
+
+/// A connection to the TPM.
+#[allow(missing_debug_implementations)] // tss_esapi::Context has no Debug.
+pub struct Tpm {
+    ctx: Context,
+}
+
+impl Tpm {
+    /// Connects through a TCTI configuration string such as `device:/dev/tpmrm0` or
+    /// `swtpm:host=127.0.0.1,port=2321`.
+    pub fn open(tcti: &str) -> Result<Self, TpmError> {
+        let open_err = |source| TpmError::Open {
+            tcti: tcti.to_owned(),
+            source,
+        };
+        let conf = TctiNameConf::from_str(tcti).map_err(open_err)?;
+        let ctx = Context::new(conf).map_err(open_err)?;
+        Ok(Self { ctx })
+    }
+
+    /// Creates the EK from the default template of `kind` (deterministic: the same TPM
+    /// always yields the same key, which is what the EK certificate certifies).
+    pub fn create_ek(&mut self, kind: EkKind) -> Result<Ek, TpmError> {
+        let handle = ek::create_ek_object_2(&mut self.ctx, kind.selection(), None)
+            .map_err(cmd("CreatePrimary (EK)"))?;
+        let (public, _, _) = self.ctx.read_public(handle).map_err(cmd("ReadPublic (EK)"))?;
+        let public = public.marshall().map_err(cmd("marshal EK public"))?;
+        Ok(Ek {
+            handle,
+            kind,
+            public,
+        })
+    }
+
+    /// Reads the EK certificate (DER) from its NV index, or `None` when the TPM has none.
+    pub fn read_ek_cert(&mut self, kind: EkKind) -> Result<Option<Vec<u8>>, TpmError> {
+        let index = NvIndexTpmHandle::new(kind.cert_nv_index()).map_err(cmd("EK certificate NV index"))?;
+        let present = self
+            .ctx
+            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(index)));
+        let nv = match present {
+            Ok(handle) => handle,
+            // No such index: this TPM was provisioned without a certificate.
+            Err(_) => return Ok(None),
+        };
+        let auth = NvAuth::NvIndex(nv.into());
+        let cert = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| tss_esapi::abstraction::nv::read_full(ctx, auth, index))
+            .map_err(cmd("NV_Read (EK certificate)"))?;
+        Ok(Some(cert))
+    }
+
+    /// Creates and loads an ECC P-256 AK (restricted, sign, fixedTPM, fixedParent,
+    /// sensitiveDataOrigin, userWithAuth; ECDSA-SHA256) as a child of `ek`. Being in the
+    /// endorsement hierarchy keeps the quote's resetCount unobfuscated.
+    pub fn create_ak(&mut self, ek: &Ek) -> Result<Ak, TpmError> {
+        let created = ak::create_ak_2(
+            &mut self.ctx,
+            ek.handle,
+            HashingAlgorithm::Sha256,
+            AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+            SignatureSchemeAlgorithm::EcDsa,
+            None,
+            None,
+        )
+        .map_err(cmd("Create (AK)"))?;
+        let handle = ak::load_ak(
+            &mut self.ctx,
+            ek.handle,
+            None,
+            created.out_private,
+            created.out_public,
+        )
+        .map_err(cmd("Load (AK)"))?;
+        let (public, name, _) = self.ctx.read_public(handle).map_err(cmd("ReadPublic (AK)"))?;
+        Ok(Ak {
+            handle,
+            public: public.marshall().map_err(cmd("marshal AK public"))?,
+            name: name.value().to_vec(),
+        })
+    }
+
+    /// TPM2_ActivateCredential: recovers the secret the server wrapped with MakeCredential
+    /// for (`ek`, name of `ak`). `credential_blob` and `encrypted_secret` are the
+    /// TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET *with* their size prefixes.
+    ///
+    /// The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT), so its authorization is a
+    /// policy session satisfied with the (empty) endorsement auth.
+    pub fn activate_credential(
+        &mut self,
+        ak: &Ak,
+        ek: &Ek,
+        credential_blob: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+        let blob = strip_tpm2b(credential_blob, "TPM2B_ID_OBJECT")?;
+        let secret = strip_tpm2b(encrypted_secret, "TPM2B_ENCRYPTED_SECRET")?;
+        let blob = IdObject::try_from(blob.to_vec()).map_err(|_| TpmError::BadInput {
+            field: "TPM2B_ID_OBJECT",
+            reason: "longer than the TPM allows",
+        })?;
+        let secret = EncryptedSecret::try_from(secret.to_vec()).map_err(|_| TpmError::BadInput {
+            field: "TPM2B_ENCRYPTED_SECRET",
+            reason: "longer than the TPM allows",
+        })?;
+
+        let session = self
+            .ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(cmd("StartAuthSession (EK policy)"))?
+            .ok_or(TpmError::BadInput {
+                field: "StartAuthSession",
+                reason: "the TPM returned no session",
+            })?;
+        let result = self.activate_in_session(session, ak, ek, blob, secret);
+        // The session is flushed whatever happened; a leaked session slot would make the
+        // next boot step fail for an unrelated reason.
+        let _ = self
+            .ctx
+            .flush_context(ObjectHandle::from(SessionHandle::from(session)));
+        result
+    }
+
+    fn activate_in_session(
+        &mut self,
+        session: AuthSession,
+        ak: &Ak,
+        ek: &Ek,
+        blob: IdObject,
+        secret: EncryptedSecret,
+    ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+        let (attrs, mask) = SessionAttributesBuilder::new()
+            .with_decrypt(true)
+            .with_encrypt(true)
+            .build();
+        self.ctx
+            .tr_sess_set_attributes(session, attrs, mask)
+            .map_err(cmd("TRSess_SetAttributes"))?;
+        let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
+        self.ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.policy_secret(
+                    policy,
+                    AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            })
+            .map_err(cmd("PolicySecret (endorsement)"))?;
+        let digest = self
+            .ctx
+            .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
+                ctx.activate_credential(ak.handle, ek.handle, blob, secret)
+            })
+            .map_err(cmd("ActivateCredential"))?;
+        Ok(Zeroizing::new(digest.value().to_vec()))
+    }
+
+    /// Unloads a key (EK or AK) from the TPM's transient memory.
+    pub fn flush_ek(&mut self, ek: Ek) -> Result<(), TpmError> {
+        self.ctx
+            .flush_context(ek.handle.into())
+            .map_err(cmd("FlushContext (EK)"))
+    }
+
+    /// Unloads the AK.
+    pub fn flush_ak(&mut self, ak: Ak) -> Result<(), TpmError> {
+        self.ctx
+            .flush_context(ak.handle.into())
+            .map_err(cmd("FlushContext (AK)"))
+    }
+}
+
+/// Removes a TPM2B size prefix after checking that it matches the bytes present.
+fn strip_tpm2b<'a>(bytes: &'a [u8], field: &'static str) -> Result<&'a [u8], TpmError> {
+    let bad = |reason| TpmError::BadInput { field, reason };
+    let (size, body) = bytes
+        .split_first_chunk::<2>()
+        .ok_or_else(|| bad("shorter than its size field"))?;
+    if usize::from(u16::from_be_bytes(*size)) != body.len() {
+        return Err(bad("size field does not match the length"));
+    }
+    Ok(body)
+}

@@ -1,0 +1,175 @@
+//! One swtpm per test, in a tempdir, killed on Drop.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// True when the swtpm tests must be skipped (explicit opt-out only).
+pub fn skip() -> bool {
+    if which("swtpm").is_some() && which("swtpm_setup").is_some() {
+        return false;
+    }
+    if std::env::var("UNLOCK_SKIP_SWTPM").as_deref() == Ok("1") {
+        eprintln!("swtpm not installed and UNLOCK_SKIP_SWTPM=1: skipping");
+        return true;
+    }
+    panic!(
+        "swtpm and swtpm_setup are required for this test (apt-get install swtpm swtpm-tools); \
+         set UNLOCK_SKIP_SWTPM=1 to skip explicitly"
+    );
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(bin))
+        .find(|p| p.is_file())
+}
+
+/// A running swtpm with its own state directory.
+pub struct Swtpm {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Swtpm {
+    /// A fresh, unprovisioned TPM.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir)
+    }
+
+    /// A TPM provisioned by swtpm_setup with an EK certificate (RSA, or ECC with `ecc`)
+    /// issued by a fresh swtpm-localca under `dir/localca`. Returns the TPM and the CA root
+    /// and intermediate (issuer) certificates in PEM.
+    pub fn start_provisioned(ecc: bool) -> (Self, Vec<u8>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let state = d.join("state");
+        let ca = d.join("localca");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::create_dir_all(&ca).unwrap();
+        std::fs::write(
+            d.join("swtpm-localca.conf"),
+            format!(
+                "statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n",
+                ca = ca.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("swtpm-localca.options"),
+            "--platform-manufacturer Test\n--platform-version 2.1\n--platform-model QEMU\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("swtpm_setup.conf"),
+            format!(
+                "create_certs_tool = swtpm_localca\ncreate_certs_tool_config = {d}/swtpm-localca.conf\ncreate_certs_tool_options = {d}/swtpm-localca.options\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("swtpm_setup");
+        cmd.arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(&state)
+            .arg("--config")
+            .arg(d.join("swtpm_setup.conf"))
+            .args(["--create-ek-cert", "--create-platform-cert", "--overwrite"])
+            .env("XDG_CONFIG_HOME", d);
+        if ecc {
+            cmd.arg("--ecc");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "swtpm_setup failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let root = std::fs::read(ca.join("swtpm-localca-rootca-cert.pem")).unwrap();
+        let issuer = std::fs::read(ca.join("issuercert.pem")).unwrap();
+        let tpm = Self::start_state(dir, state);
+        (tpm, root, issuer)
+    }
+
+    fn start_in(dir: tempfile::TempDir) -> Self {
+        let state = dir.path().to_path_buf();
+        Self::start_state(dir, state)
+    }
+
+    fn start_state(dir: tempfile::TempDir, state: PathBuf) -> Self {
+        for _ in 0..20 {
+            let port = free_port_pair();
+            let child = Command::new("swtpm")
+                .args(["socket", "--tpm2"])
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                .arg("--tpmstate")
+                .arg(format!("dir={}", state.display()))
+                .args(["--flags", "not-need-init,startup-clear"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn swtpm");
+            let mut child = child;
+            if wait_ready(&mut child, port) {
+                return Swtpm { child, port, dir };
+            }
+            // Lost a race for the port (or swtpm failed): try another pair.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start swtpm on a free port");
+    }
+
+    /// The TCTI string for tss-esapi.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_ready(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A port P such that P and P+1 were both free a moment ago.
+fn free_port_pair() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// Quiets ESYS's stderr logging.
+pub fn quiet_tss() {
+    std::env::set_var("TSS2_LOG", "all+NONE");
+}

@@ -1,0 +1,102 @@
+//! Interoperability of verifier-core's pure-Rust MakeCredential with a real TPM (swtpm):
+//! the TPM must return exactly our secret from ActivateCredential, for RSA and ECC EKs, and
+//! refuse a credential made for another AK name. Also reads swtpm's EK certificate from NV
+//! and checks it against swtpm's local CA with verifier-core's ekcert.
+
+mod common;
+
+use common::{quiet_tss, skip, Swtpm};
+use initrd_agent::tpm::{EkKind, Tpm};
+use verifier_core::makecred::make_credential;
+use verifier_core::wire::Public;
+
+fn activate_round_trip(kind: EkKind) {
+    if skip() {
+        return;
+    }
+    quiet_tss();
+    let sw = Swtpm::start();
+    let mut tpm = Tpm::open(&sw.tcti()).unwrap();
+    let ek = tpm.create_ek(kind).unwrap();
+    let ak = tpm.create_ak(&ek).unwrap();
+
+    // The server's view: parse the marshalled publics, compute the AK name itself.
+    let ek_pub = Public::parse(ek.public()).unwrap();
+    let ak_pub = Public::parse(ak.public()).unwrap();
+    assert_eq!(ak_pub.name(), ak.name(), "verifier-core and the TPM disagree on the AK name");
+
+    let secret: Vec<u8> = (1..=32).collect();
+    let made = make_credential(&ek_pub, &ak_pub.name(), &secret).unwrap();
+    let got = tpm
+        .activate_credential(&ak, &ek, &made.credential_blob, &made.encrypted_secret)
+        .unwrap();
+    assert_eq!(&got[..], &secret[..]);
+
+    // A shorter secret works too (TPM2B_DIGEST is variable length).
+    let made = make_credential(&ek_pub, &ak_pub.name(), b"hi").unwrap();
+    let got = tpm
+        .activate_credential(&ak, &ek, &made.credential_blob, &made.encrypted_secret)
+        .unwrap();
+    assert_eq!(&got[..], b"hi");
+
+    // Made for another AK name: the TPM's integrity check fails.
+    let mut other = ak_pub.name();
+    if let Some(b) = other.last_mut() {
+        *b ^= 1;
+    }
+    let made = make_credential(&ek_pub, &other, &secret).unwrap();
+    let err = tpm
+        .activate_credential(&ak, &ek, &made.credential_blob, &made.encrypted_secret)
+        .unwrap_err();
+    assert!(err.to_string().contains("ActivateCredential"), "{err}");
+
+    // A tampered blob is refused as well.
+    let mut made = make_credential(&ek_pub, &ak_pub.name(), &secret).unwrap();
+    if let Some(b) = made.credential_blob.last_mut() {
+        *b ^= 0x80;
+    }
+    assert!(tpm
+        .activate_credential(&ak, &ek, &made.credential_blob, &made.encrypted_secret)
+        .is_err());
+}
+
+#[test]
+fn rsa_ek_activates_our_credential() {
+    activate_round_trip(EkKind::Rsa2048);
+}
+
+#[test]
+fn ecc_ek_activates_our_credential() {
+    activate_round_trip(EkKind::EccP256);
+}
+
+#[test]
+fn ek_of_another_tpm_cannot_activate() {
+    if skip() {
+        return;
+    }
+    quiet_tss();
+    let (a, b) = (Swtpm::start(), Swtpm::start());
+    let mut tpm_a = Tpm::open(&a.tcti()).unwrap();
+    let mut tpm_b = Tpm::open(&b.tcti()).unwrap();
+    let ek_a = tpm_a.create_ek(EkKind::EccP256).unwrap();
+    let ek_b = tpm_b.create_ek(EkKind::EccP256).unwrap();
+    let ak_b = tpm_b.create_ak(&ek_b).unwrap();
+    // Credential for TPM A's EK, presented to TPM B with B's AK.
+    let ek_a_pub = Public::parse(ek_a.public()).unwrap();
+    let made = make_credential(&ek_a_pub, ak_b.name(), b"secret").unwrap();
+    assert!(tpm_b
+        .activate_credential(&ak_b, &ek_b, &made.credential_blob, &made.encrypted_secret)
+        .is_err());
+}
+
+#[test]
+fn no_ek_cert_on_unprovisioned_tpm() {
+    if skip() {
+        return;
+    }
+    quiet_tss();
+    let sw = Swtpm::start();
+    let mut tpm = Tpm::open(&sw.tcti()).unwrap();
+    assert_eq!(tpm.read_ek_cert(EkKind::Rsa2048).unwrap(), None);
+}
