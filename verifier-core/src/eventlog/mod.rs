@@ -1,11 +1,48 @@
-//! Placeholder: being written (see ARCHITECTURE.md).
+//! UEFI measured-boot event log (TCG PC Client Platform Firmware Profile): parsing, typed
+//! decoding of event contents, replay into PCR values, and digest-versus-data findings.
+//!
+//! The log is untrusted: only the digests it carries matter for replay, and the replayed PCR
+//! values are worth something only once they equal quoted PCRs. The decoded event contents
+//! are what policies look at, *after* replay matched; a content that does not decode never
+//! makes the log unusable, it is kept as [`EventData::Raw`] with a note.
+//!
+//! Decisions, each covered by a test (`tests/eventlog_*.rs`):
+//! - Format is chosen by the first event: a `TCG_PCR_EVENT` of type `EV_NO_ACTION` whose data
+//!   starts with `"Spec ID Event03\0"` makes the log crypto-agile (`TCG_PCR_EVENT2` after it);
+//!   anything else is a legacy SHA-1 log (`TCG_PCR_EVENT` throughout, SHA-1 bank only).
+//! - The Spec ID event must declare only SHA-1/256/384/512 with their true sizes, each once: an
+//!   unknown algorithm (SM3 included) is an error, since we could not replay that bank and
+//!   could not trust its declared size. No test log declares another algorithm.
+//! - Every `TCG_PCR_EVENT2` must carry exactly one digest per declared bank.
+//! - PCR indexes must be below 24. CCEL logs (TDX) use the same format with MR indexes (1-4 for
+//!   RTMR0-3), which replay like PCRs with a zero initial value.
+//! - `EV_NO_ACTION` events are never extended. `StartupLocality` (locality 3 or 4) sets the
+//!   initial PCR 0 of every bank to `0..0 03` / `0..0 04` when it precedes every PCR 0
+//!   extension. PCRs 17-22 start at all `0xff` (their value after TPM2_Startup without a
+//!   dynamic launch, PC Client Platform TPM Profile), all others at zero.
+//! - Bytes after the last event that are all `0x00` or all `0xff` are padding (CCEL buffers are
+//!   `0xff`-filled) and reported by [`EventLog::padding`]; anything else must parse as events,
+//!   so trailing garbage is an error naming the event index and offset where it starts.
+//! - `specid-vendordata.bin` (tpm2-tools) declares 4 bytes of vendorInfo that lie outside its
+//!   Spec ID event: refused (event 0, offset 69). An empty input is refused.
 
-/// Errors of this module.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EventLogError {
-    /// Malformed input.
-    #[error(transparent)]
-    Parse(#[from] crate::ParseError),
-}
+mod decode;
+mod error;
+mod events;
+mod parse;
+mod replay;
+mod types;
+mod uefi;
 
+pub use error::EventLogError;
+pub use events::{
+    EventData, Guid, HandoffTable, IplEvent, IplForm, NoActionEvent, PostCode, SpecIdEvent,
+    SpecIdAlgorithm,
+};
+pub use parse::{DigestList, Event, EventLog, LogFormat};
+pub use replay::Finding;
+pub use types::EventType;
+pub use uefi::{
+    DevicePathNode, GptEvent, GptPartition, ImageLoadEvent, LoadOption, SignatureData,
+    SignatureList, UefiVariable, VariableValue,
+};
