@@ -93,4 +93,10 @@ pub enum Error {
     /// A protocol message was malformed.
     #[error(transparent)]
     Proto(#[from] crate::proto::ProtoError),
+    /// Key split, payload, share wrapping or NK sealing failed.
+    #[error(transparent)]
+    KeySplit(#[from] crate::keysplit::KeySplitError),
+    /// A Merkle tree or inclusion proof was refused.
+    #[error(transparent)]
+    Merkle(#[from] crate::merkle::MerkleError),
 }

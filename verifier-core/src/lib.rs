@@ -13,6 +13,8 @@
 //! - [`eventlog`]: UEFI measured-boot event log parsing, decoding and replay.
 //! - [`ima`]: IMA measurement list parsing and replay.
 //! - [`proto`]: the versioned wire types of the agent/server protocol.
+//! - [`keysplit`]: K_b = U xor V, payload encryption, share wrapping and HPKE sealing to NK.
+//! - [`merkle`]: RFC 6962 Merkle tree over the roles' nonces, bound into one quote.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -20,7 +22,9 @@ pub mod ekcert;
 mod error;
 pub mod eventlog;
 pub mod ima;
+pub mod keysplit;
 pub mod makecred;
+pub mod merkle;
 pub mod proto;
 pub mod quote;
 pub mod wire;
