@@ -1,6 +1,15 @@
 //! Quote verification against quotes recorded from real (v)TPMs: keylime (tpm2-tools files),
 //! trustee (TPM verifier evidence) and Azure SEV-SNP vTPM (AK from the HCL report).
 
+// Test helpers outside #[test] functions are test code too (clippy.toml allows these in tests).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
 use std::path::PathBuf;
 
 use base64::Engine;

@@ -130,7 +130,7 @@ fn rsa_key(public: &Public) -> Result<Key, AkError> {
         ));
     }
     let e = public.rsa_exponent().unwrap_or(65537);
-    if e < 3 || e % 2 == 0 {
+    if e < 3 || e & 1 == 0 {
         return Err(AkError::InvalidKey("RSA exponent"));
     }
     let e = e.to_be_bytes();

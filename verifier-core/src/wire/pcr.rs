@@ -181,11 +181,7 @@ impl PcrSelection {
             let hash = HashAlg::from_tpm(id, "TPMS_PCR_SELECTION", "hash")?;
             let size = r.u8("TPMS_PCR_SELECTION.sizeofSelect")?;
             let bytes = r
-                .bounded(
-                    usize::from(size),
-                    "TPMS_PCR_SELECTION.pcrSelect",
-                    PCR_SELECT_MAX,
-                )
+                .bounded(usize::from(size), "pcrSelect", PCR_SELECT_MAX)
                 .map_err(|e| rename(e, "TPMS_PCR_SELECTION"))?;
             let mut select = [0u8; PCR_SELECT_MAX];
             for (d, s) in select.iter_mut().zip(bytes) {
