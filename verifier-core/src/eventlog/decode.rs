@@ -164,7 +164,7 @@ fn tables(r: &mut Reader<'_>) -> Result<Vec<HandoffTable>, ParseError> {
 }
 
 fn ipl(data: &[u8]) -> IplEvent<'_> {
-    if data.len() >= 4 && data.get(1) == Some(&0) && data.len() % 2 == 0 {
+    if super::replay::is_utf16_text(data) {
         return IplEvent {
             form: IplForm::Utf16,
             text: Cow::Owned(utf16(data)),
@@ -173,6 +173,7 @@ fn ipl(data: &[u8]) -> IplEvent<'_> {
     let text = ascii(data);
     for (prefix, form) in [
         ("grub_cmd: ", IplForm::GrubCommand),
+        ("grub_cmd ", IplForm::GrubCommand),
         ("kernel_cmdline: ", IplForm::KernelCmdline),
     ] {
         if let Some(rest) = text.strip_prefix(prefix) {

@@ -31,11 +31,11 @@ pub enum EventLogError {
         /// The PCR index found.
         pcr: u32,
     },
-    /// A crypto-agile event lacks a digest for a bank the Spec ID event declared, or carries one
-    /// twice; its bank could not be replayed.
+    /// A crypto-agile event carries a digest of a bank the Spec ID event did not declare, or
+    /// of one bank twice.
     #[error(
-        "event {index} at offset {offset}: digests do not cover the Spec ID banks once each \
-         ({alg} missing or repeated)"
+        "event {index} at offset {offset}: {alg} digest is not declared by the Spec ID event \
+         or is repeated"
     )]
     BankMismatch {
         /// Index of the event.

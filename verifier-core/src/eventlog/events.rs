@@ -217,7 +217,7 @@ pub struct IplEvent<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IplForm {
-    /// grub: `grub_cmd: <command>` (PCR 8).
+    /// grub: `grub_cmd: <command>` (PCR 8; RHEL's grub writes `grub_cmd <command>`).
     GrubCommand,
     /// grub: `kernel_cmdline: <command line>` (PCR 8).
     KernelCmdline,

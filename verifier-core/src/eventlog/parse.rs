@@ -232,11 +232,13 @@ impl<'a> EventLog<'a> {
     pub fn events(&self) -> &[Event<'a>] {
         &self.events
     }
-    /// The replayed values of every PCR that at least one event extended, in every bank.
+    /// The replayed values of every PCR that at least one event extended, in every bank
+    /// whose digest every extended event carries (see [`Finding::IncompleteBank`]).
     pub fn replay(&self) -> &PcrValues {
         &self.pcrs
     }
-    /// Events whose digest is defined as the hash of their data but is not.
+    /// What a policy should know: digest-versus-data mismatches, incomplete banks, ignored
+    /// StartupLocality events.
     pub fn findings(&self) -> &[Finding] {
         &self.findings
     }
@@ -323,9 +325,6 @@ fn read_agile<'a>(
         if !pushed {
             return Err(EventLogError::BankMismatch { index, offset, alg });
         }
-    }
-    if let Some(&alg) = banks.iter().find(|a| digests.get(**a).is_none()) {
-        return Err(EventLogError::BankMismatch { index, offset, alg });
     }
     r.set_structure("TCG_PCR_EVENT2");
     let size = r.u32_le("eventSize").map_err(malformed)?;

@@ -30,6 +30,16 @@ pub enum Finding {
         #[serde(serialize_with = "alg_name")]
         alg: HashAlg,
     },
+    /// An extended event carries no digest for a bank the Spec ID event declared (tpm2-tools'
+    /// event-uefiaction.bin declares four banks and logs two). The bank cannot be replayed,
+    /// so [`super::EventLog::replay`] leaves it out rather than offer wrong values.
+    IncompleteBank {
+        /// The bank.
+        #[serde(serialize_with = "alg_name")]
+        alg: HashAlg,
+        /// The first event without it.
+        event_index: usize,
+    },
     /// A StartupLocality event came after PCR 0 was extended, so it could not have described
     /// PCR 0's initial value, and was ignored.
     LateStartupLocality {
@@ -45,6 +55,8 @@ fn alg_name<S: serde::Serializer>(alg: &HashAlg, s: S) -> Result<S::Ok, S::Error
 /// Replay state: one fixed array of PCRs per bank, so extending allocates nothing.
 pub(super) struct Replayer {
     banks: Vec<(HashAlg, [Digest; PCRS])>,
+    /// Per bank, the first extended event that lacked its digest.
+    incomplete: Vec<Option<usize>>,
     extended: [bool; PCRS],
     findings: Vec<Finding>,
     startup_locality: Option<u8>,
@@ -52,7 +64,7 @@ pub(super) struct Replayer {
 
 impl Replayer {
     pub(super) fn new(banks: &[HashAlg]) -> Self {
-        let banks = banks
+        let banks: Vec<(HashAlg, [Digest; PCRS])> = banks
             .iter()
             .map(|&alg| {
                 let mut pcrs = [Digest::zero(alg); PCRS];
@@ -63,6 +75,7 @@ impl Replayer {
             })
             .collect();
         Self {
+            incomplete: vec![None; banks.len()],
             banks,
             extended: [false; PCRS],
             findings: Vec::new(),
@@ -75,6 +88,11 @@ impl Replayer {
         if !event.is_extended() {
             self.no_action(event);
             return;
+        }
+        for ((alg, _), first) in self.banks.iter().zip(self.incomplete.iter_mut()) {
+            if first.is_none() && event.digests().get(*alg).is_none() {
+                *first = Some(event.index());
+            }
         }
         let check = expected_digest_input(event.event_type(), event.data());
         for d in event.digests().as_slice() {
@@ -129,9 +147,16 @@ impl Replayer {
         }
     }
 
-    pub(super) fn finish(self) -> (PcrValues, Vec<Finding>, Option<u8>) {
+    pub(super) fn finish(mut self) -> (PcrValues, Vec<Finding>, Option<u8>) {
         let mut values = PcrValues::new();
-        for (_, pcrs) in &self.banks {
+        for ((alg, pcrs), incomplete) in self.banks.iter().zip(&self.incomplete) {
+            if let Some(event_index) = *incomplete {
+                self.findings.push(Finding::IncompleteBank {
+                    alg: *alg,
+                    event_index,
+                });
+                continue;
+            }
             for (index, value) in pcrs.iter().enumerate() {
                 if self.extended.get(index).copied().unwrap_or(false) {
                     if let Ok(i) = u8::try_from(index) {
@@ -186,14 +211,21 @@ fn expected_digest_input(event_type: EventType, data: &[u8]) -> Option<[Option<&
     }
 }
 
-/// NUL-terminated UTF-16LE of ASCII characters, as systemd-boot logs the command line.
-fn is_utf16_text(data: &[u8]) -> bool {
-    data.len() >= 4
-        && data.len() % 2 == 0
-        && data.ends_with(&[0, 0])
-        && data
-            .chunks_exact(2)
-            .all(|c| matches!(c, [lo, 0] if *lo == 0 || lo.is_ascii_graphic() || lo.is_ascii_whitespace()))
+/// UTF-16LE of ASCII characters, as systemd-boot logs the command line. An odd size with one
+/// extra NUL byte is accepted: arch-linux-workstation.bin logs 365 bytes, the terminator
+/// being a single byte.
+pub(super) fn is_utf16_text(data: &[u8]) -> bool {
+    let body = match data.len() % 2 {
+        0 => data,
+        _ => match data.split_last() {
+            Some((0, body)) => body,
+            _ => return false,
+        },
+    };
+    body.len() >= 4
+        && body.chunks_exact(2).all(|c| {
+            matches!(c, [lo, 0] if *lo == 0 || lo.is_ascii_graphic() || lo.is_ascii_whitespace())
+        })
 }
 
 #[cfg(test)]
@@ -204,6 +236,9 @@ mod tests {
     fn utf16_detection() {
         assert!(is_utf16_text(b"a\0b\0\0\0"));
         assert!(!is_utf16_text(b"grub_cmd: x\0"));
-        assert!(!is_utf16_text(b"a\0b\0"));
+        assert!(is_utf16_text(b"a\0b\0"));
+        assert!(!is_utf16_text(b"a\0"));
+        assert!(is_utf16_text(b"a\0b\0\0\0\0"));
+        assert!(!is_utf16_text(b"a\0b\0\0\0x"));
     }
 }

@@ -19,6 +19,10 @@ pub struct UefiVariable<'a> {
     pub data: &'a [u8],
     /// VariableData decoded by name.
     pub value: VariableValue<'a>,
+    /// Bytes after VariableData. shim logs its vendor certificate with a VariableDataLength
+    /// shorter than what follows (sb_cert_eventlog.bin: 6 bytes).
+    #[serde(serialize_with = "hex_bytes")]
+    pub trailing: &'a [u8],
 }
 
 /// A variable's value, by name.
@@ -101,6 +105,9 @@ pub struct ImageLoadEvent<'a> {
     pub device_path: &'a [u8],
     /// The file path, when the device path holds media file-path nodes.
     pub file_path: Option<String>,
+    /// Bytes after DevicePath (some firmware logs them; rhel8-uefi.bin has 8).
+    #[serde(serialize_with = "hex_bytes")]
+    pub trailing: &'a [u8],
 }
 
 /// UEFI_GPT_DATA: the disk's partition table as the firmware saw it.
@@ -204,7 +211,7 @@ pub(super) fn variable_data(event: &[u8]) -> Option<&[u8]> {
 pub(super) fn variable(bytes: &[u8], authority: bool) -> Result<UefiVariable<'_>, ParseError> {
     let mut r = Reader::new("UEFI_VARIABLE_DATA", bytes);
     let (guid, name, data) = variable_header(&mut r)?;
-    r.finish()?;
+    let trailing = r.rest();
     let name = utf16(name);
     let value = if authority {
         let mut r = Reader::new("EFI_SIGNATURE_DATA", data);
@@ -243,6 +250,7 @@ pub(super) fn variable(bytes: &[u8], authority: bool) -> Result<UefiVariable<'_>
         name,
         data,
         value,
+        trailing,
     })
 }
 
@@ -333,13 +341,13 @@ pub(super) fn image_load(data: &[u8]) -> Result<ImageLoadEvent<'_>, ParseError> 
     let link_time_address = r.u64_le("ImageLinkTimeAddress")?;
     let path_len = r.u64_le("LengthOfDevicePath")?;
     let device_path = r.take(usize::try_from(path_len).unwrap_or(usize::MAX), "DevicePath")?;
-    r.finish()?;
     Ok(ImageLoadEvent {
         image_location,
         image_length,
         link_time_address,
         device_path,
         file_path: file_path(device_path),
+        trailing: r.rest(),
     })
 }
 
