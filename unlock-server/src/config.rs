@@ -1,0 +1,263 @@
+//! The server's one typed configuration: a TOML file overlaid by command-line flags, parsed
+//! once in `main` and passed down.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Which roles this process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleSet {
+    /// Verifier and tenant in one process (each with its own database and master key).
+    All,
+    /// Only the verifier role (holds V and the payload ciphertext).
+    Verifier,
+    /// Only the tenant role (holds U).
+    Tenant,
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The configuration file (`/etc/unlock-server/config.toml`). Every field is optional; flags
+/// override the file and defaults fill the rest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Roles served.
+    pub role: Option<RoleSet>,
+    /// Directory for databases, master keys and generated credentials.
+    pub state_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// File holding the admin bearer token.
+    pub admin_token_file: Option<PathBuf>,
+    /// EK CA certificates (PEM or DER files, or directories of them).
+    pub ek_ca: Option<Vec<PathBuf>>,
+    /// Accept agents whose EK has no certificate (trust on first enrollment).
+    pub allow_ek_without_cert: Option<bool>,
+    /// Seconds a challenge stays valid.
+    pub challenge_ttl_secs: Option<u64>,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Log format.
+    pub log_format: Option<LogFormat>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Roles served.
+    pub role: RoleSet,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// TLS certificate and key; `None` with `insecure_http` only.
+    pub tls: Option<TlsFiles>,
+    /// Plain HTTP (tests only).
+    pub insecure_http: bool,
+    /// Admin token file.
+    pub admin_token_file: PathBuf,
+    /// EK CA certificate files or directories.
+    pub ek_ca: Vec<PathBuf>,
+    /// TOFU mode for EKs without certificate.
+    pub allow_ek_without_cert: bool,
+    /// Challenge lifetime.
+    pub challenge_ttl_secs: u64,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Where the TLS certificate and key live. When the files do not exist, the server creates a
+/// self-signed pair there on first start and prints the certificate's SHA-256 fingerprint.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Command-line flags of `unlock-server`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "unlock-server",
+    version,
+    about = "TPM-attested network disk unlock server (registrar, verifier and tenant roles)",
+    long_about = "Releases disk-key halves to machines whose TPM quote and measured boot satisfy \
+their enrolled policy, at most max_attestations times per boot. Each role keeps its own \
+SQLite database and master key under --state-dir. Options override the config file."
+)]
+pub struct Flags {
+    /// Configuration file (TOML). Missing is fine when it is the default path.
+    #[arg(long, short = 'c', default_value = "/etc/unlock-server/config.toml")]
+    pub config: PathBuf,
+    /// Address to listen on [default: 0.0.0.0:8443].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Roles this process serves [default: all].
+    #[arg(long, value_enum)]
+    pub role: Option<RoleSet>,
+    /// Directory for databases (<role>.db), master keys (<role>.key) and generated TLS and
+    /// admin-token files [default: /var/lib/unlock-server].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// TLS certificate chain, PEM [default: <state-dir>/tls.crt, generated self-signed if absent].
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM [default: <state-dir>/tls.key, generated if absent].
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS. For tests on loopback only: halves are still sealed
+    /// to the agent's key, but admin tokens would cross the network in clear.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// File holding the admin bearer token [default: <state-dir>/admin.token, generated with
+    /// mode 0600 if absent].
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// EK CA certificate (PEM/DER file or directory); repeatable. Agents whose EK certificate
+    /// does not chain to one of these are refused at registration.
+    #[arg(long = "ek-ca")]
+    pub ek_ca: Vec<PathBuf>,
+    /// Accept EKs without a certificate (trust on first enrollment: the enrolled EK public key
+    /// is then the only anchor).
+    #[arg(long)]
+    pub allow_ek_without_cert: bool,
+    /// Seconds a challenge (nonce) stays valid [default: 60].
+    #[arg(long)]
+    pub challenge_ttl_secs: Option<u64>,
+    /// Largest accepted request body in bytes [default: 4194304].
+    #[arg(long)]
+    pub max_body_bytes: Option<usize>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration problem a person can fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names line and field).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// toml's message (with line, column and field).
+        message: String,
+    },
+    /// Invalid combination.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+const DEFAULT_CONFIG: &str = "/etc/unlock-server/config.toml";
+
+impl Config {
+    /// Resolves flags over the config file over defaults.
+    pub fn load(flags: Flags) -> Result<Self, ConfigError> {
+        let file = read_file(&flags.config)?;
+        let state_dir = flags
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/unlock-server"));
+        let insecure_http = flags.insecure_http;
+        let tls = if insecure_http {
+            None
+        } else {
+            Some(TlsFiles {
+                cert: flags
+                    .tls_cert
+                    .or(file.tls_cert)
+                    .unwrap_or_else(|| state_dir.join("tls.crt")),
+                key: flags
+                    .tls_key
+                    .or(file.tls_key)
+                    .unwrap_or_else(|| state_dir.join("tls.key")),
+            })
+        };
+        let mut ek_ca = file.ek_ca.unwrap_or_default();
+        ek_ca.extend(flags.ek_ca);
+        let allow_ek_without_cert =
+            flags.allow_ek_without_cert || file.allow_ek_without_cert.unwrap_or(false);
+        let challenge_ttl_secs = flags
+            .challenge_ttl_secs
+            .or(file.challenge_ttl_secs)
+            .unwrap_or(60);
+        if challenge_ttl_secs == 0 || challenge_ttl_secs > 3600 {
+            return Err(ConfigError::Invalid(
+                "challenge_ttl_secs must be between 1 and 3600",
+            ));
+        }
+        let max_body_bytes = flags
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(4 << 20);
+        if max_body_bytes < 4096 {
+            return Err(ConfigError::Invalid("max_body_bytes must be at least 4096"));
+        }
+        Ok(Self {
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
+            role: flags.role.or(file.role).unwrap_or(RoleSet::All),
+            admin_token_file: flags
+                .admin_token_file
+                .or(file.admin_token_file)
+                .unwrap_or_else(|| state_dir.join("admin.token")),
+            state_dir,
+            tls,
+            insecure_http,
+            ek_ca,
+            allow_ek_without_cert,
+            challenge_ttl_secs,
+            max_body_bytes,
+            log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG) => {
+            return Ok(FileConfig::default())
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,7 @@
+//! The unlock server: registrar, verifier and tenant roles, their storage and HTTP API, and
+//! the operator CLI `unlockctl`. All verification is delegated to `verifier-core`; this crate
+//! adds state (what was enrolled, which nonces were used, how many releases a boot had) and
+//! transport.
+#![forbid(unsafe_code)]
+
+pub mod store;
