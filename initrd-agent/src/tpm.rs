@@ -27,6 +27,9 @@ use zeroize::Zeroizing;
 pub const RSA_EK_CERT_NV_INDEX: u32 = 0x01c0_0002;
 /// NV index of the ECC NIST P-256 EK certificate (TCG EK Credential Profile, low range).
 pub const ECC_EK_CERT_NV_INDEX: u32 = 0x01c0_000a;
+/// NV index of the ECC NIST P-384 EK certificate (TCG EK Credential Profile, high range;
+/// where swtpm_setup puts its ECC EK certificate).
+pub const ECC_P384_EK_CERT_NV_INDEX: u32 = 0x01c0_0016;
 
 /// Which default EK template (TCG EK Credential Profile, low range) to instantiate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +38,9 @@ pub enum EkKind {
     Rsa2048,
     /// ECC NIST P-256, SHA-256 name, AES-128-CFB (template L-2).
     EccP256,
+    /// ECC NIST P-384, SHA-384 name, AES-256-CFB (high range template H-3). Its authPolicy
+    /// is a PolicyOR that [`Tpm::activate_credential`] does not satisfy yet.
+    EccP384,
 }
 
 impl EkKind {
@@ -42,6 +48,7 @@ impl EkKind {
         match self {
             Self::Rsa2048 => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
             Self::EccP256 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+            Self::EccP384 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
         }
     }
 
@@ -50,6 +57,7 @@ impl EkKind {
         match self {
             Self::Rsa2048 => RSA_EK_CERT_NV_INDEX,
             Self::EccP256 => ECC_EK_CERT_NV_INDEX,
+            Self::EccP384 => ECC_P384_EK_CERT_NV_INDEX,
         }
     }
 }
@@ -74,6 +82,9 @@ pub enum TpmError {
         /// What tss-esapi reported.
         source: tss_esapi::Error,
     },
+    /// The operation is not implemented for this EK template.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// A credential blob or secret from the server does not fit the TPM's buffer types.
     #[error("{field} from the server is malformed: {reason}")]
     BadInput {
@@ -221,6 +232,12 @@ impl Tpm {
         credential_blob: &[u8],
         encrypted_secret: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+        if ek.kind == EkKind::EccP384 {
+            // FIXME: high-range EKs need a SHA-384 session with PolicySecret + PolicyOR.
+            return Err(TpmError::Unsupported(
+                "ActivateCredential is implemented for the low-range (SHA-256) EK templates only",
+            ));
+        }
         let blob = strip_tpm2b(credential_blob, "TPM2B_ID_OBJECT")?;
         let secret = strip_tpm2b(encrypted_secret, "TPM2B_ENCRYPTED_SECRET")?;
         let blob = IdObject::try_from(blob.to_vec()).map_err(|_| TpmError::BadInput {

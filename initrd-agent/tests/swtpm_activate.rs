@@ -100,3 +100,52 @@ fn no_ek_cert_on_unprovisioned_tpm() {
     let mut tpm = Tpm::open(&sw.tcti()).unwrap();
     assert_eq!(tpm.read_ek_cert(EkKind::Rsa2048).unwrap(), None);
 }
+
+fn provisioned_ek_cert_verifies(ecc: bool, kind: EkKind) {
+    use verifier_core::ekcert::{pem_certificates, verify_ek_certificate, EkCertError, TrustStore};
+    if skip() {
+        return;
+    }
+    quiet_tss();
+    let (sw, root_pem, issuer_pem) = Swtpm::start_provisioned(ecc);
+    let mut tpm = Tpm::open(&sw.tcti()).unwrap();
+    let cert = tpm
+        .read_ek_cert(kind)
+        .unwrap()
+        .expect("swtpm_setup --create-ek-cert wrote no EK certificate");
+    let ek = tpm.create_ek(kind).unwrap();
+    let ek_pub = Public::parse(ek.public()).unwrap();
+    let now = std::time::SystemTime::now();
+
+    let mut trust = TrustStore::new();
+    trust.add_pem(&root_pem).unwrap();
+    let issuer = pem_certificates(&issuer_pem).unwrap().remove(0);
+    let verified = verify_ek_certificate(&cert, &[&issuer], &trust, &ek_pub, now).unwrap();
+    assert_eq!(verified.chain().length(), 3);
+    assert!(verified.tpm_info().is_some(), "swtpm puts TPM info in the SAN");
+
+    // Without the intermediate there is no path; with another TPM's EK the key mismatches.
+    assert!(matches!(
+        verify_ek_certificate(&cert, &[], &trust, &ek_pub, now),
+        Err(EkCertError::UntrustedIssuer)
+    ));
+    let other = Swtpm::start();
+    let mut other_tpm = Tpm::open(&other.tcti()).unwrap();
+    let other_ek = other_tpm.create_ek(kind).unwrap();
+    let other_pub = Public::parse(other_ek.public()).unwrap();
+    assert!(matches!(
+        verify_ek_certificate(&cert, &[&issuer], &trust, &other_pub, now),
+        Err(EkCertError::KeyMismatch)
+    ));
+}
+
+#[test]
+fn swtpm_rsa_ek_cert_chains_to_local_ca() {
+    provisioned_ek_cert_verifies(false, EkKind::Rsa2048);
+}
+
+/// swtpm_setup (0.7) certifies an ECC P-384 EK (high range, NV 0x01c00016).
+#[test]
+fn swtpm_ecc_ek_cert_chains_to_local_ca() {
+    provisioned_ek_cert_verifies(true, EkKind::EccP384);
+}
