@@ -11,7 +11,9 @@ use std::str::FromStr;
 use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::SessionType;
-use tss_esapi::handles::{AuthHandle, KeyHandle, NvIndexTpmHandle, ObjectHandle, SessionHandle, TpmHandle};
+use tss_esapi::handles::{
+    AuthHandle, KeyHandle, NvIndexTpmHandle, ObjectHandle, SessionHandle, TpmHandle,
+};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
@@ -161,7 +163,10 @@ impl Tpm {
     pub fn create_ek(&mut self, kind: EkKind) -> Result<Ek, TpmError> {
         let handle = ek::create_ek_object_2(&mut self.ctx, kind.selection(), None)
             .map_err(cmd("CreatePrimary (EK)"))?;
-        let (public, _, _) = self.ctx.read_public(handle).map_err(cmd("ReadPublic (EK)"))?;
+        let (public, _, _) = self
+            .ctx
+            .read_public(handle)
+            .map_err(cmd("ReadPublic (EK)"))?;
         let public = public.marshall().map_err(cmd("marshal EK public"))?;
         Ok(Ek {
             handle,
@@ -172,7 +177,8 @@ impl Tpm {
 
     /// Reads the EK certificate (DER) from its NV index, or `None` when the TPM has none.
     pub fn read_ek_cert(&mut self, kind: EkKind) -> Result<Option<Vec<u8>>, TpmError> {
-        let index = NvIndexTpmHandle::new(kind.cert_nv_index()).map_err(cmd("EK certificate NV index"))?;
+        let index =
+            NvIndexTpmHandle::new(kind.cert_nv_index()).map_err(cmd("EK certificate NV index"))?;
         let present = self
             .ctx
             .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(index)));
@@ -184,7 +190,9 @@ impl Tpm {
         let auth = NvAuth::NvIndex(nv.into());
         let cert = self
             .ctx
-            .execute_with_nullauth_session(|ctx| tss_esapi::abstraction::nv::read_full(ctx, auth, index))
+            .execute_with_nullauth_session(|ctx| {
+                tss_esapi::abstraction::nv::read_full(ctx, auth, index)
+            })
             .map_err(cmd("NV_Read (EK certificate)"))?;
         Ok(Some(cert))
     }
@@ -211,7 +219,10 @@ impl Tpm {
             created.out_public,
         )
         .map_err(cmd("Load (AK)"))?;
-        let (public, name, _) = self.ctx.read_public(handle).map_err(cmd("ReadPublic (AK)"))?;
+        let (public, name, _) = self
+            .ctx
+            .read_public(handle)
+            .map_err(cmd("ReadPublic (AK)"))?;
         Ok(Ak {
             handle,
             public: public.marshall().map_err(cmd("marshal AK public"))?,
@@ -244,10 +255,11 @@ impl Tpm {
             field: "TPM2B_ID_OBJECT",
             reason: "longer than the TPM allows",
         })?;
-        let secret = EncryptedSecret::try_from(secret.to_vec()).map_err(|_| TpmError::BadInput {
-            field: "TPM2B_ENCRYPTED_SECRET",
-            reason: "longer than the TPM allows",
-        })?;
+        let secret =
+            EncryptedSecret::try_from(secret.to_vec()).map_err(|_| TpmError::BadInput {
+                field: "TPM2B_ENCRYPTED_SECRET",
+                reason: "longer than the TPM allows",
+            })?;
 
         let session = self
             .ctx

@@ -3,6 +3,14 @@
 //! refuse a credential made for another AK name. Also reads swtpm's EK certificate from NV
 //! and checks it against swtpm's local CA with verifier-core's ekcert.
 
+// Test code: a failed unwrap or index is a failed test, which is what we want here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{quiet_tss, skip, Swtpm};
@@ -23,7 +31,11 @@ fn activate_round_trip(kind: EkKind) {
     // The server's view: parse the marshalled publics, compute the AK name itself.
     let ek_pub = Public::parse(ek.public()).unwrap();
     let ak_pub = Public::parse(ak.public()).unwrap();
-    assert_eq!(ak_pub.name(), ak.name(), "verifier-core and the TPM disagree on the AK name");
+    assert_eq!(
+        ak_pub.name(),
+        ak.name(),
+        "verifier-core and the TPM disagree on the AK name"
+    );
 
     let secret: Vec<u8> = (1..=32).collect();
     let made = make_credential(&ek_pub, &ak_pub.name(), &secret).unwrap();
@@ -122,7 +134,10 @@ fn provisioned_ek_cert_verifies(ecc: bool, kind: EkKind) {
     let issuer = pem_certificates(&issuer_pem).unwrap().remove(0);
     let verified = verify_ek_certificate(&cert, &[&issuer], &trust, &ek_pub, now).unwrap();
     assert_eq!(verified.chain().length(), 3);
-    assert!(verified.tpm_info().is_some(), "swtpm puts TPM info in the SAN");
+    assert!(
+        verified.tpm_info().is_some(),
+        "swtpm puts TPM info in the SAN"
+    );
 
     // Without the intermediate there is no path; with another TPM's EK the key mismatches.
     assert!(matches!(

@@ -1,6 +1,14 @@
 //! EK certificate checks against generated fixtures (src/ekcert/testdata/gen.sh) and the
 //! real vendor certificates of the shared test data.
 
+// Test code: a failed unwrap or index is a failed test, which is what we want here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +28,12 @@ fn fixture(name: &str) -> Vec<u8> {
 fn testdata() -> PathBuf {
     let dir = std::env::var("UNLOCK_TESTDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata")));
+        .unwrap_or_else(|_| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/testdata"
+            ))
+        });
     assert!(
         dir.join("ekcert").is_dir(),
         "test data not found at {} (set UNLOCK_TESTDATA)",
@@ -77,8 +90,14 @@ fn verify(leaf: &str, inter: &[&str], ek: &Public, at: SystemTime) -> Result<(),
 #[test]
 fn good_chain_verifies_and_reports_tpm_info() {
     let inter = fixture("inter.pem");
-    let v = verify_ek_certificate(&fixture("ek.pem"), &[&inter], &store(), &rsa_ek(MODULUS), now())
-        .unwrap();
+    let v = verify_ek_certificate(
+        &fixture("ek.pem"),
+        &[&inter],
+        &store(),
+        &rsa_ek(MODULUS),
+        now(),
+    )
+    .unwrap();
     let info = v.tpm_info().unwrap();
     assert_eq!(info.manufacturer.as_deref(), Some("id:54455354"));
     assert_eq!(info.model.as_deref(), Some("TESTTPM"));
@@ -102,8 +121,14 @@ fn missing_intermediate_is_untrusted() {
 
 #[test]
 fn empty_trust_store_is_refused() {
-    let err = verify_ek_certificate(&fixture("ek.pem"), &[], &TrustStore::new(), &rsa_ek(MODULUS), now())
-        .unwrap_err();
+    let err = verify_ek_certificate(
+        &fixture("ek.pem"),
+        &[],
+        &TrustStore::new(),
+        &rsa_ek(MODULUS),
+        now(),
+    )
+    .unwrap_err();
     assert!(matches!(err, EkCertError::EmptyTrustStore), "{err}");
 }
 
@@ -117,17 +142,26 @@ fn impostor_ca_with_same_name_is_refused() {
     // the real root does not vouch for it.
     // Even presenting the real intermediate does not help: its key did not sign it.
     let err = verify("ek-by-evil.pem", &["inter.pem"], &rsa_ek(MODULUS), now()).unwrap_err();
-    assert!(matches!(err, EkCertError::BadSignature { depth: 0 }), "{err}");
+    assert!(
+        matches!(err, EkCertError::BadSignature { depth: 0 }),
+        "{err}"
+    );
 }
 
 #[test]
 fn expired_and_not_yet_valid_are_refused() {
     let late = UNIX_EPOCH + Duration::from_secs(2_208_988_800); // 2040: EK cert expired (2036)
     let err = verify("ek.pem", &["inter.pem"], &rsa_ek(MODULUS), late).unwrap_err();
-    assert!(matches!(err, EkCertError::Expired { depth: 0, .. }), "{err}");
+    assert!(
+        matches!(err, EkCertError::Expired { depth: 0, .. }),
+        "{err}"
+    );
     let early = UNIX_EPOCH + Duration::from_secs(1_735_689_600); // 2025
     let err = verify("ek.pem", &["inter.pem"], &rsa_ek(MODULUS), early).unwrap_err();
-    assert!(matches!(err, EkCertError::NotYetValid { depth: 0, .. }), "{err}");
+    assert!(
+        matches!(err, EkCertError::NotYetValid { depth: 0, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -136,21 +170,32 @@ fn tampered_signature_is_refused() {
     let last = der.len() - 1;
     der[last] ^= 1;
     let inter = fixture("inter.pem");
-    let err = verify_ek_certificate(&der, &[&inter], &store(), &rsa_ek(MODULUS), now()).unwrap_err();
-    assert!(matches!(err, EkCertError::BadSignature { depth: 0 }), "{err}");
+    let err =
+        verify_ek_certificate(&der, &[&inter], &store(), &rsa_ek(MODULUS), now()).unwrap_err();
+    assert!(
+        matches!(err, EkCertError::BadSignature { depth: 0 }),
+        "{err}"
+    );
 }
 
 #[test]
 fn tampered_tbs_is_refused() {
     // Flip a byte of the modulus inside tbsCertificate: the signature no longer covers it.
     let mut der = fixture("ek.pem");
-    let pos = der.windows(8).position(|w| w == &MODULUS[100..108]).unwrap();
+    let pos = der
+        .windows(8)
+        .position(|w| w == &MODULUS[100..108])
+        .unwrap();
     der[pos] ^= 1;
     let mut modulus = MODULUS.to_vec();
     modulus[100] ^= 1;
     let inter = fixture("inter.pem");
-    let err = verify_ek_certificate(&der, &[&inter], &store(), &rsa_ek(&modulus), now()).unwrap_err();
-    assert!(matches!(err, EkCertError::BadSignature { depth: 0 }), "{err}");
+    let err =
+        verify_ek_certificate(&der, &[&inter], &store(), &rsa_ek(&modulus), now()).unwrap_err();
+    assert!(
+        matches!(err, EkCertError::BadSignature { depth: 0 }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -183,7 +228,13 @@ fn key_mismatch_is_refused() {
 
 #[test]
 fn unknown_critical_extension_is_refused() {
-    let err = verify("ek-unknown-critical.pem", &["inter.pem"], &rsa_ek(MODULUS), now()).unwrap_err();
+    let err = verify(
+        "ek-unknown-critical.pem",
+        &["inter.pem"],
+        &rsa_ek(MODULUS),
+        now(),
+    )
+    .unwrap_err();
     match err {
         EkCertError::UnknownCriticalExtension { depth: 0, oid } => {
             assert_eq!(oid, "1.3.6.1.4.1.99999.1")
@@ -195,13 +246,25 @@ fn unknown_critical_extension_is_refused() {
 #[test]
 fn non_ca_issuer_is_refused() {
     let err = verify("ek-by-notca.pem", &["notca.pem"], &rsa_ek(MODULUS), now()).unwrap_err();
-    assert!(matches!(err, EkCertError::IssuerNotCa { depth: 1 }), "{err}");
+    assert!(
+        matches!(err, EkCertError::IssuerNotCa { depth: 1 }),
+        "{err}"
+    );
 }
 
 #[test]
 fn issuer_without_key_cert_sign_is_refused() {
-    let err = verify("ek-by-nocertsign.pem", &["nocertsign.pem"], &rsa_ek(MODULUS), now()).unwrap_err();
-    assert!(matches!(err, EkCertError::IssuerMayNotSignCertificates { depth: 1 }), "{err}");
+    let err = verify(
+        "ek-by-nocertsign.pem",
+        &["nocertsign.pem"],
+        &rsa_ek(MODULUS),
+        now(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, EkCertError::IssuerMayNotSignCertificates { depth: 1 }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -210,8 +273,14 @@ fn path_length_constraint_is_enforced() {
     s.add_der(&fixture("root-pathlen0.pem")).unwrap();
     let inter = [fixture("inter-pathlen0.pem"), fixture("sub-pathlen0.pem")];
     let refs: Vec<&[u8]> = inter.iter().map(Vec::as_slice).collect();
-    let err = verify_ek_certificate(&fixture("ek-pathlen.pem"), &refs, &s, &rsa_ek(MODULUS), now())
-        .unwrap_err();
+    let err = verify_ek_certificate(
+        &fixture("ek-pathlen.pem"),
+        &refs,
+        &s,
+        &rsa_ek(MODULUS),
+        now(),
+    )
+    .unwrap_err();
     // inter-pathlen0 (pathlen 0) has sub-pathlen0 below it; both limits are 0.
     assert!(matches!(err, EkCertError::PathLenExceeded { .. }), "{err}");
 }
@@ -219,7 +288,10 @@ fn path_length_constraint_is_enforced() {
 #[test]
 fn sha1_signature_is_refused() {
     let err = verify("ek-sha1.pem", &["inter.pem"], &rsa_ek(MODULUS), now()).unwrap_err();
-    assert!(matches!(err, EkCertError::Sha1Signature { depth: 0 }), "{err}");
+    assert!(
+        matches!(err, EkCertError::Sha1Signature { depth: 0 }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -233,7 +305,9 @@ fn leaf_that_is_a_ca_is_refused() {
 fn garbage_is_a_parse_error_not_a_panic() {
     let der = fixture("ek.pem");
     for cut in [0, 1, 2, 10, der.len() / 2, der.len() - 1] {
-        assert!(verify_ek_certificate(&der[..cut], &[], &store(), &rsa_ek(MODULUS), now()).is_err());
+        assert!(
+            verify_ek_certificate(&der[..cut], &[], &store(), &rsa_ek(MODULUS), now()).is_err()
+        );
     }
     let mut long = der.clone();
     long.push(0);
@@ -241,7 +315,10 @@ fn garbage_is_a_parse_error_not_a_panic() {
         verify_ek_certificate(&long, &[], &store(), &rsa_ek(MODULUS), now()),
         Err(EkCertError::Parse(_))
     ));
-    assert!(matches!(pem_certificates(b"no pem here"), Err(EkCertError::Pem(_))));
+    assert!(matches!(
+        pem_certificates(b"no pem here"),
+        Err(EkCertError::Pem(_))
+    ));
 }
 
 fn vendor(name: &str) -> Vec<u8> {
@@ -267,18 +344,25 @@ fn real_vendor_intermediates_chain_to_their_roots() {
     // STMicro RSA root CA issued by GlobalSign's TPM root (RSA, SHA-256).
     let mut gs = TrustStore::new();
     gs.add_der(&vendor("GS_TPM_RT.pem")).unwrap();
-    let v = gs.verify_chain(&vendor("STM_RSA_RT.pem"), &[], now()).unwrap();
+    let v = gs
+        .verify_chain(&vendor("STM_RSA_RT.pem"), &[], now())
+        .unwrap();
     assert_eq!(v.length(), 2);
     // Infineon ECC CA 042 issued by the Infineon ECC root (ECDSA P-384, SHA-384).
     let mut ifx = TrustStore::new();
     ifx.add_der(&vendor("INF_ECC_010RT.pem")).unwrap();
-    ifx.verify_chain(&vendor("IFX_ECC_042.pem"), &[], now()).unwrap();
+    ifx.verify_chain(&vendor("IFX_ECC_042.pem"), &[], now())
+        .unwrap();
     // Crossed: STMicro is not issued by Infineon.
-    let err = ifx.verify_chain(&vendor("STM_RSA_RT.pem"), &[], now()).unwrap_err();
+    let err = ifx
+        .verify_chain(&vendor("STM_RSA_RT.pem"), &[], now())
+        .unwrap_err();
     assert!(matches!(err, EkCertError::UntrustedIssuer), "{err}");
     // IFX RSA root is signed by VeriSign with SHA-1; VeriSign's root is not in the data,
     // and a SHA-1 link is refused anyway when the issuer is present.
-    let err = gs.verify_chain(&vendor("IFX_RSA_RT.pem"), &[], now()).unwrap_err();
+    let err = gs
+        .verify_chain(&vendor("IFX_RSA_RT.pem"), &[], now())
+        .unwrap_err();
     assert!(matches!(err, EkCertError::UntrustedIssuer), "{err}");
 }
 
@@ -287,9 +371,11 @@ fn real_gce_ek_certificates_need_their_issuer() {
     // The go-tpm-tools certificates' issuers are not in the test data: refused, not crashed.
     let mut all = TrustStore::new();
     for entry in std::fs::read_dir(testdata().join("ekcert/keylime-tpm_cert_store")).unwrap() {
-        all.add_pem(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        all.add_pem(&std::fs::read(entry.unwrap().path()).unwrap())
+            .unwrap();
     }
-    let pem = std::fs::read(testdata().join("ekcert/go-tpm-tools/uca_tpm_rsa_enc_cert.pem")).unwrap();
+    let pem =
+        std::fs::read(testdata().join("ekcert/go-tpm-tools/uca_tpm_rsa_enc_cert.pem")).unwrap();
     let der = pem_certificates(&pem).unwrap().remove(0);
     let err = all.verify_chain(&der, &[], now()).unwrap_err();
     assert!(matches!(err, EkCertError::UntrustedIssuer), "{err}");

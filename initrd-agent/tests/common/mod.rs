@@ -1,6 +1,8 @@
 //! One swtpm per test, in a tempdir, killed on Drop.
+//!
+//! Test support: a failed unwrap here is a failed test.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

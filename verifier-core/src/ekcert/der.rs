@@ -100,7 +100,10 @@ pub(crate) fn optional<'a>(
 }
 
 /// A SEQUENCE's content reader.
-pub(crate) fn sequence<'a>(r: &mut Reader<'a>, field: &'static str) -> Result<Reader<'a>, ParseError> {
+pub(crate) fn sequence<'a>(
+    r: &mut Reader<'a>,
+    field: &'static str,
+) -> Result<Reader<'a>, ParseError> {
     Ok(expect(r, SEQUENCE, field)?.content)
 }
 
@@ -110,7 +113,10 @@ pub(crate) fn oid<'a>(r: &mut Reader<'a>, field: &'static str) -> Result<&'a [u8
 }
 
 /// A BIT STRING with no unused bits (keys and signatures), as its bytes.
-pub(crate) fn bit_string<'a>(r: &mut Reader<'a>, field: &'static str) -> Result<&'a [u8], ParseError> {
+pub(crate) fn bit_string<'a>(
+    r: &mut Reader<'a>,
+    field: &'static str,
+) -> Result<&'a [u8], ParseError> {
     let mut c = expect(r, BIT_STRING, field)?.content;
     let unused = c.u8(field)?;
     if unused != 0 {

@@ -54,7 +54,9 @@ pub enum EkCertError {
     #[error("the EK trust store is empty: configure the TPM vendors' CA certificates")]
     EmptyTrustStore,
     /// No certificate in the trust store or the supplied intermediates issued this chain.
-    #[error("EK certificate chain does not lead to a certificate in the trust store (issuer unknown)")]
+    #[error(
+        "EK certificate chain does not lead to a certificate in the trust store (issuer unknown)"
+    )]
     UntrustedIssuer,
     /// A certificate's signature does not verify with its issuer's key.
     #[error("certificate at depth {depth}: signature does not verify with the issuer's key")]
@@ -290,7 +292,10 @@ pub fn verify_ek_certificate(
         return Err(EkCertError::LeafIsCa);
     }
     if let Some(eku) = &leaf.extended_key_usage {
-        if !eku.iter().any(|o| o.as_slice() == cert::OID_TCG_KP_EK_CERTIFICATE) {
+        if !eku
+            .iter()
+            .any(|o| o.as_slice() == cert::OID_TCG_KP_EK_CERTIFICATE)
+        {
             return Err(EkCertError::NotEkCertificate);
         }
     }
@@ -308,13 +313,17 @@ fn key_matches(key: &cert::Key, ek: &Public) -> bool {
             let ek_e = ek.rsa_exponent().unwrap_or(0).to_be_bytes();
             strip(n) == strip(modulus) && strip(e) == strip(&ek_e)
         }
-        (cert::Key::Ec { curve, point }, PublicKey::Ecc { curve: ek_curve, .. }) => {
+        (
+            cert::Key::Ec { curve, point },
+            PublicKey::Ecc {
+                curve: ek_curve, ..
+            },
+        ) => {
             let want = match ek_curve {
                 EccCurve::NistP256 => cert::OID_P256,
                 EccCurve::NistP384 => cert::OID_P384,
             };
-            curve.as_slice() == want
-                && ek.ecc_point_uncompressed().is_some_and(|p| p == *point)
+            curve.as_slice() == want && ek.ecc_point_uncompressed().is_some_and(|p| p == *point)
         }
         _ => false,
     }

@@ -31,8 +31,7 @@ pub(crate) fn read(r: &mut Reader<'_>, field: &'static str) -> Result<i64, Parse
     let hour = digits(&[h1, h2]).ok_or_else(bad)?;
     let min = digits(&[mi1, mi2]).ok_or_else(bad)?;
     let sec = digits(&[s1, s2]).ok_or_else(bad)?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 59
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 59 {
         return Err(bad());
     }
     let days = days_from_civil(i64::from(year), i64::from(month), i64::from(day));
@@ -71,8 +70,14 @@ mod tests {
         assert_eq!(parse(UTC_TIME, "700101000000Z").unwrap(), 0);
         assert_eq!(parse(UTC_TIME, "491231235959Z").unwrap(), 2_524_607_999);
         assert_eq!(parse(UTC_TIME, "500101000000Z").unwrap(), -631_152_000);
-        assert_eq!(parse(GENERALIZED_TIME, "20240229120000Z").unwrap(), 1_709_208_000);
-        assert_eq!(parse(GENERALIZED_TIME, "99991231235959Z").unwrap(), 253_402_300_799);
+        assert_eq!(
+            parse(GENERALIZED_TIME, "20240229120000Z").unwrap(),
+            1_709_208_000
+        );
+        assert_eq!(
+            parse(GENERALIZED_TIME, "99991231235959Z").unwrap(),
+            253_402_300_799
+        );
     }
 
     #[test]

@@ -153,7 +153,9 @@ pub(crate) fn verify_signature(
     let (alg, key): (&'static dyn VerificationAlgorithm, &[u8]) =
         match (&child.sig_alg, &issuer.key) {
             (SigAlg::RsaPkcs1(HashAlg::Sha1) | SigAlg::Ecdsa(HashAlg::Sha1), _) => {
-                return Err(EkCertError::Sha1Signature { depth: depth.saturating_sub(1) })
+                return Err(EkCertError::Sha1Signature {
+                    depth: depth.saturating_sub(1),
+                })
             }
             (SigAlg::RsaPkcs1(h), Key::Rsa { rsa_public_key, .. }) => (
                 match h {
@@ -165,7 +167,11 @@ pub(crate) fn verify_signature(
             ),
             (SigAlg::RsaPss(h), Key::Rsa { rsa_public_key, .. }) => (
                 match h {
-                    HashAlg::Sha1 => return Err(EkCertError::Sha1Signature { depth: depth.saturating_sub(1) }),
+                    HashAlg::Sha1 => {
+                        return Err(EkCertError::Sha1Signature {
+                            depth: depth.saturating_sub(1),
+                        })
+                    }
                     HashAlg::Sha256 => &signature::RSA_PSS_2048_8192_SHA256,
                     HashAlg::Sha384 => &signature::RSA_PSS_2048_8192_SHA384,
                     HashAlg::Sha512 => &signature::RSA_PSS_2048_8192_SHA512,
@@ -173,16 +179,15 @@ pub(crate) fn verify_signature(
                 rsa_public_key,
             ),
             (SigAlg::Ecdsa(h), Key::Ec { curve, point }) => {
-                let alg: &'static dyn VerificationAlgorithm =
-                    match (curve.as_slice(), h) {
-                        (OID_P256, HashAlg::Sha256) => &signature::ECDSA_P256_SHA256_ASN1,
-                        (OID_P256, HashAlg::Sha384) => &signature::ECDSA_P256_SHA384_ASN1,
-                        (OID_P256, HashAlg::Sha512) => &signature::ECDSA_P256_SHA512_ASN1,
-                        (OID_P384, HashAlg::Sha256) => &signature::ECDSA_P384_SHA256_ASN1,
-                        (OID_P384, HashAlg::Sha384) => &signature::ECDSA_P384_SHA384_ASN1,
-                        (OID_P384, HashAlg::Sha512) => &signature::ECDSA_P384_SHA512_ASN1,
-                        _ => return Err(EkCertError::UnsupportedKey { depth }),
-                    };
+                let alg: &'static dyn VerificationAlgorithm = match (curve.as_slice(), h) {
+                    (OID_P256, HashAlg::Sha256) => &signature::ECDSA_P256_SHA256_ASN1,
+                    (OID_P256, HashAlg::Sha384) => &signature::ECDSA_P256_SHA384_ASN1,
+                    (OID_P256, HashAlg::Sha512) => &signature::ECDSA_P256_SHA512_ASN1,
+                    (OID_P384, HashAlg::Sha256) => &signature::ECDSA_P384_SHA256_ASN1,
+                    (OID_P384, HashAlg::Sha384) => &signature::ECDSA_P384_SHA384_ASN1,
+                    (OID_P384, HashAlg::Sha512) => &signature::ECDSA_P384_SHA512_ASN1,
+                    _ => return Err(EkCertError::UnsupportedKey { depth }),
+                };
                 (alg, point)
             }
             (SigAlg::Unsupported(oid), _) => {
@@ -195,5 +200,7 @@ pub(crate) fn verify_signature(
         };
     signature::UnparsedPublicKey::new(alg, key)
         .verify(&child.tbs, &child.signature)
-        .map_err(|_| EkCertError::BadSignature { depth: depth.saturating_sub(1) })
+        .map_err(|_| EkCertError::BadSignature {
+            depth: depth.saturating_sub(1),
+        })
 }

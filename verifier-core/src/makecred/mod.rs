@@ -6,7 +6,7 @@
 //! credential with TPM2_ActivateCredential. The output bytes are exactly what the TPM command
 //! takes (TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET, each with its size prefix).
 //!
-//! Steps (`seed` agreed with the EK, see [`seed`]):
+//! Steps (`seed` agreed with the EK, see `seed.rs`):
 //! - symKey = KDFa(nameAlg, seed, "STORAGE", name(AK), "", symmetric key bits)
 //! - encIdentity = AES-CFB(symKey, IV = 0, TPM2B_DIGEST(credential))
 //! - HMACkey = KDFa(nameAlg, seed, "INTEGRITY", "", "", digest bits)
@@ -18,7 +18,9 @@ mod seed;
 
 use zeroize::Zeroizing;
 
-use crate::wire::{EccCurve, HashAlg, ObjectAttributes, Public, PublicKey, SymDef, SymMode, Writer};
+use crate::wire::{
+    EccCurve, HashAlg, ObjectAttributes, Public, PublicKey, SymDef, SymMode, Writer,
+};
 
 /// The outputs of MakeCredential, ready to hand to TPM2_ActivateCredential.
 ///
@@ -112,8 +114,15 @@ pub(crate) struct EkInputs<'a> {
 /// The EK's public key.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum EkKey<'a> {
-    Rsa { modulus: &'a [u8], exponent: u32 },
-    Ecc { curve: EccCurve, x: &'a [u8], y: &'a [u8] },
+    Rsa {
+        modulus: &'a [u8],
+        exponent: u32,
+    },
+    Ecc {
+        curve: EccCurve,
+        x: &'a [u8],
+        y: &'a [u8],
+    },
 }
 
 /// Wraps `credential` so that only the TPM holding `ek` can recover it, and only while an
@@ -253,7 +262,11 @@ fn aes_cfb_encrypt(key: &[u8], data: &mut [u8]) -> Result<(), MakeCredentialErro
         16 => &aws_lc_rs::cipher::AES_128,
         24 => &aws_lc_rs::cipher::AES_192,
         32 => &aws_lc_rs::cipher::AES_256,
-        _ => return Err(MakeCredentialError::Crypto("AES key size (128, 192 or 256 bits)")),
+        _ => {
+            return Err(MakeCredentialError::Crypto(
+                "AES key size (128, 192 or 256 bits)",
+            ))
+        }
     };
     let key = UnboundCipherKey::new(alg, key)
         .and_then(EncryptingKey::cfb128)

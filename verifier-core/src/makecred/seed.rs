@@ -106,7 +106,11 @@ pub(crate) fn ecc_seed(
     // Uncompressed SEC1 point: 0x04 || x || y.
     let (eph_x, eph_y) = match public.as_ref().split_first() {
         Some((0x04, xy)) if xy.len() == 2 * len => xy.split_at(len),
-        _ => return Err(MakeCredentialError::Crypto("ephemeral ECDH public key encoding")),
+        _ => {
+            return Err(MakeCredentialError::Crypto(
+                "ephemeral ECDH public key encoding",
+            ))
+        }
     };
     // The peer point is padded for the ECDH; KDFe takes x as the EK's public area holds it,
     // which is what the TPM hashes.

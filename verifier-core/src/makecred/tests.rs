@@ -33,12 +33,28 @@ fn kdfa_known_answers() {
 
 #[test]
 fn kdfe_known_answers() {
-    let out = kdfe(HashAlg::Sha256, &[7; 32], b"IDENTITY", &[1; 32], &[2; 32], 256).unwrap();
+    let out = kdfe(
+        HashAlg::Sha256,
+        &[7; 32],
+        b"IDENTITY",
+        &[1; 32],
+        &[2; 32],
+        256,
+    )
+    .unwrap();
     assert_eq!(
         *out,
         h("4b91fa923cc2e699a33b2d6d53f2991387c50a5654f1c8807116309b42b063de")
     );
-    let out = kdfe(HashAlg::Sha384, &[7; 48], b"IDENTITY", &[1; 48], &[2; 48], 384).unwrap();
+    let out = kdfe(
+        HashAlg::Sha384,
+        &[7; 48],
+        b"IDENTITY",
+        &[1; 48],
+        &[2; 48],
+        384,
+    )
+    .unwrap();
     assert_eq!(*out, h("320ab0fc497060cd5e8f5b74ca4867978b8bfb9c5a1c2903e99a31084b85321b25505db8857dc73517a7bb1fa6787820"));
 }
 
@@ -112,8 +128,7 @@ fn rsa_make_credential_known_answer_and_oaep_label() {
         },
     };
     let seed: Vec<u8> = (100..132).collect();
-    let made =
-        make_credential_inputs(&ek, &ak_name(), b"secret!", Entropy::Fixed(&seed)).unwrap();
+    let made = make_credential_inputs(&ek, &ak_name(), b"secret!", Entropy::Fixed(&seed)).unwrap();
     assert_eq!(made.credential_blob, h("002b0020c64a6c63d6c4889ba259c2fd5ab1c6b548f6ef5c85f11ff74cfd01d6d28198047912f90e3491a8ca43"));
 
     // The EK's private key recovers the seed only with the "IDENTITY\0" label.
@@ -132,7 +147,9 @@ fn rsa_make_credential_known_answer_and_oaep_label() {
         .unwrap();
     assert_eq!(pt, &seed[..]);
     let mut out = vec![0u8; 256];
-    assert!(private.decrypt(alg, ct, &mut out, Some(b"DUPLICATE\0")).is_err());
+    assert!(private
+        .decrypt(alg, ct, &mut out, Some(b"DUPLICATE\0"))
+        .is_err());
 }
 
 #[test]
