@@ -20,9 +20,10 @@
 //!   initial PCR 0 of every bank to `0..0 03` / `0..0 04` when it precedes every PCR 0
 //!   extension. PCRs 17-22 start at all `0xff` (their value after TPM2_Startup without a
 //!   dynamic launch, PC Client Platform TPM Profile), all others at zero.
-//! - Bytes after the last event that are all `0x00` or all `0xff` are padding (CCEL buffers are
-//!   `0xff`-filled) and reported by [`EventLog::padding`]; anything else must parse as events,
-//!   so trailing garbage is an error naming the event index and offset where it starts.
+//! - Bytes after the last event that are all `0xff`, or all `0x00` and at least a header long
+//!   (32 bytes), are padding (CCEL buffers are `0xff`-filled) and reported by
+//!   [`EventLog::padding`]; anything else must parse as events, so trailing garbage or a
+//!   truncated event is an error naming the event index and offset where it starts.
 //! - `specid-vendordata.bin` (tpm2-tools) declares 4 bytes of vendorInfo that lie outside its
 //!   Spec ID event: refused (event 0, offset 69). An empty input is refused.
 

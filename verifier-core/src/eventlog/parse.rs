@@ -189,11 +189,9 @@ impl<'a> EventLog<'a> {
         let mut padding = 0;
         while !r.is_empty() {
             let rest = r.clone().rest();
-            if let Some(&b) = rest.first() {
-                if (b == 0 || b == 0xff) && rest.iter().all(|x| *x == b) {
-                    padding = rest.len();
-                    break;
-                }
+            if is_padding(rest) {
+                padding = rest.len();
+                break;
             }
             let index = events.len();
             let event = match format {
@@ -249,6 +247,16 @@ impl<'a> EventLog<'a> {
     /// Number of `0x00` or `0xff` padding bytes after the last event.
     pub fn padding(&self) -> usize {
         self.padding
+    }
+}
+
+/// All `0xff` (no PCR index is 0xffffffff, so this cannot be an event), or all `0x00` and at
+/// least as long as a TCG_PCR_EVENT header (a shorter run of zeros is a truncated event).
+fn is_padding(rest: &[u8]) -> bool {
+    match rest.first() {
+        Some(0xff) => rest.iter().all(|b| *b == 0xff),
+        Some(0) => rest.len() >= 32 && rest.iter().all(|b| *b == 0),
+        _ => false,
     }
 }
 
