@@ -21,10 +21,12 @@
 pub mod ekcert;
 mod error;
 pub mod eventlog;
+pub mod evidence;
 pub mod ima;
 pub mod keysplit;
 pub mod makecred;
 pub mod merkle;
+pub mod policy;
 pub mod proto;
 pub mod quote;
 pub mod wire;

@@ -331,6 +331,26 @@ pub fn verify_inclusion_hash(
     proof: &InclusionProof,
     root: &[u8; 32],
 ) -> Result<(), MerkleError> {
+    if root_from_leaf_hash(leaf_hash, proof)? != *root {
+        return Err(MerkleError::RootMismatch);
+    }
+    Ok(())
+}
+
+/// The root that `proof` proves `leaf` (a role's nonce) to be in.
+///
+/// A role does not know the root in advance: the quote binds only
+/// `SHA-256("unlock/v1" || root || SHA-256(NK))`. So it computes the root from its own nonce
+/// and the agent's audit path, and the quote signature then decides: a proof for any other
+/// leaf gives another root, and the quote's extraData will not match.
+pub fn root_from_proof(leaf: &[u8; 32], proof: &InclusionProof) -> Result<[u8; 32], MerkleError> {
+    root_from_leaf_hash(&leaf_hash(leaf), proof)
+}
+
+fn root_from_leaf_hash(
+    leaf_hash: &[u8; 32],
+    proof: &InclusionProof,
+) -> Result<[u8; 32], MerkleError> {
     let (index, size) = (proof.leaf_index, proof.tree_size);
     if size == 0 || usize::try_from(size).map_or(true, |s| s > MAX_LEAVES) {
         return Err(MerkleError::InvalidTreeSize {
@@ -375,8 +395,8 @@ pub fn verify_inclusion_hash(
         fnode >>= 1;
         snode >>= 1;
     }
-    if snode != 0 || hash != *root {
+    if snode != 0 {
         return Err(MerkleError::RootMismatch);
     }
-    Ok(())
+    Ok(hash)
 }

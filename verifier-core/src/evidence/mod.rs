@@ -1,0 +1,229 @@
+//! Validation of a whole attestation: the quote, its binding to this role's nonce and the
+//! agent's NK, and the logs that claim to explain the quoted PCRs.
+//!
+//! Validation answers "is this evidence genuine and self-consistent?" and produces
+//! [`ValidatedEvidence`]; whether the machine may have its key is policy's question
+//! ([`crate::policy`]), asked only of validated claims. Freshness (nonce unused, unexpired)
+//! and the boot-session rules need state, so the server checks those in its store.
+
+use crate::eventlog::{EventLog, EventLogError};
+use crate::ima::{ImaError, MeasurementList};
+use crate::merkle::{self, InclusionProof, MerkleError};
+use crate::quote::{verify_quote, AkPublic, VerifiedQuote, VerifyError};
+use crate::wire::{HashAlg, PcrValues, Signature};
+
+/// The PCR IMA extends.
+pub const IMA_PCR: u8 = 10;
+
+/// What the verifying role itself knows and expects (trust inputs, not from the agent).
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// The AK, already proven (ActivateCredential) to be in the enrolled EK's TPM.
+    pub ak: &'a AkPublic,
+    /// The nonce this role issued for the challenge.
+    pub nonce: &'a [u8; 32],
+}
+
+/// What the agent sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Submitted<'a> {
+    /// TPMS_ATTEST exactly as signed.
+    pub attest: &'a [u8],
+    /// The quote's signature.
+    pub signature: &'a Signature,
+    /// Reported PCR values (only the quoted ones are kept).
+    pub pcrs: &'a PcrValues,
+    /// The agent's ephemeral public key NK, as sent.
+    pub nk_pub: &'a [u8],
+    /// Inclusion proof of this role's nonce in the Merkle root the quote binds.
+    pub proof: &'a InclusionProof,
+    /// UEFI measured-boot event log, if the machine has one.
+    pub event_log: Option<&'a [u8]>,
+    /// IMA measurement list (binary format), if IMA ran.
+    pub ima_log: Option<&'a [u8]>,
+}
+
+/// Evidence that passed validation. Only [`validate`] constructs it.
+#[derive(Debug)]
+pub struct ValidatedEvidence<'a> {
+    quote: VerifiedQuote,
+    event_log: Option<EventLog<'a>>,
+    ima: Option<MeasurementList>,
+}
+
+impl<'a> ValidatedEvidence<'a> {
+    /// The verified quote (PCRs covered by the signature, clock info).
+    pub fn quote(&self) -> &VerifiedQuote {
+        &self.quote
+    }
+    /// The event log, whose replay matched every quoted PCR it extends.
+    pub fn event_log(&self) -> Option<&EventLog<'a>> {
+        self.event_log.as_ref()
+    }
+    /// The IMA list, whose replay matched the quoted PCR 10.
+    pub fn ima(&self) -> Option<&MeasurementList> {
+        self.ima.as_ref()
+    }
+}
+
+/// Why evidence is not genuine. Each variant names the failed check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// This role's nonce is not in the Merkle root the agent claims (wrong leaf, wrong
+    /// proof, or a nonce from another challenge).
+    #[error("nonce inclusion proof invalid: {0}")]
+    Merkle(#[from] MerkleError),
+    /// The quote failed verification (signature, extraData binding to nonce and NK, PCR digest).
+    #[error("quote: {0}")]
+    Quote(#[from] VerifyError),
+    /// NK is not a well-formed key.
+    #[error("NK public key must be {expected} bytes, got {got}")]
+    NkLength {
+        /// Required length.
+        expected: usize,
+        /// Received length.
+        got: usize,
+    },
+    /// The event log could not be parsed.
+    #[error("event log: {0}")]
+    EventLog(#[from] EventLogError),
+    /// The event log does not carry the bank the quote used, so it explains nothing.
+    #[error("event log has no replayable {alg} bank (the quote used it)")]
+    EventLogBankMissing {
+        /// The quoted bank.
+        alg: HashAlg,
+    },
+    /// Replaying the event log does not reproduce a quoted PCR: the log was edited, or is
+    /// from another boot.
+    #[error("event log does not replay to quoted PCR {index} ({alg})")]
+    EventLogMismatch {
+        /// Bank.
+        alg: HashAlg,
+        /// PCR index.
+        index: u8,
+    },
+    /// The IMA list could not be parsed.
+    #[error("IMA log: {0}")]
+    Ima(#[from] ImaError),
+    /// Replaying the IMA list does not reproduce quoted PCR 10.
+    #[error("IMA log does not replay to quoted PCR 10 ({alg})")]
+    ImaMismatch {
+        /// Bank.
+        alg: HashAlg,
+    },
+    /// An IMA entry's logged template hash is not the hash of its data: the file shown is
+    /// not what was measured.
+    #[error("IMA log entry {index} does not match its template hash")]
+    ImaEntryMismatch {
+        /// 0-based entry index.
+        index: usize,
+    },
+    /// An IMA list was sent but PCR 10 was not quoted, so it cannot be trusted.
+    #[error("IMA log sent but PCR 10 is not in the quote")]
+    ImaNotQuoted,
+}
+
+/// Validates an attestation for one role.
+///
+/// Order: the nonce's inclusion proof gives the Merkle root; the expected `extraData` is
+/// `SHA-256("unlock/v1" || root || SHA-256(NK))`; the quote must verify with the AK and carry
+/// exactly that; then every log must replay to the quoted PCRs it claims to explain.
+pub fn validate<'a>(
+    expected: Expected<'_>,
+    submitted: Submitted<'a>,
+) -> Result<ValidatedEvidence<'a>, ValidationError> {
+    if submitted.nk_pub.len() != crate::keysplit::NK_PUBLIC_LEN {
+        return Err(ValidationError::NkLength {
+            expected: crate::keysplit::NK_PUBLIC_LEN,
+            got: submitted.nk_pub.len(),
+        });
+    }
+    let root = merkle::root_from_proof(expected.nonce, submitted.proof)?;
+    let extra_data = merkle::quote_extra_data(&root, submitted.nk_pub);
+    let quote = verify_quote(
+        expected.ak,
+        &extra_data,
+        submitted.attest,
+        submitted.signature,
+        submitted.pcrs,
+    )?;
+
+    let event_log = match submitted.event_log {
+        Some(bytes) => {
+            let log = EventLog::parse(bytes)?;
+            check_event_log(&log, &quote)?;
+            Some(log)
+        }
+        None => None,
+    };
+    let ima = match submitted.ima_log {
+        Some(bytes) => {
+            let list = MeasurementList::parse_binary(bytes, HashAlg::Sha1)?;
+            check_ima(&list, &quote)?;
+            Some(list)
+        }
+        None => None,
+    };
+    Ok(ValidatedEvidence {
+        quote,
+        event_log,
+        ima,
+    })
+}
+
+/// Every quoted PCR that the log extends must equal the log's replay in the quoted bank.
+/// Quoted PCRs the log never touches (the release PCR, PCR 10) are not the log's business.
+fn check_event_log(log: &EventLog<'_>, quote: &VerifiedQuote) -> Result<(), ValidationError> {
+    let mut touched = [false; crate::wire::PCR_COUNT as usize];
+    for e in log.events() {
+        if e.is_extended() {
+            if let Some(t) = touched.get_mut(usize::from(e.pcr())) {
+                *t = true;
+            }
+        }
+    }
+    let replayed = log.replay();
+    for (alg, index) in quote.pcr_selection().iter() {
+        if !touched.get(usize::from(index)).copied().unwrap_or(false) {
+            continue;
+        }
+        let Some(quoted) = quote.pcrs().get(alg, index) else {
+            continue;
+        };
+        if !log.banks().contains(&alg) || replayed.banks().all(|b| b != alg) {
+            return Err(ValidationError::EventLogBankMissing { alg });
+        }
+        if replayed.get(alg, index) != Some(quoted) {
+            return Err(ValidationError::EventLogMismatch { alg, index });
+        }
+    }
+    Ok(())
+}
+
+fn check_ima(list: &MeasurementList, quote: &VerifiedQuote) -> Result<(), ValidationError> {
+    if let Some(crate::ima::ImaFinding::TemplateHashMismatch { index, .. }) =
+        list.findings().first()
+    {
+        return Err(ValidationError::ImaEntryMismatch { index: *index });
+    }
+    let mut checked = false;
+    for (alg, index) in quote.pcr_selection().iter() {
+        if index != IMA_PCR {
+            continue;
+        }
+        let Some(quoted) = quote.pcrs().get(alg, index) else {
+            continue;
+        };
+        let replay = list.replay(alg);
+        if replay.pcr(alg, IMA_PCR) != Some(quoted) {
+            return Err(ValidationError::ImaMismatch { alg });
+        }
+        checked = true;
+    }
+    if checked {
+        Ok(())
+    } else {
+        Err(ValidationError::ImaNotQuoted)
+    }
+}
