@@ -1,0 +1,492 @@
+//! Challenge, attestation and errors.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{validate_selection, AgentId, Id, PcrSelection, Role};
+use super::{Validate, MAX_ATTEST, MAX_EVENT_LOG, MAX_IMA_LOG, MAX_SIGNATURE, NONCE_LEN};
+use crate::ima::{ImaError, MeasurementList};
+use crate::keysplit::{MAX_PAYLOAD_CIPHERTEXT_LEN, NK_PUBLIC_LEN};
+use crate::merkle::{MAX_LEAVES, MAX_PROOF_SIBLINGS};
+use crate::proto::{Base64Bytes, ProtoError};
+use crate::wire::{Digest, HashAlg, PcrValues};
+
+/// Largest sealed-half ciphertext: v1 seals a 32-byte share (48 bytes with the tag).
+pub const MAX_SEALED: usize = 1024;
+/// AEAD tag length (the smallest possible sealed ciphertext).
+const AEAD_TAG_LEN: usize = 16;
+/// Largest error message.
+pub const MAX_ERROR_MESSAGE: usize = 512;
+
+/// `POST /v1/attest/challenge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    /// The registered agent.
+    pub agent_id: AgentId,
+}
+
+impl Validate for ChallengeRequest {
+    fn validate(&self) -> Result<(), ProtoError> {
+        Ok(())
+    }
+}
+
+/// A fresh nonce from one role, and what to quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeResponse {
+    /// Names this challenge in [`AttestRequest`].
+    pub challenge_id: Id,
+    /// 32 random bytes, a leaf of the agent's Merkle tree.
+    pub nonce: Base64Bytes,
+    /// PCRs to quote (always including the release PCR).
+    pub pcr_selection: Vec<PcrSelection>,
+    /// Hash algorithm of the quote signature scheme.
+    pub hash_alg: HashAlg,
+    /// Unix time (seconds) after which the nonce is refused.
+    pub expires_at: u64,
+    /// The role that issued the nonce.
+    pub role: Role,
+}
+
+impl ChallengeResponse {
+    /// The nonce, exactly 32 bytes.
+    pub fn nonce(&self) -> Result<[u8; NONCE_LEN], ProtoError> {
+        let n = self.nonce.exact("nonce", NONCE_LEN)?;
+        <[u8; NONCE_LEN]>::try_from(n).map_err(|_| ProtoError::Length {
+            field: "nonce",
+            len: n.len(),
+            expected: NONCE_LEN,
+        })
+    }
+}
+
+impl Validate for ChallengeResponse {
+    fn validate(&self) -> Result<(), ProtoError> {
+        self.nonce()?;
+        validate_selection(&self.pcr_selection, "pcr_selection", "pcr_selection[].pcrs")
+    }
+}
+
+/// The PCR values of one bank, as read from the TPM with the quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcrBank {
+    /// The bank.
+    pub hash: HashAlg,
+    /// Values, by strictly increasing index.
+    pub values: Vec<PcrValue>,
+}
+
+/// One PCR value. A list rather than a JSON object keyed by index, so that duplicate keys
+/// (which JSON parsers resolve differently) cannot occur.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcrValue {
+    /// PCR index (0-23).
+    pub index: u8,
+    /// The value; its length is the bank's digest size.
+    pub digest: Base64Bytes,
+}
+
+/// Format of an IMA list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImaLogFormat {
+    /// `ascii_runtime_measurements*`.
+    Ascii,
+    /// `binary_runtime_measurements*` (little-endian).
+    Binary,
+}
+
+/// An IMA measurement list as read from securityfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImaLog {
+    /// Which file format `data` is in.
+    pub format: ImaLogFormat,
+    /// Algorithm of the logged template hashes (sha1 for the classic files).
+    pub template_hash_alg: HashAlg,
+    /// The file's bytes.
+    pub data: Base64Bytes,
+}
+
+impl ImaLog {
+    /// Parses the list.
+    pub fn parse(&self) -> Result<MeasurementList, ImaError> {
+        match self.format {
+            ImaLogFormat::Ascii => {
+                MeasurementList::parse_ascii(self.data.as_bytes(), self.template_hash_alg)
+            }
+            ImaLogFormat::Binary => {
+                MeasurementList::parse_binary(self.data.as_bytes(), self.template_hash_alg)
+            }
+        }
+    }
+}
+
+/// Key encapsulation for the sealed halves. v1 implements one scheme (see
+/// [`crate::keysplit`]); naming it on the wire lets a later version add P-256 or RSA-OAEP
+/// without guessing from key lengths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NkKem {
+    /// HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM;
+    /// keys and `enc` are 32 raw bytes.
+    X25519HkdfSha256,
+}
+
+/// The agent's ephemeral public key NK.
+///
+/// The quote binds `key` exactly as sent ([`crate::merkle::quote_extra_data`]'s `nk_pub`
+/// is `key.as_bytes()`), so a swapped NK invalidates the quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NkPublic {
+    /// The scheme.
+    pub kem: NkKem,
+    /// The public key, in the scheme's encoding (32 raw bytes for X25519).
+    pub key: Base64Bytes,
+}
+
+impl NkPublic {
+    /// As the key type of [`crate::keysplit`].
+    pub fn to_keysplit(&self) -> Result<crate::keysplit::NkPublic, ProtoError> {
+        let bytes = self.key.exact("nk_pub.key", NK_PUBLIC_LEN)?;
+        crate::keysplit::NkPublic::from_slice(bytes).map_err(|_| ProtoError::Length {
+            field: "nk_pub.key",
+            len: bytes.len(),
+            expected: NK_PUBLIC_LEN,
+        })
+    }
+}
+
+impl Validate for NkPublic {
+    fn validate(&self) -> Result<(), ProtoError> {
+        match self.kem {
+            NkKem::X25519HkdfSha256 => self.key.exact("nk_pub.key", NK_PUBLIC_LEN).map(drop),
+        }
+    }
+}
+
+/// Inclusion of this role's nonce in the agent's Merkle tree ([`crate::merkle`], RFC 6962).
+/// Required: a single role is a one-leaf tree (`leaf_index` 0, `tree_size` 1, no siblings),
+/// so there is one code path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionProof {
+    /// Position of this role's leaf.
+    pub leaf_index: u32,
+    /// Number of leaves.
+    pub tree_size: u32,
+    /// Sibling hashes from the leaf up, 32 bytes each.
+    pub siblings: Vec<Base64Bytes>,
+}
+
+impl InclusionProof {
+    /// As the proof type of [`crate::merkle`] (validated first).
+    pub fn to_merkle(&self) -> Result<crate::merkle::InclusionProof, ProtoError> {
+        self.validate()?;
+        let mut siblings = Vec::with_capacity(self.siblings.len());
+        for s in &self.siblings {
+            let bytes = s.exact("inclusion.siblings[]", 32)?;
+            siblings.push(<[u8; 32]>::try_from(bytes).unwrap_or_default());
+        }
+        Ok(crate::merkle::InclusionProof {
+            leaf_index: self.leaf_index,
+            tree_size: self.tree_size,
+            siblings,
+        })
+    }
+}
+
+impl Validate for InclusionProof {
+    fn validate(&self) -> Result<(), ProtoError> {
+        let size = usize::try_from(self.tree_size).unwrap_or(usize::MAX);
+        if size == 0 || size > MAX_LEAVES {
+            return Err(ProtoError::Invalid {
+                field: "inclusion.tree_size",
+                reason: "must be between 1 and 65536",
+            });
+        }
+        if self.leaf_index >= self.tree_size {
+            return Err(ProtoError::Invalid {
+                field: "inclusion.leaf_index",
+                reason: "must be below tree_size",
+            });
+        }
+        if self.siblings.len() > MAX_PROOF_SIBLINGS {
+            return Err(ProtoError::TooLarge {
+                field: "inclusion.siblings",
+                len: self.siblings.len(),
+                max: MAX_PROOF_SIBLINGS,
+            });
+        }
+        for s in &self.siblings {
+            s.exact("inclusion.siblings[]", 32)?;
+        }
+        Ok(())
+    }
+}
+
+/// `POST /v1/attest`: the evidence, sent to each role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestRequest {
+    /// From this role's [`ChallengeResponse`].
+    pub challenge_id: Id,
+    /// The TPMS_ATTEST exactly as the TPM signed it (TPM2B_ATTEST contents, no size prefix).
+    pub quote: Base64Bytes,
+    /// The marshalled TPMT_SIGNATURE over `quote`.
+    pub signature: Base64Bytes,
+    /// PCR values the quote covers, by bank.
+    pub pcrs: Vec<PcrBank>,
+    /// The UEFI event log (`binary_bios_measurements`), when the platform has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_log: Option<Base64Bytes>,
+    /// The IMA list, when IMA is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima_log: Option<ImaLog>,
+    /// The ephemeral key the halves are sealed to.
+    pub nk_pub: NkPublic,
+    /// This role's nonce in the tree whose root the quote binds.
+    pub inclusion: InclusionProof,
+}
+
+impl AttestRequest {
+    /// The reported PCR values as typed digests.
+    pub fn pcr_values(&self) -> Result<PcrValues, ProtoError> {
+        let mut out = PcrValues::new();
+        for bank in &self.pcrs {
+            for v in &bank.values {
+                let bytes = v.digest.exact("pcrs[].values[].digest", bank.hash.size())?;
+                let d = Digest::from_slice(bank.hash, bytes).ok_or(ProtoError::Length {
+                    field: "pcrs[].values[].digest",
+                    len: bytes.len(),
+                    expected: bank.hash.size(),
+                })?;
+                if !out.insert(v.index, d) {
+                    return Err(ProtoError::Invalid {
+                        field: "pcrs[].values[].index",
+                        reason: "PCR index must be below 24",
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Validate for AttestRequest {
+    fn validate(&self) -> Result<(), ProtoError> {
+        self.quote.non_empty("quote", MAX_ATTEST)?;
+        self.signature.non_empty("signature", MAX_SIGNATURE)?;
+        let banks: Vec<PcrSelection> = self
+            .pcrs
+            .iter()
+            .map(|b| PcrSelection {
+                hash: b.hash,
+                pcrs: b.values.iter().map(|v| v.index).collect(),
+            })
+            .collect();
+        validate_selection(&banks, "pcrs", "pcrs[].values")?;
+        self.pcr_values()?;
+        if let Some(log) = &self.event_log {
+            log.at_most("event_log", MAX_EVENT_LOG)?;
+        }
+        if let Some(ima) = &self.ima_log {
+            ima.data.at_most("ima_log.data", MAX_IMA_LOG)?;
+        }
+        self.nk_pub.validate()?;
+        self.inclusion.validate()
+    }
+}
+
+/// A key half sealed to NK ([`crate::keysplit::Sealed`] on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    /// The scheme (the one of `nk_pub`).
+    pub kem: NkKem,
+    /// The encapsulated key (HPKE `enc`, 32 bytes for X25519).
+    pub enc: Base64Bytes,
+    /// The AEAD ciphertext with its tag.
+    pub ciphertext: Base64Bytes,
+}
+
+impl Sealed {
+    /// As the sealed type of [`crate::keysplit`] (validated first).
+    pub fn to_keysplit(&self) -> Result<crate::keysplit::Sealed, ProtoError> {
+        self.validate()?;
+        let enc = self.enc.exact("sealed_half.enc", NK_PUBLIC_LEN)?;
+        Ok(crate::keysplit::Sealed {
+            enc: <[u8; NK_PUBLIC_LEN]>::try_from(enc).unwrap_or_default(),
+            ciphertext: self.ciphertext.as_bytes().to_vec(),
+        })
+    }
+
+    /// From the sealed type of [`crate::keysplit`].
+    pub fn from_keysplit(sealed: &crate::keysplit::Sealed) -> Self {
+        Self {
+            kem: NkKem::X25519HkdfSha256,
+            enc: sealed.enc.as_slice().into(),
+            ciphertext: sealed.ciphertext.as_slice().into(),
+        }
+    }
+}
+
+impl Validate for Sealed {
+    fn validate(&self) -> Result<(), ProtoError> {
+        match self.kem {
+            NkKem::X25519HkdfSha256 => self.enc.exact("sealed_half.enc", NK_PUBLIC_LEN)?,
+        };
+        let len = self
+            .ciphertext
+            .at_most("sealed_half.ciphertext", MAX_SEALED)?
+            .len();
+        if len < AEAD_TAG_LEN {
+            return Err(ProtoError::Invalid {
+                field: "sealed_half.ciphertext",
+                reason: "shorter than the AEAD tag",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The boot session's release accounting, so the agent can report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionInfo {
+    /// TPM resetCount of the quote (the boot session).
+    pub reset_count: u32,
+    /// Releases made in this session, this one included.
+    pub releases: u32,
+    /// Releases allowed per session.
+    pub max_attestations: u32,
+    /// True when no further release will be made in this session.
+    pub terminated: bool,
+}
+
+/// A successful attestation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestResponse {
+    /// The role that answered.
+    pub role: Role,
+    /// This role's half of K_b.
+    pub sealed_half: Sealed,
+    /// The payload ciphertext ([`crate::keysplit::PayloadCiphertext`]: version, nonce,
+    /// AES-256-GCM ciphertext and tag); only the verifier role sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Base64Bytes>,
+    /// Release accounting.
+    pub session: SessionInfo,
+}
+
+impl Validate for AttestResponse {
+    fn validate(&self) -> Result<(), ProtoError> {
+        self.sealed_half.validate()?;
+        match (&self.payload, self.role) {
+            (Some(p), Role::Verifier) => {
+                p.non_empty("payload", MAX_PAYLOAD_CIPHERTEXT_LEN)?;
+            }
+            (Some(_), Role::Tenant) => {
+                return Err(ProtoError::Invalid {
+                    field: "payload",
+                    reason: "only the verifier role sends the payload",
+                })
+            }
+            (None, Role::Verifier) => {
+                return Err(ProtoError::Invalid {
+                    field: "payload",
+                    reason: "the verifier role must send the payload",
+                })
+            }
+            (None, Role::Tenant) => {}
+        }
+        if self.session.releases > self.session.max_attestations {
+            return Err(ProtoError::Invalid {
+                field: "session.releases",
+                reason: "exceeds max_attestations",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Stable, machine-readable failure reasons. New codes are a protocol change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The body did not decode or validate.
+    MalformedRequest,
+    /// The body exceeds the size limit.
+    PayloadTooLarge,
+    /// Missing or wrong credentials (admin API).
+    Unauthorized,
+    /// The EK certificate does not chain to the trust store or does not match `ek_pub`.
+    EkCertUntrusted,
+    /// The AK is not a restricted, fixedTPM/fixedParent, sensitiveDataOrigin signing key.
+    AkNotAcceptable,
+    /// No such registration, or it expired.
+    UnknownRegistration,
+    /// The activation proof is wrong.
+    ActivationFailed,
+    /// The agent is not registered (or not activated) this boot.
+    UnknownAgent,
+    /// The agent has no enrollment with this role.
+    NotEnrolled,
+    /// No such challenge.
+    UnknownChallenge,
+    /// The nonce expired.
+    ChallengeExpired,
+    /// The nonce was already used with other evidence.
+    ChallengeUsed,
+    /// The quote is malformed, of the wrong type or not signed by the bound AK.
+    QuoteInvalid,
+    /// `extraData` is not the binding of the nonces and NK.
+    BindingMismatch,
+    /// The reported PCR values do not match the quote's digest.
+    PcrMismatch,
+    /// The event log does not replay to the quoted PCRs.
+    EventLogMismatch,
+    /// The IMA list does not replay to PCR 10 or is inconsistent.
+    ImaLogMismatch,
+    /// The validated evidence does not satisfy the policy.
+    PolicyDenied,
+    /// This boot session has used all its releases.
+    SessionTerminated,
+    /// The TPM resetCount went backwards (cleared TPM or replay): re-enrollment required.
+    ResetCountRegressed,
+    /// The agent reached its lifetime bound and is terminated for good.
+    AgentTerminated,
+    /// Too many consecutive failures; retry later.
+    RateLimited,
+    /// A server fault; details are in the server's log only.
+    Internal,
+}
+
+/// Any refusal. `message` is for people and carries no secrets or internal causes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorResponse {
+    /// Stable reason.
+    pub code: ErrorCode,
+    /// Human-readable detail (at most 512 bytes).
+    pub message: String,
+}
+
+impl Validate for ErrorResponse {
+    fn validate(&self) -> Result<(), ProtoError> {
+        if self.message.len() > MAX_ERROR_MESSAGE {
+            return Err(ProtoError::TooLarge {
+                field: "message",
+                len: self.message.len(),
+                max: MAX_ERROR_MESSAGE,
+            });
+        }
+        Ok(())
+    }
+}

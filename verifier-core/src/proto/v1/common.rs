@@ -1,0 +1,192 @@
+//! Types shared by several v1 messages.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::proto::ProtoError;
+use crate::wire::{HashAlg, PCR_COUNT};
+
+/// Hash algorithms travel by their lowercase name (`"sha256"`); anything else is refused.
+impl Serialize for HashAlg {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for HashAlg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        HashAlg::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom("unknown hash algorithm (sha1, sha256, sha384, sha512)")
+        })
+    }
+}
+
+/// An agent identity: 64 lowercase hex characters (see [`crate::proto::agent_id`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AgentId(String);
+
+impl AgentId {
+    /// The identity of the EK whose marshalled TPMT_PUBLIC is `ek_tpmt_public`.
+    pub fn of_ek(ek_tpmt_public: &[u8]) -> Self {
+        Self(crate::proto::agent_id(ek_tpmt_public))
+    }
+
+    /// The hex string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AgentId {
+    type Error = &'static str;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.len() == 64
+            && s.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        {
+            Ok(Self(s))
+        } else {
+            Err("agent_id must be 64 lowercase hex characters")
+        }
+    }
+}
+
+impl From<AgentId> for String {
+    fn from(a: AgentId) -> String {
+        a.0
+    }
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A server-chosen identifier (registration, challenge): 1 to 64 characters of
+/// `[A-Za-z0-9_-]`, opaque to the agent. Safe to log and to put in URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Id(String);
+
+impl Id {
+    /// Largest identifier length.
+    pub const MAX_LEN: usize = 64;
+
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Id {
+    type Error = &'static str;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err("identifier must be 1-64 characters of [A-Za-z0-9_-]")
+        }
+    }
+}
+
+impl From<Id> for String {
+    fn from(a: Id) -> String {
+        a.0
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A role that releases a key half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Holds V and the payload ciphertext.
+    Verifier,
+    /// Holds U.
+    Tenant,
+}
+
+/// PCRs of one bank to quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcrSelection {
+    /// The bank.
+    pub hash: HashAlg,
+    /// PCR indexes, strictly increasing, each below 24.
+    pub pcrs: Vec<u8>,
+}
+
+/// Checks a list of selections: at least one, banks unique, indexes strictly increasing and
+/// below 24, none empty.
+pub(super) fn validate_selection(
+    sel: &[PcrSelection],
+    field: &'static str,
+    index_field: &'static str,
+) -> Result<(), ProtoError> {
+    if sel.is_empty() {
+        return Err(ProtoError::Invalid {
+            field,
+            reason: "must select at least one bank",
+        });
+    }
+    if sel.len() > HashAlg::ALL.len() {
+        return Err(ProtoError::TooLarge {
+            field,
+            len: sel.len(),
+            max: HashAlg::ALL.len(),
+        });
+    }
+    for (i, s) in sel.iter().enumerate() {
+        if sel.iter().take(i).any(|o| o.hash == s.hash) {
+            return Err(ProtoError::Invalid {
+                field,
+                reason: "a bank appears twice",
+            });
+        }
+        validate_indexes(s.pcrs.iter().copied(), index_field)?;
+    }
+    Ok(())
+}
+
+/// Indexes must be non-empty, strictly increasing and below 24.
+fn validate_indexes(
+    indexes: impl Iterator<Item = u8>,
+    field: &'static str,
+) -> Result<(), ProtoError> {
+    let mut last: Option<u8> = None;
+    for i in indexes {
+        if i >= PCR_COUNT {
+            return Err(ProtoError::Invalid {
+                field,
+                reason: "PCR index must be below 24",
+            });
+        }
+        if last.is_some_and(|l| l >= i) {
+            return Err(ProtoError::Invalid {
+                field,
+                reason: "PCR indexes must be strictly increasing",
+            });
+        }
+        last = Some(i);
+    }
+    if last.is_none() {
+        return Err(ProtoError::Invalid {
+            field,
+            reason: "must list at least one PCR",
+        });
+    }
+    Ok(())
+}

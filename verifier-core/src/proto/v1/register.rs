@@ -1,0 +1,121 @@
+//! Registration and credential activation (binding the AK to the EK).
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{AgentId, Id};
+use super::{Validate, MAX_EK_CERT, MAX_ENCRYPTED_SECRET, MAX_ID_OBJECT, MAX_PUBLIC};
+use crate::proto::{Base64Bytes, ProtoError};
+
+/// Length of the activation proof (HMAC-SHA256).
+pub const PROOF_LEN: usize = 32;
+/// Domain separation of the activation proof.
+const PROOF_LABEL: &[u8] = b"unlock/v1 activate";
+
+/// `POST /v1/register`: the agent's TPM keys, sent on every boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The EK's marshalled TPMT_PUBLIC (no TPM2B size prefix); its SHA-256 is the agent id.
+    pub ek_pub: Base64Bytes,
+    /// The EK certificate (DER), when the TPM has one in NV. Required unless the server is
+    /// configured for TOFU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ek_cert: Option<Base64Bytes>,
+    /// The AK's marshalled TPMT_PUBLIC (no size prefix).
+    pub ak_pub: Base64Bytes,
+}
+
+impl Validate for RegisterRequest {
+    fn validate(&self) -> Result<(), ProtoError> {
+        self.ek_pub.non_empty("ek_pub", MAX_PUBLIC)?;
+        if let Some(cert) = &self.ek_cert {
+            cert.non_empty("ek_cert", MAX_EK_CERT)?;
+        }
+        self.ak_pub.non_empty("ak_pub", MAX_PUBLIC)?;
+        Ok(())
+    }
+}
+
+/// The MakeCredential challenge: only the TPM holding the EK can recover the secret, and it
+/// releases it only for an AK with the given name loaded in that TPM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterResponse {
+    /// Names this registration in [`ActivateRequest`].
+    pub registration_id: Id,
+    /// TPM2B_ID_OBJECT contents (no size prefix) for TPM2_ActivateCredential.
+    pub credential_blob: Base64Bytes,
+    /// TPM2B_ENCRYPTED_SECRET contents (no size prefix) for TPM2_ActivateCredential.
+    pub encrypted_secret: Base64Bytes,
+}
+
+impl Validate for RegisterResponse {
+    fn validate(&self) -> Result<(), ProtoError> {
+        self.credential_blob
+            .non_empty("credential_blob", MAX_ID_OBJECT)?;
+        self.encrypted_secret
+            .non_empty("encrypted_secret", MAX_ENCRYPTED_SECRET)?;
+        Ok(())
+    }
+}
+
+/// `POST /v1/activate`: proof that the TPM recovered the secret.
+///
+/// The agent sends `HMAC-SHA256(key = secret, "unlock/v1 activate" || registration_id)`
+/// ([`activation_proof`]) rather than the secret itself: the secret never leaves the
+/// machine, a proof for one registration is useless for another, and a TLS-terminating
+/// proxy or a request log learns nothing reusable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateRequest {
+    /// From [`RegisterResponse`].
+    pub registration_id: Id,
+    /// [`activation_proof`] (32 bytes).
+    pub proof: Base64Bytes,
+}
+
+impl Validate for ActivateRequest {
+    fn validate(&self) -> Result<(), ProtoError> {
+        self.proof.exact("proof", PROOF_LEN)?;
+        Ok(())
+    }
+}
+
+/// The AK is bound to the EK; the agent may now ask for challenges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateResponse {
+    /// The agent id the server registered (the agent checks it equals its own).
+    pub agent_id: AgentId,
+}
+
+impl Validate for ActivateResponse {
+    fn validate(&self) -> Result<(), ProtoError> {
+        Ok(())
+    }
+}
+
+/// The activation proof for `secret` (the credential ActivateCredential returned).
+pub fn activation_proof(secret: &[u8], registration_id: &Id) -> [u8; PROOF_LEN] {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+    ctx.update(PROOF_LABEL);
+    ctx.update(registration_id.as_str().as_bytes());
+    <[u8; PROOF_LEN]>::try_from(ctx.sign().as_ref()).unwrap_or_default()
+}
+
+/// Checks a proof in constant time.
+pub fn verify_activation_proof(
+    secret: &[u8],
+    registration_id: &Id,
+    proof: &[u8],
+) -> Result<(), ProtoError> {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let mut msg = Vec::with_capacity(PROOF_LABEL.len() + registration_id.as_str().len());
+    msg.extend_from_slice(PROOF_LABEL);
+    msg.extend_from_slice(registration_id.as_str().as_bytes());
+    aws_lc_rs::hmac::verify(&key, &msg, proof).map_err(|_| ProtoError::Invalid {
+        field: "proof",
+        reason: "does not prove knowledge of the credential secret",
+    })
+}
