@@ -9,9 +9,14 @@ use verifier_core::wire::{Digest, HashAlg};
 use verifier_core::ParseError;
 
 fn testdata() -> PathBuf {
-    let dir = std::env::var("UNLOCK_TESTDATA").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata"))
-    });
+    let dir = std::env::var("UNLOCK_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/testdata"
+            ))
+        });
     assert!(
         dir.join("eventlog").is_dir(),
         "test data missing: {} has no eventlog/ (set UNLOCK_TESTDATA)",
@@ -85,8 +90,8 @@ fn malformed(err: &EventLogError) -> (usize, usize, ParseError) {
         EventLogError::Malformed {
             index,
             offset,
-            source,
-        } => (*index, *offset, *source),
+            error,
+        } => (*index, *offset, *error),
         other => panic!("expected Malformed, got {other}"),
     }
 }
@@ -380,7 +385,9 @@ fn startup_locality_4_and_late_startup_locality() {
     assert_eq!(log.replay().get(HashAlg::Sha256, 0), Some(&expected));
     assert!(matches!(
         log.events()[1].decode(),
-        EventData::NoAction(verifier_core::eventlog::NoActionEvent::StartupLocality { locality: 4 })
+        EventData::NoAction(verifier_core::eventlog::NoActionEvent::StartupLocality {
+            locality: 4
+        })
     ));
 
     // After PCR 0 was extended, a StartupLocality event cannot change its initial value.
@@ -403,19 +410,10 @@ fn legacy_log_replays_sha1_only() {
     let mut bytes = legacy(
         0,
         8,
-        &HashAlg::Sha1
-            .hash(b"v\0")
-            .as_bytes()
-            .try_into()
-            .unwrap(),
+        &HashAlg::Sha1.hash(b"v\0").as_bytes().try_into().unwrap(),
         b"v\0",
     );
-    bytes.extend(legacy(
-        0,
-        EV_SEPARATOR,
-        &[9; 20],
-        &[0, 0, 0, 0],
-    ));
+    bytes.extend(legacy(0, EV_SEPARATOR, &[9; 20], &[0, 0, 0, 0]));
     let log = EventLog::parse(&bytes).unwrap();
     assert_eq!(log.banks(), &[HashAlg::Sha1]);
     let mut expected = Digest::zero(HashAlg::Sha1);
@@ -443,11 +441,19 @@ fn undecodable_content_is_raw_with_a_note_and_still_replays() {
     let log = EventLog::parse(&bytes).unwrap();
     assert!(matches!(
         log.events()[1].decode(),
-        EventData::Raw { note: Some(ParseError::Truncated { field: "UnicodeName", .. }) }
+        EventData::Raw {
+            note: Some(ParseError::Truncated {
+                field: "UnicodeName",
+                ..
+            })
+        }
     ));
     assert!(log.replay().get(HashAlg::Sha256, 4).is_some());
     let json = serde_json::to_value(log.events()).unwrap();
-    assert!(json[1]["data"]["note"].as_str().unwrap().contains("UnicodeName"));
+    assert!(json[1]["data"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("UnicodeName"));
 }
 
 /// Deterministic pseudo-random positions (xorshift), so failures reproduce.
@@ -494,5 +500,8 @@ fn mutations_of_every_testdata_log_never_panic() {
             }
         }
     }
-    assert!(parsed > 0, "some mutations (e.g. in event data) still parse");
+    assert!(
+        parsed > 0,
+        "some mutations (e.g. in event data) still parse"
+    );
 }

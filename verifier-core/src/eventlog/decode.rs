@@ -3,7 +3,9 @@
 
 use std::borrow::Cow;
 
-use super::events::{EventData, HandoffTable, IplEvent, IplForm, NoActionEvent, PostCode, SpecIdEvent};
+use super::events::{
+    EventData, HandoffTable, IplEvent, IplForm, NoActionEvent, PostCode, SpecIdEvent,
+};
 use super::parse::SPEC_ID_SIGNATURE;
 use super::types::EventType;
 use super::uefi;
@@ -29,7 +31,7 @@ fn decode_inner(event_type: EventType, data: &[u8]) -> Result<EventData<'_>, Par
         EventType::EV_ACTION | EventType::EV_EFI_ACTION => EventData::Action { text: ascii(data) },
         EventType::EV_POST_CODE => EventData::PostCode(post_code(data)?),
         EventType::EV_S_CRTM_VERSION => EventData::SCrtmVersion {
-            version: utf16(data),
+            version: crtm_version(data),
         },
         EventType::EV_EFI_PLATFORM_FIRMWARE_BLOB => {
             let (base, length) = blob(data)?;
@@ -74,7 +76,9 @@ fn decode_inner(event_type: EventType, data: &[u8]) -> Result<EventData<'_>, Par
         EventType::EV_EFI_VARIABLE_AUTHORITY => EventData::Variable(uefi::variable(data, true)?),
         EventType::EV_EFI_BOOT_SERVICES_APPLICATION
         | EventType::EV_EFI_BOOT_SERVICES_DRIVER
-        | EventType::EV_EFI_RUNTIME_SERVICES_DRIVER => EventData::ImageLoad(uefi::image_load(data)?),
+        | EventType::EV_EFI_RUNTIME_SERVICES_DRIVER => {
+            EventData::ImageLoad(uefi::image_load(data)?)
+        }
         EventType::EV_EFI_GPT_EVENT => EventData::Gpt(uefi::gpt(data)?),
         EventType::EV_IPL => EventData::Ipl(ipl(data)),
         EventType::EV_COMPACT_HASH => EventData::CompactHash { data },
@@ -82,7 +86,10 @@ fn decode_inner(event_type: EventType, data: &[u8]) -> Result<EventData<'_>, Par
             let mut r = Reader::new("TCG_PCClientTaggedEvent", data);
             let id = r.u32_le("taggedEventID")?;
             let len = r.u32_le("taggedEventDataSize")?;
-            let tagged = r.take(usize::try_from(len).unwrap_or(usize::MAX), "taggedEventData")?;
+            let tagged = r.take(
+                usize::try_from(len).unwrap_or(usize::MAX),
+                "taggedEventData",
+            )?;
             r.finish()?;
             EventData::EventTag { id, data: tagged }
         }
@@ -132,6 +139,17 @@ fn no_action(data: &[u8]) -> Result<NoActionEvent<'_>, ParseError> {
     Ok(NoActionEvent::Other {
         signature: ascii(data.get(..16).unwrap_or(data)),
     })
+}
+
+/// The profile allows a UTF-16 string or an EFI_GUID (arch-linux-workstation.bin logs a GUID).
+fn crtm_version(data: &[u8]) -> String {
+    if super::replay::is_utf16_text(data) {
+        return utf16(data);
+    }
+    match <[u8; 16]>::try_from(data) {
+        Ok(guid) => super::events::Guid(guid).to_string(),
+        Err(_) => hex::encode(data),
+    }
 }
 
 fn post_code(data: &[u8]) -> Result<PostCode<'_>, ParseError> {
@@ -199,7 +217,12 @@ pub(super) fn ascii(bytes: &[u8]) -> Cow<'_, str> {
 pub(super) fn utf16(bytes: &[u8]) -> String {
     let units = bytes
         .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)]))
+        .map(|c| {
+            u16::from_le_bytes([
+                c.first().copied().unwrap_or(0),
+                c.get(1).copied().unwrap_or(0),
+            ])
+        })
         .take_while(|u| *u != 0);
     char::decode_utf16(units)
         .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))

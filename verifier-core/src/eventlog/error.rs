@@ -12,14 +12,15 @@ pub enum EventLogError {
     #[error("event log is empty (0 bytes)")]
     Empty,
     /// An event's header, digests or Spec ID content could not be decoded.
-    #[error("event {index} at offset {offset}: {source}")]
+    #[error("event {index} at offset {offset}: {error}")]
     Malformed {
         /// Index of the event (0 is the first event of the file).
         index: usize,
         /// Offset of the event's first byte.
         offset: usize,
-        /// What was wrong, naming the TCG structure and field.
-        source: ParseError,
+        /// What was wrong, naming the TCG structure and field. (Not `source`: the message
+        /// already includes it, and a chain printer would repeat it.)
+        error: ParseError,
     },
     /// The PCR index is outside 0..24, so the event cannot belong to a TPM PCR.
     #[error("event {index} at offset {offset}: pcrIndex {pcr} is not a PCR (must be below 24)")]
@@ -62,11 +63,11 @@ pub enum EventLogError {
 }
 
 impl EventLogError {
-    pub(super) fn malformed(index: usize, offset: usize, source: ParseError) -> Self {
+    pub(super) fn malformed(index: usize, offset: usize, error: ParseError) -> Self {
         Self::Malformed {
             index,
             offset,
-            source,
+            error,
         }
     }
 

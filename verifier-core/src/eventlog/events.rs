@@ -273,9 +273,9 @@ pub enum EventData<'a> {
     },
     /// `EV_POST_CODE`.
     PostCode(PostCode<'a>),
-    /// `EV_S_CRTM_VERSION`: a UTF-16 version string.
+    /// `EV_S_CRTM_VERSION`: a UTF-16 version string, or a GUID.
     SCrtmVersion {
-        /// The version.
+        /// The version (a GUID in registry format, or hex if neither).
         version: String,
     },
     /// `EV_EFI_PLATFORM_FIRMWARE_BLOB` (and `EV_S_CRTM_CONTENTS` when it holds one).

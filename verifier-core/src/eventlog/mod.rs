@@ -37,8 +37,8 @@ mod uefi;
 
 pub use error::EventLogError;
 pub use events::{
-    EventData, Guid, HandoffTable, IplEvent, IplForm, NoActionEvent, PostCode, SpecIdEvent,
-    SpecIdAlgorithm,
+    EventData, Guid, HandoffTable, IplEvent, IplForm, NoActionEvent, PostCode, SpecIdAlgorithm,
+    SpecIdEvent,
 };
 pub use parse::{DigestList, Event, EventLog, LogFormat};
 pub use replay::Finding;

@@ -284,7 +284,8 @@ fn read_legacy<'a>(
         let data = r.sub(usize::try_from(size).unwrap_or(usize::MAX), "event")?;
         Ok((event_type, digest, data))
     })();
-    let (event_type, digest, data) = body.map_err(|e| EventLogError::malformed(index, offset, e))?;
+    let (event_type, digest, data) =
+        body.map_err(|e| EventLogError::malformed(index, offset, e))?;
     let mut digests = DigestList::new();
     if let Some(d) = Digest::from_slice(HashAlg::Sha1, digest) {
         digests.push(d);

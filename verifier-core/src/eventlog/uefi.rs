@@ -198,7 +198,10 @@ fn variable_header<'a>(r: &mut Reader<'a>) -> Result<(Guid, &'a [u8], &'a [u8]),
         .and_then(|n| n.checked_mul(2))
         .unwrap_or(usize::MAX);
     let name = r.take(name_bytes, "UnicodeName")?;
-    let data = r.take(usize::try_from(data_len).unwrap_or(usize::MAX), "VariableData")?;
+    let data = r.take(
+        usize::try_from(data_len).unwrap_or(usize::MAX),
+        "VariableData",
+    )?;
     Ok((guid, name, data))
 }
 
@@ -228,11 +231,13 @@ pub(super) fn variable(bytes: &[u8], authority: bool) -> Result<UefiVariable<'_>
                 value: match data {
                     [] => None,
                     [v] => Some(*v),
-                    _ => return Err(ParseError::TrailingData {
-                        structure: "SecureBoot",
-                        offset: 1,
-                        remaining: data.len().saturating_sub(1),
-                    }),
+                    _ => {
+                        return Err(ParseError::TrailingData {
+                            structure: "SecureBoot",
+                            offset: 1,
+                            remaining: data.len().saturating_sub(1),
+                        })
+                    }
                 },
             },
             "PK" | "KEK" | "db" | "dbx" | "dbt" | "dbr" => VariableValue::SignatureDb {
@@ -283,7 +288,10 @@ fn signature_lists(data: &[u8]) -> Result<Vec<SignatureList<'_>>, ParseError> {
             .and_then(|n| n.checked_sub(28))
             .ok_or_else(|| r.invalid("SignatureListSize", u64::from(list_size)))?;
         let mut body = r.sub(body_len, "EFI_SIGNATURE_LIST")?;
-        let header = body.take(usize::try_from(header_size).unwrap_or(usize::MAX), "SignatureHeader")?;
+        let header = body.take(
+            usize::try_from(header_size).unwrap_or(usize::MAX),
+            "SignatureHeader",
+        )?;
         let sig_size = usize::try_from(sig_size).unwrap_or(usize::MAX);
         let Some(data_len) = sig_size.checked_sub(16) else {
             return Err(body.invalid("SignatureSize", sig_size as u64));
@@ -340,7 +348,10 @@ pub(super) fn image_load(data: &[u8]) -> Result<ImageLoadEvent<'_>, ParseError> 
     let image_length = r.u64_le("ImageLengthInMemory")?;
     let link_time_address = r.u64_le("ImageLinkTimeAddress")?;
     let path_len = r.u64_le("LengthOfDevicePath")?;
-    let device_path = r.take(usize::try_from(path_len).unwrap_or(usize::MAX), "DevicePath")?;
+    let device_path = r.take(
+        usize::try_from(path_len).unwrap_or(usize::MAX),
+        "DevicePath",
+    )?;
     Ok(ImageLoadEvent {
         image_location,
         image_length,
