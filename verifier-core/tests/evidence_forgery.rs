@@ -285,8 +285,9 @@ fn ima_list() -> Vec<u8> {
 fn ima_log_without_quoted_pcr10_refused() {
     let s = scenario();
     let ima = ima_list();
+    let list = verifier_core::ima::MeasurementList::parse_binary(&ima, HashAlg::Sha1).unwrap();
     let mut sub = s.submitted(0);
-    sub.ima_log = Some(&ima);
+    sub.ima_log = Some(&list);
     assert_eq!(
         validate(s.expected(0), sub).unwrap_err(),
         ValidationError::ImaNotQuoted
@@ -326,7 +327,7 @@ fn ima_log_replay_checked_against_pcr10() {
         nk_pub: &nk,
         proof: &proof,
         event_log: None,
-        ima_log: Some(&ima),
+        ima_log: Some(&list),
     };
     let e = Expected {
         ak: ak.ak(),
@@ -339,8 +340,10 @@ fn ima_log_replay_checked_against_pcr10() {
     let verifier_core::ima::Location::Offset(cut) = last else {
         panic!("binary list entries have offsets")
     };
+    let shorter =
+        verifier_core::ima::MeasurementList::parse_binary(&ima[..cut], HashAlg::Sha1).unwrap();
     let mut sub = sub;
-    sub.ima_log = Some(&ima[..cut]);
+    sub.ima_log = Some(&shorter);
     assert_eq!(
         validate(e, sub).unwrap_err(),
         ValidationError::ImaMismatch {

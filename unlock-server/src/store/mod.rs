@@ -359,7 +359,7 @@ impl Store {
     pub fn release(
         &self,
         req: &ReleaseRequest<'_>,
-        seal: impl FnOnce(&Enrollment) -> Result<Vec<u8>, StoreError>,
+        seal: impl FnOnce(&Enrollment, ReleaseCount) -> Result<Vec<u8>, StoreError>,
     ) -> Result<ReleaseDecision, StoreError> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -390,7 +390,7 @@ impl Store {
 fn release_in(
     tx: &rusqlite::Transaction<'_>,
     req: &ReleaseRequest<'_>,
-    seal: impl FnOnce(&Enrollment) -> Result<Vec<u8>, StoreError>,
+    seal: impl FnOnce(&Enrollment, ReleaseCount) -> Result<Vec<u8>, StoreError>,
 ) -> Result<ReleaseDecision, StoreError> {
     let Some(ch) = load_challenge(tx, req.challenge_id)? else {
         return Ok(ReleaseDecision::Refused(Refusal::ChallengeUnknown));
@@ -462,10 +462,15 @@ fn release_in(
         }
     }
 
-    let response = seal(&enr)?;
-
     let releases = session.as_ref().map_or(0, |(n, _)| *n) + 1;
     let terminated = releases >= i64::from(enr.max_attestations);
+    let response = seal(
+        &enr,
+        ReleaseCount {
+            releases: u32::try_from(releases).map_err(|_| corrupt_session())?,
+            terminated,
+        },
+    )?;
     let state = if terminated { "terminated" } else { "open" };
     tx.execute(
         "INSERT INTO sessions (agent_id, reset_count, releases, state, first_release_at, last_release_at)

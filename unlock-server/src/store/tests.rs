@@ -43,7 +43,7 @@ fn attest(s: &Store, id: &str, reset_count: u32, evidence: u8) -> ReleaseDecisio
             evidence_hash: &h,
             now: 10,
         },
-        |_| Ok(format!("sealed-{id}").into_bytes()),
+        |_, _| Ok(format!("sealed-{id}").into_bytes()),
     )
     .unwrap()
 }
@@ -179,7 +179,7 @@ fn seal_failure_releases_nothing() {
             evidence_hash: &h,
             now: 10,
         },
-        |_| Err(StoreError::Seal("boom".into())),
+        |_, _| Err(StoreError::Seal("boom".into())),
     );
     assert!(r.is_err());
     assert!(s.sessions(AGENT).unwrap().is_empty());

@@ -240,6 +240,15 @@ pub struct ReleaseRequest<'a> {
     pub now: i64,
 }
 
+/// The count a release will have, handed to the sealing step so the answer can say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseCount {
+    /// Releases in this boot session including this one.
+    pub releases: u32,
+    /// Whether this release TERMINATES the session.
+    pub terminated: bool,
+}
+
 /// Outcome of [`super::Store::release`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseDecision {

@@ -7,7 +7,7 @@
 //! and the boot-session rules need state, so the server checks those in its store.
 
 use crate::eventlog::{EventLog, EventLogError};
-use crate::ima::{ImaError, MeasurementList};
+use crate::ima::MeasurementList;
 use crate::merkle::{self, InclusionProof, MerkleError};
 use crate::quote::{verify_quote, AkPublic, VerifiedQuote, VerifyError};
 use crate::wire::{HashAlg, PcrValues, Signature};
@@ -39,8 +39,9 @@ pub struct Submitted<'a> {
     pub proof: &'a InclusionProof,
     /// UEFI measured-boot event log, if the machine has one.
     pub event_log: Option<&'a [u8]>,
-    /// IMA measurement list (binary format), if IMA ran.
-    pub ima_log: Option<&'a [u8]>,
+    /// IMA measurement list (parsed from the ascii or binary form the agent sent), if IMA
+    /// ran. Parsing is the caller's because the list's format travels beside it.
+    pub ima_log: Option<&'a MeasurementList>,
 }
 
 /// Evidence that passed validation. Only [`validate`] constructs it.
@@ -48,7 +49,7 @@ pub struct Submitted<'a> {
 pub struct ValidatedEvidence<'a> {
     quote: VerifiedQuote,
     event_log: Option<EventLog<'a>>,
-    ima: Option<MeasurementList>,
+    ima: Option<&'a MeasurementList>,
 }
 
 impl<'a> ValidatedEvidence<'a> {
@@ -61,8 +62,8 @@ impl<'a> ValidatedEvidence<'a> {
         self.event_log.as_ref()
     }
     /// The IMA list, whose replay matched the quoted PCR 10.
-    pub fn ima(&self) -> Option<&MeasurementList> {
-        self.ima.as_ref()
+    pub fn ima(&self) -> Option<&'a MeasurementList> {
+        self.ima
     }
 }
 
@@ -103,9 +104,6 @@ pub enum ValidationError {
         /// PCR index.
         index: u8,
     },
-    /// The IMA list could not be parsed.
-    #[error("IMA log: {0}")]
-    Ima(#[from] ImaError),
     /// Replaying the IMA list does not reproduce quoted PCR 10.
     #[error("IMA log does not replay to quoted PCR 10 ({alg})")]
     ImaMismatch {
@@ -157,14 +155,10 @@ pub fn validate<'a>(
         }
         None => None,
     };
-    let ima = match submitted.ima_log {
-        Some(bytes) => {
-            let list = MeasurementList::parse_binary(bytes, HashAlg::Sha1)?;
-            check_ima(&list, &quote)?;
-            Some(list)
-        }
-        None => None,
-    };
+    if let Some(list) = submitted.ima_log {
+        check_ima(list, &quote)?;
+    }
+    let ima = submitted.ima_log;
     Ok(ValidatedEvidence {
         quote,
         event_log,

@@ -23,10 +23,21 @@ pub const MAX_ERROR_MESSAGE: usize = 512;
 pub struct ChallengeRequest {
     /// The registered agent.
     pub agent_id: AgentId,
+    /// Name (nameAlg || digest) of the activated AK that will sign the quote. The role
+    /// binds the challenge to this AK, so a quote by any other key is refused.
+    pub ak_name: Base64Bytes,
 }
 
 impl Validate for ChallengeRequest {
     fn validate(&self) -> Result<(), ProtoError> {
+        // nameAlg (2 bytes) and a SHA-256/384/512 digest.
+        let name = self.ak_name.non_empty("ak_name", 2 + 64)?;
+        if name.len() < 2 + 32 {
+            return Err(ProtoError::Invalid {
+                field: "ak_name",
+                reason: "must be nameAlg followed by a SHA-256 or stronger digest",
+            });
+        }
         Ok(())
     }
 }
