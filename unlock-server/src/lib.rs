@@ -4,4 +4,11 @@
 //! transport.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod role;
+pub mod secrets;
+pub mod server;
 pub mod store;
+pub mod tls;

@@ -79,7 +79,9 @@ pub fn load_or_create_hex(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = Zeroizing::new(vec![0u8; len]);
             aws_lc_rs::rand::fill(&mut bytes).map_err(|_| {
-                io(path)(std::io::Error::other("system random number generator failed"))
+                io(path)(std::io::Error::other(
+                    "system random number generator failed",
+                ))
             })?;
             let text = Zeroizing::new(hex::encode(&*bytes));
             write_new(path, text.as_bytes())?;

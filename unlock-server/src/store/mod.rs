@@ -236,7 +236,10 @@ impl Store {
                 return Err(StoreError::NotFound(agent_id.to_owned()));
             }
             for table in ["sessions", "aks", "challenges", "registrations"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE agent_id = ?1"), [agent_id])?;
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE agent_id = ?1"),
+                    [agent_id],
+                )?;
             }
             tx.commit()?;
             Ok(())
@@ -304,7 +307,11 @@ impl Store {
     }
 
     /// The public area of an activated AK of `agent_id`, if `ak_name` is one.
-    pub fn activated_ak(&self, agent_id: &str, ak_name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn activated_ak(
+        &self,
+        agent_id: &str,
+        ak_name: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.with(|c| {
             Ok(c.query_row(
                 "SELECT ak_pub FROM aks WHERE agent_id = ?1 AND ak_name = ?2",
@@ -321,7 +328,13 @@ impl Store {
             c.execute(
                 "INSERT INTO challenges (challenge_id, agent_id, ak_name, nonce, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![ch.challenge_id, ch.agent_id, ch.ak_name, ch.nonce.as_slice(), ch.expires_at],
+                params![
+                    ch.challenge_id,
+                    ch.agent_id,
+                    ch.ak_name,
+                    ch.nonce.as_slice(),
+                    ch.expires_at
+                ],
             )?;
             Ok(())
         })
@@ -457,7 +470,9 @@ fn release_in(
                     "UPDATE enrollments SET state = 'terminated', updated_at = ?2 WHERE agent_id = ?1",
                     params![req.agent_id, req.now],
                 )?;
-                return Ok(ReleaseDecision::Refused(Refusal::MaxBootsReached { max_boots: max }));
+                return Ok(ReleaseDecision::Refused(Refusal::MaxBootsReached {
+                    max_boots: max,
+                }));
             }
         }
     }
@@ -528,7 +543,9 @@ fn load_enrollment(c: &Connection, agent_id: &str) -> Result<Option<Enrollment>,
     .transpose()
 }
 
-fn enrollment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Enrollment, StoreError>> {
+fn enrollment_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<Enrollment, StoreError>> {
     let corrupt = |what| StoreError::Corrupt {
         table: "enrollments",
         what,
@@ -578,8 +595,16 @@ fn load_challenge(c: &Connection, id: &str) -> Result<Option<Challenge>, StoreEr
             },
         )
         .optional()?;
-    let Some((challenge_id, agent_id, ak_name, nonce, expires_at, used_at, evidence_hash, response)) =
-        row
+    let Some((
+        challenge_id,
+        agent_id,
+        ak_name,
+        nonce,
+        expires_at,
+        used_at,
+        evidence_hash,
+        response,
+    )) = row
     else {
         return Ok(None);
     };
@@ -610,10 +635,18 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             supported,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )?;
         tx.commit()?;
     }
     Ok(())

@@ -55,7 +55,11 @@ fn releases_once_then_session_terminated() {
     challenge(&s, "c2", 100);
     assert!(matches!(
         attest(&s, "c1", 4, 1),
-        ReleaseDecision::Released { releases: 1, session_terminated: true, .. }
+        ReleaseDecision::Released {
+            releases: 1,
+            session_terminated: true,
+            ..
+        }
     ));
     assert_eq!(
         attest(&s, "c2", 4, 2),
@@ -74,11 +78,19 @@ fn bounded_release_counts_to_max_attestations() {
     }
     assert!(matches!(
         attest(&s, "c1", 1, 1),
-        ReleaseDecision::Released { releases: 1, session_terminated: false, .. }
+        ReleaseDecision::Released {
+            releases: 1,
+            session_terminated: false,
+            ..
+        }
     ));
     assert!(matches!(
         attest(&s, "c2", 1, 2),
-        ReleaseDecision::Released { releases: 2, session_terminated: true, .. }
+        ReleaseDecision::Released {
+            releases: 2,
+            session_terminated: true,
+            ..
+        }
     ));
     assert!(matches!(
         attest(&s, "c3", 1, 3),
@@ -94,7 +106,10 @@ fn identical_retry_gets_same_answer_without_counting() {
     let ReleaseDecision::Released { response, .. } = first else {
         panic!("{first:?}")
     };
-    assert_eq!(attest(&s, "c1", 1, 1), ReleaseDecision::Retried { response });
+    assert_eq!(
+        attest(&s, "c1", 1, 1),
+        ReleaseDecision::Retried { response }
+    );
     // Different evidence on the same challenge is a replay.
     assert_eq!(
         attest(&s, "c1", 1, 2),
@@ -115,7 +130,10 @@ fn expired_and_unknown_challenges_refused() {
         attest(&s, "nope", 1, 1),
         ReleaseDecision::Refused(Refusal::ChallengeUnknown)
     );
-    assert!(s.sessions(AGENT).unwrap().is_empty(), "refusals consume nothing");
+    assert!(
+        s.sessions(AGENT).unwrap().is_empty(),
+        "refusals consume nothing"
+    );
 }
 
 #[test]
@@ -124,13 +142,22 @@ fn reset_count_going_backwards_refused() {
     challenge(&s, "c1", 100);
     challenge(&s, "c2", 100);
     challenge(&s, "c3", 100);
-    assert!(matches!(attest(&s, "c1", 7, 1), ReleaseDecision::Released { .. }));
+    assert!(matches!(
+        attest(&s, "c1", 7, 1),
+        ReleaseDecision::Released { .. }
+    ));
     assert_eq!(
         attest(&s, "c2", 6, 2),
-        ReleaseDecision::Refused(Refusal::ResetCountWentBackwards { quoted: 6, latest: 7 })
+        ReleaseDecision::Refused(Refusal::ResetCountWentBackwards {
+            quoted: 6,
+            latest: 7
+        })
     );
     // A new boot (higher resetCount) releases again.
-    assert!(matches!(attest(&s, "c3", 8, 3), ReleaseDecision::Released { .. }));
+    assert!(matches!(
+        attest(&s, "c3", 8, 3),
+        ReleaseDecision::Released { .. }
+    ));
 }
 
 #[test]
@@ -139,8 +166,14 @@ fn max_boots_terminates_the_agent_for_good() {
     for id in ["c1", "c2", "c3"] {
         challenge(&s, id, 100);
     }
-    assert!(matches!(attest(&s, "c1", 1, 1), ReleaseDecision::Released { .. }));
-    assert!(matches!(attest(&s, "c2", 2, 2), ReleaseDecision::Released { .. }));
+    assert!(matches!(
+        attest(&s, "c1", 1, 1),
+        ReleaseDecision::Released { .. }
+    ));
+    assert!(matches!(
+        attest(&s, "c2", 2, 2),
+        ReleaseDecision::Released { .. }
+    ));
     assert_eq!(
         s.enrollment(AGENT).unwrap().unwrap().state,
         EnrollmentState::Terminated
@@ -152,7 +185,10 @@ fn max_boots_terminates_the_agent_for_good() {
     // Re-arm clears the budget and the session history.
     s.rearm(AGENT, 20).unwrap();
     challenge(&s, "c4", 100);
-    assert!(matches!(attest(&s, "c4", 1, 4), ReleaseDecision::Released { .. }));
+    assert!(matches!(
+        attest(&s, "c4", 1, 4),
+        ReleaseDecision::Released { .. }
+    ));
 }
 
 #[test]
@@ -252,7 +288,10 @@ fn state_survives_reopen() {
         .unwrap();
         challenge(&s, "c1", 100);
         challenge(&s, "c2", 100);
-        assert!(matches!(attest(&s, "c1", 2, 1), ReleaseDecision::Released { .. }));
+        assert!(matches!(
+            attest(&s, "c1", 2, 1),
+            ReleaseDecision::Released { .. }
+        ));
     }
     let s = Store::open(&path).unwrap();
     assert_eq!(
@@ -273,5 +312,8 @@ fn duplicate_enrollment_refused() {
         share_wrapped: vec![],
         payload_ct: None,
     };
-    assert!(matches!(s.enroll(&e, 1), Err(StoreError::AlreadyEnrolled(_))));
+    assert!(matches!(
+        s.enroll(&e, 1),
+        Err(StoreError::AlreadyEnrolled(_))
+    ));
 }

@@ -119,6 +119,25 @@ pub enum Role {
     Tenant,
 }
 
+impl Role {
+    /// Canonical lowercase name (`verifier`, `tenant`): the JSON spelling, the URL prefix of
+    /// the role's API, and the role string in the share's HPKE `info` and wrapping context.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verifier => "verifier",
+            Self::Tenant => "tenant",
+        }
+    }
+
+    /// The role's leaf in the agent's Merkle tree of nonces.
+    pub fn leaf_index(self) -> u32 {
+        match self {
+            Self::Verifier => 0,
+            Self::Tenant => 1,
+        }
+    }
+}
+
 /// PCRs of one bank to quote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

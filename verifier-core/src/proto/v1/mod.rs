@@ -9,9 +9,14 @@
 //! The quote's `extraData` binding is [`crate::merkle::quote_extra_data`], computed over the
 //! Merkle root of the roles' nonces and [`NkPublic::key`]'s bytes.
 
+mod admin;
 mod attest;
 mod common;
 mod register;
+
+pub use admin::{
+    admin_path, AttemptRecord, EnrollRequest, EnrollmentInfo, EnrollmentList, SessionRecord,
+};
 
 pub use attest::{
     AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, ErrorCode, ErrorResponse,

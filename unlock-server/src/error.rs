@@ -1,0 +1,94 @@
+//! The one error type handlers return. Refusals carry a stable [`ErrorCode`] and a message
+//! for people; internal causes are logged here and never sent to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use verifier_core::proto::v1::{ErrorCode, ErrorResponse, MAX_ERROR_MESSAGE};
+
+/// A refusal or failure, ready to be sent.
+#[derive(Debug)]
+pub struct ApiError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable detail (no secrets, no internal causes).
+    pub message: String,
+}
+
+impl ApiError {
+    /// A refusal with a reason.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An internal fault: the cause is logged, the client learns only that it happened.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(
+            ErrorCode::Internal,
+            "internal server error (see the server log)",
+        )
+    }
+
+    /// The HTTP status for the code.
+    pub fn status(&self) -> StatusCode {
+        match self.code {
+            ErrorCode::MalformedRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::UnknownRegistration
+            | ErrorCode::UnknownAgent
+            | ErrorCode::NotEnrolled
+            | ErrorCode::UnknownChallenge => StatusCode::NOT_FOUND,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<verifier_core::proto::ProtoError> for ApiError {
+    fn from(e: verifier_core::proto::ProtoError) -> Self {
+        Self::new(ErrorCode::MalformedRequest, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut message = self.message;
+        if message.len() > MAX_ERROR_MESSAGE {
+            let mut cut = MAX_ERROR_MESSAGE - 3;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("...");
+        }
+        let body = serde_json::to_vec(&ErrorResponse {
+            code: self.code,
+            message,
+        })
+        .unwrap_or_default();
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,255 @@
+//! HTTP routes. Each role is mounted under its name (`/verifier`, `/tenant`), so one process
+//! can serve both and a split deployment serves one; the paths below a role are the
+//! protocol's (`/v1/...`) and the admin API (`/admin/v1/...`, bearer token).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use verifier_core::proto::v1::{self, AgentId, ErrorCode, Validate};
+use zeroize::Zeroizing;
+
+use crate::error::ApiError;
+use crate::role::{unix_now, RoleService};
+
+/// The admin bearer token (hex text as stored in its file).
+#[derive(Clone)]
+pub struct AdminToken(Arc<Zeroizing<String>>);
+
+impl AdminToken {
+    /// Wraps the token text.
+    pub fn new(token: Zeroizing<String>) -> Self {
+        Self(Arc::new(token))
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if bool::from(presented.as_bytes().ct_eq(self.0.as_bytes())) && !presented.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "admin API: missing or wrong bearer token",
+            ))
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+#[derive(Clone)]
+struct RoleState {
+    svc: Arc<RoleService>,
+    token: AdminToken,
+    max_body: usize,
+}
+
+/// The whole application: health check plus one sub-router per role.
+pub fn router(roles: &[Arc<RoleService>], token: AdminToken, max_body: usize) -> Router {
+    let mut app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    for svc in roles {
+        let state = RoleState {
+            svc: svc.clone(),
+            token: token.clone(),
+            max_body,
+        };
+        app = app.nest(&format!("/{}", svc.role().as_str()), role_router(state));
+    }
+    app
+}
+
+fn role_router(state: RoleState) -> Router {
+    Router::new()
+        .route(v1::path::REGISTER, post(register))
+        .route(v1::path::ACTIVATE, post(activate))
+        .route(v1::path::CHALLENGE, post(challenge))
+        .route(v1::path::ATTEST, post(attest))
+        .route(v1::admin_path::ENROLLMENTS, get(list).post(enroll))
+        .route("/admin/v1/enrollments/{agent_id}", get(show).delete(delete))
+        .route("/admin/v1/enrollments/{agent_id}/rearm", post(rearm))
+        .route("/admin/v1/enrollments/{agent_id}/revoke", post(revoke))
+        .with_state(state)
+}
+
+/// Reads a body up to the limit; over it is a JSON 413, not a dropped connection.
+async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body larger than {max} bytes"),
+        )
+    })
+}
+
+/// Runs blocking work (SQLite, crypto) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+fn json<T: Serialize + Validate>(status: StatusCode, msg: &T) -> Response {
+    match v1::encode(msg) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+fn raw_json(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// Decodes a request body and runs `f` on the blocking pool; the common shape of every
+/// agent and admin POST.
+async fn handle<Req, Resp>(
+    state: &RoleState,
+    body: Body,
+    f: impl FnOnce(&RoleService, &Req, &[u8], i64) -> Result<Resp, ApiError> + Send + 'static,
+) -> Result<Resp, ApiError>
+where
+    Req: DeserializeOwned + Validate + Send + 'static,
+    Resp: Send + 'static,
+{
+    let bytes = read_body(body, state.max_body).await?;
+    let svc = state.svc.clone();
+    blocking(move || {
+        let req: Req = v1::decode(&bytes)?;
+        f(&svc, &req, &bytes, unix_now())
+    })
+    .await
+}
+
+async fn register(State(s): State<RoleState>, body: Body) -> Response {
+    match handle(&s, body, |svc, req, _, now| svc.register(req, now)).await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn activate(State(s): State<RoleState>, body: Body) -> Response {
+    match handle(&s, body, |svc, req, _, now| svc.activate(req, now)).await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn challenge(State(s): State<RoleState>, body: Body) -> Response {
+    match handle(&s, body, |svc, req, _, now| svc.challenge(req, now)).await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn attest(State(s): State<RoleState>, body: Body) -> Response {
+    match handle(&s, body, |svc, req, bytes, now| svc.attest(req, bytes, now)).await {
+        Ok(r) => raw_json(r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn enroll(State(s): State<RoleState>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(e) = s.token.check(&headers) {
+        return e.into_response();
+    }
+    match handle(&s, body, |svc, req, _, now| svc.enroll(req, now)).await {
+        Ok(r) => json(StatusCode::CREATED, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list(State(s): State<RoleState>, headers: HeaderMap) -> Response {
+    if let Err(e) = s.token.check(&headers) {
+        return e.into_response();
+    }
+    let svc = s.svc.clone();
+    match blocking(move || svc.list()).await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Runs an admin action on one agent (path parameter checked first).
+async fn on_agent<T: Serialize + Validate + Send + 'static>(
+    s: RoleState,
+    headers: &HeaderMap,
+    agent_id: String,
+    f: impl FnOnce(&RoleService, &str, i64) -> Result<T, ApiError> + Send + 'static,
+) -> Response {
+    if let Err(e) = s.token.check(headers) {
+        return e.into_response();
+    }
+    let agent_id = match AgentId::try_from(agent_id) {
+        Ok(a) => a,
+        Err(e) => return ApiError::new(ErrorCode::MalformedRequest, e).into_response(),
+    };
+    let svc = s.svc.clone();
+    match blocking(move || f(&svc, agent_id.as_str(), unix_now())).await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn show(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Response {
+    on_agent(s, &headers, agent_id, |svc, a, _| svc.show(a)).await
+}
+
+async fn rearm(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Response {
+    on_agent(s, &headers, agent_id, |svc, a, now| svc.rearm(a, now)).await
+}
+
+async fn revoke(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Response {
+    on_agent(s, &headers, agent_id, |svc, a, now| svc.revoke(a, now)).await
+}
+
+async fn delete(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Response {
+    if let Err(e) = s.token.check(&headers) {
+        return e.into_response();
+    }
+    let agent_id = match AgentId::try_from(agent_id) {
+        Ok(a) => a,
+        Err(e) => return ApiError::new(ErrorCode::MalformedRequest, e).into_response(),
+    };
+    let svc = s.svc.clone();
+    match blocking(move || svc.delete(agent_id.as_str())).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,448 @@
+//! The agent-facing API of a role: register, activate, challenge, attest.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use verifier_core::evidence::{self, Expected, Submitted, ValidationError};
+use verifier_core::keysplit::{seal_share, wrap_context, Share};
+use verifier_core::makecred::make_credential;
+use verifier_core::policy::{Evaluator, Policy};
+use verifier_core::proto::v1::{
+    verify_activation_proof, ActivateRequest, ActivateResponse, AgentId, AttestRequest,
+    AttestResponse, ChallengeRequest, ChallengeResponse, ErrorCode, PcrSelection, Role, Sealed,
+    SessionInfo,
+};
+use verifier_core::proto::v1::{RegisterRequest, RegisterResponse};
+use verifier_core::proto::Base64Bytes;
+use verifier_core::quote::{AkPublic, VerifyError};
+use verifier_core::wire::{HashAlg, Public, Signature};
+
+use super::{random_id, RoleService};
+use crate::error::ApiError;
+use crate::store::{
+    EnrollmentState, NewChallenge, Refusal, Registration, ReleaseDecision, ReleaseRequest,
+    StoreError,
+};
+
+impl RoleService {
+    /// Registration: checks the EK (enrolled, certificate chains) and the AK (a restricted
+    /// signing key fixed to the TPM), then answers MakeCredential so that only that TPM, with
+    /// that AK loaded, can recover the secret.
+    pub fn register(&self, req: &RegisterRequest, now: i64) -> Result<RegisterResponse, ApiError> {
+        let ek_bytes = req.ek_pub.as_bytes();
+        let ek = Public::parse(ek_bytes)
+            .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ek_pub: {e}")))?;
+        let agent_id = AgentId::of_ek(ek_bytes);
+        let enrollment = self.store.enrollment(agent_id.as_str())?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotEnrolled,
+                format!(
+                    "agent {agent_id} is not enrolled with the {} role",
+                    self.role.as_str()
+                ),
+            )
+        })?;
+        if enrollment.ek_pub != ek_bytes {
+            return Err(ApiError::new(
+                ErrorCode::NotEnrolled,
+                "EK differs from the enrolled EK",
+            ));
+        }
+        self.check_ek_cert(req.ek_cert.as_ref().map(Base64Bytes::as_bytes), &ek, now)?;
+        let ak_public = Public::parse(req.ak_pub.as_bytes())
+            .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ak_pub: {e}")))?;
+        let ak = AkPublic::try_from(ak_public)
+            .map_err(|e| ApiError::new(ErrorCode::AkNotAcceptable, e.to_string()))?;
+
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(secret.as_mut()).map_err(|_| ApiError::internal("RNG failed"))?;
+        let made = make_credential(&ek, ak.name(), secret.as_ref())
+            .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("EK: {e}")))?;
+        let registration_id = random_id()?;
+        let wrapped = self
+            .master
+            .wrap_share(
+                &Share::from_bytes(*secret),
+                &registration_context(agent_id.as_str(), registration_id.as_str()),
+            )
+            .map_err(ApiError::internal)?;
+        self.store.insert_registration(&Registration {
+            registration_id: registration_id.as_str().to_owned(),
+            agent_id: agent_id.as_str().to_owned(),
+            ak_pub: req.ak_pub.as_bytes().to_vec(),
+            ak_name: ak.name().to_vec(),
+            secret_wrapped: wrapped,
+            expires_at: now.saturating_add(secs(self.settings.registration_ttl_secs)),
+        })?;
+        tracing::info!(role = self.role.as_str(), agent_id = %agent_id, "registered; MakeCredential issued");
+        Ok(RegisterResponse {
+            registration_id,
+            credential_blob: Base64Bytes::new(tpm2b_contents(&made.credential_blob)?),
+            encrypted_secret: Base64Bytes::new(tpm2b_contents(&made.encrypted_secret)?),
+        })
+    }
+
+    fn check_ek_cert(&self, cert: Option<&[u8]>, ek: &Public, now: i64) -> Result<(), ApiError> {
+        let trust = &self.settings.ek_trust;
+        match cert {
+            Some(der) if !trust.is_empty() => {
+                let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(now).unwrap_or(0));
+                verifier_core::ekcert::verify_ek_certificate(der, &[], trust, ek, at)
+                    .map(drop)
+                    .map_err(|e| ApiError::new(ErrorCode::EkCertUntrusted, e.to_string()))
+            }
+            _ if self.settings.allow_ek_without_cert => Ok(()),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::EkCertUntrusted,
+                "no EK CA is configured on the server (--ek-ca), so the EK certificate cannot be checked",
+            )),
+            None => Err(ApiError::new(
+                ErrorCode::EkCertUntrusted,
+                "an EK certificate is required (the server does not allow EKs without one)",
+            )),
+        }
+    }
+
+    /// Activation: the agent proves it recovered the credential secret, which only the TPM
+    /// holding both the EK and the AK could do. The AK is then bound to the agent.
+    pub fn activate(&self, req: &ActivateRequest, now: i64) -> Result<ActivateResponse, ApiError> {
+        let unknown = || {
+            ApiError::new(
+                ErrorCode::UnknownRegistration,
+                "no such registration (or already used)",
+            )
+        };
+        let reg = self
+            .store
+            .take_registration(req.registration_id.as_str())?
+            .ok_or_else(unknown)?;
+        if reg.expires_at <= now {
+            return Err(ApiError::new(
+                ErrorCode::UnknownRegistration,
+                "registration expired; register again",
+            ));
+        }
+        let secret = self
+            .master
+            .unwrap_share(
+                &reg.secret_wrapped,
+                &registration_context(&reg.agent_id, &reg.registration_id),
+            )
+            .map_err(ApiError::internal)?;
+        if verify_activation_proof(
+            secret.expose_secret(),
+            &req.registration_id,
+            req.proof.as_bytes(),
+        )
+        .is_err()
+        {
+            tracing::warn!(role = self.role.as_str(), agent_id = %reg.agent_id, "activation proof wrong");
+            self.store
+                .record_refusal(&reg.agent_id, None, "activation proof wrong", now)?;
+            return Err(ApiError::new(
+                ErrorCode::ActivationFailed,
+                "the activation proof is wrong: the AK is not in the enrolled TPM",
+            ));
+        }
+        self.store
+            .activate_ak(&reg.agent_id, &reg.ak_name, &reg.ak_pub, now)?;
+        tracing::info!(role = self.role.as_str(), agent_id = %reg.agent_id, "AK activated");
+        let agent_id = AgentId::try_from(reg.agent_id).map_err(ApiError::internal)?;
+        Ok(ActivateResponse { agent_id })
+    }
+
+    /// A fresh nonce for an agent whose AK is activated, and the PCRs its policy needs.
+    pub fn challenge(
+        &self,
+        req: &ChallengeRequest,
+        now: i64,
+    ) -> Result<ChallengeResponse, ApiError> {
+        let agent_id = req.agent_id.as_str();
+        let enrollment = self.store.enrollment(agent_id)?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotEnrolled,
+                format!("agent {agent_id} is not enrolled"),
+            )
+        })?;
+        match enrollment.state {
+            EnrollmentState::Armed => {}
+            EnrollmentState::Revoked => {
+                return Err(ApiError::new(
+                    ErrorCode::NotEnrolled,
+                    "enrollment revoked by an operator",
+                ))
+            }
+            EnrollmentState::Terminated => {
+                return Err(ApiError::new(
+                    ErrorCode::AgentTerminated,
+                    Refusal::AgentTerminated.to_string(),
+                ))
+            }
+        }
+        if self
+            .store
+            .activated_ak(agent_id, req.ak_name.as_bytes())?
+            .is_none()
+        {
+            return Err(ApiError::new(
+                ErrorCode::UnknownAgent,
+                "this AK is not activated: register and activate first",
+            ));
+        }
+        let policy = Policy::from_json(&enrollment.policy).map_err(ApiError::internal)?;
+        let selection = policy
+            .selection()
+            .banks()
+            .iter()
+            .map(|b| PcrSelection {
+                hash: b.hash(),
+                pcrs: b.indexes().collect(),
+            })
+            .collect();
+        let mut nonce = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::internal("RNG failed"))?;
+        let challenge_id = random_id()?;
+        let expires_at = now.saturating_add(secs(self.settings.challenge_ttl_secs));
+        self.store.insert_challenge(&NewChallenge {
+            challenge_id: challenge_id.as_str().to_owned(),
+            agent_id: agent_id.to_owned(),
+            ak_name: req.ak_name.as_bytes().to_vec(),
+            nonce,
+            expires_at,
+        })?;
+        Ok(ChallengeResponse {
+            challenge_id,
+            nonce: Base64Bytes::new(nonce.to_vec()),
+            pcr_selection: selection,
+            hash_alg: HashAlg::Sha256,
+            expires_at: u64::try_from(expires_at).unwrap_or(0),
+            role: self.role,
+        })
+    }
+
+    /// The unlock path: validate, evaluate the policy, release atomically. Returns the JSON
+    /// body of the answer (stored, so an identical retry gets the very same bytes).
+    pub fn attest(&self, req: &AttestRequest, body: &[u8], now: i64) -> Result<Vec<u8>, ApiError> {
+        let challenge_id = req.challenge_id.as_str();
+        let ch = self.store.challenge(challenge_id)?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownChallenge,
+                "no such challenge; request a new one",
+            )
+        })?;
+        let evidence_hash: [u8; 32] = {
+            let d = HashAlg::Sha256.hash(body);
+            <[u8; 32]>::try_from(d.as_bytes()).map_err(ApiError::internal)?
+        };
+        // A used or expired challenge is decided by the store alone: an identical retry gets
+        // its stored answer, anything else is refused, and no crypto is spent on it.
+        if ch.used.is_some() || ch.expires_at <= now {
+            return self.release(&ch.agent_id, challenge_id, 0, &evidence_hash, now, None);
+        }
+        let refuse = |e: ApiError| -> ApiError {
+            tracing::info!(role = self.role.as_str(), agent_id = %ch.agent_id, challenge_id, code = ?e.code, reason = %e.message, "refused");
+            if let Err(err) =
+                self.store
+                    .record_refusal(&ch.agent_id, Some(challenge_id), &e.message, now)
+            {
+                return ApiError::internal(err);
+            }
+            e
+        };
+        let enrollment = self
+            .store
+            .enrollment(&ch.agent_id)?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotEnrolled, "agent is not enrolled"))?;
+        let ak_pub = self
+            .store
+            .activated_ak(&ch.agent_id, &ch.ak_name)?
+            .ok_or_else(|| {
+                refuse(ApiError::new(
+                    ErrorCode::UnknownAgent,
+                    "the challenge's AK is no longer activated",
+                ))
+            })?;
+        let ak = Public::parse(&ak_pub)
+            .map_err(ApiError::internal)
+            .and_then(|p| AkPublic::try_from(p).map_err(ApiError::internal))?;
+        let signature = Signature::parse(req.signature.as_bytes()).map_err(|e| {
+            refuse(ApiError::new(
+                ErrorCode::QuoteInvalid,
+                format!("signature: {e}"),
+            ))
+        })?;
+        let pcrs = req.pcr_values().map_err(|e| refuse(e.into()))?;
+        let nk = req.nk_pub.to_keysplit().map_err(|e| refuse(e.into()))?;
+        let proof = req.inclusion.to_merkle().map_err(|e| refuse(e.into()))?;
+        let ima = match &req.ima_log {
+            Some(l) => Some(l.parse().map_err(|e| {
+                refuse(ApiError::new(
+                    ErrorCode::ImaLogMismatch,
+                    format!("IMA log: {e}"),
+                ))
+            })?),
+            None => None,
+        };
+        let validated = evidence::validate(
+            Expected {
+                ak: &ak,
+                nonce: &ch.nonce,
+            },
+            Submitted {
+                attest: req.quote.as_bytes(),
+                signature: &signature,
+                pcrs: &pcrs,
+                nk_pub: nk.as_bytes(),
+                proof: &proof,
+                event_log: req.event_log.as_ref().map(Base64Bytes::as_bytes),
+                ima_log: ima.as_ref(),
+            },
+        )
+        .map_err(|e| refuse(validation_error(&e)))?;
+        let policy = Policy::from_json(&enrollment.policy).map_err(ApiError::internal)?;
+        let verdict = policy.evaluate(&validated);
+        if !verdict.accepted() {
+            return Err(refuse(ApiError::new(
+                ErrorCode::PolicyDenied,
+                verdict.to_string(),
+            )));
+        }
+        let reset_count = validated.quote().reset_count();
+        self.release(
+            &ch.agent_id,
+            challenge_id,
+            reset_count,
+            &evidence_hash,
+            now,
+            Some(&nk),
+        )
+    }
+
+    fn release(
+        &self,
+        agent_id: &str,
+        challenge_id: &str,
+        reset_count: u32,
+        evidence_hash: &[u8; 32],
+        now: i64,
+        nk: Option<&verifier_core::keysplit::NkPublic>,
+    ) -> Result<Vec<u8>, ApiError> {
+        let role = self.role;
+        let decision = self.store.release(
+            &ReleaseRequest {
+                challenge_id,
+                agent_id,
+                reset_count,
+                evidence_hash,
+                now,
+            },
+            |enr, count| {
+                // Only reached for a fresh, validated challenge (nk is Some then).
+                let nk = nk.ok_or_else(|| StoreError::Seal("no NK for a fresh release".into()))?;
+                let share = self
+                    .master
+                    .unwrap_share(&enr.share_wrapped, &wrap_context(role.as_str(), agent_id))
+                    .map_err(|e| StoreError::Seal(e.to_string()))?;
+                let sealed = seal_share(nk, role.as_str(), challenge_id.as_bytes(), &share)
+                    .map_err(|e| StoreError::Seal(e.to_string()))?;
+                let payload = match role {
+                    Role::Verifier => Some(Base64Bytes::new(enr.payload_ct.clone().ok_or_else(
+                        || StoreError::Seal("verifier enrollment without payload".into()),
+                    )?)),
+                    Role::Tenant => None,
+                };
+                let response = AttestResponse {
+                    role,
+                    sealed_half: Sealed::from_keysplit(&sealed),
+                    payload,
+                    session: SessionInfo {
+                        reset_count,
+                        releases: count.releases,
+                        max_attestations: enr.max_attestations,
+                        terminated: count.terminated,
+                    },
+                };
+                verifier_core::proto::v1::encode(&response)
+                    .map_err(|e| StoreError::Seal(e.to_string()))
+            },
+        )?;
+        match decision {
+            ReleaseDecision::Released {
+                response,
+                releases,
+                session_terminated,
+            } => {
+                tracing::info!(
+                    role = role.as_str(),
+                    agent_id,
+                    challenge_id,
+                    reset_count,
+                    releases,
+                    session_terminated,
+                    "released"
+                );
+                Ok(response)
+            }
+            ReleaseDecision::Retried { response } => {
+                tracing::info!(
+                    role = role.as_str(),
+                    agent_id,
+                    challenge_id,
+                    "identical retry: same answer, not counted"
+                );
+                Ok(response)
+            }
+            ReleaseDecision::Refused(r) => {
+                tracing::info!(role = role.as_str(), agent_id, challenge_id, reason = %r, "refused");
+                Err(ApiError::new(refusal_code(&r), r.to_string()))
+            }
+        }
+    }
+}
+
+fn registration_context(agent_id: &str, registration_id: &str) -> Vec<u8> {
+    format!("registrar|{agent_id}|{registration_id}").into_bytes()
+}
+
+fn secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX)
+}
+
+/// The TPM2B's contents (the protocol carries them without the size prefix).
+fn tpm2b_contents(tpm2b: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let mut r = verifier_core::wire::Reader::new("TPM2B", tpm2b);
+    let body = r
+        .tpm2b("buffer", usize::from(u16::MAX))
+        .map_err(ApiError::internal)?;
+    r.finish().map_err(ApiError::internal)?;
+    Ok(body.to_vec())
+}
+
+fn validation_error(e: &ValidationError) -> ApiError {
+    let code = match e {
+        ValidationError::Merkle(_) | ValidationError::Quote(VerifyError::ExtraDataMismatch) => {
+            ErrorCode::BindingMismatch
+        }
+        ValidationError::Quote(VerifyError::PcrDigestMismatch | VerifyError::MissingPcr { .. }) => {
+            ErrorCode::PcrMismatch
+        }
+        ValidationError::Quote(_) => ErrorCode::QuoteInvalid,
+        ValidationError::NkLength { .. } => ErrorCode::MalformedRequest,
+        ValidationError::EventLog(_)
+        | ValidationError::EventLogBankMissing { .. }
+        | ValidationError::EventLogMismatch { .. } => ErrorCode::EventLogMismatch,
+        _ => ErrorCode::ImaLogMismatch,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn refusal_code(r: &Refusal) -> ErrorCode {
+    match r {
+        Refusal::ChallengeUnknown => ErrorCode::UnknownChallenge,
+        Refusal::ChallengeExpired => ErrorCode::ChallengeExpired,
+        Refusal::NonceReused => ErrorCode::ChallengeUsed,
+        Refusal::NotEnrolled | Refusal::Revoked => ErrorCode::NotEnrolled,
+        Refusal::AgentTerminated | Refusal::MaxBootsReached { .. } => ErrorCode::AgentTerminated,
+        Refusal::SessionTerminated { .. } => ErrorCode::SessionTerminated,
+        Refusal::ResetCountWentBackwards { .. } => ErrorCode::ResetCountRegressed,
+    }
+}

@@ -1,0 +1,78 @@
+//! One role (verifier or tenant): its own registrar, challenges, attestation decisions and
+//! admin operations over its own store and master key.
+//!
+//! Handlers here are synchronous (SQLite and crypto); the HTTP layer runs them on the
+//! blocking pool. The unlock path is `attest`: validate the evidence (verifier-core),
+//! evaluate the policy, then let the store decide the release atomically. Nothing else
+//! happens on it.
+
+mod admin;
+mod agent;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use verifier_core::ekcert::TrustStore;
+use verifier_core::keysplit::MasterKey;
+use verifier_core::proto::v1::Role;
+
+use crate::store::Store;
+
+/// Settings a role needs beyond its store and key.
+#[derive(Debug, Clone)]
+pub struct RoleSettings {
+    /// EK CA certificates; empty means none configured.
+    pub ek_trust: Arc<TrustStore>,
+    /// Accept EKs without a certificate (the enrolled EK is then the only anchor).
+    pub allow_ek_without_cert: bool,
+    /// Challenge lifetime in seconds.
+    pub challenge_ttl_secs: u64,
+    /// Registration (MakeCredential) lifetime in seconds.
+    pub registration_ttl_secs: u64,
+}
+
+/// A role's state.
+#[derive(Debug)]
+pub struct RoleService {
+    role: Role,
+    store: Store,
+    master: MasterKey,
+    settings: RoleSettings,
+}
+
+impl RoleService {
+    /// A role over its store and master key.
+    pub fn new(role: Role, store: Store, master: MasterKey, settings: RoleSettings) -> Self {
+        Self {
+            role,
+            store,
+            master,
+            settings,
+        }
+    }
+
+    /// Which role this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The role's store (for tests and status).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A random identifier (128 bits, hex) for registrations and challenges.
+fn random_id() -> Result<verifier_core::proto::v1::Id, crate::error::ApiError> {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| crate::error::ApiError::internal("RNG failed"))?;
+    verifier_core::proto::v1::Id::try_from(hex::encode(b)).map_err(crate::error::ApiError::internal)
+}

@@ -1,0 +1,197 @@
+//! Startup: state directory, per-role stores and master keys, EK trust store, admin token,
+//! TLS; then the accept loop until SIGTERM/SIGINT, finishing in-flight requests.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use verifier_core::ekcert::TrustStore;
+use verifier_core::keysplit::MasterKey;
+use verifier_core::proto::v1::Role;
+use zeroize::Zeroizing;
+
+use crate::config::{Config, RoleSet};
+use crate::http::{router, AdminToken};
+use crate::role::{RoleService, RoleSettings};
+use crate::secrets::load_or_create_hex;
+use crate::store::Store;
+
+/// Builds the roles this process serves, creating state on first start.
+pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
+    std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting mode 0700 on {}", config.state_dir.display()))?;
+    let trust = Arc::new(load_trust(&config.ek_ca)?);
+    if trust.is_empty() && !config.allow_ek_without_cert {
+        tracing::warn!("no EK CA configured (--ek-ca) and EKs without certificates are not allowed: every registration will be refused");
+    }
+    let settings = RoleSettings {
+        ek_trust: trust,
+        allow_ek_without_cert: config.allow_ek_without_cert,
+        challenge_ttl_secs: config.challenge_ttl_secs,
+        registration_ttl_secs: 120,
+    };
+    let roles: &[Role] = match config.role {
+        RoleSet::All => &[Role::Verifier, Role::Tenant],
+        RoleSet::Verifier => &[Role::Verifier],
+        RoleSet::Tenant => &[Role::Tenant],
+    };
+    let mut out = Vec::new();
+    for &role in roles {
+        let name = role.as_str();
+        let db = config.state_dir.join(format!("{name}.db"));
+        let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+        let key_path = config.state_dir.join(format!("{name}.key"));
+        let (key, created) = load_or_create_hex(&key_path, 32)?;
+        if created {
+            tracing::warn!(path = %key_path.display(), "created the {name} role's master key; back it up: without it the stored halves are lost");
+        }
+        let master = MasterKey::from_slice(&key).context("master key")?;
+        out.push(Arc::new(RoleService::new(
+            role,
+            store,
+            master,
+            settings.clone(),
+        )));
+    }
+    Ok(out)
+}
+
+/// Loads EK CA certificates from files or directories (PEM bundles or DER).
+pub fn load_trust(paths: &[std::path::PathBuf]) -> anyhow::Result<TrustStore> {
+    let mut trust = TrustStore::new();
+    for p in paths {
+        let files: Vec<std::path::PathBuf> = if p.is_dir() {
+            let mut v: Vec<_> = std::fs::read_dir(p)
+                .with_context(|| format!("reading EK CA directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file())
+                .collect();
+            v.sort();
+            v
+        } else {
+            vec![p.clone()]
+        };
+        for f in files {
+            add_cert_file(&mut trust, &f)?;
+        }
+    }
+    Ok(trust)
+}
+
+fn add_cert_file(trust: &mut TrustStore, f: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(f).with_context(|| format!("reading EK CA {}", f.display()))?;
+    if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        let n = trust
+            .add_pem(&bytes)
+            .with_context(|| format!("EK CA {}", f.display()))?;
+        tracing::info!(file = %f.display(), certificates = n, "EK CA loaded");
+    } else {
+        trust
+            .add_der(&bytes)
+            .with_context(|| format!("EK CA {}", f.display()))?;
+        tracing::info!(file = %f.display(), "EK CA loaded");
+    }
+    Ok(())
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let roles = build_roles(&config)?;
+    let (token, created) = load_or_create_hex(&config.admin_token_file, 32)?;
+    if created {
+        tracing::warn!(path = %config.admin_token_file.display(), "created the admin token (give it to unlockctl with --token-file)");
+    }
+    let token = AdminToken::new(Zeroizing::new(hex::encode(&*token)));
+    let app = router(&roles, token, config.max_body_bytes);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let names: Vec<&str> = roles.iter().map(|r| r.role().as_str()).collect();
+
+    let Some(files) = &config.tls else {
+        println!(
+            "unlock-server: listening on http://{addr} (roles: {}) -- PLAIN HTTP, tests only",
+            names.join(", ")
+        );
+        tracing::warn!("serving plain HTTP (--insecure-http): for tests on loopback only");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        return Ok(());
+    };
+    let (tls, fingerprint) = crate::tls::server_config(files)?;
+    println!(
+        "unlock-server: listening on https://{addr} (roles: {}; TLS certificate sha256 {fingerprint})",
+        names.join(", ")
+    );
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut conns = tokio::task::JoinSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                conns.spawn(async move {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let svc = TowerToHyperService::new(app);
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await
+                    {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!(
+        in_flight = conns.len(),
+        "shutting down: finishing in-flight connections (10 s at most)"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
