@@ -1,5 +1,22 @@
-//! The initramfs agent: talks to the TPM (through `tss-esapi`) and, later, to the unlock
-//! server. Everything it checks is checked again by the server with `verifier-core`.
+//! The initramfs agent: attests the machine with its TPM (through `tss-esapi`) to the unlock
+//! server's verifier and tenant roles, receives the two halves of the boot key sealed to an
+//! ephemeral key, decrypts the LUKS key and writes it for systemd-cryptsetup. Everything it
+//! sends is checked again by the server with `verifier-core`; the agent checks its own quote
+//! with the same code before sending it.
+//!
+//! Modules: [`config`] (TOML + kernel command line), [`tpm`] (EK, AK, activation, PCRs,
+//! quote, release extend), [`http`] (ureq + rustls/aws-lc-rs with deadlines and retries),
+//! [`flow`] (the protocol), [`keyfile`] (atomic 0400 write), [`logs`] (event log, IMA),
+//! [`evidence`] (offline capture) and [`cli`] (arguments, console lines, exit codes).
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod config;
+pub mod evidence;
+pub mod flow;
+pub mod http;
+pub mod keyfile;
+pub mod logs;
 pub mod tpm;
+
+pub use cli::{run, Cli};

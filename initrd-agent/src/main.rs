@@ -1,8 +1,8 @@
-//! `initrd-agent`: not built yet (issue 3). This binary only explains that; the pieces live in
-//! the library (`initrd_agent::tpm`).
+//! `initrd-agent`: see `initrd-agent --help` and the library's `cli` module.
 #![forbid(unsafe_code)]
 
+use clap::Parser;
+
 fn main() -> std::process::ExitCode {
-    eprintln!("initrd-agent: the attestation agent is not implemented yet (see README.md)");
-    std::process::ExitCode::FAILURE
+    initrd_agent::run(initrd_agent::Cli::parse())
 }

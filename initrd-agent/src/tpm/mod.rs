@@ -5,6 +5,15 @@
 //! TPM2B_NAME, DER), so the server can check it with `verifier-core` without trusting this
 //! code. Handles stay inside: callers get [`Ek`] and [`Ak`] values that only this module can
 //! use.
+//!
+//! Submodules: `pcr` (reads, active banks, the release extend) and `quote` (TPM2_Quote,
+//! re-marshalled exactly as signed and checked locally with `verifier-core`).
+
+mod pcr;
+mod quote;
+
+pub use pcr::{full_selection, RELEASE_EVENT};
+pub use quote::{Quote, QuotedPcrs};
 
 use std::str::FromStr;
 
@@ -87,6 +96,30 @@ pub enum TpmError {
     /// The operation is not implemented for this EK template.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// A PCR index outside 0-23 (or one the TPM reported twice).
+    #[error("PCR index {0} is not a PC Client PCR (0-23) or was reported twice")]
+    PcrIndex(u8),
+    /// A bank asked for is not allocated in this TPM.
+    #[error("the TPM has no active PCR bank {}", .0.map_or("at all", |a| a.name()))]
+    BankNotActive(Option<verifier_core::wire::HashAlg>),
+    /// The TPM (or tss-esapi) returned something inconsistent.
+    #[error("TPM {what} returned unusable output: {reason}")]
+    BadOutput {
+        /// The command.
+        what: &'static str,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// What tss-esapi marshalled does not parse with verifier-core (so the server would
+    /// refuse it too).
+    #[error("TPM output does not parse with verifier-core: {0}")]
+    Remarshal(verifier_core::ParseError),
+    /// Our own AK does not pass the server's AK checks.
+    #[error("the AK does not pass verifier-core's AK checks: {0}")]
+    AkRefused(#[source] verifier_core::quote::AkError),
+    /// The quote does not verify locally against the PCR values read after it.
+    #[error("the TPM's quote does not verify locally: {0}")]
+    QuoteCheck(#[source] verifier_core::quote::VerifyError),
     /// A credential blob or secret from the server does not fit the TPM's buffer types.
     #[error("{field} from the server is malformed: {reason}")]
     BadInput {
@@ -243,14 +276,26 @@ impl Tpm {
         credential_blob: &[u8],
         encrypted_secret: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+        let blob = strip_tpm2b(credential_blob, "TPM2B_ID_OBJECT")?;
+        let secret = strip_tpm2b(encrypted_secret, "TPM2B_ENCRYPTED_SECRET")?;
+        self.activate_credential_contents(ak, ek, blob, secret)
+    }
+
+    /// [`Tpm::activate_credential`] for the buffers' contents *without* size prefixes, as
+    /// protocol v1's `RegisterResponse` carries them.
+    pub fn activate_credential_contents(
+        &mut self,
+        ak: &Ak,
+        ek: &Ek,
+        blob: &[u8],
+        secret: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
         if ek.kind == EkKind::EccP384 {
             // FIXME: high-range EKs need a SHA-384 session with PolicySecret + PolicyOR.
             return Err(TpmError::Unsupported(
                 "ActivateCredential is implemented for the low-range (SHA-256) EK templates only",
             ));
         }
-        let blob = strip_tpm2b(credential_blob, "TPM2B_ID_OBJECT")?;
-        let secret = strip_tpm2b(encrypted_secret, "TPM2B_ENCRYPTED_SECRET")?;
         let blob = IdObject::try_from(blob.to_vec()).map_err(|_| TpmError::BadInput {
             field: "TPM2B_ID_OBJECT",
             reason: "longer than the TPM allows",

@@ -1,0 +1,89 @@
+//! `initrd-agent evidence --out FILE`: a snapshot of this machine's measured state for
+//! offline policy work (learning a policy, testing one against a known-good boot).
+//!
+//! Nothing here is signed: it is what the operator looks at, not what a role trusts. The
+//! PCR values are of every active bank, 0-23, read in one pass.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use verifier_core::proto::v1::{AgentId, ImaLog, PcrBank};
+use verifier_core::proto::Base64Bytes;
+
+use crate::config::LocalConfig;
+use crate::flow::FlowError;
+use crate::logs::{read_event_log, read_ima_log};
+use crate::tpm::{full_selection, EkKind, Tpm};
+
+/// Identifies the JSON layout below.
+pub const EVIDENCE_FORMAT: &str = "initrd-agent-evidence/v1";
+
+/// The captured evidence (JSON; binary fields base64 as in the protocol).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapturedEvidence {
+    /// Always [`EVIDENCE_FORMAT`].
+    pub format: String,
+    /// The agent id (SHA-256 of the EK's TPMT_PUBLIC).
+    pub agent_id: AgentId,
+    /// The EK template (`ecc` or `rsa`).
+    pub ek: String,
+    /// The EK's TPMT_PUBLIC.
+    pub ek_pub: Base64Bytes,
+    /// The EK certificate (DER), if the TPM holds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ek_cert: Option<Base64Bytes>,
+    /// A fresh AK's TPMT_PUBLIC (AKs are per boot; this one is for reference only).
+    pub ak_pub: Base64Bytes,
+    /// Every PCR (0-23) of every active bank.
+    pub pcrs: Vec<PcrBank>,
+    /// The UEFI event log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_log: Option<Base64Bytes>,
+    /// The IMA list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima_log: Option<ImaLog>,
+}
+
+/// Captures the evidence from the TPM and the log files.
+pub fn capture(config: &LocalConfig) -> Result<CapturedEvidence, FlowError> {
+    let mut tpm = Tpm::open(&config.tcti)?;
+    let ek = tpm.create_ek(config.ek)?;
+    let captured = (|| -> Result<CapturedEvidence, FlowError> {
+        let ek_cert = tpm.read_ek_cert(config.ek)?;
+        let ak = tpm.create_ak(&ek)?;
+        let ak_pub = Base64Bytes::from(ak.public());
+        let _ = tpm.flush_ak(ak);
+        let banks = tpm.active_banks()?;
+        let sel = full_selection(&banks);
+        let values = tpm.read_pcrs(&sel)?;
+        Ok(CapturedEvidence {
+            format: EVIDENCE_FORMAT.to_owned(),
+            agent_id: AgentId::of_ek(ek.public()),
+            ek: match config.ek {
+                EkKind::Rsa2048 => "rsa",
+                _ => "ecc",
+            }
+            .to_owned(),
+            ek_pub: Base64Bytes::from(ek.public()),
+            ek_cert: ek_cert.map(Base64Bytes::new),
+            ak_pub,
+            pcrs: crate::flow::pcr_banks(&sel, &values),
+            event_log: read_event_log(&config.event_log)?.map(Base64Bytes::new),
+            ima_log: read_ima_log(&config.ima_log)?,
+        })
+    })();
+    let _ = tpm.flush_ek(ek);
+    captured
+}
+
+/// Writes the evidence as pretty JSON.
+pub fn write(evidence: &CapturedEvidence, out: &Path) -> Result<(), FlowError> {
+    let output = |source| FlowError::Output {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut json = serde_json::to_vec_pretty(evidence).map_err(|e| output(e.into()))?;
+    json.push(b'\n');
+    std::fs::write(out, json).map_err(output)
+}

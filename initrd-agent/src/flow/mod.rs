@@ -1,0 +1,442 @@
+//! One unlock, start to finish (DESIGN section 2):
+//!
+//! 1. TPM: EK (and its certificate from NV), AK under the EK.
+//! 2. For each distinct role base URL: `register` (EK, certificate, AK) and `activate`
+//!    (TPM2_ActivateCredential, then the HMAC proof), which binds the AK to the EK.
+//! 3. Each role (verifier, tenant) issues a challenge nonce and a PCR selection.
+//! 4. NK is generated; the nonces go into a Merkle tree (verifier = leaf 0, tenant =
+//!    leaf 1); ONE quote over the union of the selections binds
+//!    `SHA-256("unlock/v1" || root || SHA-256(NK))`. The PCRs are read after the quote and
+//!    checked against it locally.
+//! 5. Each role gets the same evidence with its own inclusion proof and answers its half of
+//!    K_b sealed to NK; the verifier also sends the payload ciphertext.
+//! 6. `K_b = U xor V`, the payload (the LUKS key) is decrypted, written atomically with mode
+//!    0400, and the release PCR is extended.
+//!
+//! Requests to the two roles in one step run in parallel (they are independent servers in
+//! a split-trust deployment, and boot time is what the user waits for).
+
+mod error;
+mod select;
+
+pub use select::pcr_banks;
+
+pub use error::{
+    AnswerError, FlowError, EXIT_LOCAL, EXIT_REFUSED, EXIT_UNLOCKED, EXIT_UNREACHABLE,
+};
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use verifier_core::keysplit::{self, NkPrivate, PayloadCiphertext, Share};
+use verifier_core::merkle::{quote_extra_data, MerkleTree};
+use verifier_core::proto::v1::{
+    self, activation_proof, path, ActivateRequest, ActivateResponse, AgentId, AttestRequest,
+    AttestResponse, ChallengeRequest, ChallengeResponse, InclusionProof, NkKem, NkPublic,
+    RegisterRequest, RegisterResponse, Role,
+};
+use verifier_core::proto::Base64Bytes;
+use verifier_core::wire::HashAlg;
+
+use crate::config::Config;
+use crate::http::{Client, HttpError};
+use crate::keyfile::{remove_key_file, write_key_file};
+use crate::logs::{read_event_log, read_ima_log};
+use crate::tpm::{Ak, Ek, Tpm};
+
+/// The PCR IMA extends; the IMA list is only sent when the quote covers it (otherwise the
+/// server must refuse it as unverifiable).
+const IMA_PCR: u8 = 10;
+
+/// The roles, in the protocol's fixed order (their Merkle leaf index).
+pub const ROLES: [Role; 2] = [Role::Verifier, Role::Tenant];
+
+/// The canonical lowercase name of a role: its JSON spelling, and the `role` in the HPKE
+/// `info` (`"unlock/v1 share" || role`) the server seals the half with.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Verifier => "verifier",
+        Role::Tenant => "tenant",
+    }
+}
+
+/// A successful unlock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlocked {
+    /// Where the key was written.
+    pub key_file: PathBuf,
+}
+
+/// Per-step timing, printed as `initrd-agent: step <name> <ms> ms` when verbose.
+#[derive(Debug)]
+pub struct Steps {
+    verbose: bool,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Steps {
+    /// A recorder that prints when `verbose`.
+    pub fn new(verbose: bool) -> Self {
+        Self {
+            verbose,
+            done: Vec::new(),
+        }
+    }
+
+    /// Records that step `name` started at `since` and has just ended.
+    pub fn record(&mut self, name: &'static str, since: Instant) {
+        let took = since.elapsed();
+        if self.verbose {
+            eprintln!("initrd-agent: step {name} {} ms", took.as_millis());
+        }
+        self.done.push((name, took));
+    }
+
+    /// The steps recorded so far.
+    pub fn done(&self) -> &[(&'static str, Duration)] {
+        &self.done
+    }
+}
+
+/// The role endpoints of a configuration, in [`ROLES`] order.
+fn endpoints(config: &Config) -> [(Role, &str); 2] {
+    [
+        (Role::Verifier, config.verifier_url.as_str()),
+        (Role::Tenant, config.tenant_url.as_str()),
+    ]
+}
+
+/// Runs `f` for each item, in parallel when there is more than one; results in item order.
+fn par<T, R, F>(items: &[T], f: F) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+    F: Fn(&T) -> R + Sync,
+{
+    if items.len() < 2 {
+        return items.iter().map(&f).collect();
+    }
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| {
+                std::thread::Builder::new()
+                    .name("initrd-agent-http".into())
+                    .spawn_scoped(s, move || f(item))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(items)
+            .map(|(h, item)| match h {
+                // A failed spawn (no memory for a stack) runs the request here instead.
+                Err(_) => f(item),
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            })
+            .collect()
+    })
+}
+
+/// Unlocks: runs the whole protocol and writes the key. `started` is the process start, from
+/// which the overall budget (`config.timeout`) counts.
+pub fn unlock(config: &Config, steps: &mut Steps, started: Instant) -> Result<Unlocked, FlowError> {
+    let deadline = started + config.timeout;
+    let client = Client::new(config, deadline)?;
+
+    let t = Instant::now();
+    let mut tpm = Tpm::open(&config.tcti)?;
+    let ek = tpm.create_ek(config.ek)?;
+    let ak = match tpm.create_ak(&ek) {
+        Ok(ak) => ak,
+        Err(e) => {
+            let _ = tpm.flush_ek(ek);
+            return Err(e.into());
+        }
+    };
+    let result = tpm
+        .read_ek_cert(config.ek)
+        .map_err(FlowError::from)
+        .and_then(|cert| {
+            steps.record("tpm", t);
+            with_keys(config, &client, &mut tpm, &ek, &ak, cert, steps)
+        });
+    // Transient objects: the resource manager flushes them when we exit, a direct
+    // /dev/tpm0 user would keep them, so flush either way.
+    let _ = tpm.flush_ak(ak);
+    let _ = tpm.flush_ek(ek);
+    result
+}
+
+fn http_err(role: Role) -> impl Fn(HttpError) -> FlowError {
+    move |source| FlowError::Http {
+        role: role_name(role),
+        source,
+    }
+}
+
+fn answer_err(role: Role) -> impl Fn(AnswerError) -> FlowError {
+    move |reason| FlowError::Answer {
+        role: role_name(role),
+        reason,
+    }
+}
+
+/// Registration and activation with every distinct base URL.
+fn register_all(
+    client: &Client,
+    tpm: &mut Tpm,
+    (ek, ak): (&Ek, &Ak),
+    ek_cert: Option<Vec<u8>>,
+    roles: &[(Role, &str)],
+    agent_id: &AgentId,
+    steps: &mut Steps,
+) -> Result<(), FlowError> {
+    // One registration per distinct base; a refusal is reported for the first role that
+    // uses that base.
+    let mut bases: Vec<(Role, &str)> = Vec::new();
+    for &(role, base) in roles {
+        if !bases.iter().any(|(_, b)| *b == base) {
+            bases.push((role, base));
+        }
+    }
+    let req = RegisterRequest {
+        ek_pub: Base64Bytes::from(ek.public()),
+        ek_cert: ek_cert.map(Base64Bytes::new),
+        ak_pub: Base64Bytes::from(ak.public()),
+    };
+
+    let t = Instant::now();
+    let regs = par(&bases, |(_, base)| {
+        client.post::<_, RegisterResponse>(base, path::REGISTER, &req)
+    });
+    let mut activations = Vec::with_capacity(bases.len());
+    for ((role, base), reg) in bases.iter().zip(regs) {
+        activations.push((*role, *base, reg.map_err(http_err(*role))?));
+    }
+    steps.record("register", t);
+
+    let t = Instant::now();
+    let mut proofs = Vec::with_capacity(activations.len());
+    for (role, base, reg) in &activations {
+        let secret = tpm.activate_credential_contents(
+            ak,
+            ek,
+            reg.credential_blob.as_bytes(),
+            reg.encrypted_secret.as_bytes(),
+        )?;
+        let proof = activation_proof(&secret, &reg.registration_id);
+        proofs.push((
+            *role,
+            *base,
+            ActivateRequest {
+                registration_id: reg.registration_id.clone(),
+                proof: Base64Bytes::from(proof.as_slice()),
+            },
+        ));
+    }
+    let answers = par(&proofs, |(_, base, req)| {
+        client.post::<_, ActivateResponse>(base, path::ACTIVATE, req)
+    });
+    for ((role, _, _), answer) in proofs.iter().zip(answers) {
+        let answer = answer.map_err(http_err(*role))?;
+        if answer.agent_id != *agent_id {
+            return Err(answer_err(*role)(AnswerError::AgentIdMismatch {
+                expected: agent_id.to_string(),
+                got: answer.agent_id.to_string(),
+            }));
+        }
+    }
+    steps.record("activate", t);
+    Ok(())
+}
+
+fn with_keys(
+    config: &Config,
+    client: &Client,
+    tpm: &mut Tpm,
+    ek: &Ek,
+    ak: &Ak,
+    ek_cert: Option<Vec<u8>>,
+    steps: &mut Steps,
+) -> Result<Unlocked, FlowError> {
+    let agent_id = AgentId::of_ek(ek.public());
+    let roles = endpoints(config);
+    register_all(client, tpm, (ek, ak), ek_cert, &roles, &agent_id, steps)?;
+
+    // Challenges.
+    let t = Instant::now();
+    let req = ChallengeRequest {
+        agent_id: agent_id.clone(),
+        ak_name: Base64Bytes::from(ak.name()),
+    };
+    let answers = par(&roles, |(_, base)| {
+        client.post::<_, ChallengeResponse>(base, path::CHALLENGE, &req)
+    });
+    let mut challenges = Vec::with_capacity(roles.len());
+    let mut nonces = Vec::with_capacity(roles.len());
+    for ((role, _), answer) in roles.iter().zip(answers) {
+        let ch = answer.map_err(http_err(*role))?;
+        check_challenge(*role, &ch)?;
+        nonces.push(
+            ch.nonce()
+                .map_err(|e| answer_err(*role)(AnswerError::Field(e)))?,
+        );
+        challenges.push(ch);
+    }
+    let selections: Vec<&[v1::PcrSelection]> = challenges
+        .iter()
+        .map(|c| c.pcr_selection.as_slice())
+        .collect();
+    let selection = select::union(&selections)
+        .map_err(|e| answer_err(Role::Verifier)(AnswerError::Selection(e)))?;
+    steps.record("challenge", t);
+
+    // NK, the nonce tree, one quote.
+    let t = Instant::now();
+    let nk = NkPrivate::generate().map_err(FlowError::Nk)?;
+    let nk_pub = nk.public();
+    let tree = MerkleTree::new(&nonces).map_err(FlowError::Merkle)?;
+    let extra_data = quote_extra_data(&tree.root(), nk_pub.as_bytes());
+    let quoted = tpm.quote_with_pcrs(ak, &extra_data, &selection)?;
+    steps.record("quote", t);
+
+    let t = Instant::now();
+    let event_log = read_event_log(&config.event_log)?;
+    let ima_log = if select::selects(&selection, IMA_PCR) {
+        read_ima_log(&config.ima_log)?
+    } else {
+        None
+    };
+    steps.record("logs", t);
+
+    // Evidence to each role, each with its own inclusion proof. Encoded once, so a retry
+    // after a lost answer sends byte-identical evidence.
+    let t = Instant::now();
+    let pcrs = select::pcr_banks(&selection, &quoted.pcrs);
+    let mut bodies = Vec::with_capacity(roles.len());
+    for (leaf, ((role, base), ch)) in roles.iter().zip(&challenges).enumerate() {
+        let proof = tree.proof(leaf).map_err(FlowError::Merkle)?;
+        let req = AttestRequest {
+            challenge_id: ch.challenge_id.clone(),
+            quote: Base64Bytes::from(quoted.quote.attest.as_slice()),
+            signature: Base64Bytes::from(quoted.quote.signature.as_slice()),
+            pcrs: pcrs.clone(),
+            event_log: event_log.clone().map(Base64Bytes::new),
+            ima_log: ima_log.clone(),
+            nk_pub: NkPublic {
+                kem: NkKem::X25519HkdfSha256,
+                key: Base64Bytes::from(nk_pub.as_bytes().as_slice()),
+            },
+            inclusion: InclusionProof {
+                leaf_index: proof.leaf_index,
+                tree_size: proof.tree_size,
+                siblings: proof
+                    .siblings
+                    .iter()
+                    .map(|s| Base64Bytes::from(s.as_slice()))
+                    .collect(),
+            },
+        };
+        let body = v1::encode(&req).map_err(|e| http_err(*role)(HttpError::Encode(e)))?;
+        bodies.push((*role, *base, body));
+    }
+    let answers = par(&bodies, |(_, base, body)| {
+        client.post_encoded::<AttestResponse>(base, path::ATTEST, body)
+    });
+    let mut shares: Vec<(Role, Share)> = Vec::with_capacity(roles.len());
+    let mut payload = None;
+    for (((role, _, _), answer), ch) in bodies.iter().zip(answers).zip(&challenges) {
+        let answer = answer.map_err(http_err(*role))?;
+        let bad = answer_err(*role);
+        if answer.role != *role {
+            return Err(bad(AnswerError::WrongRole {
+                expected: role_name(*role),
+                got: role_name(answer.role),
+            }));
+        }
+        let sealed = answer
+            .sealed_half
+            .to_keysplit()
+            .map_err(|e| bad(AnswerError::Field(e)))?;
+        let share = nk
+            .open_share(
+                &sealed,
+                role_name(*role),
+                ch.challenge_id.as_str().as_bytes(),
+            )
+            .map_err(|e| bad(AnswerError::Open(e)))?;
+        shares.push((*role, share));
+        if *role == Role::Verifier {
+            payload = answer.payload;
+        }
+    }
+    steps.record("attest", t);
+
+    // K_b = U xor V, then the payload.
+    let t = Instant::now();
+    let share = |r: Role| shares.iter().find(|(role, _)| *role == r).map(|(_, s)| s);
+    let verifier_err = answer_err(Role::Verifier);
+    let (Some(u), Some(v)) = (share(Role::Tenant), share(Role::Verifier)) else {
+        return Err(verifier_err(AnswerError::Selection(
+            "a role's share is missing",
+        )));
+    };
+    let k_b = keysplit::combine(u, v);
+    let payload = payload.ok_or_else(|| {
+        verifier_err(AnswerError::Payload(
+            keysplit::KeySplitError::PayloadDecrypt,
+        ))
+    })?;
+    let ct = PayloadCiphertext::from_bytes(payload.as_bytes())
+        .map_err(|e| verifier_err(AnswerError::Payload(e)))?;
+    let key = keysplit::decrypt_payload(&k_b, agent_id.as_str(), &ct)
+        .map_err(|e| verifier_err(AnswerError::Payload(e)))?;
+    drop(k_b);
+    drop(shares);
+    steps.record("decrypt", t);
+
+    let t = Instant::now();
+    write_key_file(&config.key_file, &key)?;
+    drop(key);
+    steps.record("write", t);
+
+    let t = Instant::now();
+    if let Err(e) = tpm.extend_release(config.release_pcr) {
+        let _ = remove_key_file(&config.key_file);
+        return Err(FlowError::Extend(e));
+    }
+    steps.record("extend", t);
+
+    Ok(Unlocked {
+        key_file: config.key_file.clone(),
+    })
+}
+
+/// A challenge must come from the role asked and ask for what our AK can sign.
+fn check_challenge(role: Role, ch: &ChallengeResponse) -> Result<(), FlowError> {
+    let bad = answer_err(role);
+    if ch.role != role {
+        return Err(bad(AnswerError::WrongRole {
+            expected: role_name(role),
+            got: role_name(ch.role),
+        }));
+    }
+    if ch.hash_alg != HashAlg::Sha256 {
+        return Err(bad(AnswerError::HashAlg(ch.hash_alg)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_are_the_wire_names() {
+        for role in ROLES {
+            let json = serde_json::to_string(&role).unwrap();
+            assert_eq!(json, format!("\"{}\"", role_name(role)));
+        }
+    }
+}
