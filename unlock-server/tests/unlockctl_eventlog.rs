@@ -1,12 +1,26 @@
 //! `unlockctl eventlog replay` as a person or script runs it: the built binary on real logs.
 
+// Test helpers outside #[test] functions: a failed unwrap or index is a failed test, which is
+// what clippy.toml allows inside #[test] functions too.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::path::PathBuf;
 use std::process::Command;
 
 fn testdata() -> PathBuf {
-    let dir = std::env::var("UNLOCK_TESTDATA").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata"))
-    });
+    let dir = std::env::var("UNLOCK_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/testdata"
+            ))
+        });
     assert!(
         dir.join("eventlog").is_dir(),
         "test data missing: {} has no eventlog/ (set UNLOCK_TESTDATA)",
@@ -24,10 +38,18 @@ fn unlockctl(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn json_replay_matches_expected_pcrs() {
-    for log in ["cos-101-amd-sev.bin", "glinux-alex.bin", "arch-linux-workstation.bin"] {
+    for log in [
+        "cos-101-amd-sev.bin",
+        "glinux-alex.bin",
+        "arch-linux-workstation.bin",
+    ] {
         let path = testdata().join("eventlog/go-tpm-tools").join(log);
         let out = unlockctl(&["eventlog", "replay", "--json", path.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let expected: serde_json::Value = serde_json::from_slice(
             &std::fs::read(format!("{}.expected-pcrs.json", path.display())).unwrap(),

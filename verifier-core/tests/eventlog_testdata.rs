@@ -2,6 +2,15 @@
 //! the PCR values recorded independently (go-tpm-tools expected PCRs, tpm2_eventlog output,
 //! the TPM 1.2 quote's PCRs, trustee's CCEL parse), and shows only the findings it should.
 
+// Test helpers outside #[test] functions: a failed unwrap or index is a failed test, which is
+// what clippy.toml allows inside #[test] functions too.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -10,9 +19,14 @@ use verifier_core::eventlog::{EventData, EventLog, EventLogError, EventType, Fin
 use verifier_core::wire::{Digest, HashAlg};
 
 fn testdata() -> PathBuf {
-    let dir = std::env::var("UNLOCK_TESTDATA").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata"))
-    });
+    let dir = std::env::var("UNLOCK_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/testdata"
+            ))
+        });
     assert!(
         dir.join("eventlog").is_dir(),
         "test data missing: {} has no eventlog/ (set UNLOCK_TESTDATA)",
@@ -32,7 +46,11 @@ fn all_logs() -> Vec<PathBuf> {
         }
     }
     logs.sort();
-    assert!(logs.len() >= 30, "expected the full event log set, found {}", logs.len());
+    assert!(
+        logs.len() >= 30,
+        "expected the full event log set, found {}",
+        logs.len()
+    );
     logs
 }
 
@@ -60,7 +78,10 @@ fn every_log_parses_or_is_refused_as_documented() {
                 let err = result.expect_err(&n);
                 assert_eq!(err.event_index().zip(err.offset()), *at, "{n}: {err}");
                 if at.is_some() {
-                    assert!(err.to_string().starts_with("event 0 at offset 0: "), "{err}");
+                    assert!(
+                        err.to_string().starts_with("event 0 at offset 0: "),
+                        "{err}"
+                    );
                 }
             }
             None => {
@@ -75,16 +96,14 @@ fn every_log_parses_or_is_refused_as_documented() {
 
 #[test]
 fn specid_vendordata_error_names_the_field() {
-    let bytes = std::fs::read(testdata().join("eventlog/tpm2-tools/specid-vendordata.bin")).unwrap();
+    let bytes =
+        std::fs::read(testdata().join("eventlog/tpm2-tools/specid-vendordata.bin")).unwrap();
     let err = EventLog::parse(&bytes).unwrap_err();
     assert_eq!(
         err.to_string(),
         "event 0 at offset 0: TCG_EfiSpecIdEvent.vendorInfo: truncated at offset 69 (needed 4 more bytes)"
     );
-    assert_eq!(
-        EventLog::parse(&[]).unwrap_err(),
-        EventLogError::Empty
-    );
+    assert_eq!(EventLog::parse(&[]).unwrap_err(), EventLogError::Empty);
 }
 
 fn expected_json(path: &Path) -> Option<BTreeMap<String, BTreeMap<String, String>>> {
@@ -148,7 +167,8 @@ fn yaml_pcrs(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
 
 #[test]
 fn yaml_reader_reads_pcrs_section() {
-    let y = "events:\n- x: 1\npcrs:\n  sha1:\n    0  : 0xAB\n    10 : 0x01\n  sha256:\n    7  : 0x02\n";
+    let y =
+        "events:\n- x: 1\npcrs:\n  sha1:\n    0  : 0xAB\n    10 : 0x01\n  sha256:\n    7  : 0x02\n";
     let p = yaml_pcrs(y);
     assert_eq!(p["sha1"]["0"], "ab");
     assert_eq!(p["sha1"]["10"], "01");
@@ -204,7 +224,8 @@ fn startup_locality_sets_pcr0_initial_value() {
     let bytes = std::fs::read(testdata().join("eventlog/go-tpm-tools/glinux-alex.bin")).unwrap();
     let log = EventLog::parse(&bytes).unwrap();
     assert_eq!(log.startup_locality(), Some(3));
-    let bytes = std::fs::read(testdata().join("eventlog/keylime/binary_bios_measurements.bin")).unwrap();
+    let bytes =
+        std::fs::read(testdata().join("eventlog/keylime/binary_bios_measurements.bin")).unwrap();
     assert_eq!(EventLog::parse(&bytes).unwrap().startup_locality(), Some(3));
 }
 
@@ -253,9 +274,17 @@ fn ccel_logs_match_trustee() {
         assert_eq!(ours.len(), theirs.len(), "{n}");
         for (o, t) in ours.iter().zip(theirs) {
             assert_eq!(u64::from(o.pcr()), t["index"].as_u64().unwrap(), "{n}");
-            assert_eq!(o.event_type().to_string(), t["type_name"].as_str().unwrap(), "{n}");
+            assert_eq!(
+                o.event_type().to_string(),
+                t["type_name"].as_str().unwrap(),
+                "{n}"
+            );
             let d = o.digests().get(HashAlg::Sha384).unwrap();
-            assert_eq!(d.to_hex(), t["digests"][0]["digest"].as_str().unwrap(), "{n}");
+            assert_eq!(
+                d.to_hex(),
+                t["digests"][0]["digest"].as_str().unwrap(),
+                "{n}"
+            );
         }
     }
     let bytes = std::fs::read(dir.join("cos-113-intel-tdx-dupe-separator-unpadded.bin")).unwrap();
@@ -390,7 +419,12 @@ fn typed_decoding_of_real_events() {
     }
     assert!(db_certs >= 2, "{db_certs}");
     assert!(grub_commands >= 40, "{grub_commands}");
-    assert!(paths.iter().any(|p| p.to_lowercase().contains("shimx64.efi")), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.to_lowercase().contains("shimx64.efi")),
+        "{paths:?}"
+    );
 }
 
 #[test]

@@ -30,8 +30,7 @@ pub(super) fn run(command: EventlogCommand) -> anyhow::Result<()> {
 }
 
 fn replay(file: &Path, json: bool) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let log = EventLog::parse(&bytes).with_context(|| format!("{}", file.display()))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -78,14 +77,21 @@ fn human_report(out: &mut impl Write, log: &EventLog<'_>) -> std::io::Result<()>
         log.events().len()
     )?;
     if let Some(locality) = log.startup_locality() {
-        writeln!(out, "startup locality: {locality} (PCR 0 starts at ..0{locality})")?;
+        writeln!(
+            out,
+            "startup locality: {locality} (PCR 0 starts at ..0{locality})"
+        )?;
     }
     if log.padding() > 0 {
         writeln!(out, "padding after the last event: {} bytes", log.padding())?;
     }
     writeln!(out)?;
     for e in log.events() {
-        let extended = if e.is_extended() { "" } else { " (not extended)" };
+        let extended = if e.is_extended() {
+            ""
+        } else {
+            " (not extended)"
+        };
         writeln!(
             out,
             "#{:<4} PCR {:<2} {}{}: {}",
@@ -127,12 +133,12 @@ fn finding(f: &Finding) -> String {
             "event {event_index} (PCR {pcr}, {event_type}): {alg} digest is not the hash of \
              the event data"
         ),
-        Finding::IncompleteBank { alg, event_index } => format!(
-            "{alg} bank not replayed: event {event_index} carries no {alg} digest"
-        ),
-        Finding::LateStartupLocality { event_index } => format!(
-            "event {event_index}: StartupLocality after PCR 0 was extended, ignored"
-        ),
+        Finding::IncompleteBank { alg, event_index } => {
+            format!("{alg} bank not replayed: event {event_index} carries no {alg} digest")
+        }
+        Finding::LateStartupLocality { event_index } => {
+            format!("event {event_index}: StartupLocality after PCR 0 was extended, ignored")
+        }
         other => format!("{other:?}"),
     }
 }

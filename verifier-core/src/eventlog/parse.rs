@@ -1,6 +1,8 @@
 //! Framing: event headers, digest lists and the Spec ID event. One pass over the input that
 //! also replays (see `replay.rs`), borrowing event data from the input instead of copying it.
 
+use std::sync::OnceLock;
+
 use serde::ser::SerializeMap;
 
 use super::events::{EventData, SpecIdEvent};
@@ -149,7 +151,11 @@ pub struct EventLog<'a> {
     banks: Vec<HashAlg>,
     events: Vec<Event<'a>>,
     pcrs: PcrValues,
-    findings: Vec<Finding>,
+    /// Findings of the replay itself (incomplete banks, ignored StartupLocality).
+    replay_findings: Vec<Finding>,
+    /// All findings, computed on first use: the digest checks hash every checked event's
+    /// data once per bank, which would halve parse+replay throughput.
+    findings: OnceLock<Vec<Finding>>,
     startup_locality: Option<u8>,
     padding: usize,
 }
@@ -181,7 +187,8 @@ impl<'a> EventLog<'a> {
             None => (LogFormat::LegacySha1, vec![HashAlg::Sha1]),
         };
         let mut replayer = Replayer::new(&banks);
-        let mut events = Vec::with_capacity(bytes.len() / 128);
+        // Real events average well over 128 bytes; the cap keeps a padded buffer cheap.
+        let mut events = Vec::with_capacity((bytes.len() / 128).min(1024));
         if spec_id.is_none() {
             replayer.event(&first);
         }
@@ -201,14 +208,15 @@ impl<'a> EventLog<'a> {
             replayer.event(&event);
             events.push(event);
         }
-        let (pcrs, findings, startup_locality) = replayer.finish();
+        let (pcrs, replay_findings, startup_locality) = replayer.finish();
         Ok(Self {
             format,
             spec_id,
             banks,
             events,
             pcrs,
-            findings,
+            replay_findings,
+            findings: OnceLock::new(),
             startup_locality,
             padding,
         })
@@ -237,8 +245,14 @@ impl<'a> EventLog<'a> {
     }
     /// What a policy should know: digest-versus-data mismatches, incomplete banks, ignored
     /// StartupLocality events.
+    ///
+    /// Digest-versus-data mismatches come first, in event order, then the replay's own.
     pub fn findings(&self) -> &[Finding] {
-        &self.findings
+        self.findings.get_or_init(|| {
+            let mut all = super::replay::digest_findings(&self.events);
+            all.extend_from_slice(&self.replay_findings);
+            all
+        })
     }
     /// The locality from a StartupLocality event that set PCR 0's initial value.
     pub fn startup_locality(&self) -> Option<u8> {
