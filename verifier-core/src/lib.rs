@@ -32,6 +32,9 @@ pub mod quote;
 pub mod wire;
 
 #[doc(hidden)]
+pub mod sim;
+
+#[doc(hidden)]
 pub mod fuzzing;
 
 pub use error::{Error, ParseError};

@@ -276,6 +276,29 @@ fn aes_cfb_encrypt(key: &[u8], data: &mut [u8]) -> Result<(), MakeCredentialErro
     Ok(())
 }
 
+/// The inverse of [`aes_cfb_encrypt`], for the software TPM's ActivateCredential
+/// ([`crate::sim`]); kept beside the encryption so both use one cipher setup.
+pub(crate) fn aes_cfb_decrypt(key: &[u8], data: &mut [u8]) -> Result<(), MakeCredentialError> {
+    use aws_lc_rs::cipher::{DecryptingKey, DecryptionContext, UnboundCipherKey};
+    use aws_lc_rs::iv::FixedLength;
+    let alg = match key.len() {
+        16 => &aws_lc_rs::cipher::AES_128,
+        24 => &aws_lc_rs::cipher::AES_192,
+        32 => &aws_lc_rs::cipher::AES_256,
+        _ => {
+            return Err(MakeCredentialError::Crypto(
+                "AES key size (128, 192 or 256 bits)",
+            ))
+        }
+    };
+    let key = UnboundCipherKey::new(alg, key)
+        .and_then(DecryptingKey::cfb128)
+        .map_err(|_| MakeCredentialError::Crypto("AES-CFB key setup"))?;
+    key.decrypt(data, DecryptionContext::Iv128(FixedLength::from([0u8; 16])))
+        .map_err(|_| MakeCredentialError::Crypto("AES-CFB decryption"))?;
+    Ok(())
+}
+
 /// A TPM2B_NAME of an object: nameAlg (u16) then a digest of that algorithm's size.
 fn check_ak_name(name: &[u8]) -> Result<(), MakeCredentialError> {
     let mut r = crate::wire::Reader::new("TPM2B_NAME", name);
