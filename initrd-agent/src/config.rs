@@ -381,19 +381,20 @@ fn base_url(field: &'static str, url: &str, insecure: bool) -> Result<String, Co
         value: url.to_owned(),
         reason,
     };
-    let trimmed = url.trim_end_matches('/');
-    let rest = if let Some(r) = trimmed.strip_prefix("https://") {
-        r
-    } else if let Some(r) = trimmed.strip_prefix("http://") {
+    let (scheme, rest) = if let Some(r) = url.strip_prefix("https://") {
+        ("https://", r)
+    } else if let Some(r) = url.strip_prefix("http://") {
         if !insecure {
             return Err(invalid(
                 "plain http is refused; use https, or set insecure_http / rd.unlock.insecure=1 (tests only)",
             ));
         }
-        r
+        ("http://", r)
     } else {
         return Err(invalid("must start with https://"));
     };
+    let rest = rest.trim_end_matches('/');
+    let trimmed = format!("{scheme}{rest}");
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() {
         return Err(invalid("has no host"));
@@ -404,7 +405,7 @@ fn base_url(field: &'static str, url: &str, insecure: bool) -> Result<String, Co
             "must be a plain base URL (no query, fragment or spaces)",
         ));
     }
-    Ok(trimmed.to_owned())
+    Ok(trimmed)
 }
 
 fn build(file: FileConfig, cmd: CmdlineParams) -> Result<Config, ConfigError> {
@@ -412,7 +413,7 @@ fn build(file: FileConfig, cmd: CmdlineParams) -> Result<Config, ConfigError> {
 
     let (mut verifier, mut tenant) = (file.verifier_url, file.tenant_url);
     if let Some(server) = &cmd.server {
-        let server = server.trim_end_matches('/');
+        let server = base_url("rd.unlock.server", server, insecure_http)?;
         verifier = Some(format!("{server}/verifier"));
         tenant = Some(format!("{server}/tenant"));
     }
