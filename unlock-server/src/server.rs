@@ -47,6 +47,14 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
         let name = role.as_str();
         let db = config.state_dir.join(format!("{name}.db"));
         let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+        // The state directory is 0700 already; the files say so too.
+        for suffix in ["", "-wal", "-shm"] {
+            let f = config.state_dir.join(format!("{name}.db{suffix}"));
+            if f.exists() {
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("setting mode 0600 on {}", f.display()))?;
+            }
+        }
         let key_path = config.state_dir.join(format!("{name}.key"));
         let (key, created) = load_or_create_hex(&key_path, 32)?;
         if created {

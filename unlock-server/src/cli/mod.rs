@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
+mod client;
 mod eventlog;
 
 /// Operator CLI of the TPM-attested network disk unlock service.
@@ -18,6 +20,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Enroll a machine: make K_b, split it, deposit V + payload ciphertext with the
+    /// verifier role and U with the tenant role.
+    Enroll(admin::EnrollArgs),
+    /// List enrollments of both roles.
+    List(admin::ListArgs),
+    /// Show one agent's enrollment, boot sessions and recent attempts.
+    Status(admin::AgentArgs),
+    /// Stop releasing to an agent until it is re-armed.
+    Revoke(admin::AgentArgs),
+    /// Re-arm an agent: clears TERMINATED state, its boot budget and session history.
+    Rearm(admin::AgentArgs),
+    /// Delete an agent's enrollment (and its halves) from both roles.
+    Delete(admin::AgentArgs),
     /// Inspect UEFI measured-boot event logs.
     Eventlog {
         #[command(subcommand)]
@@ -28,6 +43,12 @@ enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Enroll(a) => admin::enroll(&a),
+        Command::List(a) => admin::list(&a),
+        Command::Status(a) => admin::status(&a),
+        Command::Revoke(a) => admin::revoke(&a),
+        Command::Rearm(a) => admin::rearm(&a),
+        Command::Delete(a) => admin::delete(&a),
         Command::Eventlog { command } => eventlog::run(command),
     };
     match result {
