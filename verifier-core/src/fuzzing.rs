@@ -1,2 +1,529 @@
-//! Entry points for `cargo fuzz` targets (see `verifier-core/fuzz/`). Each takes arbitrary
-//! bytes and must return without panicking whatever they are.
+//! Entry points for the `cargo fuzz` targets (`verifier-core/fuzz/`) and for the regression
+//! tests that replay what a fuzzer found (`tests/fuzz_regressions.rs`).
+//!
+//! Each function takes arbitrary bytes, runs every parser an attacker could reach with them
+//! and, where a parse succeeds, checks the invariant that makes the result trustworthy:
+//! re-encoding gives back the input (or an equal value). That matters beyond tidiness: the
+//! server hashes and compares re-marshalled structures (AK names, agent ids, quote bodies), so
+//! a parse that silently normalises would let two parties disagree on what was signed.
+//!
+//! Not part of the API: hidden from the docs, exempt from semver.
+
+// A broken invariant must crash, because a crash is the only thing a fuzzer reports. This is
+// the one non-test module where panicking is the point; parsers themselves still never panic
+// (the lints on the rest of the crate enforce that), and nothing here runs in production.
+#![allow(clippy::panic)]
+
+use std::fmt::Debug;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use crate::ekcert::{self, Certificate, TrustStore};
+use crate::eventlog::{DevicePathNode, EventLog};
+use crate::ima::MeasurementList;
+use crate::keysplit::{self, MasterKey, NkPrivate, NkPublic, PayloadCiphertext, Share};
+use crate::merkle::{self, InclusionProof};
+use crate::policy::Policy;
+use crate::proto::v1;
+use crate::quote::software::SoftwareAk;
+use crate::quote::verify_quote;
+use crate::wire::{
+    Attest, Digest, HashAlg, PcrSelection, PcrValues, Public, Reader, Signature, PCR_COUNT,
+};
+
+/// Reports a broken invariant.
+#[track_caller]
+fn violated(target: &str, what: &str) -> ! {
+    panic!("fuzz invariant broken in `{target}`: {what}")
+}
+
+/// Fails unless `again == first`, printing both.
+#[track_caller]
+fn same<T: PartialEq + Debug>(target: &str, what: &str, first: &T, again: &T) {
+    if first != again {
+        violated(
+            target,
+            &format!("{what}\n first: {first:?}\n again: {again:?}"),
+        );
+    }
+}
+
+/// TPMS_ATTEST: marshalling a parsed quote body gives back exactly the signed bytes.
+pub fn attest(data: &[u8]) {
+    const T: &str = "attest";
+    if let Ok(a) = Attest::parse(data) {
+        let bytes = a.marshal();
+        same(T, "marshal(parse(x)) == x", &data, &bytes.as_slice());
+        same(
+            T,
+            "parse(marshal(a)) == a",
+            &Ok(a.clone()),
+            &Attest::parse(&bytes),
+        );
+        let _ = a.tag();
+    }
+    if let Ok((a, inner)) = Attest::parse_tpm2b(data) {
+        same(
+            T,
+            "TPM2B: marshal == inner",
+            &inner,
+            &a.marshal().as_slice(),
+        );
+    }
+}
+
+/// TPMT_PUBLIC / TPM2B_PUBLIC, and everything the server derives from an untrusted public
+/// area at registration: name, SPKI, AK checks and MakeCredential.
+pub fn public(data: &[u8]) {
+    const T: &str = "public";
+    if let Ok(p) = Public::parse(data) {
+        let bytes = p.marshal();
+        same(T, "marshal(parse(x)) == x", &data, &bytes.as_slice());
+        same(
+            T,
+            "parse(marshal(p)) == p",
+            &Ok(p.clone()),
+            &Public::parse(&bytes),
+        );
+        let tpm2b = p.marshal_tpm2b();
+        same(
+            T,
+            "parse_tpm2b(marshal_tpm2b(p))",
+            &Ok(p.clone()),
+            &Public::parse_tpm2b(&tpm2b),
+        );
+        let name = p.name();
+        if name.len() != 2 + p.name_alg().size() {
+            violated(T, "name is not nameAlg || digest");
+        }
+        let _ = (p.spki_der(), p.ecc_point_uncompressed(), p.rsa_key_bits());
+        let _ = crate::quote::AkPublic::try_from(p.clone());
+        let _ = crate::makecred::make_credential(&p, &name, &[0x5a; 16]);
+    }
+    if let Ok(p) = Public::parse_tpm2b(data) {
+        same(
+            T,
+            "TPM2B: marshal == x",
+            &data,
+            &p.marshal_tpm2b().as_slice(),
+        );
+    }
+}
+
+/// TPMT_SIGNATURE.
+pub fn signature(data: &[u8]) {
+    const T: &str = "signature";
+    if let Ok(s) = Signature::parse(data) {
+        let bytes = s.marshal();
+        same(T, "marshal(parse(x)) == x", &data, &bytes.as_slice());
+        same(
+            T,
+            "parse(marshal(s)) == s",
+            &Ok(s.clone()),
+            &Signature::parse(&bytes),
+        );
+        let _ = s.hash();
+    }
+}
+
+/// TPML_PCR_SELECTION, alone and as the prefix of `tpm2_quote`'s PCR output.
+pub fn pcr_selection(data: &[u8]) {
+    const T: &str = "pcr_selection";
+    if let Ok(s) = PcrSelection::parse(data) {
+        let bytes = s.marshal();
+        same(T, "marshal(parse(x)) == x", &data, &bytes.as_slice());
+        same(
+            T,
+            "parse(marshal(s)) == s",
+            &Ok(s.clone()),
+            &PcrSelection::parse(&bytes),
+        );
+    }
+    let mut r = Reader::new("fuzz", data);
+    if let Ok(s) = PcrSelection::read(&mut r) {
+        let consumed = data.get(..r.offset()).unwrap_or_default();
+        same(
+            T,
+            "read: marshal == consumed prefix",
+            &consumed,
+            &s.marshal().as_slice(),
+        );
+        let mut zeros = PcrValues::new();
+        for alg in HashAlg::ALL {
+            for i in 0..PCR_COUNT {
+                zeros.insert(i, Digest::zero(alg));
+            }
+        }
+        for (_, index) in s.iter() {
+            if index >= PCR_COUNT {
+                violated(T, &format!("selected PCR {index} is not below 24"));
+            }
+        }
+        for alg in HashAlg::ALL {
+            if s.digest(alg, &zeros).is_err() {
+                violated(T, "digest over a full set of PCR values failed");
+            }
+        }
+        if let Ok(restricted) = s.restrict(&zeros) {
+            let n = restricted
+                .banks()
+                .map(|b| restricted.bank(b).count())
+                .sum::<usize>();
+            same(
+                T,
+                "restrict keeps exactly the selection",
+                &s.iter().count(),
+                &n,
+            );
+        } else {
+            violated(T, "restrict over a full set of PCR values failed");
+        }
+    }
+}
+
+/// A quote checked against fixed AKs: `len (u16 BE) || TPMS_ATTEST || TPMT_SIGNATURE`.
+/// Exercises the signature-format conversions (ECDSA r/s lengths, RSA sizes, scheme mismatch)
+/// that only run once a structurally valid quote is in hand.
+pub fn quote(data: &[u8]) {
+    static AKS: OnceLock<Vec<SoftwareAk>> = OnceLock::new();
+    let aks = AKS.get_or_init(|| {
+        [
+            SoftwareAk::generate_ecc_p256(),
+            SoftwareAk::generate_rsa_2048(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    });
+    let mut r = Reader::new("fuzz", data);
+    let Ok(len) = r.u16("len") else { return };
+    let Ok(attest) = r.take(usize::from(len), "attest") else {
+        return;
+    };
+    let Ok(sig) = Signature::parse(r.rest()) else {
+        return;
+    };
+    let mut pcrs = PcrValues::new();
+    for alg in HashAlg::ALL {
+        for i in 0..PCR_COUNT {
+            pcrs.insert(i, Digest::zero(alg));
+        }
+    }
+    for ak in aks {
+        if let Ok(q) = verify_quote(ak.ak(), &[0u8; 32], attest, &sig, &pcrs) {
+            // Only a genuine signature gets here; the fuzzer cannot forge one.
+            violated("quote", &format!("forged quote verified: {q:?}"));
+        }
+    }
+}
+
+/// UEFI event log: parse (which replays), then check the result is self-consistent and that
+/// every event's typed decoding and JSON rendering (what `unlockctl` prints) hold up.
+pub fn eventlog(data: &[u8]) {
+    const T: &str = "eventlog";
+    let Ok(log) = EventLog::parse(data) else {
+        return;
+    };
+    check_eventlog(T, data, &log);
+    if log.padding() > 0 {
+        let end = data.len().saturating_sub(log.padding());
+        match data.get(..end).map(EventLog::parse) {
+            Some(Ok(trimmed)) => {
+                same(
+                    T,
+                    "padding holds no events",
+                    &log.replay(),
+                    &trimmed.replay(),
+                );
+                same(
+                    T,
+                    "event count without padding",
+                    &log.events().len(),
+                    &trimmed.events().len(),
+                );
+            }
+            _ => violated(T, "log without its padding does not parse"),
+        }
+    }
+}
+
+fn check_eventlog(target: &str, data: &[u8], log: &EventLog<'_>) {
+    if log.events().is_empty() {
+        violated(target, "a parsed log has no event");
+    }
+    if log.padding() > data.len() {
+        violated(target, "padding longer than the input");
+    }
+    let mut last_offset = None;
+    for (i, e) in log.events().iter().enumerate() {
+        same(target, "events are numbered in order", &i, &e.index());
+        if last_offset.is_some_and(|o| o >= e.offset()) || e.offset() >= data.len() {
+            violated(
+                target,
+                &format!("event {i} offset {} out of order", e.offset()),
+            );
+        }
+        last_offset = Some(e.offset());
+        if e.pcr() >= PCR_COUNT {
+            violated(target, &format!("event {i} PCR {} not below 24", e.pcr()));
+        }
+        let _ = e.decode();
+        let _ = serde_json::to_vec(e);
+    }
+    for alg in log.replay().banks() {
+        if !log.banks().contains(&alg) {
+            violated(
+                target,
+                &format!("replayed bank {alg:?} the log does not declare"),
+            );
+        }
+        for (_, d) in log.replay().bank(alg) {
+            same(target, "replayed digest is of its bank", &alg, &d.alg());
+        }
+    }
+    let _ = (
+        log.findings(),
+        log.spec_id(),
+        log.startup_locality(),
+        log.format(),
+    );
+}
+
+/// One event of any type and content, framed as a one-event legacy log, so that the fuzzer
+/// reaches the typed decoders (UEFI variables, device paths, load options...) without having
+/// to build a log: `type (u32 LE) || data`. The data also goes to the device-path parser.
+pub fn eventlog_decode(data: &[u8]) {
+    let _ = DevicePathNode::parse(data);
+    let mut r = Reader::new("fuzz", data);
+    let Ok(event_type) = r.take(4, "type") else {
+        return;
+    };
+    let body = r.rest();
+    let Ok(size) = u32::try_from(body.len()) else {
+        return;
+    };
+    let mut log = Vec::with_capacity(32 + body.len());
+    log.extend_from_slice(&1u32.to_le_bytes());
+    log.extend_from_slice(event_type);
+    log.extend_from_slice(&[0u8; 20]);
+    log.extend_from_slice(&size.to_le_bytes());
+    log.extend_from_slice(body);
+    if let Ok(parsed) = EventLog::parse(&log) {
+        check_eventlog("eventlog_decode", &log, &parsed);
+    }
+}
+
+/// IMA lists in both formats and both common template-hash banks: whatever is accepted
+/// re-encodes to exactly the input (nothing skipped or normalised) and replays; an ASCII list
+/// survives conversion to the binary format with the same template data.
+pub fn ima(data: &[u8]) {
+    const T: &str = "ima";
+    for alg in [HashAlg::Sha1, HashAlg::Sha256] {
+        if let Ok(list) = MeasurementList::parse_binary(data, alg) {
+            same(
+                T,
+                "binary: to_binary(parse(x)) == x",
+                &data,
+                &list.to_binary().as_slice(),
+            );
+            let _ = (
+                list.replay(HashAlg::Sha256),
+                list.findings(),
+                list.to_ascii(),
+            );
+        }
+        if let Ok(list) = MeasurementList::parse_ascii(data, alg) {
+            let mut canon = data.to_vec();
+            if !canon.is_empty() && !canon.ends_with(b"\n") {
+                canon.push(b'\n');
+            }
+            same(
+                T,
+                "ascii: to_ascii(parse(x)) == x",
+                &canon,
+                &list.to_ascii(),
+            );
+            let _ = (list.replay(HashAlg::Sha384), list.findings());
+            let Ok(bin) = MeasurementList::parse_binary(&list.to_binary(), alg) else {
+                violated(T, "ascii list does not parse back from its binary form");
+            };
+            same(
+                T,
+                "ascii -> binary entry count",
+                &list.entries().len(),
+                &bin.entries().len(),
+            );
+            for (a, b) in list.entries().iter().zip(bin.entries()) {
+                same(
+                    T,
+                    "ascii -> binary template data",
+                    &a.template_data(),
+                    &b.template_data(),
+                );
+                same(
+                    T,
+                    "ascii -> binary template hash",
+                    &a.template_hash(),
+                    &b.template_hash(),
+                );
+            }
+        }
+    }
+}
+
+/// Decodes `data` as message `M`; a decoded message re-encodes and decodes to an equal one.
+fn proto_message<M>(data: &[u8]) -> Option<M>
+where
+    M: serde::de::DeserializeOwned + serde::Serialize + v1::Validate + PartialEq + Debug,
+{
+    let msg = v1::decode::<M>(data).ok()?;
+    let Ok(bytes) = v1::encode(&msg) else {
+        violated(
+            "proto",
+            &format!("decoded message does not encode: {msg:?}"),
+        );
+    };
+    match v1::decode::<M>(&bytes) {
+        Ok(again) => same("proto", "decode(encode(m)) == m", &msg, &again),
+        Err(e) => violated("proto", &format!("encoded message does not decode: {e}")),
+    }
+    Some(msg)
+}
+
+/// Protocol v1: every message type, and the conversions the server applies to a decoded
+/// attest request.
+pub fn proto(data: &[u8]) {
+    let _ = proto_message::<v1::RegisterRequest>(data);
+    let _ = proto_message::<v1::RegisterResponse>(data);
+    let _ = proto_message::<v1::ActivateRequest>(data);
+    let _ = proto_message::<v1::ActivateResponse>(data);
+    let _ = proto_message::<v1::ChallengeRequest>(data);
+    if let Some(c) = proto_message::<v1::ChallengeResponse>(data) {
+        let _ = c.nonce();
+    }
+    if let Some(a) = proto_message::<v1::AttestRequest>(data) {
+        let _ = (a.pcr_values(), a.nk_pub.to_keysplit());
+        if let Some(ima) = &a.ima_log {
+            let _ = ima.parse();
+        }
+        if let Ok(p) = a.inclusion.to_merkle() {
+            let _ = merkle::root_from_proof(&[0u8; 32], &p);
+        }
+    }
+    if let Some(r) = proto_message::<v1::AttestResponse>(data) {
+        if let Ok(s) = r.sealed_half.to_keysplit() {
+            same(
+                "proto",
+                "Sealed via keysplit",
+                &r.sealed_half,
+                &v1::Sealed::from_keysplit(&s),
+            );
+        }
+        if let Some(p) = &r.payload {
+            let _ = PayloadCiphertext::from_bytes(p.as_bytes());
+        }
+    }
+    let _ = proto_message::<v1::ErrorResponse>(data);
+}
+
+/// The binary Merkle inclusion proof.
+pub fn inclusion_proof(data: &[u8]) {
+    const T: &str = "inclusion_proof";
+    if let Ok(p) = InclusionProof::from_bytes(data) {
+        same(
+            T,
+            "to_bytes(from_bytes(x)) == x",
+            &data,
+            &p.to_bytes().as_slice(),
+        );
+        if let Ok(root) = merkle::root_from_proof(&[7u8; 32], &p) {
+            if merkle::verify_inclusion(&[7u8; 32], &p, &root).is_err() {
+                violated(T, "a proof does not verify against the root it gives");
+            }
+        }
+    }
+}
+
+/// The payload ciphertext and a wrapped share (both AEAD envelopes): bounded parse, exact
+/// re-encoding, and decryption under a fixed key that must fail cleanly.
+pub fn payload_ciphertext(data: &[u8]) {
+    const T: &str = "payload_ciphertext";
+    if let Ok(ct) = PayloadCiphertext::from_bytes(data) {
+        same(T, "as_bytes(from_bytes(x)) == x", &data, &ct.as_bytes());
+        let _ = keysplit::decrypt_payload(
+            &keysplit::combine(&Share::from_bytes([7u8; 32]), &Share::from_bytes([0u8; 32])),
+            "agent",
+            &ct,
+        );
+    }
+    let master = MasterKey::from_bytes([9u8; 32]);
+    let _ = master.unwrap_share(data, &keysplit::wrap_context("verifier", "agent"));
+}
+
+/// A share sealed to NK (HPKE): bounded parse, exact re-encoding, agreement with the wire
+/// type, and opening with an NK that must fail cleanly.
+pub fn sealed(data: &[u8]) {
+    const T: &str = "sealed";
+    static NK: OnceLock<Option<NkPrivate>> = OnceLock::new();
+    let _ = NkPublic::from_slice(data);
+    if let Ok(s) = keysplit::Sealed::from_bytes(data) {
+        same(
+            T,
+            "to_bytes(from_bytes(x)) == x",
+            &data,
+            &s.to_bytes().as_slice(),
+        );
+        let wire = v1::Sealed::from_keysplit(&s);
+        if let Ok(back) = wire.to_keysplit() {
+            same(T, "through the wire type", &s, &back);
+        }
+        if let Some(nk) = NK.get_or_init(|| NkPrivate::generate().ok()) {
+            let _ = nk.open_share(&s, "verifier", b"challenge");
+        }
+    }
+}
+
+/// EK certificates: DER and PEM. A parsed certificate keeps its exact DER; chain building
+/// with the input as its own anchor exercises signature and extension checks.
+pub fn ekcert(data: &[u8]) {
+    const T: &str = "ekcert";
+    // A fixed time (2024-01-01) so that a crash reproduces whatever the clock says.
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
+    if let Ok(c) = Certificate::from_der(data) {
+        same(T, "der() == x", &data, &c.der());
+        let _ = (c.tpm_info(), c.validity(), c.is_self_issued());
+        let mut store = TrustStore::new();
+        if store.add_der(data).is_err() {
+            violated(T, "a parsed certificate is refused as an anchor");
+        }
+        let _ = store.verify_chain(data, &[], now);
+        let _ = store.verify_chain(data, &[data], now);
+    }
+    if let Ok(ders) = ekcert::pem_certificates(data) {
+        for der in &ders {
+            let _ = Certificate::from_der(der);
+        }
+        let _ = TrustStore::new().add_pem(data);
+    }
+}
+
+/// Policy documents (operator input through the admin API): a checked policy's document
+/// serializes and parses back to an equal policy.
+pub fn policy(data: &[u8]) {
+    const T: &str = "policy";
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(p) = Policy::from_json(text) {
+        let Ok(json) = serde_json::to_string(p.document()) else {
+            violated(T, "a policy document does not serialize");
+        };
+        same(
+            T,
+            "from_json(to_json(p)) == p",
+            &Ok(p.clone()),
+            &Policy::from_json(&json).map_err(|e| e.to_string()),
+        );
+        let _ = (p.selection(), p.release_pcr());
+    }
+}
