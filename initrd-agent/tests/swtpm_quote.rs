@@ -71,7 +71,7 @@ fn quote_verifies_with_verifier_core() {
         sel_banks.push((HashAlg::Sha1, &[0, 7, 17]));
     }
     let sel = selection(&sel_banks);
-    let extra: [u8; 32] = std::array::from_fn(|i| i as u8 ^ 0x5a);
+    let extra: [u8; 32] = std::array::from_fn(|i| u8::try_from(i).unwrap() ^ 0x5a);
 
     let q = f.tpm.quote_with_pcrs(&f.ak, &extra, &sel).unwrap();
     let ak = ak_public(&f.ak);
