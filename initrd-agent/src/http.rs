@@ -314,6 +314,19 @@ impl Client {
 
 /// Sorts a transport error into retry or fail.
 fn classify(url: &str, e: ureq::Error) -> Attempt {
+    // rustls reports handshake failures through the I/O layer.
+    let tls_in_io = match &e {
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+        _ => false,
+    };
+    if tls_in_io {
+        return Attempt::Fail(HttpError::Tls {
+            url: url.to_owned(),
+            detail: e.to_string(),
+        });
+    }
     match e {
         ureq::Error::Rustls(_) | ureq::Error::Tls(_) => Attempt::Fail(HttpError::Tls {
             url: url.to_owned(),

@@ -332,6 +332,59 @@ fn skip_and_config_errors() {
 }
 
 #[test]
+fn https_trusts_the_configured_ca_only() {
+    let Some(env) = Env::new() else { return };
+    let (ca, chain, key) = mock::make_pki(env.dir.path(), "good");
+    let (other_ca, _, _) = mock::make_pki(env.dir.path(), "other");
+    let server = MockServer::start_tls(
+        &agent_id_of(&env.sw),
+        PAYLOAD,
+        Faults::default(),
+        &chain,
+        &key,
+    );
+    assert!(server.base.starts_with("https://"));
+
+    // A bundle holding only another CA: the handshake fails, nothing is retried, and the
+    // agent reports the server as unreachable (the passphrase prompt takes over).
+    let other = env.dir.path().join("other-ca.pem");
+    std::fs::write(&other, &other_ca).unwrap();
+    let o = env.run(
+        &server.base,
+        &format!("ca_bundle = \"{}\"\n", other.display()),
+        "rd.unlock.insecure=0",
+    );
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(status(&o).contains("TLS failed"), "{}", o.stderr);
+    assert_eq!(
+        server.requests().len(),
+        0,
+        "no request went to an untrusted server"
+    );
+
+    let good = env.dir.path().join("ca.pem");
+    std::fs::write(&good, &ca).unwrap();
+    let o = env.run(
+        &server.base,
+        &format!("ca_bundle = \"{}\"\n", good.display()),
+        "rd.unlock.insecure=0",
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(std::fs::read(&env.key_file).unwrap(), PAYLOAD);
+
+    // A file without certificates is a local error.
+    let empty = env.dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let o = env.run(
+        &server.base,
+        &format!("ca_bundle = \"{}\"\n", empty.display()),
+        "rd.unlock.insecure=0",
+    );
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(status(&o).contains("holds no CERTIFICATE"), "{}", o.stderr);
+}
+
+#[test]
 fn evidence_subcommand_writes_json() {
     let Some(env) = Env::new() else { return };
     let out = env.dir.path().join("evidence.json");

@@ -101,6 +101,29 @@ impl Swtpm {
         (tpm, root, issuer)
     }
 
+    /// A TPM with only the given PCR banks allocated (e.g. "sha256"), set up by swtpm_setup
+    /// without certificates.
+    pub fn start_with_banks(banks: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let out = Command::new("swtpm_setup")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(&state)
+            .args(["--pcr-banks", banks, "--overwrite"])
+            .env("XDG_CONFIG_HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "swtpm_setup --pcr-banks failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::start_state(dir, state)
+    }
+
     fn start_in(dir: tempfile::TempDir) -> Self {
         let state = dir.path().to_path_buf();
         Self::start_state(dir, state)

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use verifier_core::evidence::{validate, Expected, Submitted};
@@ -79,6 +79,40 @@ struct Enrolled {
 impl MockServer {
     /// Starts the server with `payload` enrolled for `agent_id`.
     pub fn start(agent_id: &str, payload: &[u8], faults: Faults) -> Self {
+        Self::start_inner(agent_id, payload, faults, None)
+    }
+
+    /// The same over TLS with the given certificate chain and key (PEM).
+    pub fn start_tls(
+        agent_id: &str,
+        payload: &[u8],
+        faults: Faults,
+        chain_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Self {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+            .map(|c| c.unwrap())
+            .collect();
+        let key = PrivateKeyDer::from_pem_slice(key_pem).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        Self::start_inner(agent_id, payload, faults, Some(Arc::new(config)))
+    }
+
+    fn start_inner(
+        agent_id: &str,
+        payload: &[u8],
+        faults: Faults,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let m = enroll_material(agent_id, payload).unwrap();
         let enrolled = Arc::new(Enrolled {
             agent_id: agent_id.to_owned(),
@@ -92,13 +126,22 @@ impl MockServer {
             ..State::default()
         }));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let (s, e) = (state.clone(), enrolled.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (s, e) = (s.clone(), e.clone());
-                std::thread::spawn(move || serve(conn, &s, &e));
+                let (s, e, tls) = (s.clone(), e.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve(conn, &s, &e),
+                    Some(cfg) => {
+                        let Ok(server) = rustls::ServerConnection::new(cfg) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(server, conn), &s, &e);
+                    }
+                });
             }
         });
         Self {
@@ -119,8 +162,8 @@ impl MockServer {
     }
 }
 
-fn serve(conn: TcpStream, state: &Mutex<State>, enrolled: &Enrolled) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
+fn serve<S: Read + Write>(conn: S, state: &Mutex<State>, enrolled: &Enrolled) {
+    let mut reader = BufReader::new(conn);
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() || line.is_empty() {
         return;
@@ -129,7 +172,9 @@ fn serve(conn: TcpStream, state: &Mutex<State>, enrolled: &Enrolled) {
     let mut len = 0usize;
     loop {
         let mut h = String::new();
-        reader.read_line(&mut h).unwrap();
+        if reader.read_line(&mut h).is_err() {
+            return;
+        }
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -141,19 +186,22 @@ fn serve(conn: TcpStream, state: &Mutex<State>, enrolled: &Enrolled) {
         }
     }
     let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).unwrap();
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
 
     let answer = handle(&path, &body, state, enrolled);
     let Some((status, json)) = answer else {
         return; // dropped: close without answering
     };
-    let mut conn = conn;
+    let conn = reader.get_mut();
     let head = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         json.len()
     );
     let _ = conn.write_all(head.as_bytes());
     let _ = conn.write_all(&json);
+    let _ = conn.flush();
 }
 
 fn error(status: u16, code: ErrorCode, message: &str) -> Option<(u16, Vec<u8>)> {
@@ -382,4 +430,85 @@ fn handle(path: &str, body: &[u8], state: &Mutex<State>, e: &Enrolled) -> Option
         }
         _ => error(404, ErrorCode::MalformedRequest, "no such path"),
     }
+}
+
+/// A throwaway PKI made with the openssl CLI: (CA PEM, server chain PEM, server key PEM) for
+/// a server certificate valid for 127.0.0.1.
+pub fn make_pki(dir: &std::path::Path, name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .expect("the openssl CLI is required for the TLS tests (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test unlock CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&csr);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        std::fs::read(d.join("ca.pem")).unwrap(),
+        std::fs::read(d.join("srv.pem")).unwrap(),
+        std::fs::read(d.join("srv.key")).unwrap(),
+    )
 }
