@@ -54,7 +54,7 @@ With --verbose, per-step lines first: 'initrd-agent: step <name> <ms> ms' for th
 tpm, register, activate, challenge, quote, logs, attest, decrypt, write, extend.
 
 EXIT CODES:
-  0  unlocked (or skipped with rd.unlock=0; evidence written)
+  0  unlocked (or skipped with rd.unlock=0; evidence or EK written)
   1  refused by a role, or a role's answer was unusable
   2  server unreachable or out of time
   3  local error (configuration, TPM, file system)";
@@ -86,6 +86,13 @@ pub enum Command {
     /// Capture this machine's evidence (PCRs of all banks 0-23, event log, IMA log, EK/AK
     /// public) into a JSON file for offline policy work. Talks to no server.
     Evidence {
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Write the EK's public area (TPMT_PUBLIC, binary) for enrollment
+    /// (`unlockctl enroll --ek-pub FILE`) and print the agent id. Talks to no server.
+    Ek {
         /// Output file.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
@@ -138,6 +145,21 @@ pub fn run(cli: Cli) -> ExitCode {
             match result {
                 Ok(()) => {
                     say(&format!("evidence written to {}", out.display()));
+                    ExitCode::from(EXIT_UNLOCKED)
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Some(Command::Ek { out }) => {
+            let result = config::load_local(&source, &cmdline)
+                .map_err(FlowError::from)
+                .and_then(|local| crate::evidence::write_ek(&local, &out));
+            match result {
+                Ok(agent_id) => {
+                    say(&format!(
+                        "EK public area written to {} (agent id {agent_id})",
+                        out.display()
+                    ));
                     ExitCode::from(EXIT_UNLOCKED)
                 }
                 Err(e) => fail(&e),

@@ -87,3 +87,16 @@ pub fn write(evidence: &CapturedEvidence, out: &Path) -> Result<(), FlowError> {
     json.push(b'\n');
     std::fs::write(out, json).map_err(output)
 }
+
+/// Writes the EK's TPMT_PUBLIC to `out` (what enrollment needs) and returns the agent id.
+pub fn write_ek(config: &LocalConfig, out: &Path) -> Result<AgentId, FlowError> {
+    let mut tpm = Tpm::open(&config.tcti)?;
+    let ek = tpm.create_ek(config.ek)?;
+    let public = ek.public().to_vec();
+    let _ = tpm.flush_ek(ek);
+    std::fs::write(out, &public).map_err(|source| FlowError::Output {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    Ok(AgentId::of_ek(&public))
+}

@@ -409,4 +409,18 @@ fn evidence_subcommand_writes_json() {
     assert_eq!(ev.agent_id.to_string(), agent_id_of(&env.sw));
     assert!(ev.pcrs.iter().any(|b| b.hash == HashAlg::Sha256));
     assert!(ev.pcrs.iter().all(|b| b.values.len() == 24));
+
+    // `ek --out` writes the TPMT_PUBLIC whose hash is the agent id.
+    let ek = env.dir.path().join("ek.pub");
+    let o = run_binary(&["--cmdline-file", path(&cl), "ek", "--out", path(&ek)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let public = std::fs::read(&ek).unwrap();
+    verifier_core::wire::Public::parse(&public).unwrap();
+    let id = AgentId::of_ek(&public).to_string();
+    assert_eq!(id, agent_id_of(&env.sw));
+    assert!(
+        status(&o).ends_with(&format!("(agent id {id})")),
+        "{}",
+        o.stderr
+    );
 }

@@ -54,10 +54,7 @@ pub const ROLES: [Role; 2] = [Role::Verifier, Role::Tenant];
 /// The canonical lowercase name of a role: its JSON spelling, and the `role` in the HPKE
 /// `info` (`"unlock/v1 share" || role`) the server seals the half with.
 pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Verifier => "verifier",
-        Role::Tenant => "tenant",
-    }
+    role.as_str()
 }
 
 /// A successful unlock.
