@@ -17,7 +17,7 @@
 //! a split-trust deployment, and boot time is what the user waits for).
 
 mod error;
-mod select;
+pub mod select;
 
 pub use select::pcr_banks;
 

@@ -159,12 +159,21 @@ impl Tpm {
         if banks.is_empty() {
             return Err(TpmError::BankNotActive(None));
         }
+        let digests: Vec<Digest> = banks
+            .into_iter()
+            .map(|alg| alg.hash(RELEASE_EVENT))
+            .collect();
+        self.extend(index, &digests)
+    }
+
+    /// TPM2_PCR_Extend of PCR `index` with one digest per bank (what firmware does for each
+    /// event of a measured-boot log).
+    pub fn extend(&mut self, index: u8, measurements: &[Digest]) -> Result<(), TpmError> {
         let mut digests = DigestValues::new();
-        for alg in banks {
-            let d = alg.hash(RELEASE_EVENT);
-            let d = tss_esapi::structures::Digest::try_from(d.as_bytes())
-                .map_err(cmd("release event digest"))?;
-            digests.set(to_tss_alg(alg), d);
+        for d in measurements {
+            let tss = tss_esapi::structures::Digest::try_from(d.as_bytes())
+                .map_err(cmd("PCR_Extend digest"))?;
+            digests.set(to_tss_alg(d.alg()), tss);
         }
         if index >= PCR_COUNT {
             return Err(TpmError::PcrIndex(index));
@@ -173,6 +182,6 @@ impl Tpm {
             PcrHandle::try_from(ESYS_TR::from(index)).map_err(|_| TpmError::PcrIndex(index))?;
         self.ctx
             .execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, digests))
-            .map_err(cmd("PCR_Extend (release PCR)"))
+            .map_err(cmd("PCR_Extend"))
     }
 }

@@ -37,6 +37,7 @@ pub struct Swtpm {
     child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    state: PathBuf,
 }
 
 impl Swtpm {
@@ -147,13 +148,40 @@ impl Swtpm {
                 .expect("spawn swtpm");
             let mut child = child;
             if wait_ready(&mut child, port) {
-                return Swtpm { child, port, dir };
+                return Swtpm {
+                    child,
+                    port,
+                    dir,
+                    state,
+                };
             }
             // Lost a race for the port (or swtpm failed): try another pair.
             let _ = child.kill();
             let _ = child.wait();
         }
         panic!("could not start swtpm on a free port");
+    }
+
+    /// Power-cycles the TPM: kills swtpm (state on disk is kept) and starts it again, which
+    /// is a TPM Reset (resetCount + 1, PCRs back to their initial values). The port changes.
+    pub fn restart(self) -> Self {
+        let (dir, state) = self.stop();
+        Self::start_state(dir, state)
+    }
+
+    /// Stops swtpm and hands back its directories (to snapshot or restore the state).
+    pub fn stop(mut self) -> (tempfile::TempDir, PathBuf) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Drop would kill again; move the fields out instead.
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let state = self.state.clone();
+        (dir, state)
+    }
+
+    /// Starts swtpm on an existing state directory (after [`Swtpm::stop`]).
+    pub fn resume(dir: tempfile::TempDir, state: PathBuf) -> Self {
+        Self::start_state(dir, state)
     }
 
     /// The TCTI string for tss-esapi.
