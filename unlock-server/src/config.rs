@@ -46,6 +46,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// File holding the admin bearer token.
     pub admin_token_file: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for a generated self-signed TLS certificate.
+    pub tls_san: Option<Vec<String>>,
     /// EK CA certificates (PEM or DER files, or directories of them).
     pub ek_ca: Option<Vec<PathBuf>>,
     /// Accept agents whose EK has no certificate (trust on first enrollment).
@@ -93,6 +95,8 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// Private key (PEM).
     pub key: PathBuf,
+    /// Extra subject alternative names when generating a self-signed certificate.
+    pub extra_names: Vec<String>,
 }
 
 /// Command-line flags of `unlock-server`.
@@ -125,6 +129,11 @@ pub struct Flags {
     /// TLS private key, PEM [default: <state-dir>/tls.key, generated if absent].
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    /// Extra DNS name or IP address for the generated self-signed certificate (repeatable;
+    /// localhost, 127.0.0.1 and the host name are always included). Ignored when the
+    /// certificate files exist.
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
     /// Serve plain HTTP instead of HTTPS. For tests on loopback only: halves are still sealed
     /// to the agent's key, but admin tokens would cross the network in clear.
     #[arg(long)]
@@ -199,6 +208,11 @@ impl Config {
                     .tls_key
                     .or(file.tls_key)
                     .unwrap_or_else(|| state_dir.join("tls.key")),
+                extra_names: if flags.tls_san.is_empty() {
+                    file.tls_san.unwrap_or_default()
+                } else {
+                    flags.tls_san
+                },
             })
         };
         let mut ek_ca = file.ek_ca.unwrap_or_default();

@@ -154,6 +154,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         continue;
                     }
                 };
+                // Without it, Nagle holds the second small TLS write until the client's
+                // delayed ACK (~40 ms per exchange on loopback).
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
+                }
                 let acceptor = acceptor.clone();
                 let app = app.clone();
                 conns.spawn(async move {

@@ -36,7 +36,7 @@ pub enum TlsError {
 /// the aws-lc-rs provider. Returns the config and the SHA-256 fingerprint of the leaf.
 pub fn server_config(files: &TlsFiles) -> Result<(Arc<rustls::ServerConfig>, String), TlsError> {
     if !files.cert.exists() && !files.key.exists() {
-        generate_self_signed(&files.cert, &files.key)?;
+        generate_self_signed(&files.cert, &files.key, &files.extra_names)?;
         tracing::warn!(
             cert = %files.cert.display(),
             "created a self-signed TLS certificate; give it to agents as their CA bundle"
@@ -71,10 +71,15 @@ fn file_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
     }
 }
 
-/// Writes a self-signed ECDSA P-256 certificate for `localhost`, `127.0.0.1` and this host's
-/// name.
-pub fn generate_self_signed(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+/// Writes a self-signed ECDSA P-256 certificate for `localhost`, `127.0.0.1`, this host's
+/// name and `extra_names`.
+pub fn generate_self_signed(
+    cert_path: &Path,
+    key_path: &Path,
+    extra_names: &[String],
+) -> Result<(), TlsError> {
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    names.extend(extra_names.iter().cloned());
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         let h = h.trim();
         if !h.is_empty() {

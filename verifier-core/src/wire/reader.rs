@@ -66,7 +66,10 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes exactly `N` bytes as an array.
-    pub fn take_array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], ParseError> {
+    pub fn take_array<const N: usize>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<[u8; N], ParseError> {
         let bytes = self.take(N, field)?;
         let mut out = [0u8; N];
         out.copy_from_slice(bytes);
@@ -252,7 +255,11 @@ mod tests {
         let mut r = Reader::new("TPM2B_DIGEST", &[0xff, 0xff, 0]);
         assert!(matches!(
             r.tpm2b("buffer", 64),
-            Err(ParseError::TooLarge { len: 0xffff, max: 64, .. })
+            Err(ParseError::TooLarge {
+                len: 0xffff,
+                max: 64,
+                ..
+            })
         ));
         // Claims 4 bytes with only 1 present.
         let mut r = Reader::new("TPM2B_DIGEST", &[0, 4, 0]);
@@ -285,7 +292,14 @@ mod tests {
         s.u8("a").unwrap();
         assert_eq!(s.offset(), 5);
         let e = s.u16("b").unwrap_err();
-        assert!(matches!(e, ParseError::Truncated { offset: 5, structure: "inner", .. }));
+        assert!(matches!(
+            e,
+            ParseError::Truncated {
+                offset: 5,
+                structure: "inner",
+                ..
+            }
+        ));
     }
 
     #[test]
