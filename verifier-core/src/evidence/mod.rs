@@ -9,6 +9,7 @@
 use crate::eventlog::{EventLog, EventLogError};
 use crate::ima::MeasurementList;
 use crate::merkle::{self, InclusionProof, MerkleError};
+use crate::policy::Claims;
 use crate::quote::{verify_quote, AkPublic, VerifiedQuote, VerifyError};
 use crate::wire::{HashAlg, PcrValues, Signature};
 
@@ -64,6 +65,15 @@ impl<'a> ValidatedEvidence<'a> {
     /// The IMA list, whose replay matched the quoted PCR 10.
     pub fn ima(&self) -> Option<&'a MeasurementList> {
         self.ima
+    }
+    /// The claims a policy evaluates: the quoted PCRs and clock, the replay-checked logs.
+    pub fn claims(&self) -> Claims<'_> {
+        Claims::from_validated(
+            self.quote.pcrs(),
+            self.quote.clock_info(),
+            self.event_log.as_ref(),
+            self.ima,
+        )
     }
 }
 
@@ -150,13 +160,13 @@ pub fn validate<'a>(
     let event_log = match submitted.event_log {
         Some(bytes) => {
             let log = EventLog::parse(bytes)?;
-            check_event_log(&log, &quote)?;
+            check_event_log(&log, quote.pcrs())?;
             Some(log)
         }
         None => None,
     };
     if let Some(list) = submitted.ima_log {
-        check_ima(list, &quote)?;
+        check_ima(list, quote.pcrs())?;
     }
     let ima = submitted.ima_log;
     Ok(ValidatedEvidence {
@@ -168,7 +178,8 @@ pub fn validate<'a>(
 
 /// Every quoted PCR that the log extends must equal the log's replay in the quoted bank.
 /// Quoted PCRs the log never touches (the release PCR, PCR 10) are not the log's business.
-fn check_event_log(log: &EventLog<'_>, quote: &VerifiedQuote) -> Result<(), ValidationError> {
+/// `pcrs` holds exactly the quoted PCRs (or, offline, the captured ones).
+pub(crate) fn check_event_log(log: &EventLog<'_>, pcrs: &PcrValues) -> Result<(), ValidationError> {
     let mut touched = [false; crate::wire::PCR_COUNT as usize];
     for e in log.events() {
         if e.is_extended() {
@@ -178,35 +189,33 @@ fn check_event_log(log: &EventLog<'_>, quote: &VerifiedQuote) -> Result<(), Vali
         }
     }
     let replayed = log.replay();
-    for (alg, index) in quote.pcr_selection().iter() {
-        if !touched.get(usize::from(index)).copied().unwrap_or(false) {
-            continue;
-        }
-        let Some(quoted) = quote.pcrs().get(alg, index) else {
-            continue;
-        };
-        if !log.banks().contains(&alg) || replayed.banks().all(|b| b != alg) {
-            return Err(ValidationError::EventLogBankMissing { alg });
-        }
-        if replayed.get(alg, index) != Some(quoted) {
-            return Err(ValidationError::EventLogMismatch { alg, index });
+    for alg in pcrs.banks() {
+        for (index, quoted) in pcrs.bank(alg) {
+            if !touched.get(usize::from(index)).copied().unwrap_or(false) {
+                continue;
+            }
+            if !log.banks().contains(&alg) || replayed.banks().all(|b| b != alg) {
+                return Err(ValidationError::EventLogBankMissing { alg });
+            }
+            if replayed.get(alg, index) != Some(quoted) {
+                return Err(ValidationError::EventLogMismatch { alg, index });
+            }
         }
     }
     Ok(())
 }
 
-fn check_ima(list: &MeasurementList, quote: &VerifiedQuote) -> Result<(), ValidationError> {
+/// The list's entries must match their template hashes and replay to every PCR 10 in
+/// `pcrs` (the quoted PCRs, or offline the captured ones); at least one must be there.
+pub(crate) fn check_ima(list: &MeasurementList, pcrs: &PcrValues) -> Result<(), ValidationError> {
     if let Some(crate::ima::ImaFinding::TemplateHashMismatch { index, .. }) =
         list.findings().first()
     {
         return Err(ValidationError::ImaEntryMismatch { index: *index });
     }
     let mut checked = false;
-    for (alg, index) in quote.pcr_selection().iter() {
-        if index != IMA_PCR {
-            continue;
-        }
-        let Some(quoted) = quote.pcrs().get(alg, index) else {
+    for alg in pcrs.banks() {
+        let Some(quoted) = pcrs.get(alg, IMA_PCR) else {
             continue;
         };
         let replay = list.replay(alg);

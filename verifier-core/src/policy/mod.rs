@@ -1,17 +1,42 @@
 //! Policy: whether a machine whose evidence is genuine may have its key.
 //!
-//! A policy is data (a versioned JSON document), evaluated only on [`ValidatedEvidence`], and
-//! it reports every failed rule with a reason rather than stopping at the first, because an
-//! operator debugging a refused boot needs the whole picture. Engines sit behind
+//! A policy is data (a versioned JSON document, [`PolicyDocument`]), evaluated only on
+//! [`Claims`]: on the server those come from [`ValidatedEvidence::claims`], offline from
+//! [`Claims::unverified_from_capture`]. Evaluation reports every failed rule with a reason
+//! rather than stopping at the first, because an operator debugging a refused boot needs the
+//! whole picture; [`Policy::check`] also reports the rules that passed. Engines sit behind
 //! [`Evaluator`] so another (for example an external Rego engine) can be plugged in without
 //! touching validation.
+//!
+//! Sections of a document (all optional but `version`; see `docs/policy.md`):
+//! - `pcrs`: allowed values per bank and PCR, or `initial`; `release_pcr` (must be initial).
+//! - `measured_boot`: reference state read from the decoded event log (Secure Boot, PK/KEK/db/
+//!   dbx, boot applications, kernels, initrds, command lines) over the PCRs it covers.
+//! - `ima`: file-digest allowlist with excludes.
+//! - `clock`: clockInfo rules (safe, reboots since enrollment, resumes per boot).
+
+mod boot;
+mod claims;
+mod compile;
+mod diff;
+mod document;
+mod eval;
+mod learn;
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+pub use claims::{CaptureError, Claims, ClaimsSource, UnverifiedCapture};
+pub use diff::{diff, Change, Effect, PolicyDiff};
+pub use document::{
+    ClockDocument, CmdlineRuleDocument, DbxDocument, ImaDocument, MeasuredBootDocument,
+    PcrRuleDocument, PolicyDocument, ReleasePcrDocument,
+};
+pub use learn::{learn, LearnError, LearnMode, LearnOptions, Learned};
 
 use crate::evidence::ValidatedEvidence;
-use crate::wire::{BankSelection, Digest, HashAlg, PcrSelection, PCR_COUNT};
+use crate::wire::{HashAlg, PcrSelection};
 
 /// Schema version of the policy document this build understands.
 pub const POLICY_VERSION: u32 = 1;
@@ -20,10 +45,16 @@ pub const POLICY_VERSION: u32 = 1;
 /// "must be initial" rule refuses any later quote in the same boot.
 pub const DEFAULT_RELEASE_PCR: u8 = 15;
 
-/// Evaluates validated evidence.
+/// Evaluates claims. Implement [`Evaluator::evaluate_claims`]; the server calls
+/// [`Evaluator::evaluate`] with validated evidence only.
 pub trait Evaluator {
     /// Every failed rule (empty: accepted).
-    fn evaluate(&self, evidence: &ValidatedEvidence<'_>) -> Verdict;
+    fn evaluate_claims(&self, claims: &Claims<'_>) -> Verdict;
+
+    /// Evaluates evidence that passed validation.
+    fn evaluate(&self, evidence: &ValidatedEvidence<'_>) -> Verdict {
+        self.evaluate_claims(&evidence.claims())
+    }
 }
 
 /// The outcome of an evaluation.
@@ -58,10 +89,50 @@ impl fmt::Display for Verdict {
 /// One failed rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleFailure {
-    /// Which rule (`pcr sha256:7`, `release_pcr`, ...).
+    /// Which rule (`pcr sha256:7`, `release_pcr sha256:15`, `measured_boot.db`, ...).
     pub rule: String,
     /// Why, for a person.
     pub reason: String,
+}
+
+/// One rule's verdict, passed or failed (what `unlockctl policy check` prints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleOutcome {
+    /// Which rule.
+    pub rule: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// What was found (for a failure, why it failed).
+    pub detail: String,
+}
+
+/// Every rule's verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// In policy order.
+    pub outcomes: Vec<RuleOutcome>,
+}
+
+impl Report {
+    /// True when every rule passed.
+    pub fn accepted(&self) -> bool {
+        self.outcomes.iter().all(|o| o.passed)
+    }
+
+    /// The failures only.
+    pub fn verdict(&self) -> Verdict {
+        Verdict {
+            failures: self
+                .outcomes
+                .iter()
+                .filter(|o| !o.passed)
+                .map(|o| RuleFailure {
+                    rule: o.rule.clone(),
+                    reason: o.detail.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A policy document could not be used.
@@ -87,69 +158,24 @@ pub enum PolicyError {
     },
 }
 
-/// The policy document (schema version 1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyDocument {
-    /// Schema version; must be [`POLICY_VERSION`].
-    pub version: u32,
-    /// Allowed PCR values.
-    #[serde(default)]
-    pub pcrs: Vec<PcrRuleDocument>,
-    /// The release PCR, which must still be at its initial (all-zero) value. `null` disables
-    /// the rule (not recommended: a second quote in the same boot could then pass).
-    #[serde(default = "default_release")]
-    pub release_pcr: Option<ReleasePcrDocument>,
-    /// Refuse unless the machine sent a UEFI event log.
-    #[serde(default)]
-    pub require_event_log: bool,
-    /// Accept event logs where an event's digest does not match its data.
-    #[serde(default)]
-    pub allow_event_digest_mismatch: bool,
-    /// Refuse quotes whose clockInfo.safe is false.
-    #[serde(default)]
-    pub require_clock_safe: bool,
-}
-
-/// Allowed values of one PCR.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PcrRuleDocument {
-    /// Bank (`sha1`, `sha256`, `sha384`, `sha512`).
-    pub bank: String,
-    /// PCR index (0-23).
-    pub index: u8,
-    /// Allowed values, lowercase hex; any one matches.
-    pub allowed: Vec<String>,
-}
-
-/// The release PCR rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleasePcrDocument {
-    /// Bank.
-    pub bank: String,
-    /// PCR index.
-    pub index: u8,
-}
-
-fn default_release() -> Option<ReleasePcrDocument> {
-    Some(ReleasePcrDocument {
-        bank: "sha256".into(),
-        index: DEFAULT_RELEASE_PCR,
-    })
-}
-
 /// A checked policy, ready to evaluate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     doc: PolicyDocument,
-    rules: Vec<(HashAlg, u8, Vec<Digest>)>,
-    release: Option<(HashAlg, u8)>,
+    rules: compile::Compiled,
 }
 
+impl PartialEq for Policy {
+    /// Two policies are equal when their documents are: the compiled rules are a function of it.
+    fn eq(&self, other: &Self) -> bool {
+        self.doc == other.doc
+    }
+}
+
+impl Eq for Policy {}
+
 impl Policy {
-    /// Parses and checks a JSON policy document.
+    /// Parses and checks a JSON policy document. Errors name the line, column and field.
     pub fn from_json(text: &str) -> Result<Self, PolicyError> {
         let de = &mut serde_json::Deserializer::from_str(text);
         let doc: PolicyDocument = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -169,55 +195,8 @@ impl Policy {
         if doc.version != POLICY_VERSION {
             return Err(PolicyError::Version { found: doc.version });
         }
-        let bank = |field: String, name: &str| {
-            HashAlg::from_name(name).ok_or(PolicyError::Invalid {
-                field,
-                reason: format!("unknown bank `{name}` (use sha1, sha256, sha384 or sha512)"),
-            })
-        };
-        let index = |field: String, i: u8| {
-            if i < PCR_COUNT {
-                Ok(i)
-            } else {
-                Err(PolicyError::Invalid {
-                    field,
-                    reason: format!("PCR index {i} is not 0-23"),
-                })
-            }
-        };
-        let mut rules = Vec::with_capacity(doc.pcrs.len());
-        for (n, r) in doc.pcrs.iter().enumerate() {
-            let alg = bank(format!("pcrs[{n}].bank"), &r.bank)?;
-            let i = index(format!("pcrs[{n}].index"), r.index)?;
-            if r.allowed.is_empty() {
-                return Err(PolicyError::Invalid {
-                    field: format!("pcrs[{n}].allowed"),
-                    reason: "empty list: nothing could match (remove the rule instead)".into(),
-                });
-            }
-            let mut allowed = Vec::with_capacity(r.allowed.len());
-            for (k, v) in r.allowed.iter().enumerate() {
-                allowed.push(
-                    Digest::from_hex(alg, v).ok_or_else(|| PolicyError::Invalid {
-                        field: format!("pcrs[{n}].allowed[{k}]"),
-                        reason: format!("not a {}-byte hex {alg} digest", alg.size()),
-                    })?,
-                );
-            }
-            rules.push((alg, i, allowed));
-        }
-        let release = match &doc.release_pcr {
-            Some(r) => Some((
-                bank("release_pcr.bank".into(), &r.bank)?,
-                index("release_pcr.index".into(), r.index)?,
-            )),
-            None => None,
-        };
-        Ok(Self {
-            doc,
-            rules,
-            release,
-        })
+        let rules = compile::compile(&doc)?;
+        Ok(Self { doc, rules })
     }
 
     /// The document (for storage and display).
@@ -227,88 +206,39 @@ impl Policy {
 
     /// The release PCR rule, if enabled.
     pub fn release_pcr(&self) -> Option<(HashAlg, u8)> {
-        self.release
+        self.rules.release
     }
 
-    /// The PCRs a quote must cover for this policy to be evaluated: every ruled PCR and the
-    /// release PCR. The server sends this selection in its challenge.
+    /// The PCRs a quote must cover for this policy to be evaluated: every ruled PCR, the
+    /// release PCR, the PCRs the measured-boot check covers and PCR 10 for IMA rules. The
+    /// server sends this selection in its challenge.
     pub fn selection(&self) -> PcrSelection {
-        let mut banks: std::collections::BTreeMap<HashAlg, Vec<u8>> = Default::default();
-        for (alg, i, _) in &self.rules {
-            banks.entry(*alg).or_default().push(*i);
+        self.rules.selection()
+    }
+
+    /// Every rule's verdict, passed ones included (for `unlockctl policy check`).
+    pub fn check(&self, claims: &Claims<'_>) -> Report {
+        let mut sink = eval::Sink::verbose();
+        eval::evaluate(self, claims, &mut sink);
+        Report {
+            outcomes: sink.into_outcomes(),
         }
-        if let Some((alg, i)) = self.release {
-            banks.entry(alg).or_default().push(i);
-        }
-        let banks: Vec<BankSelection> = banks
-            .into_iter()
-            .filter_map(|(alg, idx)| BankSelection::new(alg, &idx))
-            .collect();
-        PcrSelection::new(banks).unwrap_or_default()
     }
 }
 
 impl Evaluator for Policy {
-    fn evaluate(&self, evidence: &ValidatedEvidence<'_>) -> Verdict {
-        let quote = evidence.quote();
-        let mut failures = Vec::new();
-        for (alg, i, allowed) in &self.rules {
-            let rule = format!("pcr {alg}:{i}");
-            match quote.pcrs().get(*alg, *i) {
-                None => failures.push(RuleFailure {
-                    rule,
-                    reason: "not covered by the quote".into(),
-                }),
-                Some(v) if !allowed.contains(v) => failures.push(RuleFailure {
-                    rule,
-                    reason: format!("value {v} is not one of the {} allowed", allowed.len()),
-                }),
-                Some(_) => {}
-            }
+    fn evaluate_claims(&self, claims: &Claims<'_>) -> Verdict {
+        let mut sink = eval::Sink::failures_only();
+        eval::evaluate(self, claims, &mut sink);
+        Verdict {
+            failures: sink
+                .into_outcomes()
+                .into_iter()
+                .map(|o| RuleFailure {
+                    rule: o.rule,
+                    reason: o.detail,
+                })
+                .collect(),
         }
-        if let Some((alg, i)) = self.release {
-            let rule = format!("release_pcr {alg}:{i}");
-            match quote.pcrs().get(alg, i) {
-                None => failures.push(RuleFailure {
-                    rule,
-                    reason: "release PCR not covered by the quote".into(),
-                }),
-                Some(v) if *v != Digest::zero(alg) => failures.push(RuleFailure {
-                    rule,
-                    reason: "already extended in this boot (a key was released before)".into(),
-                }),
-                Some(_) => {}
-            }
-        }
-        if self.doc.require_event_log && evidence.event_log().is_none() {
-            failures.push(RuleFailure {
-                rule: "require_event_log".into(),
-                reason: "no UEFI event log was sent".into(),
-            });
-        }
-        if !self.doc.allow_event_digest_mismatch {
-            if let Some(log) = evidence.event_log() {
-                for f in log.findings() {
-                    if let crate::eventlog::Finding::DigestMismatch {
-                        event_index, pcr, ..
-                    } = f
-                    {
-                        failures.push(RuleFailure {
-                            rule: "event_digest_mismatch".into(),
-                            reason: format!(
-                                "event {event_index} (PCR {pcr}) digest does not match its data"
-                            ),
-                        });
-                    }
-                }
-            }
-        }
-        if self.doc.require_clock_safe && !quote.safe() {
-            failures.push(RuleFailure {
-                rule: "require_clock_safe".into(),
-                reason: "the TPM clock is not safe (clockInfo.safe = no)".into(),
-            });
-        }
-        Verdict { failures }
     }
 }

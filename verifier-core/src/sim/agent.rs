@@ -104,6 +104,7 @@ impl SimAgent {
                     bank: HashAlg::Sha256.name().into(),
                     index: i,
                     allowed: vec![d.to_hex()],
+                    initial: false,
                 })
             })
             .collect();
@@ -117,6 +118,7 @@ impl SimAgent {
             require_event_log: false,
             allow_event_digest_mismatch: false,
             require_clock_safe: false,
+            ..PolicyDocument::default()
         }
     }
 

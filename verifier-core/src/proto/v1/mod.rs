@@ -12,6 +12,8 @@
 mod admin;
 mod attest;
 mod common;
+mod evidence;
+mod provider;
 mod register;
 
 pub use admin::{
@@ -24,6 +26,11 @@ pub use attest::{
     MAX_ERROR_MESSAGE, MAX_SEALED,
 };
 pub use common::{AgentId, Id, PcrSelection, Role};
+pub use evidence::{CapturedClock, CapturedEvidence, EVIDENCE_FORMAT};
+pub use provider::{
+    inclusion_to_wire, HostAkResponse, HostQuoteRequest, HostQuoteResponse, HOST_AK_PATH,
+    HOST_QUOTE_PATH,
+};
 pub use register::{
     activation_proof, verify_activation_proof, ActivateRequest, ActivateResponse, RegisterRequest,
     RegisterResponse, PROOF_LEN,

@@ -1,0 +1,366 @@
+//! The measured-boot reference state read from a decoded event log: Secure Boot, the key
+//! databases, boot applications, kernels, initrds and command lines. Shared by evaluation
+//! and `learn`, so what a learned policy names is exactly what evaluation looks at.
+//!
+//! Only events of covered PCRs are read (the caller checked those PCRs against the quote).
+//! Event *data* is bound to what was measured only where the digest is a hash of it: the
+//! variables (checked by the log's findings) and grub's and systemd's command lines (checked
+//! here). Which PCR-9 file is the kernel or the initrd comes from grub's order of events
+//! across PCRs 8 and 9, which the quote does not attest: see `docs/policy.md`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::eventlog::{
+    EventData, EventLog, EventType, Finding, Guid, IplForm, SignatureList, VariableValue,
+};
+use crate::wire::{Digest, HashAlg, PCR_COUNT};
+
+/// PCRs the measured-boot rules read.
+pub(crate) const PCR_BOOT_APPS: u8 = 4;
+pub(crate) const PCR_SECURE_BOOT: u8 = 7;
+pub(crate) const PCR_GRUB_CMD: u8 = 8;
+pub(crate) const PCR_GRUB_FILES: u8 = 9;
+pub(crate) const PCR_UKI: u8 = 11;
+pub(crate) const PCR_SD_CMDLINE: u8 = 12;
+
+/// The secure-boot key databases, in measurement order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyDb {
+    Pk,
+    Kek,
+    Db,
+    Dbx,
+}
+
+impl KeyDb {
+    pub(crate) const ALL: [KeyDb; 4] = [Self::Pk, Self::Kek, Self::Db, Self::Dbx];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Pk => "pk",
+            Self::Kek => "kek",
+            Self::Db => "db",
+            Self::Dbx => "dbx",
+        }
+    }
+
+    fn from_variable(name: &str) -> Option<Self> {
+        match name {
+            "PK" => Some(Self::Pk),
+            "KEK" => Some(Self::Kek),
+            "db" => Some(Self::Db),
+            "dbx" => Some(Self::Dbx),
+            _ => None,
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Self::Pk => 0,
+            Self::Kek => 1,
+            Self::Db => 2,
+            Self::Dbx => 3,
+        }
+    }
+}
+
+/// The identity of one EFI_SIGNATURE_DATA: an X.509 certificate by the SHA-256 of its DER,
+/// a SHA-256 hash entry by itself, anything else by the SHA-256 of its data under its type.
+/// Written `x509:<hex>`, `sha256:<hex>`, `<type guid>:<hex>`. Owners are not part of it:
+/// anyone can claim any owner GUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SigEntry {
+    kind: SigKind,
+    key: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum SigKind {
+    X509,
+    Sha256,
+    Other([u8; 16]),
+}
+
+impl SigEntry {
+    fn of(list: &SignatureList<'_>, data: &[u8]) -> Self {
+        let hashed = || {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(HashAlg::Sha256.hash(data).as_bytes());
+            key
+        };
+        if list.signature_type == Guid::CERT_X509 {
+            return Self {
+                kind: SigKind::X509,
+                key: hashed(),
+            };
+        }
+        if list.signature_type == Guid::CERT_SHA256 {
+            if let Ok(key) = <[u8; 32]>::try_from(data) {
+                return Self {
+                    kind: SigKind::Sha256,
+                    key,
+                };
+            }
+        }
+        Self {
+            kind: SigKind::Other(list.signature_type.0),
+            key: hashed(),
+        }
+    }
+
+    /// Parses the notation of [`Self`]'s doc.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let (kind, hex_part) = s.rsplit_once(':')?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut key).ok()?;
+        if hex_part.bytes().any(|c| c.is_ascii_uppercase()) {
+            return None;
+        }
+        let kind = match kind {
+            "x509" => SigKind::X509,
+            "sha256" => SigKind::Sha256,
+            guid => SigKind::Other(parse_guid(guid)?),
+        };
+        Some(Self { kind, key })
+    }
+}
+
+impl fmt::Display for SigEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            SigKind::X509 => f.write_str("x509:")?,
+            SigKind::Sha256 => f.write_str("sha256:")?,
+            SigKind::Other(g) => write!(f, "{}:", Guid(g))?,
+        }
+        f.write_str(&hex::encode(self.key))
+    }
+}
+
+/// Registry-format GUID text back to its wire bytes (mixed endian, as [`Guid`] shows it).
+fn parse_guid(s: &str) -> Option<[u8; 16]> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [a, b, c, d, e] = parts.as_slice() else {
+        return None;
+    };
+    if a.len() != 8 || b.len() != 4 || c.len() != 4 || d.len() != 4 || e.len() != 12 {
+        return None;
+    }
+    let a = u32::from_str_radix(a, 16).ok()?.to_le_bytes();
+    let b = u16::from_str_radix(b, 16).ok()?.to_le_bytes();
+    let c = u16::from_str_radix(c, 16).ok()?.to_le_bytes();
+    let mut tail = [0u8; 8];
+    hex::decode_to_slice(format!("{d}{e}"), &mut tail).ok()?;
+    let mut out = [0u8; 16];
+    for (dst, src) in out
+        .iter_mut()
+        .zip(a.iter().chain(&b).chain(&c).chain(&tail))
+    {
+        *dst = *src;
+    }
+    Some(out)
+}
+
+/// One measurement: the event it came from and its digest in the policy's bank.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Measured {
+    pub(crate) event: usize,
+    pub(crate) digest: Digest,
+}
+
+/// A measured kernel command line.
+#[derive(Debug, Clone)]
+pub(crate) struct Cmdline<'a> {
+    pub(crate) event: usize,
+    pub(crate) text: Cow<'a, str>,
+    /// The text is what was hashed into the PCR (otherwise it is only the log's word).
+    pub(crate) bound: bool,
+}
+
+/// A key database as measured.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyDbState {
+    pub(crate) event: usize,
+    pub(crate) entries: Vec<SigEntry>,
+    pub(crate) bound: bool,
+}
+
+/// The reference state of one boot.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BootState<'a> {
+    /// (event, value, bound) of the first SecureBoot variable.
+    pub(crate) secure_boot: Option<(usize, Option<u8>, bool)>,
+    pub(crate) keys: [Option<KeyDbState>; 4],
+    pub(crate) boot_apps: Vec<Measured>,
+    pub(crate) kernels: Vec<Measured>,
+    pub(crate) initrds: Vec<Measured>,
+    pub(crate) cmdlines: Vec<Cmdline<'a>>,
+}
+
+impl<'a> BootState<'a> {
+    pub(crate) fn key_db(&self, db: KeyDb) -> Option<&KeyDbState> {
+        self.keys.get(db.slot()).and_then(Option::as_ref)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    None,
+    Kernel,
+    Initrd,
+}
+
+/// Reads the reference state from the events of covered PCRs, digests in `bank`.
+pub(crate) fn read<'a>(
+    log: &'a EventLog<'a>,
+    bank: HashAlg,
+    covered: &[bool; PCR_COUNT as usize],
+) -> BootState<'a> {
+    let mismatched = |index: usize| {
+        log.findings().iter().any(|f| {
+            matches!(f, Finding::DigestMismatch { event_index, alg, .. }
+                if *event_index == index && *alg == bank)
+        })
+    };
+    let mut state = BootState::default();
+    let mut pending = Pending::None;
+    for e in log.events() {
+        if !covered.get(usize::from(e.pcr())).copied().unwrap_or(false) || !e.is_extended() {
+            continue;
+        }
+        let Some(digest) = e.digests().get(bank).copied() else {
+            continue;
+        };
+        let measured = Measured {
+            event: e.index(),
+            digest,
+        };
+        match (e.pcr(), e.event_type()) {
+            (PCR_SECURE_BOOT, EventType::EV_EFI_VARIABLE_DRIVER_CONFIG) => {
+                let EventData::Variable(var) = e.decode() else {
+                    continue;
+                };
+                match var.value {
+                    VariableValue::SecureBoot { value } if state.secure_boot.is_none() => {
+                        state.secure_boot = Some((e.index(), value, !mismatched(e.index())));
+                    }
+                    VariableValue::SignatureDb { lists } => {
+                        let Some(db) = KeyDb::from_variable(&var.name) else {
+                            continue;
+                        };
+                        if let Some(slot @ None) = state.keys.get_mut(db.slot()) {
+                            let entries = lists
+                                .iter()
+                                .flat_map(|l| l.signatures.iter().map(|s| SigEntry::of(l, s.data)))
+                                .collect();
+                            *slot = Some(KeyDbState {
+                                event: e.index(),
+                                entries,
+                                bound: !mismatched(e.index()),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            (PCR_BOOT_APPS, EventType::EV_EFI_BOOT_SERVICES_APPLICATION) => {
+                state.boot_apps.push(measured);
+            }
+            (PCR_GRUB_CMD | PCR_SD_CMDLINE, EventType::EV_IPL) => {
+                let EventData::Ipl(ipl) = e.decode() else {
+                    continue;
+                };
+                match ipl.form {
+                    IplForm::GrubCommand => {
+                        let cmd = ipl.text.split(' ').next().unwrap_or_default();
+                        pending = match cmd {
+                            "linux" | "linuxefi" | "linux16" => Pending::Kernel,
+                            "initrd" | "initrdefi" | "initrd16" => Pending::Initrd,
+                            _ => Pending::None,
+                        };
+                    }
+                    IplForm::KernelCmdline => {
+                        let bound = text_bound(&digest, ipl.text.as_bytes());
+                        state.cmdlines.push(Cmdline {
+                            event: e.index(),
+                            text: ipl.text,
+                            bound,
+                        });
+                    }
+                    IplForm::Utf16 => state.cmdlines.push(Cmdline {
+                        event: e.index(),
+                        text: ipl.text,
+                        bound: !mismatched(e.index()),
+                    }),
+                    IplForm::Text => {
+                        if let Some(rest) = ipl.text.strip_prefix("grub_kernel_cmdline ") {
+                            let bound = text_bound(&digest, rest.as_bytes());
+                            state.cmdlines.push(Cmdline {
+                                event: e.index(),
+                                text: Cow::Owned(rest.to_owned()),
+                                bound,
+                            });
+                        }
+                    }
+                }
+            }
+            (PCR_GRUB_FILES, EventType::EV_IPL) => {
+                let EventData::Ipl(ipl) = e.decode() else {
+                    continue;
+                };
+                // RHEL's grub names them; upstream grub logs the path after the command.
+                let kind = match ipl.text.as_ref() {
+                    "grub_linuxefi Kernel" => Pending::Kernel,
+                    "grub_linuxefi Initrd" => Pending::Initrd,
+                    _ => pending,
+                };
+                match kind {
+                    Pending::Kernel => {
+                        state.kernels.push(measured);
+                        pending = Pending::None;
+                    }
+                    Pending::Initrd => state.initrds.push(measured),
+                    Pending::None => {}
+                }
+            }
+            (PCR_UKI, EventType::EV_IPL) => {
+                let EventData::Ipl(ipl) = e.decode() else {
+                    continue;
+                };
+                match ipl.text.trim_end_matches('\0') {
+                    ".linux" => state.kernels.push(measured),
+                    ".initrd" => state.initrds.push(measured),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    state
+}
+
+/// grub hashes the text without its `kernel_cmdline: ` prefix, with or without the NUL.
+fn text_bound(digest: &Digest, text: &[u8]) -> bool {
+    let alg = digest.alg();
+    alg.hash(text) == *digest || alg.hash_parts(&[text, b"\0"]) == *digest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sig_entry_notation_round_trips() {
+        for s in [
+            format!("x509:{}", "ab".repeat(32)),
+            format!("sha256:{}", "01".repeat(32)),
+            format!("a5c059a1-94e4-4aa7-87b5-ab155c2bf072:{}", "ff".repeat(32)),
+        ] {
+            let e = SigEntry::parse(&s).unwrap();
+            assert_eq!(e.to_string(), s);
+        }
+        assert!(SigEntry::parse("x509:00").is_none());
+        assert!(SigEntry::parse(&format!("md5:{}", "00".repeat(32))).is_none());
+        assert!(SigEntry::parse(&format!("x509:{}", "AB".repeat(32))).is_none());
+    }
+}

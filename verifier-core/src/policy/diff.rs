@@ -1,0 +1,319 @@
+//! What changes between two versions of a policy, and whether each change widens what a
+//! machine may boot. Shown before an operator moves enrollments to a new version, so that a
+//! change never widens acceptance silently.
+//!
+//! The comparison is structural over the JSON documents. Lists are sets: for an allowlist
+//! (`allowed`, `db`, `boot_applications`, `kernel_cmdline`, an IMA path's digests...) an
+//! added item widens and a removed one narrows; for a requirement list (`dbx.required`) the
+//! opposite. A removed rule or section widens, an added one narrows. `require_*` turned off
+//! widens, `allow_*` turned on widens, a `max_*` or `min_*` moved the loose way widens.
+//! Anything else is reported as a change of unknown direction, which callers must treat as
+//! possibly widening.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::PolicyDocument;
+
+/// The direction of one change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// Accepts boots the old version refused.
+    Widens,
+    /// Refuses boots the old version accepted.
+    Narrows,
+    /// Direction unknown: treat as possibly widening.
+    Changes,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// JSON path (`measured_boot.db`, `pcrs[sha256:7].allowed`).
+    pub path: String,
+    /// Direction.
+    pub effect: Effect,
+    /// What changed, for a person.
+    pub detail: String,
+}
+
+/// Every change from one document to another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyDiff {
+    /// In document order.
+    pub changes: Vec<Change>,
+}
+
+impl PolicyDiff {
+    /// True when some change widens (or may widen) acceptance.
+    pub fn may_widen(&self) -> bool {
+        self.changes.iter().any(|c| c.effect != Effect::Narrows)
+    }
+
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+impl std::fmt::Display for PolicyDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.changes.is_empty() {
+            return f.write_str("no change\n");
+        }
+        for c in &self.changes {
+            let mark = match c.effect {
+                Effect::Widens => "WIDENS ",
+                Effect::Narrows => "narrows",
+                Effect::Changes => "CHANGES",
+            };
+            writeln!(f, "{mark}  {}: {}", c.path, c.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// The changes from `old` to `new`.
+pub fn diff(old: &PolicyDocument, new: &PolicyDocument) -> PolicyDiff {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+        return PolicyDiff {
+            changes: vec![Change {
+                path: ".".into(),
+                effect: Effect::Changes,
+                detail: "the documents could not be compared".into(),
+            }],
+        };
+    };
+    let mut out = Vec::new();
+    walk("", &a, &b, &mut out);
+    PolicyDiff { changes: out }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn last(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// A list whose items each allow something (added widens) rather than require it.
+fn is_requirement_list(path: &str) -> bool {
+    path.ends_with("dbx.required")
+}
+
+fn short(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.chars().count() > 100 {
+        let mut t: String = s.chars().take(100).collect();
+        t.push('…');
+        t
+    } else {
+        s
+    }
+}
+
+fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
+    if a == b {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, va) in x {
+                let p = join(path, k);
+                match y.get(k) {
+                    Some(vb) => walk(&p, va, vb, out),
+                    None => removed(&p, va, out),
+                }
+            }
+            for (k, vb) in y {
+                if !x.contains_key(k) {
+                    added(&join(path, k), vb, out);
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if path == "pcrs" => {
+            let key = |v: &Value| format!("{}:{}", v["bank"].as_str().unwrap_or("?"), v["index"]);
+            for va in x {
+                let p = format!("pcrs[{}]", key(va));
+                match y.iter().find(|vb| key(vb) == key(va)) {
+                    Some(vb) => walk(&p, va, vb, out),
+                    None => removed(&p, va, out),
+                }
+            }
+            for vb in y {
+                if !x.iter().any(|va| key(va) == key(vb)) {
+                    added(&format!("pcrs[{}]", key(vb)), vb, out);
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            let widen_on_add = !is_requirement_list(path) && last(path) != "pcrs";
+            let (on_add, on_remove) = if widen_on_add {
+                (Effect::Widens, Effect::Narrows)
+            } else {
+                (Effect::Narrows, Effect::Widens)
+            };
+            for v in y.iter().filter(|v| !x.contains(v)) {
+                out.push(Change {
+                    path: path.to_owned(),
+                    effect: on_add,
+                    detail: format!("added {}", short(v)),
+                });
+            }
+            for v in x.iter().filter(|v| !y.contains(v)) {
+                out.push(Change {
+                    path: path.to_owned(),
+                    effect: on_remove,
+                    detail: format!("removed {}", short(v)),
+                });
+            }
+        }
+        (Value::Bool(x), Value::Bool(y)) => {
+            let name = last(path);
+            let loosened = if name.starts_with("allow") || name == "initial" {
+                *y
+            } else {
+                !*y
+            };
+            let effect =
+                if name.starts_with("require") || name.starts_with("allow") || name == "initial" {
+                    if loosened {
+                        Effect::Widens
+                    } else {
+                        Effect::Narrows
+                    }
+                } else {
+                    Effect::Changes
+                };
+            out.push(Change {
+                path: path.to_owned(),
+                effect,
+                detail: format!("{x} -> {y}"),
+            });
+        }
+        (Value::Number(x), Value::Number(y)) => {
+            let name = last(path);
+            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+            let effect = if name.starts_with("max_") {
+                if y > x {
+                    Effect::Widens
+                } else {
+                    Effect::Narrows
+                }
+            } else if name.starts_with("min_") {
+                if y < x {
+                    Effect::Widens
+                } else {
+                    Effect::Narrows
+                }
+            } else {
+                Effect::Changes
+            };
+            out.push(Change {
+                path: path.to_owned(),
+                effect,
+                detail: format!("{x} -> {y}"),
+            });
+        }
+        (Value::Null, v) => added(path, v, out),
+        (v, Value::Null) => removed(path, v, out),
+        _ => out.push(Change {
+            path: path.to_owned(),
+            effect: Effect::Changes,
+            detail: format!("{} -> {}", short(a), short(b)),
+        }),
+    }
+}
+
+/// A rule or section appeared: it can only refuse more (unless it is an `allow_*` switch or
+/// a bound, which `walk` compares against its absent default).
+fn added(path: &str, v: &Value, out: &mut Vec<Change>) {
+    let name = last(path);
+    let effect = if name.starts_with("allow") && v == &Value::Bool(true) {
+        Effect::Widens
+    } else if name.starts_with("max_") || name.starts_with("min_") || name == "excludes" {
+        if name == "excludes" {
+            Effect::Widens
+        } else {
+            Effect::Narrows
+        }
+    } else {
+        Effect::Narrows
+    };
+    out.push(Change {
+        path: path.to_owned(),
+        effect,
+        detail: format!("added {}", short(v)),
+    });
+}
+
+/// A rule or section disappeared: whatever it refused is now accepted.
+fn removed(path: &str, v: &Value, out: &mut Vec<Change>) {
+    let name = last(path);
+    let effect = if name.starts_with("allow") || name == "excludes" {
+        Effect::Narrows
+    } else {
+        Effect::Widens
+    };
+    out.push(Change {
+        path: path.to_owned(),
+        effect,
+        detail: format!("removed {}", short(v)),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(json: &str) -> PolicyDocument {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn allowlist_growth_widens_and_requirement_growth_narrows() {
+        let a = doc(r#"{"version":1,"measured_boot":{"db":["x"],"dbx":{"required":["a"]}}}"#);
+        let b =
+            doc(r#"{"version":1,"measured_boot":{"db":["x","y"],"dbx":{"required":["a","b"]}}}"#);
+        let d = diff(&a, &b);
+        assert_eq!(d.changes.len(), 2, "{d}");
+        assert_eq!(d.changes[0].effect, Effect::Widens);
+        assert_eq!(d.changes[0].path, "measured_boot.db");
+        assert_eq!(d.changes[1].effect, Effect::Narrows);
+        assert!(d.may_widen());
+        let back = diff(&b, &a);
+        assert_eq!(back.changes[0].effect, Effect::Narrows);
+        assert_eq!(back.changes[1].effect, Effect::Widens);
+    }
+
+    #[test]
+    fn removed_rules_and_switches_widen() {
+        let a = doc(
+            r#"{"version":1,"require_event_log":true,"pcrs":[{"bank":"sha256","index":7,"allowed":["00"]}],"clock":{"max_reboots":3,"reset_count_at_enrollment":1}}"#,
+        );
+        let b = doc(
+            r#"{"version":1,"allow_event_digest_mismatch":true,"clock":{"max_reboots":5,"reset_count_at_enrollment":1}}"#,
+        );
+        let d = diff(&a, &b);
+        assert!(d.changes.iter().all(|c| c.effect == Effect::Widens), "{d}");
+        assert_eq!(d.changes.len(), 4, "{d}");
+        assert!(diff(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn added_section_narrows() {
+        let a = doc(r#"{"version":1}"#);
+        let b = doc(r#"{"version":1,"measured_boot":{"require_secure_boot":true}}"#);
+        let d = diff(&a, &b);
+        assert!(!d.may_widen(), "{d}");
+    }
+}

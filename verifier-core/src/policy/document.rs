@@ -1,0 +1,207 @@
+//! The policy document: what operators write, store and diff (JSON, schema version 1).
+//!
+//! Schema version 1 grew by optional sections (`measured_boot`, `ima`, `clock`, and
+//! `initial` on a PCR rule) rather than by a version 2: every document written for the first
+//! engine is still valid and means the same, and a build that predates a section refuses a
+//! document that uses it (`deny_unknown_fields`: "unknown field `measured_boot`") instead of
+//! silently ignoring a rule.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::DEFAULT_RELEASE_PCR;
+
+/// The policy document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDocument {
+    /// Schema version; must be [`super::POLICY_VERSION`].
+    pub version: u32,
+    /// Allowed PCR values.
+    #[serde(default)]
+    pub pcrs: Vec<PcrRuleDocument>,
+    /// The release PCR, which must still be at its initial (all-zero) value. `null` disables
+    /// the rule (not recommended: a second quote in the same boot could then pass).
+    #[serde(default = "default_release")]
+    pub release_pcr: Option<ReleasePcrDocument>,
+    /// Refuse unless the machine sent a UEFI event log.
+    #[serde(default)]
+    pub require_event_log: bool,
+    /// Accept event logs where an event's digest does not match its data.
+    #[serde(default)]
+    pub allow_event_digest_mismatch: bool,
+    /// Refuse quotes whose clockInfo.safe is false.
+    #[serde(default)]
+    pub require_clock_safe: bool,
+    /// Reference state of the measured boot, checked on the decoded event log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_boot: Option<MeasuredBootDocument>,
+    /// IMA allowlist (for an initramfs that runs IMA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima: Option<ImaDocument>,
+    /// Rules on the quote's clockInfo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockDocument>,
+}
+
+impl Default for PolicyDocument {
+    /// The smallest useful policy: only the release-PCR rule.
+    fn default() -> Self {
+        Self {
+            version: super::POLICY_VERSION,
+            pcrs: Vec::new(),
+            release_pcr: default_release(),
+            require_event_log: false,
+            allow_event_digest_mismatch: false,
+            require_clock_safe: false,
+            measured_boot: None,
+            ima: None,
+            clock: None,
+        }
+    }
+}
+
+/// Allowed values of one PCR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcrRuleDocument {
+    /// Bank (`sha1`, `sha256`, `sha384`, `sha512`).
+    pub bank: String,
+    /// PCR index (0-23).
+    pub index: u8,
+    /// Allowed values, lowercase hex; any one matches.
+    #[serde(default)]
+    pub allowed: Vec<String>,
+    /// The PCR must still hold its value after TPM2_Startup (all zeros; all `ff` for PCRs
+    /// 17-22): nothing was measured into it in this boot. May stand alone or beside `allowed`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub initial: bool,
+}
+
+/// The release PCR rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasePcrDocument {
+    /// Bank.
+    pub bank: String,
+    /// PCR index.
+    pub index: u8,
+}
+
+/// Measured-boot reference state, evaluated on the decoded UEFI event log.
+///
+/// Only events of PCRs in `pcrs` are looked at, and each of those PCRs must be quoted and
+/// equal to the log's replay: an event in a PCR the quote does not cover proves nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasuredBootDocument {
+    /// The bank whose event digests the rules name (default `sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank: Option<String>,
+    /// PCRs the check covers (quoted, explained by the log). Default: the PCRs the rules
+    /// below read (7 for Secure Boot and keys, 4 for boot applications, 8 and 9 for grub's
+    /// kernel, initrd and command line, 11 and 12 for a UKI). Leave out PCRs that change at
+    /// run time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcrs: Option<Vec<u8>>,
+    /// The SecureBoot variable (PCR 7) must be 1.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_secure_boot: bool,
+    /// Allowed PK entries: every entry of the measured PK must be listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pk: Option<Vec<String>>,
+    /// Allowed KEK entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek: Option<Vec<String>>,
+    /// Allowed db entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<Vec<String>>,
+    /// What the revocation list must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dbx: Option<DbxDocument>,
+    /// Allowed digests (in `bank`) of EFI boot applications (PCR 4: shim, grub,
+    /// systemd-boot, a UKI, a kernel started as an EFI application).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_applications: Option<Vec<String>>,
+    /// Allowed kernel digests: grub's kernel file (PCR 9) or a UKI's `.linux` section
+    /// (PCR 11). At least one kernel measurement must be present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<Vec<String>>,
+    /// Allowed initrd digests: grub's initrd files (PCR 9) or a UKI's `.initrd` (PCR 11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrds: Option<Vec<String>>,
+    /// Kernel command-line rules: every measured command line (grub `kernel_cmdline` in
+    /// PCR 8, systemd-boot/stub UTF-16 in PCR 8 or 12) must match one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_cmdline: Option<Vec<CmdlineRuleDocument>>,
+}
+
+/// dbx requirements: revocations must not be rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbxDocument {
+    /// Entries that must be present (same notation as `db`).
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Fewest entries dbx may hold (a stand-in for its version, which UEFI does not record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_entries: Option<u32>,
+}
+
+/// A kernel command-line rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CmdlineRuleDocument {
+    /// The whole command line, byte for byte.
+    Exact(String),
+    /// A regular expression (Rust `regex` syntax) that must match the whole command line.
+    Regex(String),
+}
+
+/// IMA allowlist.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImaDocument {
+    /// Bank whose PCR 10 the quote must cover (default `sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank: Option<String>,
+    /// Path → allowed file digests (`sha256:<hex>`, `sha1:<hex>`, ...).
+    #[serde(default)]
+    pub allowed: BTreeMap<String, Vec<String>>,
+    /// Regular expressions; an entry whose path matches one is not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    /// Accept violation entries (file changed while measured; their fields are unbound).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_violations: bool,
+}
+
+/// Rules on the quote's clockInfo.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockDocument {
+    /// clockInfo.safe must be yes (same as the top-level `require_clock_safe`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_safe: bool,
+    /// resetCount when the machine was enrolled (from the learned evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_count_at_enrollment: Option<u32>,
+    /// Most reboots (resetCount increments) allowed since `reset_count_at_enrollment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_reboots: Option<u32>,
+    /// Most resumes (restartCount) allowed within one boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+}
+
+fn default_release() -> Option<ReleasePcrDocument> {
+    Some(ReleasePcrDocument {
+        bank: "sha256".into(),
+        index: DEFAULT_RELEASE_PCR,
+    })
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
