@@ -21,7 +21,8 @@ KERNEL COMMAND LINE (overrides the config file):
   rd.unlock.verifier=URL      verifier role base URL (split-trust deployments; wins over .server)
   rd.unlock.tenant=URL        tenant role base URL (wins over .server)
   rd.unlock.timeout=SECONDS   overall budget, whole seconds (default 30)
-  rd.unlock.keyfile=PATH      where the key is written (default /run/cryptsetup-keys.d/root.key)
+  rd.unlock.keyfile=PATH      where the key is written (default /run/cryptsetup-keys.d/<volume>.key
+                              for the first rd.luks.uuid=/rd.luks.name= volume, else root.key)
   rd.unlock.tcti=TCTI         TPM access (default device:/dev/tpmrm0; e.g. swtpm:host=127.0.0.1,port=2321)
   rd.unlock.ek=ecc|rsa        EK template: ecc = NIST P-256 (default), rsa = RSA-2048.
                               No automatic fallback: the EK is the machine's identity.

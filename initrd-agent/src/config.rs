@@ -4,7 +4,9 @@
 //!
 //! Precedence, lowest first: built-in defaults, the TOML file, `rd.unlock.server=` (which sets
 //! both role URLs), then `rd.unlock.verifier=` / `rd.unlock.tenant=` and the other
-//! parameters. `rd.unlock=0` is checked before anything else is read, so a broken config file
+//! parameters. The key file's default follows the first LUKS volume on the command line
+//! (`rd.luks.uuid=` / `rd.luks.name=`, see [`luks_volume`]) unless the file or
+//! `rd.unlock.keyfile=` sets it. `rd.unlock=0` is checked before anything else is read, so a broken config file
 //! can always be bypassed from the boot loader.
 //!
 //! Bad values are refused with the parameter and the rule named; an unknown `rd.unlock.*`
@@ -24,7 +26,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/initrd-agent/config.toml";
 pub const DEFAULT_CA_BUNDLE: &str = "/etc/initrd-agent/ca.pem";
 /// Default TCTI: the kernel's resource manager.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
-/// Default key file, where systemd-cryptsetup looks for the root volume's key.
+/// Where systemd-cryptsetup looks for `<volume>.key` when a volume has no key file
+/// configured.
+pub const KEYS_DIR: &str = "/run/cryptsetup-keys.d";
+/// Key file when neither the config, `rd.unlock.keyfile=` nor a `rd.luks.uuid=` /
+/// `rd.luks.name=` on the command line names the volume (a volume named `root`).
 pub const DEFAULT_KEY_FILE: &str = "/run/cryptsetup-keys.d/root.key";
 /// Default overall budget in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -275,6 +281,9 @@ struct CmdlineParams {
     tcti: Option<String>,
     ek: Option<String>,
     insecure: Option<bool>,
+    /// The first LUKS volume named by `rd.luks.uuid=` / `rd.luks.name=` (or their `luks.*`
+    /// forms), as systemd-cryptsetup-generator names it.
+    luks_volume: Option<String>,
 }
 
 /// Splits a kernel command line into parameters: whitespace separates, double quotes group
@@ -308,8 +317,54 @@ pub fn split_cmdline(cmdline: &str) -> Vec<String> {
     out
 }
 
+/// The volume name systemd-cryptsetup-generator gives the first LUKS volume on the command
+/// line: `rd.luks.name=<uuid>=<name>` names it `<name>`, `rd.luks.uuid=<uuid>` (a leading
+/// `luks-` is ignored, as the generator does) names it `luks-<uuid>` unless a
+/// `rd.luks.name` gives that UUID a name. The non-`rd.` forms count too (the generator
+/// reads both in the initrd). systemd-cryptsetup reads the volume's key from
+/// `/run/cryptsetup-keys.d/<name>.key` when no key file is configured for it.
+pub fn luks_volume(cmdline: &str) -> Option<String> {
+    let tokens = split_cmdline(cmdline);
+    let value = |t: &str, keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| t.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .map(str::to_owned)
+    };
+    let names: Vec<(String, String)> = tokens
+        .iter()
+        .filter_map(|t| value(t, &["rd.luks.name", "luks.name"]))
+        .filter_map(|v| {
+            let (uuid, name) = v.split_once('=')?;
+            let uuid = uuid.strip_prefix("luks-").unwrap_or(uuid);
+            Some((uuid.to_owned(), name.to_owned()))
+        })
+        .collect();
+    let first = tokens.iter().find_map(|t| {
+        if let Some(v) = value(t, &["rd.luks.uuid", "luks.uuid"]) {
+            let uuid = v.strip_prefix("luks-").unwrap_or(&v).to_owned();
+            let named = names
+                .iter()
+                .find(|(u, _)| *u == uuid)
+                .map(|(_, n)| n.clone());
+            return Some(named.unwrap_or_else(|| format!("luks-{uuid}")));
+        }
+        let v = value(t, &["rd.luks.name", "luks.name"])?;
+        v.split_once('=').map(|(_, name)| name.to_owned())
+    })?;
+    // The name becomes a file name: refuse anything that could leave the directory.
+    let safe = !first.is_empty()
+        && first != "."
+        && first != ".."
+        && !first.contains(['/', '\0'])
+        && !first.chars().any(char::is_control);
+    safe.then_some(first)
+}
+
 fn parse_cmdline(cmdline: &str) -> Result<CmdlineParams, ConfigError> {
-    let mut p = CmdlineParams::default();
+    let mut p = CmdlineParams {
+        luks_volume: luks_volume(cmdline),
+        ..CmdlineParams::default()
+    };
     for token in split_cmdline(cmdline) {
         let (key, value) = match token.split_once('=') {
             Some((k, v)) => (k.to_owned(), v.to_owned()),
@@ -500,6 +555,10 @@ fn build(file: FileConfig, cmd: CmdlineParams) -> Result<Config, ConfigError> {
     let key_file = cmd
         .key_file
         .or(file.key_file)
+        .or_else(|| {
+            cmd.luks_volume
+                .map(|v| Path::new(KEYS_DIR).join(format!("{v}.key")))
+        })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_KEY_FILE));
     absolute("key_file", &key_file)?;
     if key_file.file_name().is_none() {

@@ -296,3 +296,66 @@ fn config_file_on_disk() {
     .unwrap();
     assert_eq!(local.ek, EkKind::Rsa2048);
 }
+
+const UUID: &str = "0f6c3b1e-8d7a-4c53-9a0e-3d2f1b6a7c90";
+
+#[test]
+fn key_file_follows_the_luks_volume_named_on_the_command_line() {
+    let key = |toml: &str, cmdline: &str| run(toml, cmdline).key_file;
+    // systemd-cryptsetup-generator names rd.luks.uuid=<uuid> "luks-<uuid>" (with or without
+    // the luks- prefix) and reads /run/cryptsetup-keys.d/<name>.key.
+    let want = PathBuf::from(format!("/run/cryptsetup-keys.d/luks-{UUID}.key"));
+    assert_eq!(key(BOTH, &format!("rd.luks.uuid={UUID} ro")), want);
+    assert_eq!(key(BOTH, &format!("rd.luks.uuid=luks-{UUID}")), want);
+    assert_eq!(key(BOTH, &format!("luks.uuid={UUID}")), want);
+    // rd.luks.name gives the volume its name, in either order.
+    let named = PathBuf::from("/run/cryptsetup-keys.d/cryptroot.key");
+    assert_eq!(
+        key(
+            BOTH,
+            &format!("rd.luks.uuid={UUID} rd.luks.name={UUID}=cryptroot")
+        ),
+        named
+    );
+    assert_eq!(key(BOTH, &format!("rd.luks.name={UUID}=cryptroot")), named);
+    // With several volumes the first one on the command line is the one unlocked.
+    assert_eq!(
+        key(BOTH, &format!("rd.luks.uuid={UUID} rd.luks.uuid=1111")),
+        want
+    );
+    // An explicit setting wins: the file over the derived name, the parameter over both.
+    let file = format!("{BOTH}key_file = \"/run/k/data.key\"\n");
+    assert_eq!(
+        key(&file, &format!("rd.luks.uuid={UUID}")),
+        PathBuf::from("/run/k/data.key")
+    );
+    assert_eq!(
+        key(
+            &file,
+            &format!("rd.luks.uuid={UUID} rd.unlock.keyfile=/run/x.key")
+        ),
+        PathBuf::from("/run/x.key")
+    );
+    // No volume named: the historical default.
+    assert_eq!(
+        key(BOTH, "root=/dev/mapper/root"),
+        PathBuf::from("/run/cryptsetup-keys.d/root.key")
+    );
+}
+
+#[test]
+fn a_luks_volume_name_that_would_leave_the_key_directory_is_ignored() {
+    for cmdline in [
+        "rd.luks.name=abcd=../../etc/shadow",
+        "rd.luks.name=abcd=..",
+        "rd.luks.name=abcd=",
+        "rd.luks.uuid=a/b",
+    ] {
+        assert_eq!(config::luks_volume(cmdline), None, "{cmdline}");
+        assert_eq!(
+            run(BOTH, cmdline).key_file,
+            PathBuf::from("/run/cryptsetup-keys.d/root.key"),
+            "{cmdline}"
+        );
+    }
+}
