@@ -15,6 +15,7 @@
 //! - [`proto`]: the versioned wire types of the agent/server protocol.
 //! - [`keysplit`]: K_b = U xor V, payload encryption, share wrapping and HPKE sealing to NK.
 //! - [`merkle`]: RFC 6962 Merkle tree over the roles' nonces, bound into one quote.
+//! - [`provider`]: checking a host quote shared by a batch of requesters (provider mode).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -28,6 +29,7 @@ pub mod makecred;
 pub mod merkle;
 pub mod policy;
 pub mod proto;
+pub mod provider;
 pub mod quote;
 pub mod wire;
 
