@@ -98,6 +98,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Host mode: serve host TPM quotes to many requesters, one quote per batch
+    /// (POST /v1/provider/quote, GET /v1/provider/ak). Keeps running. See docs/provider.md.
+    Provider(crate::provider::ProviderArgs),
 }
 
 fn say(line: &str) {
@@ -164,6 +167,18 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::from(EXIT_UNLOCKED)
                 }
                 Err(e) => fail(&e),
+            }
+        }
+        Some(Command::Provider(args)) => {
+            let result = config::load_local(&source, &cmdline)
+                .map_err(crate::provider::ProviderError::from)
+                .and_then(|local| crate::provider::run_cli(&args, &local));
+            match result {
+                Ok(never) => match never {},
+                Err(e) => {
+                    say(&format!("provider: {e}"));
+                    ExitCode::from(3)
+                }
             }
         }
         Some(Command::Unlock) | None => {

@@ -17,6 +17,7 @@ pub mod flow;
 pub mod http;
 pub mod keyfile;
 pub mod logs;
+pub mod provider;
 pub mod tpm;
 
 pub use cli::{run, Cli};

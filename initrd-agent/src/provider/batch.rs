@@ -1,0 +1,376 @@
+//! The batching engine: many requesters' nonces, one quote.
+//!
+//! Requesters call [`Batcher::submit`] from their own threads and block until their answer
+//! is ready. One worker thread owns the quoter (the TPM context is not `Send`, so it is
+//! created on that thread by the factory passed to [`Batcher::spawn`]) and loops:
+//! 1. wait for a first pending nonce;
+//! 2. wait until `window` has passed since that nonce arrived, or `max_batch` nonces wait;
+//! 3. take up to `max_batch` nonces, build their RFC 6962 tree, quote once over
+//!    [`host_extra_data`] of the root, and hand every requester the shared quote and its own
+//!    inclusion proof.
+//!
+//! While step 3 runs, new nonces keep queueing under the lock, so the next batch fills while
+//! a quote is in flight; when the quote returns, a batch whose window has already run out
+//! is taken at once. A requester therefore waits at most about one window plus two quote
+//! times (the one in flight when it arrived, then its own). With `window = 0` and
+//! `max_batch = 1` the engine quotes once per request (batching off), the benchmark's
+//! baseline.
+//!
+//! The engine does no I/O itself: the quote is a [`HostQuoter`], so tests drive it with a
+//! software AK and the provider with the real TPM.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use verifier_core::merkle::{InclusionProof, MerkleTree, MAX_LEAVES};
+use verifier_core::provider::host_extra_data;
+use verifier_core::wire::PcrValues;
+
+/// A quote as the host TPM produced it, with the PCR values it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostQuote {
+    /// TPMS_ATTEST exactly as signed.
+    pub attest: Vec<u8>,
+    /// Marshalled TPMT_SIGNATURE.
+    pub signature: Vec<u8>,
+    /// Values of the quoted PCRs.
+    pub pcrs: PcrValues,
+}
+
+/// Something that quotes with the host's AK: the TPM in the provider, a software AK in tests.
+pub trait HostQuoter {
+    /// Why a quote failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// One quote with `extra_data` as qualifyingData.
+    fn quote(&mut self, extra_data: &[u8; 32]) -> Result<HostQuote, Self::Error>;
+    /// The AK's TPMT_PUBLIC (what requesters pin).
+    fn ak_public(&self) -> Vec<u8>;
+}
+
+/// How nonces are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// How long the first nonce of a batch waits for others.
+    pub window: Duration,
+    /// Most nonces in one quote (at most [`MAX_LEAVES`]); a full batch is quoted at once.
+    pub max_batch: usize,
+    /// Most nonces waiting at once; beyond it [`Batcher::submit`] refuses with
+    /// [`BatchError::Busy`] instead of queueing without bound.
+    pub max_pending: usize,
+}
+
+impl BatchConfig {
+    /// One quote per request: the baseline batching is measured against.
+    pub fn unbatched() -> Self {
+        Self {
+            window: Duration::ZERO,
+            max_batch: 1,
+            max_pending: 100_000,
+        }
+    }
+}
+
+/// One batch's quote, shared by all its requesters.
+#[derive(Debug)]
+pub struct BatchQuote {
+    /// The quote and PCRs.
+    pub quote: HostQuote,
+    /// The Merkle root the quote binds.
+    pub root: [u8; 32],
+    /// Requesters in the batch.
+    pub size: usize,
+    /// Sequence number of the quote (0 is the first).
+    pub seq: u64,
+}
+
+/// A requester's answer: the batch's quote and its own inclusion proof.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The shared quote.
+    pub quote: Arc<BatchQuote>,
+    /// The requester's nonce in the batch's tree.
+    pub proof: InclusionProof,
+}
+
+/// Why a requester got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// Too many nonces are already waiting (`max_pending`); retry later.
+    #[error("provider busy: {pending} requests already waiting")]
+    Busy {
+        /// Nonces waiting.
+        pending: usize,
+    },
+    /// The host quote for this batch failed (the cause is the quoter's error).
+    #[error("host quote failed: {0}")]
+    Quote(Arc<dyn std::error::Error + Send + Sync>),
+    /// The batch could not be built (a bug: sizes are bounded by `max_batch`).
+    #[error("batch tree: {0}")]
+    Tree(verifier_core::merkle::MerkleError),
+    /// The engine stopped (shutdown, or its worker ended).
+    #[error("provider engine stopped")]
+    Stopped,
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Quotes taken.
+    pub quotes: u64,
+    /// Requests answered with a quote.
+    pub answered: u64,
+    /// Requests answered with an error.
+    pub failed: u64,
+}
+
+struct Pending {
+    nonce: [u8; 32],
+    arrived: Instant,
+    reply: SyncSender<Result<Answer, BatchError>>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: VecDeque<Pending>,
+    stopping: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    config: BatchConfig,
+    quotes: AtomicU64,
+    answered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves a queue that is still consistent
+        // (push/drain are single calls), so keep serving.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The running engine. Dropping it stops the worker after the batch in flight.
+pub struct Batcher {
+    shared: Arc<Shared>,
+    ak_public: Vec<u8>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// Starts the worker thread, which builds its quoter with `make` (so a quoter that
+    /// cannot move between threads, like a TPM context, works). Returns the factory's error
+    /// if it fails.
+    pub fn spawn<Q, E, F>(config: BatchConfig, make: F) -> Result<Self, E>
+    where
+        Q: HostQuoter,
+        E: Send + 'static,
+        F: FnOnce() -> Result<Q, E> + Send + 'static,
+    {
+        let config = BatchConfig {
+            max_batch: config.max_batch.clamp(1, MAX_LEAVES),
+            max_pending: config.max_pending.max(1),
+            ..config
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            config,
+            quotes: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        });
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Vec<u8>, E>>(1);
+        let worker_shared = Arc::clone(&shared);
+        let worker = std::thread::Builder::new()
+            .name("provider-quoter".into())
+            .spawn(move || {
+                let mut quoter = match make() {
+                    Ok(q) => q,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(quoter.ak_public()));
+                drop(ready_tx);
+                run(&worker_shared, &mut quoter);
+            });
+        let worker = match worker {
+            Ok(w) => w,
+            // Out of threads at startup: the caller sees a stopped engine on first submit.
+            Err(_) => {
+                return Ok(Self {
+                    shared,
+                    ak_public: Vec::new(),
+                    worker: None,
+                })
+            }
+        };
+        match ready_rx.recv() {
+            Ok(Ok(ak_public)) => Ok(Self {
+                shared,
+                ak_public,
+                worker: Some(worker),
+            }),
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                Err(e)
+            }
+            Err(_) => Ok(Self {
+                shared,
+                ak_public: Vec::new(),
+                worker: None,
+            }),
+        }
+    }
+
+    /// The quoter's AK (TPMT_PUBLIC).
+    pub fn ak_public(&self) -> &[u8] {
+        &self.ak_public
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> BatchConfig {
+        self.shared.config
+    }
+
+    /// Queues `nonce` and blocks until its batch is quoted.
+    pub fn submit(&self, nonce: [u8; 32]) -> Result<Answer, BatchError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        {
+            let mut st = self.shared.lock();
+            if st.stopping || self.worker.is_none() {
+                return Err(BatchError::Stopped);
+            }
+            let pending = st.pending.len();
+            if pending >= self.shared.config.max_pending {
+                self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(BatchError::Busy { pending });
+            }
+            st.pending.push_back(Pending {
+                nonce,
+                arrived: Instant::now(),
+                reply,
+            });
+            // The worker sleeps until a first nonce, then until the window ends or the
+            // batch is full; only those two events need to wake it.
+            let len = st.pending.len();
+            if len == 1 || len >= self.shared.config.max_batch {
+                self.shared.wake.notify_one();
+            }
+        }
+        answer.recv().unwrap_or(Err(BatchError::Stopped))
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            quotes: self.shared.quotes.load(Ordering::Relaxed),
+            answered: self.shared.answered.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.wake.notify_all();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The worker loop: take a batch when its window ends or it is full, quote, fan out.
+fn run<Q: HostQuoter>(shared: &Shared, quoter: &mut Q) {
+    let config = shared.config;
+    loop {
+        let batch: Vec<Pending> = {
+            let mut st = shared.lock();
+            loop {
+                if st.stopping {
+                    for p in st.pending.drain(..) {
+                        let _ = p.reply.send(Err(BatchError::Stopped));
+                    }
+                    return;
+                }
+                let Some(first) = st.pending.front() else {
+                    st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                };
+                let deadline = first.arrived + config.window;
+                let now = Instant::now();
+                if st.pending.len() >= config.max_batch || now >= deadline {
+                    break;
+                }
+                st = shared
+                    .wake
+                    .wait_timeout(st, deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            let n = st.pending.len().min(config.max_batch);
+            st.pending.drain(..n).collect()
+        };
+        answer_batch(shared, quoter, batch);
+    }
+}
+
+fn answer_batch<Q: HostQuoter>(shared: &Shared, quoter: &mut Q, batch: Vec<Pending>) {
+    let fail = |batch: Vec<Pending>, e: BatchError| {
+        shared.failed.fetch_add(
+            u64::try_from(batch.len()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        for p in batch {
+            let _ = p.reply.send(Err(e.clone()));
+        }
+    };
+    let nonces: Vec<[u8; 32]> = batch.iter().map(|p| p.nonce).collect();
+    let tree = match MerkleTree::new(&nonces) {
+        Ok(t) => t,
+        Err(e) => return fail(batch, BatchError::Tree(e)),
+    };
+    let root = tree.root();
+    let quote = match quoter.quote(&host_extra_data(&root)) {
+        Ok(q) => q,
+        Err(e) => return fail(batch, BatchError::Quote(Arc::new(e))),
+    };
+    let seq = shared.quotes.fetch_add(1, Ordering::Relaxed);
+    let shared_quote = Arc::new(BatchQuote {
+        quote,
+        root,
+        size: batch.len(),
+        seq,
+    });
+    for (i, p) in batch.into_iter().enumerate() {
+        let answer = tree.proof(i).map_err(BatchError::Tree).map(|proof| Answer {
+            quote: Arc::clone(&shared_quote),
+            proof,
+        });
+        if answer.is_ok() {
+            shared.answered.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        // A requester that gave up (closed connection) no longer listens; that is fine.
+        let _ = p.reply.send(answer);
+    }
+}
