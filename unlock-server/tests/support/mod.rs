@@ -206,17 +206,32 @@ pub fn code(body: &[u8]) -> String {
         .to_owned()
 }
 
-/// The `initrd-agent` binary of this workspace (built by `cargo test --workspace`).
+/// The `initrd-agent` binary of this workspace. `cargo test --workspace` builds it; when
+/// only this package's tests were built, it is built here once (same target directory).
 pub fn agent_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("initrd-agent");
-    assert!(
-        bin.is_file(),
-        "{} not found: build it first (cargo build -p initrd-agent, or run cargo test --workspace)",
-        bin.display()
-    );
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let bin = profile_dir.join("initrd-agent");
+            if !bin.is_file() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let status = Command::new(cargo)
+                    .args(["build", "-p", "initrd-agent", "--bin", "initrd-agent"])
+                    .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "building initrd-agent failed");
+            }
+            assert!(
+                bin.is_file(),
+                "{} not found after building it",
+                bin.display()
+            );
+            bin
+        })
+        .clone()
 }
 
 /// One machine: its swtpm, and files for the agent (config, empty kernel command line).
@@ -261,11 +276,23 @@ impl Machine {
     }
 
     fn config(&self, server: &Server, event_log: Option<&Path>) -> PathBuf {
+        let verifier = format!("{}/verifier", server.url);
+        let tenant = format!("{}/tenant", server.url);
+        self.config_split(&verifier, &tenant, &server.ca(), event_log)
+    }
+
+    /// Agent configuration with explicit role URLs (split-trust deployments).
+    pub fn config_split(
+        &self,
+        verifier: &str,
+        tenant: &str,
+        ca: &Path,
+        event_log: Option<&Path>,
+    ) -> PathBuf {
         let missing = self.dir.path().join("missing");
         let cfg = format!(
-            "verifier_url = \"{url}/verifier\"\ntenant_url = \"{url}/tenant\"\nca_bundle = \"{ca}\"\ntcti = \"{tcti}\"\nek = \"{ek}\"\nkey_file = \"{key}\"\ntimeout_secs = 30\nevent_log = \"{log}\"\nima_log = \"{missing}\"\n",
-            url = server.url,
-            ca = server.ca().display(),
+            "verifier_url = \"{verifier}\"\ntenant_url = \"{tenant}\"\nca_bundle = \"{ca}\"\ntcti = \"{tcti}\"\nek = \"{ek}\"\nkey_file = \"{key}\"\ntimeout_secs = 30\nevent_log = \"{log}\"\nima_log = \"{missing}\"\n",
+            ca = ca.display(),
             tcti = self.tcti(),
             ek = self.ek,
             key = self.key_file().display(),
@@ -281,6 +308,11 @@ impl Machine {
     /// Runs `initrd-agent [args]` (verbose unlock by default) against `server`.
     pub fn agent(&self, server: &Server, event_log: Option<&Path>, args: &[&str]) -> Output {
         let cfg = self.config(server, event_log);
+        self.agent_with(&cfg, args)
+    }
+
+    /// Runs `initrd-agent --config cfg [args]`.
+    pub fn agent_with(&self, cfg: &Path, args: &[&str]) -> Output {
         Command::new(agent_bin())
             .arg("--config")
             .arg(cfg)
