@@ -137,6 +137,32 @@ impl fmt::Display for SigEntry {
     }
 }
 
+/// A hasher for [`SigEntry`] sets: the keys are SHA-256 outputs (or GUIDs), already
+/// uniform, so folding their bytes is enough and much cheaper than SipHash over dbx's
+/// hundreds of entries on every evaluation. Keys come from the policy and the measured
+/// log, which cannot pick collisions that matter: a collision only costs a comparison.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            for (d, s) in b.iter_mut().zip(chunk) {
+                *d = *s;
+            }
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+}
+
+/// Builds [`KeyHasher`]s.
+pub(crate) type KeyHash = std::hash::BuildHasherDefault<KeyHasher>;
+
 /// Registry-format GUID text back to its wire bytes (mixed endian, as [`Guid`] shows it).
 fn parse_guid(s: &str) -> Option<[u8; 16]> {
     let parts: Vec<&str> = s.split('-').collect();

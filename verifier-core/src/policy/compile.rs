@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use regex::Regex;
 
 use super::boot::{
-    SigEntry, PCR_BOOT_APPS, PCR_GRUB_CMD, PCR_GRUB_FILES, PCR_SD_CMDLINE, PCR_SECURE_BOOT, PCR_UKI,
+    KeyHash, SigEntry, PCR_BOOT_APPS, PCR_GRUB_CMD, PCR_GRUB_FILES, PCR_SD_CMDLINE,
+    PCR_SECURE_BOOT, PCR_UKI,
 };
 use super::document::{CmdlineRuleDocument, MeasuredBootDocument, PolicyDocument};
 use super::PolicyError;
@@ -40,12 +41,20 @@ pub(super) struct MeasuredBoot {
     pub(super) covered: Vec<u8>,
     pub(super) require_secure_boot: bool,
     /// PK, KEK, db allowlists.
-    pub(super) keys: [Option<HashSet<SigEntry>>; 3],
-    pub(super) dbx: Option<(Vec<SigEntry>, Option<u32>)>,
+    pub(super) keys: [Option<HashSet<SigEntry, KeyHash>>; 3],
+    pub(super) dbx: Option<DbxRule>,
     pub(super) boot_apps: Option<Vec<Digest>>,
     pub(super) kernels: Option<Vec<Digest>>,
     pub(super) initrds: Option<Vec<Digest>>,
     pub(super) cmdline: Option<Vec<CmdlineRule>>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct DbxRule {
+    pub(super) required: Vec<SigEntry>,
+    /// Position of each required entry in `required`.
+    pub(super) index: HashMap<SigEntry, usize, KeyHash>,
+    pub(super) min_entries: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -232,7 +241,9 @@ fn measured_boot(doc: &MeasuredBootDocument) -> Result<MeasuredBoot, PolicyError
     };
     let keys_of = |name: &str, v: &Option<Vec<String>>| {
         v.as_ref()
-            .map(|l| sig_entries(&f(name), l).map(|e| e.into_iter().collect::<HashSet<_>>()))
+            .map(|l| {
+                sig_entries(&f(name), l).map(|e| e.into_iter().collect::<HashSet<_, KeyHash>>())
+            })
             .transpose()
     };
     let keys = [
@@ -241,7 +252,17 @@ fn measured_boot(doc: &MeasuredBootDocument) -> Result<MeasuredBoot, PolicyError
         keys_of("db", &doc.db)?,
     ];
     let dbx = match &doc.dbx {
-        Some(d) => Some((sig_entries(&f("dbx.required"), &d.required)?, d.min_entries)),
+        Some(d) => {
+            let mut required = sig_entries(&f("dbx.required"), &d.required)?;
+            required.sort_unstable();
+            required.dedup();
+            let index = required.iter().enumerate().map(|(i, e)| (*e, i)).collect();
+            Some(DbxRule {
+                required,
+                index,
+                min_entries: d.min_entries,
+            })
+        }
         None => None,
     };
     let cmdline = match &doc.kernel_cmdline {

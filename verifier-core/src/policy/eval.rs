@@ -266,13 +266,24 @@ fn measured_boot(mb: &MeasuredBoot, claims: &Claims<'_>, out: &mut Sink) {
         };
         out.record(&rule, r);
     }
-    if let Some((required, min)) = &mb.dbx {
+    if let Some(rule) = &mb.dbx {
         let r = match state.key_db(KeyDb::Dbx) {
             None => Err("dbx is not measured (PCR 7)".into()),
             Some(s) if !s.bound => Err(unbound(s.event)),
             Some(s) => {
-                let missing: Vec<&SigEntry> =
-                    required.iter().filter(|e| !s.entries.contains(e)).collect();
+                let mut seen = vec![false; rule.required.len()];
+                for e in &s.entries {
+                    if let Some(slot) = rule.index.get(e).and_then(|&i| seen.get_mut(i)) {
+                        *slot = true;
+                    }
+                }
+                let missing: Vec<&SigEntry> = rule
+                    .required
+                    .iter()
+                    .zip(&seen)
+                    .filter(|(_, seen)| !**seen)
+                    .map(|(e, _)| e)
+                    .collect();
                 let count = u32::try_from(s.entries.len()).unwrap_or(u32::MAX);
                 if !missing.is_empty() {
                     Err(format!(
@@ -280,10 +291,9 @@ fn measured_boot(mb: &MeasuredBoot, claims: &Claims<'_>, out: &mut Sink) {
                         plural(missing.len(), "required entry is", "required entries are"),
                         named(missing.iter())
                     ))
-                } else if min.is_some_and(|m| count < m) {
+                } else if let Some(min) = rule.min_entries.filter(|m| count < *m) {
                     Err(format!(
-                        "dbx holds {count} entries, fewer than the {} required",
-                        min.unwrap_or(0)
+                        "dbx holds {count} entries, fewer than the {min} required"
                     ))
                 } else {
                     Ok(format!("{count} entries, every required one present"))
