@@ -6,8 +6,7 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-use verifier_core::proto::v1::{AgentId, ImaLog, PcrBank};
+use verifier_core::proto::v1::AgentId;
 use verifier_core::proto::Base64Bytes;
 
 use crate::config::LocalConfig;
@@ -15,35 +14,8 @@ use crate::flow::FlowError;
 use crate::logs::{read_event_log, read_ima_log};
 use crate::tpm::{full_selection, EkKind, Tpm};
 
-/// Identifies the JSON layout below.
-pub const EVIDENCE_FORMAT: &str = "initrd-agent-evidence/v1";
-
-/// The captured evidence (JSON; binary fields base64 as in the protocol).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CapturedEvidence {
-    /// Always [`EVIDENCE_FORMAT`].
-    pub format: String,
-    /// The agent id (SHA-256 of the EK's TPMT_PUBLIC).
-    pub agent_id: AgentId,
-    /// The EK template (`ecc` or `rsa`).
-    pub ek: String,
-    /// The EK's TPMT_PUBLIC.
-    pub ek_pub: Base64Bytes,
-    /// The EK certificate (DER), if the TPM holds one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ek_cert: Option<Base64Bytes>,
-    /// A fresh AK's TPMT_PUBLIC (AKs are per boot; this one is for reference only).
-    pub ak_pub: Base64Bytes,
-    /// Every PCR (0-23) of every active bank.
-    pub pcrs: Vec<PcrBank>,
-    /// The UEFI event log.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_log: Option<Base64Bytes>,
-    /// The IMA list.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ima_log: Option<ImaLog>,
-}
+// The layout is defined once in verifier-core, shared with `unlockctl policy learn|check`.
+pub use verifier_core::proto::v1::{CapturedEvidence, EVIDENCE_FORMAT};
 
 /// Captures the evidence from the TPM and the log files.
 pub fn capture(config: &LocalConfig) -> Result<CapturedEvidence, FlowError> {
@@ -71,6 +43,7 @@ pub fn capture(config: &LocalConfig) -> Result<CapturedEvidence, FlowError> {
             pcrs: crate::flow::pcr_banks(&sel, &values),
             event_log: read_event_log(&config.event_log)?.map(Base64Bytes::new),
             ima_log: read_ima_log(&config.ima_log)?,
+            clock_info: None,
         })
     })();
     let _ = tpm.flush_ek(ek);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -83,6 +83,14 @@ fn role_router(state: RoleState) -> Router {
         .route("/admin/v1/enrollments/{agent_id}", get(show).delete(delete))
         .route("/admin/v1/enrollments/{agent_id}/rearm", post(rearm))
         .route("/admin/v1/enrollments/{agent_id}/revoke", post(revoke))
+        .route(
+            v1::admin_path::POLICIES,
+            get(policy_list).post(policy_create),
+        )
+        .route("/admin/v1/policies/{name}", get(policy_show))
+        .route("/admin/v1/policies/{name}/versions", post(policy_update))
+        .route("/admin/v1/policies/{name}/diff", get(policy_diff))
+        .route("/admin/v1/policies/{name}/apply", post(policy_apply))
         .with_state(state)
 }
 
@@ -250,6 +258,107 @@ async fn delete(
     let svc = s.svc.clone();
     match blocking(move || svc.delete(agent_id.as_str())).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `?version=N`, `?from=A&to=B`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    version: Option<u32>,
+    from: Option<u32>,
+    to: Option<u32>,
+}
+
+/// Runs an admin action that needs no body (token checked first).
+async fn admin_get<T: Serialize + Validate + Send + 'static>(
+    s: RoleState,
+    headers: &HeaderMap,
+    f: impl FnOnce(&RoleService) -> Result<T, ApiError> + Send + 'static,
+) -> Response {
+    if let Err(e) = s.token.check(headers) {
+        return e.into_response();
+    }
+    let svc = s.svc.clone();
+    match blocking(move || f(&svc)).await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn policy_list(State(s): State<RoleState>, headers: HeaderMap) -> Response {
+    admin_get(s, &headers, |svc| svc.list_policies()).await
+}
+
+async fn policy_show(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Response {
+    admin_get(s, &headers, move |svc| svc.show_policy(&name, q.version)).await
+}
+
+async fn policy_diff(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Response {
+    admin_get(s, &headers, move |svc| {
+        let from = q.from.ok_or_else(|| {
+            ApiError::new(ErrorCode::MalformedRequest, "diff needs ?from=VERSION")
+        })?;
+        svc.diff_policy(&name, from, q.to)
+    })
+    .await
+}
+
+async fn policy_create(State(s): State<RoleState>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(e) = s.token.check(&headers) {
+        return e.into_response();
+    }
+    match handle(&s, body, |svc, req, _, now| svc.create_policy(req, now)).await {
+        Ok(r) => json(StatusCode::CREATED, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn policy_update(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    if let Err(e) = s.token.check(&headers) {
+        return e.into_response();
+    }
+    match handle(&s, body, move |svc, req, _, now| {
+        svc.update_policy(&name, req, now)
+    })
+    .await
+    {
+        Ok(r) => json(StatusCode::CREATED, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn policy_apply(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    if let Err(e) = s.token.check(&headers) {
+        return e.into_response();
+    }
+    match handle(&s, body, move |svc, req, _, now| {
+        svc.apply_policy(&name, req, now)
+    })
+    .await
+    {
+        Ok(r) => json(StatusCode::OK, &r),
         Err(e) => e.into_response(),
     }
 }

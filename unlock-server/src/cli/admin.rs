@@ -28,10 +28,18 @@ pub struct EnrollArgs {
     /// The secret to release (the LUKS key file), at most 64 KiB.
     #[arg(long)]
     pub payload: PathBuf,
-    /// Policy document (JSON). Without it only the release-PCR rule applies: any genuine
-    /// boot of this TPM unlocks, whatever it booted.
-    #[arg(long)]
+    /// Policy document (JSON), inline and anonymous. Without it (and without
+    /// --policy-name) only the release-PCR rule applies: any genuine boot of this TPM
+    /// unlocks, whatever it booted.
+    #[arg(long, conflicts_with = "policy_name")]
     pub policy: Option<PathBuf>,
+    /// A named policy on the server (`unlockctl policy create`); the enrollment is pinned
+    /// to its latest version (or --policy-version) until `unlockctl policy apply` moves it.
+    #[arg(long)]
+    pub policy_name: Option<String>,
+    /// The version of --policy-name [default: the latest].
+    #[arg(long, requires = "policy_name")]
+    pub policy_version: Option<u32>,
     /// Releases allowed per boot.
     #[arg(long, default_value_t = 1)]
     pub max_attestations: u32,
@@ -100,13 +108,20 @@ pub fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
             args.payload.display()
         );
     }
-    let policy = read_policy(args.policy.as_deref())?;
-    let material = enroll_material(agent_id.as_str(), &payload)?;
     let (verifier, tenant) = args.conn.clients()?;
+    let (policy, policy_ref) = match &args.policy_name {
+        Some(name) => {
+            let (doc, r) = super::policy::named(&verifier, &tenant, name, args.policy_version)?;
+            (doc, Some(r))
+        }
+        None => (read_policy(args.policy.as_deref())?, None),
+    };
+    let material = enroll_material(agent_id.as_str(), &payload)?;
     let request = |share: &[u8], payload_ct: Option<Base64Bytes>| EnrollRequest {
         agent_id: agent_id.clone(),
         ek_pub: Base64Bytes::new(ek.clone()),
         policy: policy.clone(),
+        policy_ref: policy_ref.clone(),
         max_attestations: args.max_attestations,
         max_boots: args.max_boots,
         share: Base64Bytes::new(share.to_vec()),

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod client;
 mod eventlog;
+mod policy;
 
 /// Operator CLI of the TPM-attested network disk unlock service.
 #[derive(Debug, Parser)]
@@ -38,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: eventlog::EventlogCommand,
     },
+    /// Learn and check policies offline; manage named, versioned policies on the server.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 /// Runs the parsed command line.
@@ -50,6 +56,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rearm(a) => admin::rearm(&a),
         Command::Delete(a) => admin::delete(&a),
         Command::Eventlog { command } => eventlog::run(command),
+        Command::Policy { command } => policy::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,8 +3,8 @@
 use verifier_core::keysplit::{wrap_context, Share};
 use verifier_core::policy::{Policy, PolicyDocument};
 use verifier_core::proto::v1::{
-    AgentId, AttemptRecord, EnrollRequest, EnrollmentInfo, EnrollmentList, ErrorCode, Role,
-    SessionRecord,
+    AgentId, AttemptRecord, EnrollRequest, EnrollmentInfo, EnrollmentList, ErrorCode, Id,
+    PolicyRef, Role, SessionRecord,
 };
 
 use super::RoleService;
@@ -32,6 +32,16 @@ impl RoleService {
         }
         Policy::from_document(req.policy.clone())
             .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.to_string()))?;
+        if let Some(r) = &req.policy_ref {
+            // The operator enrolls with the document it saw: it must be the named version.
+            let stored = self.policy_version(r.name.as_str(), Some(r.version))?;
+            if stored.document != req.policy {
+                return Err(ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!("policy: the document is not {r} as stored by this role"),
+                ));
+            }
+        }
         let share = Share::from_slice(req.share.as_bytes())
             .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("share: {e}")))?;
         let agent_id = req.agent_id.as_str();
@@ -40,7 +50,7 @@ impl RoleService {
             .wrap_share(&share, &wrap_context(self.role.as_str(), agent_id))
             .map_err(ApiError::internal)?;
         let policy = serde_json::to_string(&req.policy).map_err(ApiError::internal)?;
-        let result = self.store.enroll(
+        let result = self.store.enroll_pinned(
             &NewEnrollment {
                 agent_id: agent_id.to_owned(),
                 ek_pub: req.ek_pub.as_bytes().to_vec(),
@@ -50,6 +60,9 @@ impl RoleService {
                 share_wrapped: wrapped,
                 payload_ct: req.payload_ct.as_ref().map(|p| p.as_bytes().to_vec()),
             },
+            req.policy_ref
+                .as_ref()
+                .map(|r| (r.name.as_str(), r.version)),
             now,
         );
         match result {
@@ -61,6 +74,12 @@ impl RoleService {
                         "agent {a} is already enrolled with the {} role; delete it first",
                         self.role.as_str()
                     ),
+                ))
+            }
+            Err(StoreError::PolicyNotFound(p)) => {
+                return Err(ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!("no policy {p} on the {} role", self.role.as_str()),
                 ))
             }
             Err(e) => return Err(e.into()),
@@ -159,6 +178,13 @@ fn info(
     attempts: Vec<AttemptRecord>,
 ) -> Result<EnrollmentInfo, ApiError> {
     let policy: PolicyDocument = serde_json::from_str(&e.policy).map_err(ApiError::internal)?;
+    let policy_ref = match e.policy_ref {
+        Some((name, version)) => Some(PolicyRef {
+            name: Id::try_from(name).map_err(ApiError::internal)?,
+            version,
+        }),
+        None => None,
+    };
     Ok(EnrollmentInfo {
         agent_id: AgentId::try_from(e.agent_id).map_err(ApiError::internal)?,
         state: e.state.as_str().to_owned(),
@@ -168,6 +194,7 @@ fn info(
         created_at: e.created_at,
         updated_at: e.updated_at,
         policy,
+        policy_ref,
         sessions,
         attempts,
     })

@@ -8,6 +8,7 @@
 
 mod admin;
 mod agent;
+mod policies;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -7,6 +7,7 @@
 //! request's. The database runs in WAL mode with `synchronous=FULL`, so a release is on disk
 //! before its answer leaves the process.
 
+mod policies;
 mod types;
 
 use std::path::Path;
@@ -14,10 +15,14 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
 pub use types::*;
 
 /// Migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_policies.sql"),
+];
 
 /// A role's database.
 #[derive(Debug)]
@@ -47,6 +52,12 @@ pub enum StoreError {
     /// No enrollment for this agent.
     #[error("agent {0} is not enrolled")]
     NotFound(String),
+    /// A named policy of this name already exists.
+    #[error("policy {0} already exists (add a version with `unlockctl policy update`)")]
+    PolicyExists(String),
+    /// No such named policy (or version).
+    #[error("no policy {0}")]
+    PolicyNotFound(String),
     /// A stored value is not what this program wrote (corruption or manual edit).
     #[error("corrupt row in {table}: {what}")]
     Corrupt {
@@ -96,8 +107,32 @@ impl Store {
 
     /// Records a new enrollment. Refuses to overwrite an existing one.
     pub fn enroll(&self, e: &NewEnrollment, now: i64) -> Result<(), StoreError> {
+        self.enroll_pinned(e, None, now)
+    }
+
+    /// Records a new enrollment pinned to a named policy version (`e.policy` must be that
+    /// version's document), in one transaction that checks the version exists.
+    pub fn enroll_pinned(
+        &self,
+        e: &NewEnrollment,
+        policy_ref: Option<(&str, u32)>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         self.with(|c| {
-            let r = c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some((name, version)) = policy_ref {
+                let exists: Option<i64> = tx
+                    .query_row(
+                        "SELECT 1 FROM policies WHERE name = ?1 AND version = ?2",
+                        params![name, version],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                if exists.is_none() {
+                    return Err(StoreError::PolicyNotFound(format!("{name} v{version}")));
+                }
+            }
+            let r = tx.execute(
                 "INSERT INTO enrollments (agent_id, ek_pub, policy, max_attestations, max_boots,
                     share_wrapped, payload_ct, state, boots_used, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'armed', 0, ?8, ?8)",
@@ -113,7 +148,17 @@ impl Store {
                 ],
             );
             match r {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    if let Some((name, version)) = policy_ref {
+                        tx.execute(
+                            "UPDATE enrollments SET policy_name = ?2, policy_version = ?3
+                             WHERE agent_id = ?1",
+                            params![e.agent_id, name, version],
+                        )?;
+                    }
+                    tx.commit()?;
+                    Ok(())
+                }
                 Err(rusqlite::Error::SqliteFailure(f, _))
                     if f.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
@@ -132,7 +177,7 @@ impl Store {
     /// All enrollments (without their wrapped secrets), ordered by agent id.
     pub fn list(&self) -> Result<Vec<Enrollment>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare(&format!("{ENROLLMENT_SELECT} ORDER BY agent_id"))?;
+            let mut stmt = c.prepare(&format!("{ENROLLMENT_SELECT} ORDER BY e.agent_id"))?;
             let rows = stmt.query_map([], enrollment_from_row)?;
             rows.map(|r| r.map_err(StoreError::from).and_then(|x| x))
                 .collect()
@@ -530,12 +575,17 @@ fn corrupt_session() -> StoreError {
     }
 }
 
-const ENROLLMENT_SELECT: &str = "SELECT agent_id, ek_pub, policy, max_attestations, max_boots,
-    share_wrapped, payload_ct, state, boots_used, created_at, updated_at FROM enrollments";
+/// An enrollment pinned to a named policy version is evaluated against that stored version
+/// (versions are immutable); an inline one against its own document.
+const ENROLLMENT_SELECT: &str = "SELECT e.agent_id, e.ek_pub, COALESCE(p.document, e.policy),
+    e.max_attestations, e.max_boots, e.share_wrapped, e.payload_ct, e.state, e.boots_used,
+    e.created_at, e.updated_at, e.policy_name, e.policy_version
+    FROM enrollments e LEFT JOIN policies p
+        ON p.name = e.policy_name AND p.version = e.policy_version";
 
 fn load_enrollment(c: &Connection, agent_id: &str) -> Result<Option<Enrollment>, StoreError> {
     c.query_row(
-        &format!("{ENROLLMENT_SELECT} WHERE agent_id = ?1"),
+        &format!("{ENROLLMENT_SELECT} WHERE e.agent_id = ?1"),
         [agent_id],
         enrollment_from_row,
     )
@@ -554,7 +604,16 @@ fn enrollment_from_row(
     let max_att: i64 = row.get(3)?;
     let max_boots: Option<i64> = row.get(4)?;
     let boots_used: i64 = row.get(8)?;
+    let policy_name: Option<String> = row.get(11)?;
+    let policy_version: Option<i64> = row.get(12)?;
     let parsed = (|| {
+        let policy_ref = match (policy_name, policy_version) {
+            (Some(n), Some(v)) => {
+                Some((n, u32::try_from(v).map_err(|_| corrupt("policy_version"))?))
+            }
+            (None, None) => None,
+            _ => return Err(corrupt("policy_name/policy_version")),
+        };
         Ok(Enrollment {
             agent_id: row.get(0)?,
             ek_pub: row.get(1)?,
@@ -570,6 +629,7 @@ fn enrollment_from_row(
             boots_used: u32::try_from(boots_used).map_err(|_| corrupt("boots_used"))?,
             created_at: row.get(9)?,
             updated_at: row.get(10)?,
+            policy_ref,
         })
     })();
     Ok(parsed)

@@ -114,6 +114,8 @@ pub struct Enrollment {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// The named policy version `policy` is (`None`: inline policy).
+    pub policy_ref: Option<(String, u32)>,
 }
 
 impl fmt::Debug for Enrollment {

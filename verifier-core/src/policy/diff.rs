@@ -10,13 +10,13 @@
 //! Anything else is reported as a change of unknown direction, which callers must treat as
 //! possibly widening.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::PolicyDocument;
 
 /// The direction of one change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// Accepts boots the old version refused.
@@ -28,7 +28,8 @@ pub enum Effect {
 }
 
 /// One change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Change {
     /// JSON path (`measured_boot.db`, `pcrs[sha256:7].allowed`).
     pub path: String,
@@ -39,7 +40,8 @@ pub struct Change {
 }
 
 /// Every change from one document to another.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PolicyDiff {
     /// In document order.
     pub changes: Vec<Change>,

@@ -331,6 +331,7 @@ pub fn enroll_requests(
         agent_id: agent_id.clone(),
         ek_pub: Base64Bytes::from(ek_pub),
         policy: policy.clone(),
+        policy_ref: None,
         max_attestations,
         max_boots: None,
         share: Base64Bytes::from(share.expose_secret().as_slice()),

@@ -1,17 +1,225 @@
 //! Admin API of a role (`/admin/v1/...`, bearer token): deposit, list, show, re-arm, revoke
-//! and delete enrollments. Used by `unlockctl`; never by agents.
+//! and delete enrollments; create, version, diff and apply named policies. Used by
+//! `unlockctl`; never by agents.
 
 use serde::{Deserialize, Serialize};
 
-use super::common::AgentId;
+use super::common::{AgentId, Id};
 use super::{Validate, MAX_PUBLIC};
-use crate::policy::PolicyDocument;
+use crate::policy::{PolicyDiff, PolicyDocument};
 use crate::proto::{Base64Bytes, ProtoError};
 
 /// Admin paths, relative to a role's base URL.
 pub mod admin_path {
     /// `GET` list, `POST` deposit.
     pub const ENROLLMENTS: &str = "/admin/v1/enrollments";
+    /// `GET` list, `POST` create ([`super::PolicyCreateRequest`]). Below it, per name:
+    /// `GET /{name}[?version=N]`, `POST /{name}/versions` ([`super::PolicyUpdateRequest`]),
+    /// `GET /{name}/diff?from=A&to=B`, `POST /{name}/apply` ([`super::PolicyApplyRequest`]).
+    pub const POLICIES: &str = "/admin/v1/policies";
+}
+
+/// A version of a named policy. Versions are immutable; enrollments stay on the version
+/// they were given until an operator moves them, so a new version never silently changes
+/// what an enrolled machine may boot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRef {
+    /// The policy's name (1-64 characters of `[A-Za-z0-9_-]`).
+    pub name: Id,
+    /// Its version (1, 2, ...).
+    pub version: u32,
+}
+
+impl std::fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} v{}", self.name, self.version)
+    }
+}
+
+fn check_policy(doc: &PolicyDocument) -> Result<(), ProtoError> {
+    crate::policy::Policy::from_document(doc.clone())
+        .map(drop)
+        .map_err(|_| ProtoError::Invalid {
+            field: "document",
+            reason: "is not a valid policy (check it with `unlockctl policy check`)",
+        })
+}
+
+/// `POST /admin/v1/policies`: a new named policy (version 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyCreateRequest {
+    /// The name, unique per role.
+    pub name: Id,
+    /// The document.
+    pub document: PolicyDocument,
+}
+
+impl Validate for PolicyCreateRequest {
+    fn validate(&self) -> Result<(), ProtoError> {
+        check_policy(&self.document)
+    }
+}
+
+/// `POST /admin/v1/policies/{name}/versions`: the next version of a named policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyUpdateRequest {
+    /// The new document.
+    pub document: PolicyDocument,
+}
+
+impl Validate for PolicyUpdateRequest {
+    fn validate(&self) -> Result<(), ProtoError> {
+        check_policy(&self.document)
+    }
+}
+
+/// One version of a named policy, with what changed since the previous version and which
+/// enrollments are not on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyVersionInfo {
+    /// Name and version.
+    pub policy: PolicyRef,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// The document.
+    pub document: PolicyDocument,
+    /// Changes from the previous version (absent for version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_from_previous: Option<PolicyDiff>,
+    /// Enrollments of this policy pinned to other versions (they keep those until moved
+    /// with `apply`).
+    #[serde(default)]
+    pub pinned_elsewhere: Vec<PinnedAgent>,
+}
+
+impl Validate for PolicyVersionInfo {
+    fn validate(&self) -> Result<(), ProtoError> {
+        Ok(())
+    }
+}
+
+/// An enrollment and the policy version it is pinned to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedAgent {
+    /// The machine.
+    pub agent_id: AgentId,
+    /// Its version.
+    pub version: u32,
+}
+
+/// `GET /admin/v1/policies`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyList {
+    /// By name.
+    pub policies: Vec<PolicySummary>,
+}
+
+impl Validate for PolicyList {
+    fn validate(&self) -> Result<(), ProtoError> {
+        Ok(())
+    }
+}
+
+/// One named policy in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySummary {
+    /// The name.
+    pub name: Id,
+    /// Highest version.
+    pub latest_version: u32,
+    /// Unix seconds of the latest version.
+    pub updated_at: i64,
+    /// Enrollments on any version of it.
+    pub enrollments: u32,
+    /// Of those, on an older version than the latest.
+    pub behind: u32,
+}
+
+/// `GET /admin/v1/policies/{name}/diff?from=A&to=B`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDiffInfo {
+    /// Old version.
+    pub from: PolicyRef,
+    /// New version.
+    pub to: PolicyRef,
+    /// The changes.
+    pub diff: PolicyDiff,
+}
+
+impl Validate for PolicyDiffInfo {
+    fn validate(&self) -> Result<(), ProtoError> {
+        Ok(())
+    }
+}
+
+/// `POST /admin/v1/policies/{name}/apply`: move enrollments to a version. With `dry_run`
+/// nothing changes and the answer shows what would.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyApplyRequest {
+    /// The version to move to.
+    pub version: u32,
+    /// These agents (enrolled with any policy, named or inline)...
+    #[serde(default)]
+    pub agents: Vec<AgentId>,
+    /// ...or every enrollment of this policy.
+    #[serde(default)]
+    pub all: bool,
+    /// Only report.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl Validate for PolicyApplyRequest {
+    fn validate(&self) -> Result<(), ProtoError> {
+        if self.all == self.agents.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtoError::Invalid {
+                field: "agents",
+                reason: "name agents, or set all, but not both",
+            })
+        }
+    }
+}
+
+/// The answer to an apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyApplyResponse {
+    /// The version applied.
+    pub to: PolicyRef,
+    /// Whether anything changed.
+    pub dry_run: bool,
+    /// Each enrollment moved (or that would move), with what changes for it.
+    pub moved: Vec<MovedAgent>,
+}
+
+impl Validate for PolicyApplyResponse {
+    fn validate(&self) -> Result<(), ProtoError> {
+        Ok(())
+    }
+}
+
+/// One enrollment moved to another policy version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovedAgent {
+    /// The machine.
+    pub agent_id: AgentId,
+    /// The version it was on (absent: an inline policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<PolicyRef>,
+    /// What changes for it.
+    pub diff: PolicyDiff,
 }
 
 /// `POST /admin/v1/enrollments`: deposit this role's half for one machine.
@@ -27,6 +235,10 @@ pub struct EnrollRequest {
     pub ek_pub: Base64Bytes,
     /// Policy the evidence must satisfy.
     pub policy: PolicyDocument,
+    /// The named policy version `policy` is (the role checks they are the same document and
+    /// pins the enrollment to that version). Absent: an inline, anonymous policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_ref: Option<PolicyRef>,
     /// Releases allowed per boot session.
     pub max_attestations: u32,
     /// Boot sessions allowed in the enrollment's lifetime (absent: unbounded).
@@ -97,6 +309,9 @@ pub struct EnrollmentInfo {
     pub updated_at: i64,
     /// The policy.
     pub policy: PolicyDocument,
+    /// The named policy version it is pinned to (absent: inline policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_ref: Option<PolicyRef>,
     /// Boot sessions, newest first.
     #[serde(default)]
     pub sessions: Vec<SessionRecord>,

@@ -17,7 +17,9 @@ mod provider;
 mod register;
 
 pub use admin::{
-    admin_path, AttemptRecord, EnrollRequest, EnrollmentInfo, EnrollmentList, SessionRecord,
+    admin_path, AttemptRecord, EnrollRequest, EnrollmentInfo, EnrollmentList, MovedAgent,
+    PinnedAgent, PolicyApplyRequest, PolicyApplyResponse, PolicyCreateRequest, PolicyDiffInfo,
+    PolicyList, PolicyRef, PolicySummary, PolicyUpdateRequest, PolicyVersionInfo, SessionRecord,
 };
 
 pub use attest::{

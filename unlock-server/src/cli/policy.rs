@@ -1,0 +1,487 @@
+//! `unlockctl policy learn | check | create | update | show | list | diff | apply`.
+//!
+//! `learn` and `check` work offline on evidence captured with `initrd-agent evidence --out
+//! FILE` (no server, no quote: the logs are replayed against the captured PCRs, the quote's
+//! signature is not checked). The others manage named policies on both roles; `update`
+//! adds a version without moving any enrollment, and `apply` shows what changes for each
+//! machine before it moves them.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use verifier_core::policy::{
+    learn, LearnMode, LearnOptions, Policy, PolicyDocument, UnverifiedCapture,
+};
+use verifier_core::proto::v1::{
+    admin_path, AgentId, CapturedEvidence, Id, PolicyApplyRequest, PolicyApplyResponse,
+    PolicyCreateRequest, PolicyDiffInfo, PolicyList, PolicyRef, PolicyUpdateRequest,
+    PolicyVersionInfo,
+};
+use verifier_core::wire::HashAlg;
+
+use super::client::{Connection, RoleClient};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum PolicyCommand {
+    /// Build a policy from captured evidence of a known-good boot (prints JSON).
+    Learn(LearnArgs),
+    /// Evaluate a policy against captured evidence offline and print each rule's verdict.
+    Check(CheckArgs),
+    /// Store a new named policy (version 1) on both roles.
+    Create(FileArgs),
+    /// Add the next version of a named policy; enrolled machines stay on their version.
+    Update(FileArgs),
+    /// Show a named policy (latest version, or --version).
+    Show(ShowArgs),
+    /// List named policies.
+    List(ListArgs),
+    /// What changes between two versions.
+    Diff(DiffArgs),
+    /// Move enrollments to a version: shows the changes, applies with --yes.
+    Apply(ApplyArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum Mode {
+    /// Pin PCR values (any change refuses, updates included).
+    Exact,
+    /// Pin the measured-boot reference state (Secure Boot, keys, boot apps, kernels,
+    /// initrds, command lines).
+    Reference,
+    /// Both.
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct LearnArgs {
+    /// Evidence file (`initrd-agent evidence --out FILE`).
+    #[arg(long)]
+    evidence: PathBuf,
+    /// How strict.
+    #[arg(long, value_enum, default_value = "reference")]
+    mode: Mode,
+    /// Bank to pin [default: sha256 if present].
+    #[arg(long)]
+    bank: Option<String>,
+    /// PCRs to pin (exact) or cover (reference), comma-separated [default: see docs].
+    #[arg(long, value_delimiter = ',')]
+    pcrs: Option<Vec<u8>>,
+    /// Release PCR.
+    #[arg(long, default_value_t = verifier_core::policy::DEFAULT_RELEASE_PCR)]
+    release_pcr: u8,
+    /// Leave out the release-PCR rule (a second quote in the same boot could then pass).
+    #[arg(long)]
+    no_release_pcr: bool,
+    /// Do not learn an IMA allowlist even if the evidence has an IMA list.
+    #[arg(long)]
+    no_ima: bool,
+    /// Allow this many reboots from the captured resetCount (needs clock_info).
+    #[arg(long)]
+    max_reboots: Option<u32>,
+    /// Write the policy here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CheckArgs {
+    /// Policy file (JSON).
+    #[arg(long)]
+    policy: PathBuf,
+    /// Evidence file (`initrd-agent evidence --out FILE`).
+    #[arg(long)]
+    evidence: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct FileArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Policy name (1-64 characters of [A-Za-z0-9_-]).
+    name: String,
+    /// Policy file (JSON).
+    #[arg(long)]
+    file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ShowArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Policy name.
+    name: String,
+    /// Version [default: latest].
+    #[arg(long)]
+    version: Option<u32>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ListArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct DiffArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Policy name.
+    name: String,
+    /// Old version.
+    #[arg(long)]
+    from: u32,
+    /// New version [default: latest].
+    #[arg(long)]
+    to: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ApplyArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Policy name.
+    name: String,
+    /// Version to move to.
+    #[arg(long)]
+    version: u32,
+    /// Agents to move (repeat), enrolled with any policy.
+    #[arg(long = "agent", required_unless_present = "all")]
+    agents: Vec<String>,
+    /// Every enrollment of this policy.
+    #[arg(long, conflicts_with = "agents")]
+    all: bool,
+    /// Apply (without it, only show what would change).
+    #[arg(long)]
+    yes: bool,
+}
+
+pub(super) fn run(command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Learn(a) => learn_cmd(&a),
+        PolicyCommand::Check(a) => check_cmd(&a),
+        PolicyCommand::Create(a) => create(&a),
+        PolicyCommand::Update(a) => update(&a),
+        PolicyCommand::Show(a) => show(&a),
+        PolicyCommand::List(a) => list(&a),
+        PolicyCommand::Diff(a) => diff_cmd(&a),
+        PolicyCommand::Apply(a) => apply(&a),
+    }
+}
+
+fn read_evidence(path: &Path) -> anyhow::Result<CapturedEvidence> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not an evidence file: {e} (line {}, column {})",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })
+}
+
+fn read_policy_file(path: &Path) -> anyhow::Result<Policy> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Policy::from_json(&text).with_context(|| format!("{}", path.display()))
+}
+
+fn learn_cmd(a: &LearnArgs) -> anyhow::Result<()> {
+    let evidence = read_evidence(&a.evidence)?;
+    let capture =
+        UnverifiedCapture::check(&evidence).with_context(|| format!("{}", a.evidence.display()))?;
+    let bank = match &a.bank {
+        Some(b) => Some(
+            HashAlg::from_name(b)
+                .with_context(|| format!("--bank {b}: use sha1, sha256, sha384 or sha512"))?,
+        ),
+        None => None,
+    };
+    let opts = LearnOptions {
+        mode: match a.mode {
+            Mode::Exact => LearnMode::Exact,
+            Mode::Reference => LearnMode::Reference,
+            Mode::Both => LearnMode::Both,
+        },
+        bank,
+        pcrs: a.pcrs.clone(),
+        release_pcr: (!a.no_release_pcr).then_some(a.release_pcr),
+        ima: !a.no_ima,
+        max_reboots: a.max_reboots,
+    };
+    let learned = learn(&capture.claims(), &opts)?;
+    // What we print must be a policy we accept.
+    Policy::from_document(learned.document.clone())?;
+    for n in &learned.notes {
+        eprintln!("unlockctl: note: {n}");
+    }
+    let mut json = serde_json::to_string_pretty(&learned.document)?;
+    json.push('\n');
+    match &a.out {
+        Some(p) => {
+            std::fs::write(p, json).with_context(|| format!("cannot write {}", p.display()))?
+        }
+        None => std::io::stdout().write_all(json.as_bytes())?,
+    }
+    Ok(())
+}
+
+fn check_cmd(a: &CheckArgs) -> anyhow::Result<()> {
+    let policy = read_policy_file(&a.policy)?;
+    let evidence = read_evidence(&a.evidence)?;
+    let capture =
+        UnverifiedCapture::check(&evidence).with_context(|| format!("{}", a.evidence.display()))?;
+    let report = policy.check(&capture.claims());
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "quote_signature_checked": false,
+                "accepted": report.accepted(),
+                "outcomes": report.outcomes,
+            })
+        );
+    } else {
+        println!(
+            "offline check: the logs replay to the captured PCRs; there is no quote, so its signature, nonce and clock are NOT checked"
+        );
+        let width = report
+            .outcomes
+            .iter()
+            .map(|o| o.rule.len())
+            .max()
+            .unwrap_or(0);
+        for o in &report.outcomes {
+            println!(
+                "{}  {:<width$}  {}",
+                if o.passed { "pass" } else { "FAIL" },
+                o.rule,
+                o.detail
+            );
+        }
+        let failed = report.outcomes.iter().filter(|o| !o.passed).count();
+        if failed == 0 {
+            println!("verdict: accepted ({} rules)", report.outcomes.len());
+        } else {
+            println!(
+                "verdict: REFUSED ({failed} of {} rules failed)",
+                report.outcomes.len()
+            );
+        }
+    }
+    if !report.accepted() {
+        bail!("the policy refuses this evidence");
+    }
+    Ok(())
+}
+
+fn name(n: &str) -> anyhow::Result<Id> {
+    Id::try_from(n.to_owned()).map_err(|e| anyhow::anyhow!("policy name {n:?}: {e}"))
+}
+
+fn policy_path(n: &Id) -> String {
+    format!("{}/{n}", admin_path::POLICIES)
+}
+
+/// The named policy's version (latest by default) as both roles store it; they must agree.
+pub(super) fn named(
+    verifier: &RoleClient,
+    tenant: &RoleClient,
+    policy_name: &str,
+    version: Option<u32>,
+) -> anyhow::Result<(PolicyDocument, PolicyRef)> {
+    let n = name(policy_name)?;
+    let path = match version {
+        Some(v) => format!("{}?version={v}", policy_path(&n)),
+        None => policy_path(&n),
+    };
+    let v: PolicyVersionInfo = verifier.get(&path)?;
+    let t: PolicyVersionInfo =
+        tenant.get(&format!("{}?version={}", policy_path(&n), v.policy.version))?;
+    if v.document != t.document {
+        bail!(
+            "{} differs between the verifier and the tenant role; fix with `unlockctl policy update`",
+            v.policy
+        );
+    }
+    Ok((v.document, v.policy))
+}
+
+fn print_version(role: &str, i: &PolicyVersionInfo) {
+    println!("{role}: {} (created at {})", i.policy, i.created_at);
+    if let Some(d) = &i.diff_from_previous {
+        println!("changes from v{}:", i.policy.version.saturating_sub(1));
+        print!("{d}");
+        if d.may_widen() {
+            println!("(this version accepts boots the previous one refused)");
+        }
+    }
+    if !i.pinned_elsewhere.is_empty() {
+        println!(
+            "{} enrollment(s) stay on other versions until `unlockctl policy apply {} --version {} ...`:",
+            i.pinned_elsewhere.len(),
+            i.policy.name,
+            i.policy.version
+        );
+        for p in &i.pinned_elsewhere {
+            println!("  {} v{}", p.agent_id, p.version);
+        }
+    }
+}
+
+fn create(a: &FileArgs) -> anyhow::Result<()> {
+    let document = read_policy_file(&a.file)?.document().clone();
+    let n = name(&a.name)?;
+    let (verifier, tenant) = a.conn.clients()?;
+    let req = PolicyCreateRequest {
+        name: n.clone(),
+        document,
+    };
+    let v: PolicyVersionInfo = verifier.post(admin_path::POLICIES, &req)?;
+    let t: anyhow::Result<PolicyVersionInfo> = tenant.post(admin_path::POLICIES, &req);
+    print_version("verifier", &v);
+    match t {
+        Ok(t) => print_version("tenant", &t),
+        Err(e) => return Err(e.context("created on the verifier role only")),
+    }
+    Ok(())
+}
+
+fn update(a: &FileArgs) -> anyhow::Result<()> {
+    let document = read_policy_file(&a.file)?.document().clone();
+    let n = name(&a.name)?;
+    let (verifier, tenant) = a.conn.clients()?;
+    let req = PolicyUpdateRequest { document };
+    let path = format!("{}/versions", policy_path(&n));
+    let v: PolicyVersionInfo = verifier.post(&path, &req)?;
+    print_version("verifier", &v);
+    let t: PolicyVersionInfo = tenant
+        .post(&path, &req)
+        .context("the verifier role has the new version, the tenant role does not")?;
+    print_version("tenant", &t);
+    if v.policy != t.policy {
+        bail!(
+            "the roles numbered the new version differently ({} vs {}): their histories differ",
+            v.policy,
+            t.policy
+        );
+    }
+    Ok(())
+}
+
+fn show(a: &ShowArgs) -> anyhow::Result<()> {
+    let n = name(&a.name)?;
+    let (verifier, _) = a.conn.clients()?;
+    let path = match a.version {
+        Some(v) => format!("{}?version={v}", policy_path(&n)),
+        None => policy_path(&n),
+    };
+    let v: PolicyVersionInfo = verifier.get(&path)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_version("verifier", &v);
+        println!("{}", serde_json::to_string_pretty(&v.document)?);
+    }
+    Ok(())
+}
+
+fn list(a: &ListArgs) -> anyhow::Result<()> {
+    let (verifier, _) = a.conn.clients()?;
+    let l: PolicyList = verifier.get(admin_path::POLICIES)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&l.policies)?);
+        return Ok(());
+    }
+    println!(
+        "{:<32}  {:>7}  {:>11}  {:>6}",
+        "NAME", "LATEST", "ENROLLMENTS", "BEHIND"
+    );
+    for p in &l.policies {
+        println!(
+            "{:<32}  {:>7}  {:>11}  {:>6}",
+            p.name, p.latest_version, p.enrollments, p.behind
+        );
+    }
+    Ok(())
+}
+
+fn diff_cmd(a: &DiffArgs) -> anyhow::Result<()> {
+    let n = name(&a.name)?;
+    let (verifier, _) = a.conn.clients()?;
+    let mut path = format!("{}/diff?from={}", policy_path(&n), a.from);
+    if let Some(to) = a.to {
+        path.push_str(&format!("&to={to}"));
+    }
+    let d: PolicyDiffInfo = verifier.get(&path)?;
+    println!("{} -> {}", d.from, d.to);
+    print!("{}", d.diff);
+    Ok(())
+}
+
+fn apply(a: &ApplyArgs) -> anyhow::Result<()> {
+    let n = name(&a.name)?;
+    let agents = a
+        .agents
+        .iter()
+        .map(|s| AgentId::try_from(s.clone()).map_err(|e| anyhow::anyhow!("{s}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (verifier, tenant) = a.conn.clients()?;
+    let path = format!("{}/apply", policy_path(&n));
+    let req = |dry_run| PolicyApplyRequest {
+        version: a.version,
+        agents: agents.clone(),
+        all: a.all,
+        dry_run,
+    };
+    // Always show first what would change, from the roles' own records.
+    let preview: PolicyApplyResponse = verifier.post(&path, &req(true))?;
+    let _: PolicyApplyResponse = tenant.post(&path, &req(true))?;
+    if preview.moved.is_empty() {
+        println!(
+            "nothing to move: every selected enrollment is on {}",
+            preview.to
+        );
+        return Ok(());
+    }
+    for m in &preview.moved {
+        println!(
+            "{}: {} -> {}",
+            m.agent_id,
+            m.from
+                .as_ref()
+                .map_or("inline policy".to_owned(), ToString::to_string),
+            preview.to
+        );
+        for line in m.diff.to_string().lines() {
+            println!("    {line}");
+        }
+    }
+    if !a.yes {
+        println!("dry run: nothing changed; re-run with --yes to apply");
+        return Ok(());
+    }
+    let v: PolicyApplyResponse = verifier.post(&path, &req(false))?;
+    let t: PolicyApplyResponse = tenant
+        .post(&path, &req(false))
+        .context("applied on the verifier role only; re-run to apply on the tenant")?;
+    println!(
+        "moved {} enrollment(s) on the verifier role and {} on the tenant role to {}",
+        v.moved.len(),
+        t.moved.len(),
+        v.to
+    );
+    Ok(())
+}

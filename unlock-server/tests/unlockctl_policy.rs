@@ -1,0 +1,216 @@
+//! `unlockctl policy learn` and `policy check` as an operator runs them: the built binary on
+//! evidence captured from a real event log, then on the same evidence with one event changed.
+
+// Test helpers outside #[test] functions: a failed unwrap or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use verifier_core::eventlog::EventLog;
+use verifier_core::proto::v1::{AgentId, CapturedEvidence, PcrBank, PcrValue, EVIDENCE_FORMAT};
+use verifier_core::proto::Base64Bytes;
+use verifier_core::wire::Digest;
+
+fn testdata() -> PathBuf {
+    let dir = std::env::var("UNLOCK_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/testdata"
+            ))
+        });
+    assert!(
+        dir.join("eventlog").is_dir(),
+        "test data missing: {} has no eventlog/ (set UNLOCK_TESTDATA)",
+        dir.display()
+    );
+    dir
+}
+
+fn unlockctl(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_unlockctl"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Evidence as the agent captures it, for the machine that wrote `log`.
+fn evidence(log: &[u8]) -> CapturedEvidence {
+    let parsed = EventLog::parse(log).unwrap();
+    let pcrs = parsed
+        .replay()
+        .banks()
+        .map(|alg| PcrBank {
+            hash: alg,
+            values: (0..24u8)
+                .map(|i| PcrValue {
+                    index: i,
+                    digest: Base64Bytes::new(
+                        parsed
+                            .replay()
+                            .get(alg, i)
+                            .copied()
+                            .unwrap_or_else(|| {
+                                if (17..=22).contains(&i) {
+                                    Digest::filled(alg, 0xff)
+                                } else {
+                                    Digest::zero(alg)
+                                }
+                            })
+                            .as_bytes()
+                            .to_vec(),
+                    ),
+                })
+                .collect(),
+        })
+        .collect();
+    CapturedEvidence {
+        format: EVIDENCE_FORMAT.into(),
+        agent_id: AgentId::of_ek(b"ek"),
+        ek: "ecc".into(),
+        ek_pub: Base64Bytes::new(b"ek".to_vec()),
+        ek_cert: None,
+        ak_pub: Base64Bytes::new(b"ak".to_vec()),
+        pcrs,
+        event_log: Some(Base64Bytes::new(log.to_vec())),
+        ima_log: None,
+        clock_info: None,
+    }
+}
+
+fn write(dir: &Path, name: &str, e: &CapturedEvidence) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, serde_json::to_vec_pretty(e).unwrap()).unwrap();
+    p
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn learn_then_check_accepts_the_boot_and_refuses_a_changed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::read(testdata().join("eventlog/keylime/mb_log.bin")).unwrap();
+    let good = write(dir.path(), "good.json", &evidence(&log));
+    let policy = dir.path().join("policy.json");
+    let out = unlockctl(&[
+        "policy",
+        "learn",
+        "--evidence",
+        good.to_str().unwrap(),
+        "--mode",
+        "both",
+        "--out",
+        policy.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
+    assert_eq!(doc["measured_boot"]["require_secure_boot"], true);
+
+    let out = unlockctl(&[
+        "policy",
+        "check",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--evidence",
+        good.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("signature, nonce and clock are NOT checked"),
+        "{t}"
+    );
+    assert!(t.contains("pass  measured_boot.kernels"), "{t}");
+    assert!(t.contains("verdict: accepted"), "{t}");
+
+    // Another kernel: same log, the kernel's digests changed (PCR 9 follows).
+    let parsed = EventLog::parse(&log).unwrap();
+    let kernel = parsed
+        .events()
+        .iter()
+        .find(|e| e.pcr() == 9 && String::from_utf8_lossy(e.data()).contains("vmlinuz"))
+        .unwrap();
+    let mut changed = log.clone();
+    for d in kernel.digests().as_slice() {
+        // The digest follows the 2-byte algorithm id in the TCG_PCR_EVENT2 header.
+        let hay = &log[kernel.offset()..];
+        let at = hay
+            .windows(d.as_bytes().len())
+            .position(|w| w == d.as_bytes())
+            .unwrap()
+            + kernel.offset();
+        changed[at..at + d.as_bytes().len()].fill(0x5a);
+    }
+    let bad = write(dir.path(), "bad.json", &evidence(&changed));
+    let out = unlockctl(&[
+        "policy",
+        "check",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--evidence",
+        bad.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("FAIL  measured_boot.kernels"), "{t}");
+    assert!(t.contains("FAIL  pcr sha256:9"), "{t}");
+    assert!(t.contains("verdict: REFUSED (2 of"), "{t}");
+}
+
+#[test]
+fn broken_policy_and_evidence_files_say_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::read(testdata().join("eventlog/keylime/mb_log.bin")).unwrap();
+    let good = write(dir.path(), "good.json", &evidence(&log));
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        "{\n  \"version\": 1,\n  \"measured_boot\": {\n    \"kernels\": [\"xyz\"]\n  }\n}\n",
+    )
+    .unwrap();
+    let out = unlockctl(&[
+        "policy",
+        "check",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--evidence",
+        good.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert!(!out.status.success());
+    assert!(t.contains("measured_boot.kernels[0]"), "{t}");
+    std::fs::write(&policy, "{\n  \"version\": 1,\n  \"pcrz\": []\n}\n").unwrap();
+    let t = text(&unlockctl(&[
+        "policy",
+        "check",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--evidence",
+        good.to_str().unwrap(),
+    ]));
+    assert!(t.contains("line 3") && t.contains("pcrz"), "{t}");
+    std::fs::write(dir.path().join("ev.json"), "{\"format\": 1}").unwrap();
+    let t = text(&unlockctl(&[
+        "policy",
+        "learn",
+        "--evidence",
+        dir.path().join("ev.json").to_str().unwrap(),
+    ]));
+    assert!(
+        t.contains("not an evidence file") && t.contains("line 1"),
+        "{t}"
+    );
+}
