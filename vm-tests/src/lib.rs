@@ -1,3 +1,36 @@
-//! VM boot tests of the dracut initramfs. Not built yet (issue 4); this crate holds no tests
-//! so that nothing here pretends to pass.
+//! VM boot tests of the real dracut initramfs: QEMU (TCG by default) with an swtpm TPM,
+//! SeaBIOS or OVMF, a LUKS root disk, and the real `unlock-server` on the host's loopback,
+//! reached from the guest at `10.0.2.100:8443` through QEMU's user network.
+//!
+//! What is built once per run and cached under `target/vm-tests/` (keyed by the inputs'
+//! contents): the release `initrd-agent`, `unlock-server` and `unlockctl`, a pruned kernel
+//! module tree, the initramfs (our dracut module plus the test-only `99unlock-test`), the
+//! LUKS root image and the server's TLS identity (baked into the initramfs as the agent's
+//! CA bundle). Each scenario then starts its own swtpm(s) and server and boots.
+//!
+//! This crate is test support: a failure anywhere is a failed test, so it panics with a
+//! message saying what to fix instead of threading errors through every helper.
+
 #![forbid(unsafe_code)]
+// Test harness: every panic here is a test failure with its reason (see the module doc).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+pub mod artifacts;
+pub mod console;
+pub mod env;
+pub mod policy;
+pub mod server;
+pub mod tpm;
+pub mod vm;
+
+pub use artifacts::Artifacts;
+pub use console::{AgentRun, Boot};
+pub use env::Env;
+pub use server::Server;
+pub use tpm::Tpm;
+pub use vm::{Firmware, VmConfig};

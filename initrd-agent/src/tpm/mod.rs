@@ -6,9 +6,11 @@
 //! code. Handles stay inside: callers get [`Ek`] and [`Ak`] values that only this module can
 //! use.
 //!
-//! Submodules: `pcr` (reads, active banks, the release extend) and `quote` (TPM2_Quote,
-//! re-marshalled exactly as signed and checked locally with `verifier-core`).
+//! Submodules: `auth` (which authorization each command uses, and why), `pcr` (reads,
+//! active banks, the release extend) and `quote` (TPM2_Quote, re-marshalled exactly as
+//! signed and checked locally with `verifier-core`).
 
+mod auth;
 mod pcr;
 mod quote;
 
@@ -18,17 +20,13 @@ pub use quote::{Quote, QuotedPcrs};
 use std::str::FromStr;
 
 use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
-use tss_esapi::attributes::SessionAttributesBuilder;
-use tss_esapi::constants::SessionType;
-use tss_esapi::handles::{
-    AuthHandle, KeyHandle, NvIndexTpmHandle, ObjectHandle, SessionHandle, TpmHandle,
-};
+use tss_esapi::constants::PropertyTag;
+use tss_esapi::handles::{KeyHandle, NvIndexHandle, NvIndexTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
-use tss_esapi::interface_types::resource_handles::NvAuth;
-use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
-use tss_esapi::structures::{EncryptedSecret, IdObject, SymmetricDefinition};
+use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
+use tss_esapi::structures::{EncryptedSecret, IdObject};
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
@@ -38,6 +36,10 @@ use zeroize::Zeroizing;
 pub const RSA_EK_CERT_NV_INDEX: u32 = 0x01c0_0002;
 /// NV index of the ECC NIST P-256 EK certificate (TCG EK Credential Profile, low range).
 pub const ECC_EK_CERT_NV_INDEX: u32 = 0x01c0_000a;
+/// Smallest TPM2_PT_NV_BUFFER_MAX the PC Client profile allows; used when the TPM does
+/// not report its own.
+const MIN_NV_BUFFER_MAX: usize = 512;
+
 /// NV index of the ECC NIST P-384 EK certificate (TCG EK Credential Profile, high range;
 /// where swtpm_setup puts its ECC EK certificate).
 pub const ECC_P384_EK_CERT_NV_INDEX: u32 = 0x01c0_0016;
@@ -194,8 +196,15 @@ impl Tpm {
     /// Creates the EK from the default template of `kind` (deterministic: the same TPM
     /// always yields the same key, which is what the EK certificate certifies).
     pub fn create_ek(&mut self, kind: EkKind) -> Result<Ek, TpmError> {
-        let handle = ek::create_ek_object_2(&mut self.ctx, kind.selection(), None)
-            .map_err(cmd("CreatePrimary (EK)"))?;
+        let template = ek::create_ek_public_from_default_template_2(kind.selection(), None)
+            .map_err(cmd("EK template"))?;
+        let handle = self
+            .ctx
+            .execute_with_session(auth::PASSWORD, |ctx| {
+                ctx.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
+            })
+            .map_err(cmd("CreatePrimary (EK)"))?
+            .key_handle;
         let (public, _, _) = self
             .ctx
             .read_public(handle)
@@ -220,13 +229,46 @@ impl Tpm {
             // No such index: this TPM was provisioned without a certificate.
             Err(_) => return Ok(None),
         };
-        let auth = NvAuth::NvIndex(nv.into());
-        let cert = self
+        let nv_handle = NvIndexHandle::from(nv);
+        let (public, _) = self
             .ctx
-            .execute_with_nullauth_session(|ctx| {
-                tss_esapi::abstraction::nv::read_full(ctx, auth, index)
-            })
-            .map_err(cmd("NV_Read (EK certificate)"))?;
+            .execute_without_session(|ctx| ctx.nv_read_public(nv_handle))
+            .map_err(cmd("NV_ReadPublic (EK certificate)"))?;
+        let size = public.data_size();
+        let chunk = self
+            .ctx
+            .get_tpm_property(PropertyTag::NvBufferMax)
+            .ok()
+            .flatten()
+            .and_then(|v| usize::try_from(v).ok())
+            .filter(|v| *v > 0)
+            .unwrap_or(MIN_NV_BUFFER_MAX);
+        let mut cert = Vec::with_capacity(size);
+        while cert.len() < size {
+            let len = chunk.min(size - cert.len());
+            let (len16, offset) = match (u16::try_from(len), u16::try_from(cert.len())) {
+                (Ok(l), Ok(o)) => (l, o),
+                _ => {
+                    return Err(TpmError::BadOutput {
+                        what: "NV_ReadPublic (EK certificate)",
+                        reason: "the index is larger than an NV read can address",
+                    })
+                }
+            };
+            let part = self
+                .ctx
+                .execute_with_session(auth::PASSWORD, |ctx| {
+                    ctx.nv_read(NvAuth::NvIndex(nv_handle), nv_handle, len16, offset)
+                })
+                .map_err(cmd("NV_Read (EK certificate)"))?;
+            if part.is_empty() || part.len() > len {
+                return Err(TpmError::BadOutput {
+                    what: "NV_Read (EK certificate)",
+                    reason: "returned a chunk of the wrong size",
+                });
+            }
+            cert.extend_from_slice(&part);
+        }
         Ok(Some(cert))
     }
 
@@ -234,6 +276,28 @@ impl Tpm {
     /// sensitiveDataOrigin, userWithAuth; ECDSA-SHA256) as a child of `ek`. Being in the
     /// endorsement hierarchy keeps the quote's resetCount unobfuscated.
     pub fn create_ak(&mut self, ek: &Ek) -> Result<Ak, TpmError> {
+        if ek.kind == EkKind::EccP384 {
+            return self.create_ak_high_range(ek);
+        }
+        let template = auth::ak_template()?;
+        let session = auth::ek_policy_session(&mut self.ctx, false)?;
+        let created = self.ctx.execute_with_session(Some(session), |ctx| {
+            ctx.create(ek.handle, template, None, None, None, None)
+        });
+        auth::flush(&mut self.ctx, session);
+        let created = created.map_err(cmd("Create (AK)"))?;
+        let session = auth::ek_policy_session(&mut self.ctx, false)?;
+        let handle = self.ctx.execute_with_session(Some(session), |ctx| {
+            ctx.load(ek.handle, created.out_private, created.out_public)
+        });
+        auth::flush(&mut self.ctx, session);
+        let handle = handle.map_err(cmd("Load (AK)"))?;
+        self.ak_from_handle(handle)
+    }
+
+    /// [`Tpm::create_ak`] under a high-range EK, whose authPolicy is a PolicyOR: through
+    /// tss-esapi's abstraction (slower, but these EKs cannot activate credentials yet).
+    fn create_ak_high_range(&mut self, ek: &Ek) -> Result<Ak, TpmError> {
         let created = ak::create_ak_2(
             &mut self.ctx,
             ek.handle,
@@ -252,6 +316,10 @@ impl Tpm {
             created.out_public,
         )
         .map_err(cmd("Load (AK)"))?;
+        self.ak_from_handle(handle)
+    }
+
+    fn ak_from_handle(&mut self, handle: KeyHandle) -> Result<Ak, TpmError> {
         let (public, name, _) = self
             .ctx
             .read_public(handle)
@@ -306,64 +374,16 @@ impl Tpm {
                 reason: "longer than the TPM allows",
             })?;
 
-        let session = self
-            .ctx
-            .start_auth_session(
-                None,
-                None,
-                None,
-                SessionType::Policy,
-                SymmetricDefinition::AES_128_CFB,
-                HashingAlgorithm::Sha256,
-            )
-            .map_err(cmd("StartAuthSession (EK policy)"))?
-            .ok_or(TpmError::BadInput {
-                field: "StartAuthSession",
-                reason: "the TPM returned no session",
-            })?;
-        let result = self.activate_in_session(session, ak, ek, blob, secret);
-        // The session is flushed whatever happened; a leaked session slot would make the
-        // next boot step fail for an unrelated reason.
-        let _ = self
-            .ctx
-            .flush_context(ObjectHandle::from(SessionHandle::from(session)));
-        result
-    }
-
-    fn activate_in_session(
-        &mut self,
-        session: AuthSession,
-        ak: &Ak,
-        ek: &Ek,
-        blob: IdObject,
-        secret: EncryptedSecret,
-    ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
-        let (attrs, mask) = SessionAttributesBuilder::new()
-            .with_decrypt(true)
-            .with_encrypt(true)
-            .build();
-        self.ctx
-            .tr_sess_set_attributes(session, attrs, mask)
-            .map_err(cmd("TRSess_SetAttributes"))?;
-        let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
-        self.ctx
-            .execute_with_nullauth_session(|ctx| {
-                ctx.policy_secret(
-                    policy,
-                    AuthHandle::Endorsement,
-                    Default::default(),
-                    Default::default(),
-                    Default::default(),
-                    None,
-                )
-            })
-            .map_err(cmd("PolicySecret (endorsement)"))?;
+        let session = auth::ek_policy_session(&mut self.ctx, true)?;
         let digest = self
             .ctx
-            .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
+            .execute_with_sessions((auth::PASSWORD, Some(session), None), |ctx| {
                 ctx.activate_credential(ak.handle, ek.handle, blob, secret)
-            })
-            .map_err(cmd("ActivateCredential"))?;
+            });
+        // The session is flushed whatever happened; a leaked session slot would make the
+        // next boot step fail for an unrelated reason.
+        auth::flush(&mut self.ctx, session);
+        let digest = digest.map_err(cmd("ActivateCredential"))?;
         Ok(Zeroizing::new(digest.value().to_vec()))
     }
 

@@ -181,7 +181,7 @@ impl Tpm {
         let handle =
             PcrHandle::try_from(ESYS_TR::from(index)).map_err(|_| TpmError::PcrIndex(index))?;
         self.ctx
-            .execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, digests))
+            .execute_with_session(super::auth::PASSWORD, |ctx| ctx.pcr_extend(handle, digests))
             .map_err(cmd("PCR_Extend"))
     }
 }

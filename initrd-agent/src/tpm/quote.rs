@@ -46,7 +46,9 @@ impl Tpm {
         };
         let (attest, signature) = self
             .ctx
-            .execute_with_nullauth_session(|ctx| ctx.quote(ak.handle, data, scheme, tss_sel))
+            .execute_with_session(super::auth::PASSWORD, |ctx| {
+                ctx.quote(ak.handle, data, scheme, tss_sel)
+            })
             .map_err(cmd("Quote"))?;
         let attest = attest.marshall().map_err(cmd("marshal TPMS_ATTEST"))?;
         let signature = signature

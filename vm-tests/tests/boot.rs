@@ -1,0 +1,265 @@
+//! VM scenarios: the real initramfs boots under QEMU with swtpm and unlocks (or, when it
+//! must not, steps aside quickly) against the real unlock-server.
+//!
+//! Each test is one behaviour; each boot prints its figures (QEMU start to root, the
+//! agent's own start-to-key time and steps). `UNLOCK_SKIP_VM=1` skips them on a host
+//! without the VM packages (local development only); otherwise a missing tool fails.
+
+use std::time::Duration;
+
+use vm_tests::policy::capture;
+use vm_tests::server::{refusals, sessions};
+use vm_tests::vm::boot;
+use vm_tests::{Artifacts, Boot, Firmware, Server, Tpm, VmConfig};
+
+/// PCRs 0-7: the firmware's measurements (under SeaBIOS several are bare separators, under
+/// OVMF all are meaningful).
+const FIRMWARE_PCRS: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+
+/// Slack on top of `rd.unlock.timeout` for the agent's own exit and the console.
+const AGENT_SLACK: Duration = Duration::from_secs(3);
+
+fn artifacts() -> Option<&'static Artifacts> {
+    let art = Artifacts::get();
+    if art.is_none() {
+        eprintln!("vm-tests skipped (UNLOCK_SKIP_VM=1)");
+    }
+    art
+}
+
+/// A TPM with its own CA, a server trusting that CA, and the TPM enrolled with `policy`.
+struct Enrolled {
+    _ca: tempfile::TempDir,
+    tpm: Tpm,
+    server: Server,
+}
+
+fn enrolled(art: &'static Artifacts, policy: &str) -> Enrolled {
+    let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let tpm = Tpm::provision(art, ca.path());
+    let server = Server::start(art, &tpm.ek_ca);
+    server.enroll(&tpm.ek_pub, policy, &["--max-attestations", "1"]);
+    Enrolled {
+        _ca: ca,
+        tpm,
+        server,
+    }
+}
+
+fn key_file(art: &Artifacts) -> String {
+    format!("/run/cryptsetup-keys.d/luks-{}.key", art.root.uuid)
+}
+
+/// The boot reached the real root through the agent, and the key did not follow it there.
+fn assert_unlocked(art: &Artifacts, b: &Boot) {
+    assert!(!b.timed_out, "{}: boot hung\n{}", b.name, b.tail(60));
+    let run = b.agent();
+    assert!(
+        run.unlocked(),
+        "{}: agent: {}\n{}",
+        b.name,
+        run.status,
+        b.tail(60)
+    );
+    assert!(
+        run.status.contains(&key_file(art)),
+        "{}: key not written where systemd-cryptsetup reads it: {}",
+        b.name,
+        run.status
+    );
+    let (_, root) = b
+        .root_line()
+        .unwrap_or_else(|| panic!("{}: root not reached\n{}", b.name, b.tail(60)));
+    assert!(
+        root.contains("keys=[]"),
+        "{}: the key file survived into the root: {root}",
+        b.name
+    );
+}
+
+/// The boot did not reach the root, the agent said why within its budget, and the normal
+/// path (here: headless cryptsetup fails, emergency, power off) took over without hanging.
+fn assert_fell_back(b: &Boot, budget: Duration) {
+    assert!(
+        !b.timed_out,
+        "{}: the boot hung until the harness killed it\n{}",
+        b.name,
+        b.tail(60)
+    );
+    assert!(
+        b.root_reached().is_none(),
+        "{}: reached the root without a key\n{}",
+        b.name,
+        b.tail(60)
+    );
+    let run = b.agent();
+    assert!(!run.unlocked(), "{}: {}", b.name, run.status);
+    if let Some(took) = run.took {
+        assert!(
+            took <= budget + AGENT_SLACK,
+            "{}: agent took {took:?}",
+            b.name
+        );
+    }
+}
+
+#[test]
+fn unlocks_root() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture(art, Firmware::Bios, &[]);
+    let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
+    let b = boot(
+        art,
+        &e.tpm,
+        &VmConfig::new("unlocks_root", Some(e.server.port)),
+    );
+    assert_unlocked(art, &b);
+
+    let st = e.server.status(&e.tpm.agent_id);
+    for role in ["verifier", "tenant"] {
+        let s = sessions(&st, role);
+        assert_eq!(s.len(), 1, "{role}: {s:?}");
+        assert_eq!(s[0].releases, 1, "{role}: {s:?}");
+    }
+}
+
+#[test]
+fn uefi_measured_boot() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture(art, Firmware::Uefi, &[]);
+    // Under OVMF every firmware PCR carries real measurements.
+    assert!(
+        FIRMWARE_PCRS.iter().all(|i| cap.replayed.contains_key(i)),
+        "the OVMF event log does not cover PCRs 0-7: {:?}",
+        cap.replayed.keys()
+    );
+    let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
+    let mut cfg = VmConfig::new("uefi_measured_boot", Some(e.server.port));
+    cfg.firmware = Firmware::Uefi;
+    let b = boot(art, &e.tpm, &cfg);
+    assert_unlocked(art, &b);
+}
+
+#[test]
+fn second_boot_unlocks_again() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture(art, Firmware::Bios, &[]);
+    let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
+    for n in 1..=2 {
+        let name = format!("second_boot_unlocks_again-{n}");
+        let b = boot(art, &e.tpm, &VmConfig::new(&name, Some(e.server.port)));
+        assert_unlocked(art, &b);
+    }
+    // Two boot sessions (two TPM resets), each released once and then closed.
+    let st = e.server.status(&e.tpm.agent_id);
+    for role in ["verifier", "tenant"] {
+        let s = sessions(&st, role);
+        assert_eq!(s.len(), 2, "{role}: {s:?}");
+        assert!(s.iter().all(|x| x.releases == 1), "{role}: {s:?}");
+        assert_ne!(s[0].reset_count, s[1].reset_count, "{role}: {s:?}");
+    }
+}
+
+#[test]
+fn kernel_cmdline_changed_refused() {
+    let Some(art) = artifacts() else { return };
+    // Under SeaBIOS no PCR covers a -kernel boot's command line; OVMF measures it (see
+    // vm-tests/README.md). Pin every PCR 0-9 its log extends.
+    let cap = capture(art, Firmware::Uefi, &[]);
+    let pinned: Vec<u8> = (0u8..10).filter(|i| cap.replayed.contains_key(i)).collect();
+    let e = enrolled(art, &cap.policy(&pinned));
+    let mut cfg = VmConfig::new("kernel_cmdline_changed_refused", Some(e.server.port));
+    cfg.firmware = Firmware::Uefi;
+    cfg.extra_cmdline = vec!["init=/sbin/init".into()];
+    let b = boot(art, &e.tpm, &cfg);
+    assert_fell_back(&b, Duration::from_secs(u64::from(cfg.unlock_timeout)));
+    let run = b.agent();
+    assert!(
+        run.status.starts_with("refused by"),
+        "expected a policy refusal, got: {}",
+        run.status
+    );
+    let st = e.server.status(&e.tpm.agent_id);
+    assert!(sessions(&st, "verifier").iter().all(|s| s.releases == 0));
+    assert!(
+        !refusals(&st, "verifier").is_empty(),
+        "the verifier recorded no refusal: {st}"
+    );
+}
+
+#[test]
+fn terminated_after_release() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture(art, Firmware::Bios, &[]);
+    let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
+    let mut cfg = VmConfig::new("terminated_after_release", Some(e.server.port));
+    // A second agent run after cryptsetup, in the same boot (same resetCount, release PCR
+    // already extended): the replayed attestation must get nothing.
+    cfg.test_mode = Some("again");
+    let b = boot(art, &e.tpm, &cfg);
+    assert_unlocked(art, &b);
+    let runs = b.agent_runs();
+    assert_eq!(runs.len(), 2, "expected two agent runs\n{}", b.tail(60));
+    assert!(
+        runs[1].status.starts_with("refused by"),
+        "second run in the same boot: {}",
+        runs[1].status
+    );
+    assert!(
+        runs[1].status.contains("terminated") || runs[1].status.contains("PCR 15"),
+        "refused, but not for the TERMINATED session or the release PCR: {}",
+        runs[1].status
+    );
+    let st = e.server.status(&e.tpm.agent_id);
+    for role in ["verifier", "tenant"] {
+        let s = sessions(&st, role);
+        assert_eq!(s.len(), 1, "{role}: {s:?}");
+        assert_eq!(s[0].releases, 1, "{role}: {s:?}");
+        assert_eq!(s[0].state.to_lowercase(), "terminated", "{role}: {s:?}");
+    }
+    assert!(
+        !refusals(&st, "verifier").is_empty(),
+        "the verifier recorded no refusal: {st}"
+    );
+}
+
+#[test]
+fn server_down_falls_back() {
+    let Some(art) = artifacts() else { return };
+    let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let tpm = Tpm::provision(art, ca.path());
+    let mut cfg = VmConfig::new("server_down_falls_back", None);
+    cfg.unlock_timeout = 10;
+    let b = boot(art, &tpm, &cfg);
+    assert_fell_back(&b, Duration::from_secs(10));
+    let run = b.agent();
+    assert!(
+        run.status.starts_with("server unreachable"),
+        "expected 'server unreachable', got: {}",
+        run.status
+    );
+}
+
+#[test]
+fn not_enrolled_refused() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture(art, Firmware::Bios, &[]);
+    let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
+    // Another machine: its own TPM, an EK certificate from the same CA, never enrolled.
+    let other = Tpm::provision(art, e._ca.path());
+    assert_ne!(other.agent_id, e.tpm.agent_id);
+    let b = boot(
+        art,
+        &other,
+        &VmConfig::new("not_enrolled_refused", Some(e.server.port)),
+    );
+    assert_fell_back(&b, Duration::from_secs(30));
+    let run = b.agent();
+    assert!(
+        run.status.starts_with("refused by"),
+        "expected a refusal, got: {}",
+        run.status
+    );
+    let st = e.server.status(&e.tpm.agent_id);
+    assert!(sessions(&st, "verifier").is_empty(), "{st}");
+}
