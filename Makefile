@@ -12,7 +12,7 @@ build: deps
 
 ## Installs what is needed, then runs every test of the workspace (unit, testdata, swtpm).
 test: deps
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 lint: deps
 	$(CARGO) fmt --all -- --check
