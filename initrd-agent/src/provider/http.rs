@@ -132,7 +132,7 @@ impl Service {
 
     /// Binds `addr` and serves on a background thread; returns the bound address.
     pub fn spawn(self: &Arc<Self>, addr: SocketAddr) -> io::Result<SocketAddr> {
-        let listener = TcpListener::bind(addr)?;
+        let listener = listen(addr)?;
         let local = listener.local_addr()?;
         let service = Arc::clone(self);
         std::thread::Builder::new()
@@ -237,6 +237,20 @@ impl Service {
         Ok(json)
     }
 }
+
+/// Binds with a deep accept queue: a burst of requesters connecting at once (the case
+/// batching is for) must queue, not be reset. The kernel caps it at `net.core.somaxconn`.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Accept queue length asked of the kernel.
+const LISTEN_BACKLOG: i32 = 4096;
 
 enum Head {
     Ok {

@@ -1,0 +1,339 @@
+//! Provider mode throughput: `cargo bench -p initrd-agent --bench provider`.
+//!
+//! Two providers, each on its own swtpm as the host TPM, in this process: one batching
+//! (window 50 ms, max batch 1000) and one quoting once per request (batching off). For 1,
+//! 10, 100 and 1000 concurrent requesters (each a thread with a keep-alive HTTP connection,
+//! posting fresh nonces in a closed loop) it prints quotes taken, requests answered per
+//! second and p50/p99 latency, then the batched/unbatched ratio at 1000. Every answer is
+//! verified with verifier-core after the timed part, so the numbers are of correct answers.
+//! A plain timing loop (no framework), like verifier-core's bench.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use initrd_agent::provider::{
+    parse_selection, start, BatchConfig, Batcher, HostQuote, HostQuoter, ProviderConfig, Running,
+    Service, TpmQuoter,
+};
+use initrd_agent::tpm::EkKind;
+use verifier_core::proto::v1::{
+    self, HostQuoteRequest, HostQuoteResponse, HOST_AK_PATH, HOST_QUOTE_PATH,
+};
+use verifier_core::provider::{validate_host_quote, HostAnswer, HostTrust};
+use verifier_core::quote::AkPublic;
+use verifier_core::wire::{HashAlg, Public, Signature};
+
+const WINDOW: Duration = Duration::from_millis(50);
+
+/// A provider on `tpm`; each quote additionally takes `extra` (to stand in for a hardware
+/// TPM, whose quotes take 200-700 ms against swtpm's few ms).
+fn provider(tpm: &common::Swtpm, batch: BatchConfig, extra: Duration) -> Running {
+    if extra.is_zero() {
+        return start(&ProviderConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            batch,
+            max_connections: 8192,
+            tcti: tpm.tcti(),
+            ek: EkKind::EccP256,
+            selection: parse_selection("sha256:0-7").unwrap(),
+            event_log: None,
+        })
+        .unwrap();
+    }
+    let tcti = tpm.tcti();
+    let batcher = Batcher::spawn(batch, move || {
+        TpmQuoter::open(
+            &tcti,
+            EkKind::EccP256,
+            parse_selection("sha256:0-7").unwrap(),
+        )
+        .map(|inner| Slow { inner, extra })
+    })
+    .unwrap();
+    let name = Public::parse(batcher.ak_public()).unwrap().name();
+    let service = Arc::new(Service::new(batcher, &name, None, 8192));
+    let addr = service
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .unwrap();
+    Running { addr, service }
+}
+
+struct Slow {
+    inner: TpmQuoter,
+    extra: Duration,
+}
+
+impl HostQuoter for Slow {
+    type Error = initrd_agent::tpm::TpmError;
+    fn quote(&mut self, extra_data: &[u8; 32]) -> Result<HostQuote, Self::Error> {
+        std::thread::sleep(self.extra);
+        self.inner.quote(extra_data)
+    }
+    fn ak_public(&self) -> Vec<u8> {
+        self.inner.ak_public()
+    }
+}
+
+struct Outcome {
+    requests: usize,
+    wall: Duration,
+    quotes: u64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// `c` requesters, `r` requests each; returns the figures and verifies every answer.
+fn load(p: &Running, ak: &AkPublic, c: usize, r: usize, salt: u64) -> Outcome {
+    let url = format!("http://{}{HOST_QUOTE_PATH}", p.addr);
+    let before = p.service.batcher().stats().quotes;
+    let barrier = Arc::new(Barrier::new(c + 1));
+    let handles: Vec<_> = (0..c)
+        .map(|i| {
+            let (url, barrier) = (url.clone(), Arc::clone(&barrier));
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .new_agent();
+                    let mut out = Vec::with_capacity(r);
+                    // Open the keep-alive connection first, as a verifier pool would hold
+                    // one: the figures are of the quote exchange, not of TCP setup.
+                    let ak_url = url.replace(HOST_QUOTE_PATH, HOST_AK_PATH);
+                    agent
+                        .get(&ak_url)
+                        .call()
+                        .unwrap()
+                        .into_body()
+                        .read_to_vec()
+                        .unwrap();
+                    barrier.wait();
+                    for k in 0..r {
+                        let seed = format!("{salt} {i} {k}");
+                        let nonce = HashAlg::Sha256.hash(seed.as_bytes());
+                        let nonce: [u8; 32] = nonce.as_bytes().try_into().unwrap();
+                        let body = v1::encode(&HostQuoteRequest {
+                            nonce: nonce.as_slice().into(),
+                        })
+                        .unwrap();
+                        let t = Instant::now();
+                        let resp = agent
+                            .post(&url)
+                            .content_type("application/json")
+                            .send(&body[..])
+                            .unwrap();
+                        assert_eq!(resp.status().as_u16(), 200);
+                        let bytes = resp.into_body().read_to_vec().unwrap();
+                        out.push((nonce, bytes, t.elapsed()));
+                    }
+                    out
+                })
+                .unwrap()
+        })
+        .collect();
+    barrier.wait();
+    let t0 = Instant::now();
+    let results: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let wall = t0.elapsed();
+    let quotes = p.service.batcher().stats().quotes - before;
+
+    for (nonce, bytes, _) in &results {
+        let resp: HostQuoteResponse = v1::decode(bytes).unwrap();
+        let sig = Signature::parse(resp.signature.as_bytes()).unwrap();
+        validate_host_quote(
+            HostTrust { ak, nonce },
+            HostAnswer {
+                attest: resp.quote.as_bytes(),
+                signature: &sig,
+                pcrs: &resp.pcr_values().unwrap(),
+                proof: &resp.inclusion.to_merkle().unwrap(),
+                event_log: None,
+            },
+        )
+        .unwrap();
+    }
+    let mut lat: Vec<Duration> = results.iter().map(|(_, _, l)| *l).collect();
+    lat.sort_unstable();
+    let pct = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+    Outcome {
+        requests: results.len(),
+        wall,
+        quotes,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+/// The engine alone (no HTTP, no JSON): `c` threads calling `submit` directly, to separate
+/// batching latency from this machine's HTTP cost. Every answer is verified.
+fn engine_load(p: &Running, ak: &AkPublic, c: usize, r: usize, salt: u64) -> Outcome {
+    let before = p.service.batcher().stats().quotes;
+    let barrier = Arc::new(Barrier::new(c + 1));
+    let handles: Vec<_> = (0..c)
+        .map(|i| {
+            let (service, barrier) = (Arc::clone(&p.service), Arc::clone(&barrier));
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    barrier.wait();
+                    (0..r)
+                        .map(|k| {
+                            let seed = format!("engine {salt} {i} {k}");
+                            let nonce: [u8; 32] = HashAlg::Sha256
+                                .hash(seed.as_bytes())
+                                .as_bytes()
+                                .try_into()
+                                .unwrap();
+                            let t = Instant::now();
+                            let a = service.batcher().submit(nonce).unwrap();
+                            (nonce, a, t.elapsed())
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap()
+        })
+        .collect();
+    barrier.wait();
+    let t0 = Instant::now();
+    let results: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let wall = t0.elapsed();
+    let quotes = p.service.batcher().stats().quotes - before;
+    for (nonce, a, _) in &results {
+        let q = &a.quote.quote;
+        validate_host_quote(
+            HostTrust { ak, nonce },
+            HostAnswer {
+                attest: &q.attest,
+                signature: &Signature::parse(&q.signature).unwrap(),
+                pcrs: &q.pcrs,
+                proof: &a.proof,
+                event_log: None,
+            },
+        )
+        .unwrap();
+    }
+    let mut lat: Vec<Duration> = results.iter().map(|(_, _, l)| *l).collect();
+    lat.sort_unstable();
+    let pct = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+    Outcome {
+        requests: results.len(),
+        wall,
+        quotes,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+fn ak_of(p: &Running) -> AkPublic {
+    AkPublic::try_from(Public::parse(p.service.batcher().ak_public()).unwrap()).unwrap()
+}
+
+fn rate(o: &Outcome) -> f64 {
+    o.requests as f64 / o.wall.as_secs_f64()
+}
+
+fn print(mode: &str, c: usize, o: &Outcome) {
+    println!(
+        "{mode:<9} {c:>5} {:>8} {:>7} {:>10.0} {:>9.1} {:>9.1}",
+        o.requests,
+        o.quotes,
+        rate(o),
+        o.p50.as_secs_f64() * 1e3,
+        o.p99.as_secs_f64() * 1e3
+    );
+}
+
+fn main() {
+    if common::skip() {
+        return;
+    }
+    common::quiet_tss();
+    // swtpm as it is, then with 20 ms added per quote (still 10x faster than hardware).
+    scenario(
+        Duration::ZERO,
+        &[(1, 20, 20), (10, 20, 10), (100, 10, 2), (1000, 5, 1)],
+    );
+    scenario(
+        Duration::from_millis(20),
+        &[(1, 10, 10), (100, 5, 1), (1000, 3, 1)],
+    );
+}
+
+fn scenario(extra: Duration, plan: &[(usize, usize, usize)]) {
+    let (tpm_b, tpm_u) = (common::Swtpm::start(), common::Swtpm::start());
+    let batched = provider(
+        &tpm_b,
+        BatchConfig {
+            window: WINDOW,
+            max_batch: 1000,
+            max_pending: 100_000,
+        },
+        extra,
+    );
+    let unbatched = provider(&tpm_u, BatchConfig::unbatched(), extra);
+    let (ak_b, ak_u) = (ak_of(&batched), ak_of(&unbatched));
+
+    // One quote's time, for the latency goal (window + 2 quote times).
+    let single = load(&unbatched, &ak_u, 1, 10, 0);
+    let quote_time = single.p50;
+
+    println!();
+    println!(
+        "provider bench: swtpm host TPM{}, ECDSA P-256 AK, PCRs sha256:0-7, window {} ms, \
+         one quote ~{:.1} ms",
+        if extra.is_zero() {
+            String::new()
+        } else {
+            format!(" + {} ms per quote", extra.as_millis())
+        },
+        WINDOW.as_millis(),
+        quote_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<9} {:>5} {:>8} {:>7} {:>10} {:>9} {:>9}",
+        "mode", "conc", "requests", "quotes", "req/s", "p50 ms", "p99 ms"
+    );
+    let mut at_1000 = None;
+    for (i, &(c, rb, ru)) in plan.iter().enumerate() {
+        let b = load(&batched, &ak_b, c, rb, 1000 + i as u64);
+        print("batched", c, &b);
+        let u = load(&unbatched, &ak_u, c, ru, 2000 + i as u64);
+        print("unbatched", c, &u);
+        if c == 1000 {
+            at_1000 = Some((b, u));
+        }
+    }
+    let e = engine_load(&batched, &ak_b, 1000, 3, 3000);
+    print("engine", 1000, &e);
+    let (b, u) = at_1000.unwrap();
+    let bound = WINDOW + 2 * quote_time;
+    println!(
+        "at 1000 requesters: {:.1}x the requests/s of unbatched (goal >= 50x), {:.0} requests \
+         per quote; batched p99 {:.1} ms vs window + 2 quote times = {:.1} ms; engine alone \
+         (no HTTP) p99 {:.1} ms",
+        rate(&b) / rate(&u),
+        b.requests as f64 / b.quotes.max(1) as f64,
+        b.p99.as_secs_f64() * 1e3,
+        bound.as_secs_f64() * 1e3,
+        e.p99.as_secs_f64() * 1e3,
+    );
+}
