@@ -184,7 +184,10 @@ fn aws_lc_fill(buf: &mut [u8; 32]) {
     use std::time::{SystemTime, UNIX_EPOCH};
     // Uniqueness is what the test needs; the index prefix guarantees it, the clock varies
     // the rest between runs.
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let d = verifier_core::wire::HashAlg::Sha256.hash(t.to_string().as_bytes());
     buf.copy_from_slice(d.as_bytes());
 }
