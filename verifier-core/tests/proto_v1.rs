@@ -59,6 +59,9 @@ fn every_fixture_round_trips() {
         "challenge_request",
         "challenge_response",
         "error_response",
+        "host_ak_response",
+        "host_quote_request",
+        "host_quote_response",
         "register_request",
         "register_response",
     ];
@@ -95,6 +98,12 @@ fn every_fixture_round_trips() {
     assert!(resp.payload.is_some());
     let err: ErrorResponse = round_trip("error_response");
     assert_eq!(err.code, ErrorCode::SessionTerminated);
+    // Provider mode (host quotes for many requesters).
+    let hq: v1::HostQuoteRequest = round_trip("host_quote_request");
+    assert_eq!(hq.nonce().unwrap().len(), 32);
+    let ha: v1::HostQuoteResponse = round_trip("host_quote_response");
+    assert!(ha.pcr_values().unwrap().iter().count() > 0);
+    let _: v1::HostAkResponse = round_trip("host_ak_response");
 }
 
 fn decode_value<T: DeserializeOwned + Validate>(v: &Value) -> Result<T, ProtoError> {
