@@ -13,7 +13,7 @@
 
 mod support;
 
-use support::Server;
+use support::{Machine, Server};
 use verifier_core::sim::SimTpm;
 
 fn ok(out: &std::process::Output) -> String {
@@ -132,4 +132,70 @@ fn named_policy_lifecycle() {
     let out = server.unlockctl(&["policy", "show", "nope"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no policy nope"));
+}
+
+#[test]
+fn policy_learned_from_the_agents_evidence_unlocks_that_machine() {
+    let m = Machine::new();
+    let server = Server::start(&["--allow-ek-without-cert"]);
+    let d = m.dir.path();
+    let ev = d.join("evidence.json");
+    ok(&m.agent(&server, None, &["evidence", "--out", ev.to_str().unwrap()]));
+    let pol = d.join("learned.json");
+    let t = ok(&server.unlockctl(&[
+        "policy",
+        "learn",
+        "--evidence",
+        ev.to_str().unwrap(),
+        "--mode",
+        "exact",
+        "--pcrs",
+        "0,1,2,3,4,5,6,7",
+        "--out",
+        pol.to_str().unwrap(),
+    ]));
+    assert!(!t.contains("error"), "{t}");
+    let t = ok(&server.unlockctl(&[
+        "policy",
+        "check",
+        "--policy",
+        pol.to_str().unwrap(),
+        "--evidence",
+        ev.to_str().unwrap(),
+    ]));
+    assert!(
+        t.contains("pass  pcr sha256:7") && t.contains("verdict: accepted"),
+        "{t}"
+    );
+    ok(&server.unlockctl(&[
+        "policy",
+        "create",
+        "machines",
+        "--file",
+        pol.to_str().unwrap(),
+    ]));
+    let (ek, agent_id) = m.export_ek(&server);
+    let payload = d.join("payload");
+    std::fs::write(&payload, b"the disk key").unwrap();
+    ok(&server.unlockctl(&[
+        "enroll",
+        "--ek-pub",
+        ek.to_str().unwrap(),
+        "--payload",
+        payload.to_str().unwrap(),
+        "--policy-name",
+        "machines",
+    ]));
+    assert_eq!(
+        server.status(&agent_id)["verifier"]["policy_ref"]["name"],
+        "machines"
+    );
+    let out = m.agent(&server, None, &["--verbose"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(m.key_file()).unwrap(), b"the disk key");
 }
