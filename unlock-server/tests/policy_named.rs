@@ -231,3 +231,32 @@ fn enrollment_must_match_the_named_version() {
         .unwrap_err();
     assert!(err.message.contains("already this document"), "{err}");
 }
+
+#[test]
+fn the_server_never_builds_claims_from_unverified_captures() {
+    // Offline claims (`Claims::unverified_from_capture`, `UnverifiedCapture`) are for
+    // `unlockctl policy learn|check` only; the roles evaluate `ValidatedEvidence` alone.
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut checked = 0;
+    let mut stack = vec![src];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                if !p.ends_with("cli") && !p.ends_with("bin") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                assert!(
+                    !text.contains("unverified_from_capture")
+                        && !text.contains("UnverifiedCapture"),
+                    "{} uses offline claims",
+                    p.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} server files checked");
+}
