@@ -56,12 +56,23 @@ fn every_fixture_round_trips() {
         "activate_response",
         "attest_request",
         "attest_response",
+        "captured_evidence",
         "challenge_request",
         "challenge_response",
+        "enroll_request",
+        "enrollment_info",
+        "enrollment_list",
         "error_response",
         "host_ak_response",
         "host_quote_request",
         "host_quote_response",
+        "policy_apply_request",
+        "policy_apply_response",
+        "policy_create_request",
+        "policy_diff_info",
+        "policy_list",
+        "policy_update_request",
+        "policy_version_info",
         "register_request",
         "register_response",
     ];
@@ -104,6 +115,26 @@ fn every_fixture_round_trips() {
     let ha: v1::HostQuoteResponse = round_trip("host_quote_response");
     assert!(ha.pcr_values().unwrap().iter().count() > 0);
     let _: v1::HostAkResponse = round_trip("host_ak_response");
+    // Admin API (unlockctl <-> a role), captured from a running server.
+    let enroll: v1::EnrollRequest = round_trip("enroll_request");
+    assert_eq!(enroll.agent_id, AgentId::of_ek(enroll.ek_pub.as_bytes()));
+    let info: v1::EnrollmentInfo = round_trip("enrollment_info");
+    assert_eq!(info.agent_id, enroll.agent_id);
+    let list: v1::EnrollmentList = round_trip("enrollment_list");
+    assert_eq!(list.enrollments.len(), 1);
+    let _: v1::PolicyCreateRequest = round_trip("policy_create_request");
+    let _: v1::PolicyUpdateRequest = round_trip("policy_update_request");
+    let v2: v1::PolicyVersionInfo = round_trip("policy_version_info");
+    assert_eq!(v2.policy.version, 2);
+    assert!(v2.diff_from_previous.is_some());
+    let _: v1::PolicyList = round_trip("policy_list");
+    let _: v1::PolicyDiffInfo = round_trip("policy_diff_info");
+    let _: v1::PolicyApplyRequest = round_trip("policy_apply_request");
+    let applied: v1::PolicyApplyResponse = round_trip("policy_apply_response");
+    assert!(applied.dry_run);
+    // Evidence captured by `initrd-agent evidence --out` from a swtpm.
+    let ev: v1::CapturedEvidence = round_trip("captured_evidence");
+    assert_eq!(ev.agent_id, enroll.agent_id);
 }
 
 fn decode_value<T: DeserializeOwned + Validate>(v: &Value) -> Result<T, ProtoError> {
