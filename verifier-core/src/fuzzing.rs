@@ -424,6 +424,26 @@ pub fn proto(data: &[u8]) {
         }
     }
     let _ = proto_message::<v1::ErrorResponse>(data);
+    // Provider mode.
+    if let Some(h) = proto_message::<v1::HostQuoteRequest>(data) {
+        let _ = h.nonce();
+    }
+    if let Some(h) = proto_message::<v1::HostQuoteResponse>(data) {
+        let _ = h.pcr_values();
+    }
+    let _ = proto_message::<v1::HostAkResponse>(data);
+    // Admin API and captured evidence (unlockctl reads these from servers and files).
+    let _ = proto_message::<v1::EnrollRequest>(data);
+    let _ = proto_message::<v1::EnrollmentInfo>(data);
+    let _ = proto_message::<v1::EnrollmentList>(data);
+    let _ = proto_message::<v1::PolicyCreateRequest>(data);
+    let _ = proto_message::<v1::PolicyUpdateRequest>(data);
+    let _ = proto_message::<v1::PolicyVersionInfo>(data);
+    let _ = proto_message::<v1::PolicyList>(data);
+    let _ = proto_message::<v1::PolicyDiffInfo>(data);
+    let _ = proto_message::<v1::PolicyApplyRequest>(data);
+    let _ = proto_message::<v1::PolicyApplyResponse>(data);
+    let _ = proto_message::<v1::CapturedEvidence>(data);
 }
 
 /// The binary Merkle inclusion proof.
