@@ -3,7 +3,7 @@
 # (or with sudo available). Skips apt entirely when everything is already present.
 set -eu
 
-PKGS="libtss2-dev swtpm swtpm-tools pkg-config clang shellcheck"
+PKGS="libtss2-dev swtpm swtpm-tools pkg-config clang shellcheck postgresql"
 
 missing=""
 for p in $PKGS; do

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::store::DatabaseUrl;
+
 /// Which roles this process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +60,9 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Log format.
     pub log_format: Option<LogFormat>,
+    /// Database URL: `sqlite://<dir>` (files `<dir>/<role>.db`) or `postgres://...` (schema
+    /// `<role>` in that database, shared by replicas).
+    pub database: Option<String>,
 }
 
 /// The resolved configuration.
@@ -85,6 +90,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// Where the roles' data lives.
+    pub database: DatabaseUrl,
 }
 
 /// Where the TLS certificate and key live. When the files do not exist, the server creates a
@@ -159,6 +166,12 @@ pub struct Flags {
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Database URL [default: sqlite://<state-dir>]. `sqlite://DIR` keeps one file per role
+    /// (DIR/verifier.db, DIR/tenant.db); `postgres://USER@HOST/DB` puts each role in its own
+    /// schema (verifier, tenant) of a database that several replicas share. For split trust,
+    /// give each role process its own database and credentials.
+    #[arg(long, env = "UNLOCK_DATABASE")]
+    pub database: Option<String>,
 }
 
 /// A configuration problem a person can fix.
@@ -183,6 +196,9 @@ pub enum ConfigError {
     /// Invalid combination.
     #[error("{0}")]
     Invalid(&'static str),
+    /// The database URL is not one this server can use.
+    #[error("database: {0}")]
+    Database(#[from] crate::store::StoreError),
 }
 
 const DEFAULT_CONFIG: &str = "/etc/unlock-server/config.toml";
@@ -235,7 +251,12 @@ impl Config {
         if max_body_bytes < 4096 {
             return Err(ConfigError::Invalid("max_body_bytes must be at least 4096"));
         }
+        let database = match flags.database.or(file.database) {
+            Some(url) => DatabaseUrl::parse(&url)?,
+            None => DatabaseUrl::Sqlite(state_dir.clone()),
+        };
         Ok(Self {
+            database,
             listen: flags
                 .listen
                 .or(file.listen)

@@ -19,7 +19,7 @@ use crate::config::{Config, RoleSet};
 use crate::http::{router, AdminToken};
 use crate::role::{RoleService, RoleSettings};
 use crate::secrets::load_or_create_hex;
-use crate::store::Store;
+use crate::store::{DatabaseUrl, Store};
 
 /// Builds the roles this process serves, creating state on first start.
 pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
@@ -45,14 +45,16 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
     let mut out = Vec::new();
     for &role in roles {
         let name = role.as_str();
-        let db = config.state_dir.join(format!("{name}.db"));
-        let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
-        // The state directory is 0700 already; the files say so too.
-        for suffix in ["", "-wal", "-shm"] {
-            let f = config.state_dir.join(format!("{name}.db{suffix}"));
-            if f.exists() {
-                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
-                    .with_context(|| format!("setting mode 0600 on {}", f.display()))?;
+        let store = Store::open_url(&config.database, name)
+            .with_context(|| format!("opening the {name} role's database {:?}", config.database))?;
+        if let DatabaseUrl::Sqlite(dir) = &config.database {
+            // The state directory is 0700 already; the files say so too.
+            for suffix in ["", "-wal", "-shm"] {
+                let f = dir.join(format!("{name}.db{suffix}"));
+                if f.exists() {
+                    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("setting mode 0600 on {}", f.display()))?;
+                }
             }
         }
         let key_path = config.state_dir.join(format!("{name}.key"));

@@ -1,33 +1,79 @@
 //! Durable state of one role (verifier or tenant): enrollments, registrar state, challenges,
-//! boot sessions and the attempt log, in SQLite.
+//! boot sessions and the attempt log, in SQLite (embedded default) or PostgreSQL (a fleet of
+//! replicas), chosen by the database URL.
 //!
-//! The release decision is one `BEGIN IMMEDIATE` transaction: SQLite admits one writer at a
-//! time, so the checks (nonce unused, session not TERMINATED, resetCount not behind, boot
-//! budget left) and the writes that consume a release can never interleave with another
-//! request's. The database runs in WAL mode with `synchronous=FULL`, so a release is on disk
-//! before its answer leaves the process.
+//! Every decision is written once, against the small SQL surface of [`db::Conn`], and runs
+//! unchanged on both backends. The release decision is one transaction that first takes the
+//! agent's lock: on SQLite the database's single writer (`BEGIN IMMEDIATE`), on PostgreSQL
+//! the agent's enrollment row (`SELECT ... FOR UPDATE`, READ COMMITTED). Either way the
+//! checks (nonce unused, session not TERMINATED, resetCount not behind, boot budget left) and
+//! the writes that consume a release never interleave with another request's for the same
+//! agent, in this process or any other replica, and the commit is durable (SQLite
+//! `synchronous=FULL`, PostgreSQL `synchronous_commit=on`) before the answer leaves.
 
+pub(crate) mod db;
+mod pg;
 mod policies;
+mod sqlite;
 mod types;
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use db::{args, Conn, Row};
 
 pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
 pub use types::*;
 
-/// Migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_init.sql"),
-    include_str!("../../migrations/0002_policies.sql"),
-];
+/// Where a role's data lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// SQLite files `<dir>/<role>.db` (`sqlite://<dir>`; the default is the state directory).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database shared by replicas (`postgres://...` or `postgresql://...`);
+    /// each role uses its own schema named after it.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses `sqlite://<dir>`, `postgres://...` or `postgresql://...`.
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if let Some(dir) = url.strip_prefix("sqlite://") {
+            if dir.is_empty() {
+                return Err(StoreError::Config(
+                    "sqlite:// needs a directory (sqlite:///var/lib/unlock-server)",
+                ));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(dir)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        Err(StoreError::Config(
+            "database URL must start with sqlite:// or postgres://",
+        ))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(d) => write!(f, "sqlite://{}", d.display()),
+            // The URL may carry a password.
+            Self::Postgres(_) => f.write_str("postgres://<redacted>"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(sqlite::SqliteDb),
+    Postgres(Box<pg::PgDb>),
+}
 
 /// A role's database.
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    backend: Backend,
 }
 
 /// Errors of the storage layer. These are operational failures (disk, corruption); refusals
@@ -38,6 +84,15 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed (connection lost, server restarting, statement error).
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// The database URL or schema name is unusable.
+    #[error("database configuration: {0}")]
+    Config(&'static str),
+    /// Every pooled PostgreSQL connection stayed busy for the whole checkout timeout.
+    #[error("no PostgreSQL connection became free in time (server overloaded)")]
+    PoolExhausted,
     /// The database was written by a newer version of this program.
     #[error("database schema version {found} is newer than this program's {supported}; upgrade unlock-server")]
     SchemaTooNew {
@@ -74,35 +129,71 @@ pub enum StoreError {
     Poisoned,
 }
 
+impl StoreError {
+    /// A uniqueness (primary key) violation, on either backend.
+    fn is_unique_violation(&self) -> bool {
+        match self {
+            Self::Sqlite(e) => sqlite::is_unique_violation(e),
+            Self::Postgres(e) => pg::is_unique_violation(e),
+            _ => false,
+        }
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) the database at `path` and applies migrations.
+    /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::init(conn)
-    }
-
-    /// An in-memory database, for tests of the release logic.
-    pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
-    }
-
-    fn init(mut conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite(sqlite::SqliteDb::open(path)?),
         })
     }
 
-    fn with<T>(
+    /// An in-memory SQLite database, for tests of the release logic.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Backend::Sqlite(sqlite::SqliteDb::open_in_memory()?),
+        })
+    }
+
+    /// Opens the schema `schema` of the PostgreSQL database at `url` (created and migrated
+    /// if needed; replicas starting together migrate once).
+    pub fn open_postgres(url: &str, schema: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Backend::Postgres(Box::new(pg::PgDb::open(url, schema)?)),
+        })
+    }
+
+    /// Opens the database of role `role` at `url`: `<dir>/<role>.db` or schema `<role>`.
+    pub fn open_url(url: &DatabaseUrl, role: &str) -> Result<Self, StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(dir) => Self::open(&dir.join(format!("{role}.db"))),
+            DatabaseUrl::Postgres(u) => Self::open_postgres(u, role),
+        }
+    }
+
+    /// Whether the database answers (`/readyz`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| c.query("SELECT 1", &[]).map(drop))
+    }
+
+    fn run<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
-        f(&mut conn)
+        match &self.backend {
+            Backend::Sqlite(db) => db.run(f),
+            Backend::Postgres(db) => db.run(f),
+        }
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.write(f),
+            Backend::Postgres(db) => db.write(f),
+        }
     }
 
     /// Records a new enrollment. Refuses to overwrite an existing one.
@@ -118,119 +209,119 @@ impl Store {
         policy_ref: Option<(&str, u32)>,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let r = self.write(|c| {
             if let Some((name, version)) = policy_ref {
-                let exists: Option<i64> = tx
-                    .query_row(
-                        "SELECT 1 FROM policies WHERE name = ?1 AND version = ?2",
-                        params![name, version],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                if exists.is_none() {
+                if c.query_opt(
+                    "SELECT 1 FROM policies WHERE name = ?1 AND version = ?2",
+                    args![name, version],
+                )?
+                .is_none()
+                {
                     return Err(StoreError::PolicyNotFound(format!("{name} v{version}")));
                 }
             }
-            let r = tx.execute(
+            c.execute(
                 "INSERT INTO enrollments (agent_id, ek_pub, policy, max_attestations, max_boots,
-                    share_wrapped, payload_ct, state, boots_used, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'armed', 0, ?8, ?8)",
-                params![
-                    e.agent_id,
-                    e.ek_pub,
-                    e.policy,
+                    share_wrapped, payload_ct, state, boots_used, created_at, updated_at,
+                    policy_name, policy_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'armed', 0, ?8, ?8, ?9, ?10)",
+                args![
+                    &e.agent_id,
+                    &e.ek_pub,
+                    &e.policy,
                     e.max_attestations,
                     e.max_boots,
-                    e.share_wrapped,
-                    e.payload_ct,
-                    now
+                    &e.share_wrapped,
+                    e.payload_ct.as_deref(),
+                    now,
+                    policy_ref.map(|(n, _)| n),
+                    policy_ref.map(|(_, v)| v),
                 ],
-            );
-            match r {
-                Ok(_) => {
-                    if let Some((name, version)) = policy_ref {
-                        tx.execute(
-                            "UPDATE enrollments SET policy_name = ?2, policy_version = ?3
-                             WHERE agent_id = ?1",
-                            params![e.agent_id, name, version],
-                        )?;
-                    }
-                    tx.commit()?;
-                    Ok(())
-                }
-                Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Err(StoreError::AlreadyEnrolled(e.agent_id.clone()))
-                }
-                Err(err) => Err(err.into()),
+            )?;
+            Ok(())
+        });
+        match r {
+            Err(err) if err.is_unique_violation() => {
+                Err(StoreError::AlreadyEnrolled(e.agent_id.clone()))
             }
-        })
+            r => r,
+        }
     }
 
     /// The enrollment of `agent_id`, if any.
     pub fn enrollment(&self, agent_id: &str) -> Result<Option<Enrollment>, StoreError> {
-        self.with(|c| load_enrollment(c, agent_id))
+        self.run(|c| load_enrollment(c, agent_id))
     }
 
     /// All enrollments (without their wrapped secrets), ordered by agent id.
     pub fn list(&self) -> Result<Vec<Enrollment>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(&format!("{ENROLLMENT_SELECT} ORDER BY e.agent_id"))?;
-            let rows = stmt.query_map([], enrollment_from_row)?;
-            rows.map(|r| r.map_err(StoreError::from).and_then(|x| x))
+        self.run(|c| {
+            c.query(&format!("{ENROLLMENT_SELECT} ORDER BY e.agent_id"), &[])?
+                .iter()
+                .map(enrollment_from_row)
                 .collect()
         })
     }
 
     /// Boot sessions of `agent_id`, newest first.
     pub fn sessions(&self, agent_id: &str) -> Result<Vec<Session>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
+        self.run(|c| {
+            let rows = c.query(
                 "SELECT reset_count, releases, state, first_release_at, last_release_at
                  FROM sessions WHERE agent_id = ?1 ORDER BY reset_count DESC",
+                args![agent_id],
             )?;
-            let rows = stmt.query_map([agent_id], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, i64>(4)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for r in rows {
-                let (reset_count, releases, state, first, last) = r?;
-                out.push(Session {
-                    reset_count: u32::try_from(reset_count).map_err(|_| corrupt_session())?,
-                    releases: u32::try_from(releases).map_err(|_| corrupt_session())?,
-                    state: SessionState::parse(&state).ok_or_else(corrupt_session)?,
-                    first_release_at: first,
-                    last_release_at: last,
-                });
-            }
-            Ok(out)
+            rows.iter()
+                .map(|row| {
+                    Ok(Session {
+                        reset_count: u32::try_from(row.int(0, "sessions")?)
+                            .map_err(|_| corrupt_session())?,
+                        releases: u32::try_from(row.int(1, "sessions")?)
+                            .map_err(|_| corrupt_session())?,
+                        state: SessionState::parse(&row.text(2, "sessions")?)
+                            .ok_or_else(corrupt_session)?,
+                        first_release_at: row.int(3, "sessions")?,
+                        last_release_at: row.int(4, "sessions")?,
+                    })
+                })
+                .collect()
         })
     }
 
     /// The most recent attempts of `agent_id` (newest first, at most `limit`).
     pub fn attempts(&self, agent_id: &str, limit: u32) -> Result<Vec<Attempt>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
+        self.run(|c| {
+            let rows = c.query(
                 "SELECT challenge_id, at, result, reason FROM attempts
                  WHERE agent_id = ?1 ORDER BY id DESC LIMIT ?2",
+                args![agent_id, limit],
             )?;
-            let rows = stmt.query_map(params![agent_id, limit], |row| {
-                Ok(Attempt {
-                    challenge_id: row.get(0)?,
-                    at: row.get(1)?,
-                    released: row.get::<_, String>(2)? == "released",
-                    reason: row.get(3)?,
+            rows.iter()
+                .map(|row| {
+                    Ok(Attempt {
+                        challenge_id: row.opt_text(0, "attempts")?,
+                        at: row.int(1, "attempts")?,
+                        released: row.text(2, "attempts")? == "released",
+                        reason: row.text(3, "attempts")?,
+                    })
                 })
-            })?;
-            rows.map(|r| r.map_err(StoreError::from)).collect()
+                .collect()
+        })
+    }
+
+    /// Refused attempts of `agent_id` since its last release, counting only those at or
+    /// after `since`: the input of the failed-attempt rate limit. The log is in the database,
+    /// so every replica sees the same count.
+    pub fn recent_refusals(&self, agent_id: &str, since: i64) -> Result<u32, StoreError> {
+        self.run(|c| {
+            let row = c.query_one(
+                "SELECT COUNT(*) FROM attempts
+                 WHERE agent_id = ?1 AND result = 'refused' AND at >= ?2
+                   AND id > COALESCE((SELECT MAX(id) FROM attempts
+                                      WHERE agent_id = ?1 AND result = 'released'), 0)",
+                args![agent_id, since],
+            )?;
+            Ok(u32::try_from(row.int(0, "attempts")?).unwrap_or(u32::MAX))
         })
     }
 
@@ -241,10 +332,10 @@ impl Store {
         state: EnrollmentState,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.run(|c| {
             let n = c.execute(
                 "UPDATE enrollments SET state = ?2, updated_at = ?3 WHERE agent_id = ?1",
-                params![agent_id, state.as_str(), now],
+                args![agent_id, state.as_str(), now],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(agent_id.to_owned()));
@@ -256,80 +347,79 @@ impl Store {
     /// Re-arms an agent: state back to armed, its boot budget and session history cleared
     /// (so a TPM whose resetCount restarted, e.g. after a TPM clear, can attest again).
     pub fn rearm(&self, agent_id: &str, now: i64) -> Result<(), StoreError> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
+        self.write(|c| {
+            let n = c.execute(
                 "UPDATE enrollments SET state = 'armed', boots_used = 0, updated_at = ?2
                  WHERE agent_id = ?1",
-                params![agent_id, now],
+                args![agent_id, now],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(agent_id.to_owned()));
             }
-            tx.execute("DELETE FROM sessions WHERE agent_id = ?1", [agent_id])?;
-            tx.commit()?;
+            c.execute("DELETE FROM sessions WHERE agent_id = ?1", args![agent_id])?;
             Ok(())
         })
     }
 
     /// Deletes every trace of an agent's enrollment and keys.
     pub fn delete(&self, agent_id: &str) -> Result<(), StoreError> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute("DELETE FROM enrollments WHERE agent_id = ?1", [agent_id])?;
+        self.write(|c| {
+            let n = c.execute(
+                "DELETE FROM enrollments WHERE agent_id = ?1",
+                args![agent_id],
+            )?;
             if n == 0 {
                 return Err(StoreError::NotFound(agent_id.to_owned()));
             }
             for table in ["sessions", "aks", "challenges", "registrations"] {
-                tx.execute(
+                c.execute(
                     &format!("DELETE FROM {table} WHERE agent_id = ?1"),
-                    [agent_id],
+                    args![agent_id],
                 )?;
             }
-            tx.commit()?;
             Ok(())
         })
     }
 
     /// Stores a pending registration (MakeCredential issued, not yet activated).
     pub fn insert_registration(&self, r: &Registration) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.run(|c| {
             c.execute(
                 "INSERT INTO registrations (registration_id, agent_id, ak_pub, ak_name, secret, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![r.registration_id, r.agent_id, r.ak_pub, r.ak_name, r.secret_wrapped, r.expires_at],
+                args![&r.registration_id, &r.agent_id, &r.ak_pub, &r.ak_name, &r.secret_wrapped, r.expires_at],
             )?;
             Ok(())
         })
     }
 
     /// Removes and returns a pending registration: each MakeCredential challenge can be
-    /// answered once, right or wrong.
+    /// answered once, right or wrong. The delete decides: of two replicas racing on one
+    /// registration, only the one whose `DELETE` removed the row gets it.
     pub fn take_registration(&self, id: &str) -> Result<Option<Registration>, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let r = tx
-                .query_row(
-                    "SELECT registration_id, agent_id, ak_pub, ak_name, secret, expires_at
-                     FROM registrations WHERE registration_id = ?1",
-                    [id],
-                    |row| {
-                        Ok(Registration {
-                            registration_id: row.get(0)?,
-                            agent_id: row.get(1)?,
-                            ak_pub: row.get(2)?,
-                            ak_name: row.get(3)?,
-                            secret_wrapped: row.get(4)?,
-                            expires_at: row.get(5)?,
-                        })
-                    },
-                )
-                .optional()?;
-            if r.is_some() {
-                tx.execute("DELETE FROM registrations WHERE registration_id = ?1", [id])?;
-            }
-            tx.commit()?;
-            Ok(r)
+        self.write(|c| {
+            let Some(row) = c.query_opt(
+                "SELECT registration_id, agent_id, ak_pub, ak_name, secret, expires_at
+                 FROM registrations WHERE registration_id = ?1",
+                args![id],
+            )?
+            else {
+                return Ok(None);
+            };
+            let t = "registrations";
+            let r = Registration {
+                registration_id: row.text(0, t)?,
+                agent_id: row.text(1, t)?,
+                ak_pub: row.blob(2, t)?,
+                ak_name: row.blob(3, t)?,
+                secret_wrapped: row.blob(4, t)?,
+                expires_at: row.int(5, t)?,
+            };
+            let n = c.execute(
+                "DELETE FROM registrations WHERE registration_id = ?1",
+                args![id],
+            )?;
+            Ok((n == 1).then_some(r))
         })
     }
 
@@ -341,11 +431,13 @@ impl Store {
         ak_pub: &[u8],
         now: i64,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.run(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO aks (agent_id, ak_name, ak_pub, activated_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![agent_id, ak_name, ak_pub, now],
+                "INSERT INTO aks (agent_id, ak_name, ak_pub, activated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (agent_id, ak_name) DO UPDATE
+                    SET ak_pub = excluded.ak_pub, activated_at = excluded.activated_at",
+                args![agent_id, ak_name, ak_pub, now],
             )?;
             Ok(())
         })
@@ -357,26 +449,26 @@ impl Store {
         agent_id: &str,
         ak_name: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with(|c| {
-            Ok(c.query_row(
+        self.run(|c| {
+            c.query_opt(
                 "SELECT ak_pub FROM aks WHERE agent_id = ?1 AND ak_name = ?2",
-                params![agent_id, ak_name],
-                |row| row.get(0),
-            )
-            .optional()?)
+                args![agent_id, ak_name],
+            )?
+            .map(|row| row.blob(0, "aks"))
+            .transpose()
         })
     }
 
     /// Stores a fresh challenge.
     pub fn insert_challenge(&self, ch: &NewChallenge) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.run(|c| {
             c.execute(
                 "INSERT INTO challenges (challenge_id, agent_id, ak_name, nonce, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    ch.challenge_id,
-                    ch.agent_id,
-                    ch.ak_name,
+                args![
+                    &ch.challenge_id,
+                    &ch.agent_id,
+                    &ch.ak_name,
                     ch.nonce.as_slice(),
                     ch.expires_at
                 ],
@@ -387,7 +479,7 @@ impl Store {
 
     /// A challenge by id.
     pub fn challenge(&self, challenge_id: &str) -> Result<Option<Challenge>, StoreError> {
-        self.with(|c| load_challenge(c, challenge_id))
+        self.run(|c| load_challenge(c, challenge_id))
     }
 
     /// Records a refused attempt. Refusals never consume a release.
@@ -398,11 +490,11 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.run(|c| {
             c.execute(
                 "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
                  VALUES (?1, ?2, ?3, 'refused', ?4)",
-                params![agent_id, challenge_id, now, reason],
+                args![agent_id, challenge_id, now, reason],
             )?;
             Ok(())
         })
@@ -419,38 +511,67 @@ impl Store {
         req: &ReleaseRequest<'_>,
         seal: impl FnOnce(&Enrollment, ReleaseCount) -> Result<Vec<u8>, StoreError>,
     ) -> Result<ReleaseDecision, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let decision = release_in(&tx, req, seal)?;
+        self.write(|c| {
+            // The agent's lock first: every read below sees what the previous holder
+            // committed (PostgreSQL; SQLite's writer lock is already held).
+            let lock = format!(
+                "SELECT 1 FROM enrollments WHERE agent_id = ?1{}",
+                c.dialect().for_update()
+            );
+            c.query(&lock, args![req.agent_id])?;
+            let decision = release_in(c, req, seal)?;
             match &decision {
                 ReleaseDecision::Released { .. } => {
-                    tx.execute(
+                    c.execute(
                         "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
                          VALUES (?1, ?2, ?3, 'released', 'released')",
-                        params![req.agent_id, req.challenge_id, req.now],
+                        args![req.agent_id, req.challenge_id, req.now],
                     )?;
                 }
                 ReleaseDecision::Retried { .. } => {}
                 ReleaseDecision::Refused(r) => {
-                    tx.execute(
+                    let reason = r.to_string();
+                    c.execute(
                         "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
                          VALUES (?1, ?2, ?3, 'refused', ?4)",
-                        params![req.agent_id, req.challenge_id, req.now, r.to_string()],
+                        args![req.agent_id, req.challenge_id, req.now, reason.as_str()],
                     )?;
                 }
             }
-            tx.commit()?;
             Ok(decision)
         })
+    }
+
+    /// Every (table, column) of the schema, sorted: the two backends' migrations must agree.
+    #[cfg(test)]
+    pub(crate) fn schema_columns(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = match &self.backend {
+            Backend::Sqlite(_) => {
+                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
+                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'"
+            }
+            Backend::Postgres(_) => {
+                "SELECT table_name::text, column_name::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name <> 'schema_migrations'"
+            }
+        };
+        let mut out = self.run(|c| {
+            c.query(sql, &[])?
+                .iter()
+                .map(|r| Ok((r.text(0, "schema")?, r.text(1, "schema")?)))
+                .collect::<Result<Vec<_>, StoreError>>()
+        })?;
+        out.sort();
+        Ok(out)
     }
 }
 
 fn release_in(
-    tx: &rusqlite::Transaction<'_>,
+    c: &mut dyn Conn,
     req: &ReleaseRequest<'_>,
     seal: impl FnOnce(&Enrollment, ReleaseCount) -> Result<Vec<u8>, StoreError>,
 ) -> Result<ReleaseDecision, StoreError> {
-    let Some(ch) = load_challenge(tx, req.challenge_id)? else {
+    let Some(ch) = load_challenge(c, req.challenge_id)? else {
         return Ok(ReleaseDecision::Refused(Refusal::ChallengeUnknown));
     };
     if ch.agent_id != req.agent_id {
@@ -470,7 +591,7 @@ fn release_in(
     if ch.expires_at <= req.now {
         return Ok(ReleaseDecision::Refused(Refusal::ChallengeExpired));
     }
-    let Some(enr) = load_enrollment(tx, req.agent_id)? else {
+    let Some(enr) = load_enrollment(c, req.agent_id)? else {
         return Ok(ReleaseDecision::Refused(Refusal::NotEnrolled));
     };
     match enr.state {
@@ -480,13 +601,13 @@ fn release_in(
             return Ok(ReleaseDecision::Refused(Refusal::AgentTerminated))
         }
     }
-    let session: Option<(i64, String)> = tx
-        .query_row(
+    let session = c
+        .query_opt(
             "SELECT releases, state FROM sessions WHERE agent_id = ?1 AND reset_count = ?2",
-            params![req.agent_id, req.reset_count],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?;
+            args![req.agent_id, req.reset_count],
+        )?
+        .map(|row| Ok::<_, StoreError>((row.int(0, "sessions")?, row.text(1, "sessions")?)))
+        .transpose()?;
     if let Some((_, state)) = &session {
         if SessionState::parse(state) != Some(SessionState::Open) {
             return Ok(ReleaseDecision::Refused(Refusal::SessionTerminated {
@@ -494,11 +615,12 @@ fn release_in(
             }));
         }
     }
-    let latest: Option<i64> = tx.query_row(
-        "SELECT MAX(reset_count) FROM sessions WHERE agent_id = ?1",
-        [req.agent_id],
-        |row| row.get(0),
-    )?;
+    let latest = c
+        .query_one(
+            "SELECT MAX(reset_count) FROM sessions WHERE agent_id = ?1",
+            args![req.agent_id],
+        )?
+        .opt_int(0, "sessions")?;
     if let Some(latest) = latest {
         if latest > i64::from(req.reset_count) {
             return Ok(ReleaseDecision::Refused(Refusal::ResetCountWentBackwards {
@@ -511,9 +633,9 @@ fn release_in(
     if new_session {
         if let Some(max) = enr.max_boots {
             if enr.boots_used >= max {
-                tx.execute(
+                c.execute(
                     "UPDATE enrollments SET state = 'terminated', updated_at = ?2 WHERE agent_id = ?1",
-                    params![req.agent_id, req.now],
+                    args![req.agent_id, req.now],
                 )?;
                 return Ok(ReleaseDecision::Refused(Refusal::MaxBootsReached {
                     max_boots: max,
@@ -532,19 +654,19 @@ fn release_in(
         },
     )?;
     let state = if terminated { "terminated" } else { "open" };
-    tx.execute(
+    c.execute(
         "INSERT INTO sessions (agent_id, reset_count, releases, state, first_release_at, last_release_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)
          ON CONFLICT (agent_id, reset_count) DO UPDATE
             SET releases = excluded.releases, state = excluded.state, last_release_at = excluded.last_release_at",
-        params![req.agent_id, req.reset_count, releases, state, req.now],
+        args![req.agent_id, req.reset_count, releases, state, req.now],
     )?;
     if new_session {
         let boots_used = enr.boots_used + 1;
         let agent_done = terminated && enr.max_boots.is_some_and(|m| boots_used >= m);
-        tx.execute(
+        c.execute(
             "UPDATE enrollments SET boots_used = ?2, state = ?3, updated_at = ?4 WHERE agent_id = ?1",
-            params![
+            args![
                 req.agent_id,
                 boots_used,
                 if agent_done { "terminated" } else { "armed" },
@@ -552,14 +674,14 @@ fn release_in(
             ],
         )?;
     } else if terminated && enr.max_boots.is_some_and(|m| enr.boots_used >= m) {
-        tx.execute(
+        c.execute(
             "UPDATE enrollments SET state = 'terminated', updated_at = ?2 WHERE agent_id = ?1",
-            params![req.agent_id, req.now],
+            args![req.agent_id, req.now],
         )?;
     }
-    tx.execute(
+    c.execute(
         "UPDATE challenges SET used_at = ?2, evidence_hash = ?3, response = ?4 WHERE challenge_id = ?1",
-        params![req.challenge_id, req.now, req.evidence_hash.as_slice(), response],
+        args![req.challenge_id, req.now, req.evidence_hash.as_slice(), &response],
     )?;
     Ok(ReleaseDecision::Released {
         response,
@@ -583,133 +705,75 @@ const ENROLLMENT_SELECT: &str = "SELECT e.agent_id, e.ek_pub, COALESCE(p.documen
     FROM enrollments e LEFT JOIN policies p
         ON p.name = e.policy_name AND p.version = e.policy_version";
 
-fn load_enrollment(c: &Connection, agent_id: &str) -> Result<Option<Enrollment>, StoreError> {
-    c.query_row(
+fn load_enrollment(c: &mut dyn Conn, agent_id: &str) -> Result<Option<Enrollment>, StoreError> {
+    c.query_opt(
         &format!("{ENROLLMENT_SELECT} WHERE e.agent_id = ?1"),
-        [agent_id],
-        enrollment_from_row,
-    )
-    .optional()?
+        args![agent_id],
+    )?
+    .as_ref()
+    .map(enrollment_from_row)
     .transpose()
 }
 
-fn enrollment_from_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<Result<Enrollment, StoreError>> {
-    let corrupt = |what| StoreError::Corrupt {
-        table: "enrollments",
-        what,
+fn enrollment_from_row(row: &Row) -> Result<Enrollment, StoreError> {
+    let t = "enrollments";
+    let corrupt = |what| StoreError::Corrupt { table: t, what };
+    let policy_ref = match (row.opt_text(11, t)?, row.opt_int(12, t)?) {
+        (Some(n), Some(v)) => Some((n, u32::try_from(v).map_err(|_| corrupt("policy_version"))?)),
+        (None, None) => None,
+        _ => return Err(corrupt("policy_name/policy_version")),
     };
-    let state: String = row.get(7)?;
-    let max_att: i64 = row.get(3)?;
-    let max_boots: Option<i64> = row.get(4)?;
-    let boots_used: i64 = row.get(8)?;
-    let policy_name: Option<String> = row.get(11)?;
-    let policy_version: Option<i64> = row.get(12)?;
-    let parsed = (|| {
-        let policy_ref = match (policy_name, policy_version) {
-            (Some(n), Some(v)) => {
-                Some((n, u32::try_from(v).map_err(|_| corrupt("policy_version"))?))
-            }
-            (None, None) => None,
-            _ => return Err(corrupt("policy_name/policy_version")),
-        };
-        Ok(Enrollment {
-            agent_id: row.get(0)?,
-            ek_pub: row.get(1)?,
-            policy: row.get(2)?,
-            max_attestations: u32::try_from(max_att).map_err(|_| corrupt("max_attestations"))?,
-            max_boots: max_boots
-                .map(u32::try_from)
-                .transpose()
-                .map_err(|_| corrupt("max_boots"))?,
-            share_wrapped: row.get(5)?,
-            payload_ct: row.get(6)?,
-            state: EnrollmentState::parse(&state).ok_or_else(|| corrupt("state"))?,
-            boots_used: u32::try_from(boots_used).map_err(|_| corrupt("boots_used"))?,
-            created_at: row.get(9)?,
-            updated_at: row.get(10)?,
-            policy_ref,
-        })
-    })();
-    Ok(parsed)
+    Ok(Enrollment {
+        agent_id: row.text(0, t)?,
+        ek_pub: row.blob(1, t)?,
+        policy: row.text(2, t)?,
+        max_attestations: u32::try_from(row.int(3, t)?).map_err(|_| corrupt("max_attestations"))?,
+        max_boots: row
+            .opt_int(4, t)?
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| corrupt("max_boots"))?,
+        share_wrapped: row.blob(5, t)?,
+        payload_ct: row.opt_blob(6, t)?,
+        state: EnrollmentState::parse(&row.text(7, t)?).ok_or_else(|| corrupt("state"))?,
+        boots_used: u32::try_from(row.int(8, t)?).map_err(|_| corrupt("boots_used"))?,
+        created_at: row.int(9, t)?,
+        updated_at: row.int(10, t)?,
+        policy_ref,
+    })
 }
 
-fn load_challenge(c: &Connection, id: &str) -> Result<Option<Challenge>, StoreError> {
-    let row = c
-        .query_row(
-            "SELECT challenge_id, agent_id, ak_name, nonce, expires_at, used_at, evidence_hash, response
-             FROM challenges WHERE challenge_id = ?1",
-            [id],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Vec<u8>>(2)?,
-                    row.get::<_, Vec<u8>>(3)?,
-                    row.get::<_, i64>(4)?,
-                    row.get::<_, Option<i64>>(5)?,
-                    row.get::<_, Option<Vec<u8>>>(6)?,
-                    row.get::<_, Option<Vec<u8>>>(7)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((
-        challenge_id,
-        agent_id,
-        ak_name,
-        nonce,
-        expires_at,
-        used_at,
-        evidence_hash,
-        response,
-    )) = row
+fn load_challenge(c: &mut dyn Conn, id: &str) -> Result<Option<Challenge>, StoreError> {
+    let Some(row) = c.query_opt(
+        "SELECT challenge_id, agent_id, ak_name, nonce, expires_at, used_at, evidence_hash, response
+         FROM challenges WHERE challenge_id = ?1",
+        args![id],
+    )?
     else {
         return Ok(None);
     };
-    let nonce: [u8; 32] = nonce.try_into().map_err(|_| StoreError::Corrupt {
-        table: "challenges",
-        what: "nonce is not 32 bytes",
-    })?;
+    let t = "challenges";
+    let nonce: [u8; 32] = row
+        .blob(3, t)?
+        .try_into()
+        .map_err(|_| StoreError::Corrupt {
+            table: t,
+            what: "nonce is not 32 bytes",
+        })?;
+    let evidence_hash = row.opt_blob(6, t)?;
+    let response = row.opt_blob(7, t)?;
     Ok(Some(Challenge {
-        challenge_id,
-        agent_id,
-        ak_name,
+        challenge_id: row.text(0, t)?,
+        agent_id: row.text(1, t)?,
+        ak_name: row.blob(2, t)?,
         nonce,
-        expires_at,
-        used: used_at.map(|at| UsedChallenge {
+        expires_at: row.int(4, t)?,
+        used: row.opt_int(5, t)?.map(|at| UsedChallenge {
             at,
             evidence_hash,
             response,
         }),
     }))
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    if version > supported {
-        return Err(StoreError::SchemaTooNew {
-            found: version,
-            supported,
-        });
-    }
-    for (i, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(
-            None,
-            "user_version",
-            i64::try_from(i + 1).unwrap_or(i64::MAX),
-        )?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@
 //! that returns, per enrollment, the document it was evaluated against before, so the
 //! caller can show what changes.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
-
+use super::db::args;
 use super::{Store, StoreError};
 
 /// One stored version.
@@ -62,88 +61,79 @@ fn count_u32(v: i64) -> u32 {
 impl Store {
     /// Creates version 1 of a new named policy.
     pub fn create_policy(&self, name: &str, document: &str, now: i64) -> Result<u32, StoreError> {
-        self.with(|c| {
-            let r = c.execute(
+        let r = self.run(|c| {
+            c.execute(
                 "INSERT INTO policies (name, version, document, created_at) VALUES (?1, 1, ?2, ?3)",
-                params![name, document, now],
-            );
-            match r {
-                Ok(_) => Ok(1),
-                Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Err(StoreError::PolicyExists(name.to_owned()))
-                }
-                Err(e) => Err(e.into()),
-            }
-        })
+                args![name, document, now],
+            )
+        });
+        match r {
+            Ok(_) => Ok(1),
+            Err(e) if e.is_unique_violation() => Err(StoreError::PolicyExists(name.to_owned())),
+            Err(e) => Err(e),
+        }
     }
 
     /// Adds the next version of an existing policy; returns it. Enrollments are not moved.
+    /// The latest version's row is locked, so two replicas adding versions take turns.
     pub fn add_policy_version(
         &self,
         name: &str,
         document: &str,
         now: i64,
     ) -> Result<u32, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let latest: Option<i64> = tx.query_row(
-                "SELECT MAX(version) FROM policies WHERE name = ?1",
-                [name],
-                |row| row.get(0),
-            )?;
-            let Some(latest) = latest else {
+        self.write(|c| {
+            let lock = format!(
+                "SELECT version FROM policies WHERE name = ?1 ORDER BY version DESC LIMIT 1{}",
+                c.dialect().for_update()
+            );
+            let Some(latest) = c.query_opt(&lock, args![name])? else {
                 return Err(StoreError::PolicyNotFound(name.to_owned()));
             };
-            let next = latest.saturating_add(1);
-            tx.execute(
+            let next = latest.int(0, "policies")?.saturating_add(1);
+            c.execute(
                 "INSERT INTO policies (name, version, document, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![name, next, document, now],
+                args![name, next, document, now],
             )?;
-            tx.commit()?;
             version_u32(next)
         })
     }
 
     /// A version of a policy (`None`: the latest).
     pub fn policy(&self, name: &str, version: Option<u32>) -> Result<PolicyRow, StoreError> {
-        self.with(|c| {
-            let row = c
-                .query_row(
+        self.run(|c| {
+            let row = match version {
+                Some(v) => c.query_opt(
                     "SELECT name, version, document, created_at FROM policies
-                     WHERE name = ?1 AND (?2 IS NULL OR version = ?2)
-                     ORDER BY version DESC LIMIT 1",
-                    params![name, version],
-                    |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, i64>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, i64>(3)?,
-                        ))
-                    },
-                )
-                .optional()?;
-            let Some((name, version, document, created_at)) = row else {
+                     WHERE name = ?1 AND version = ?2",
+                    args![name, v],
+                )?,
+                None => c.query_opt(
+                    "SELECT name, version, document, created_at FROM policies
+                     WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+                    args![name],
+                )?,
+            };
+            let Some(row) = row else {
                 return Err(StoreError::PolicyNotFound(match version {
                     Some(v) => format!("{name} v{v}"),
                     None => name.to_owned(),
                 }));
             };
+            let t = "policies";
             Ok(PolicyRow {
-                name,
-                version: version_u32(version)?,
-                document,
-                created_at,
+                name: row.text(0, t)?,
+                version: version_u32(row.int(1, t)?)?,
+                document: row.text(2, t)?,
+                created_at: row.int(3, t)?,
             })
         })
     }
 
     /// Every named policy, by name.
     pub fn policies(&self) -> Result<Vec<PolicySummaryRow>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
+        self.run(|c| {
+            let rows = c.query(
                 "SELECT p.name, p.version, p.created_at,
                     (SELECT COUNT(*) FROM enrollments e WHERE e.policy_name = p.name),
                     (SELECT COUNT(*) FROM enrollments e
@@ -151,47 +141,39 @@ impl Store {
                  FROM policies p
                  WHERE p.version = (SELECT MAX(version) FROM policies q WHERE q.name = p.name)
                  ORDER BY p.name",
+                &[],
             )?;
-            let rows = stmt.query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, i64>(4)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for r in rows {
-                let (name, version, updated_at, enrollments, behind) = r?;
-                out.push(PolicySummaryRow {
-                    name,
-                    latest_version: version_u32(version)?,
-                    updated_at,
-                    enrollments: count_u32(enrollments),
-                    behind: count_u32(behind),
-                });
-            }
-            Ok(out)
+            let t = "policies";
+            rows.iter()
+                .map(|row| {
+                    Ok(PolicySummaryRow {
+                        name: row.text(0, t)?,
+                        latest_version: version_u32(row.int(1, t)?)?,
+                        updated_at: row.int(2, t)?,
+                        enrollments: count_u32(row.int(3, t)?),
+                        behind: count_u32(row.int(4, t)?),
+                    })
+                })
+                .collect()
         })
     }
 
     /// Enrollments of `name` and their versions, by agent id.
     pub fn policy_pins(&self, name: &str) -> Result<Vec<(String, u32)>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
+        self.run(|c| {
+            let rows = c.query(
                 "SELECT agent_id, policy_version FROM enrollments WHERE policy_name = ?1
                  ORDER BY agent_id",
+                args![name],
             )?;
-            let rows = stmt.query_map([name], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })?;
-            let mut out = Vec::new();
-            for r in rows {
-                let (agent, v) = r?;
-                out.push((agent, version_u32(v)?));
-            }
-            Ok(out)
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        row.text(0, "enrollments")?,
+                        version_u32(row.int(1, "enrollments")?)?,
+                    ))
+                })
+                .collect()
         })
     }
 
@@ -207,46 +189,39 @@ impl Store {
         dry_run: bool,
         now: i64,
     ) -> Result<Vec<AppliedMove>, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let document: String = tx
-                .query_row(
+        self.write(|c| {
+            let document = c
+                .query_opt(
                     "SELECT document FROM policies WHERE name = ?1 AND version = ?2",
-                    params![name, version],
-                    |row| row.get(0),
-                )
-                .optional()?
-                .ok_or_else(|| StoreError::PolicyNotFound(format!("{name} v{version}")))?;
+                    args![name, version],
+                )?
+                .ok_or_else(|| StoreError::PolicyNotFound(format!("{name} v{version}")))?
+                .text(0, "policies")?;
             let select = "SELECT e.agent_id, e.policy_name, e.policy_version,
                     COALESCE(p.document, e.policy)
                  FROM enrollments e LEFT JOIN policies p
                     ON p.name = e.policy_name AND p.version = e.policy_version";
-            let mut candidates: Vec<(String, Option<String>, Option<i64>, String)> = Vec::new();
-            {
-                let map = |row: &rusqlite::Row<'_>| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                };
-                match agents {
-                    Some(list) => {
-                        let mut stmt = tx.prepare(&format!("{select} WHERE e.agent_id = ?1"))?;
-                        for a in list {
-                            let row = stmt.query_row([a], map).optional()?;
-                            candidates.push(row.ok_or_else(|| StoreError::NotFound(a.clone()))?);
-                        }
+            let mut candidates = Vec::new();
+            match agents {
+                Some(list) => {
+                    let sql = format!("{select} WHERE e.agent_id = ?1");
+                    for a in list {
+                        let row = c.query_opt(&sql, args![a])?;
+                        candidates.push(row.ok_or_else(|| StoreError::NotFound(a.clone()))?);
                     }
-                    None => {
-                        let mut stmt = tx.prepare(&format!(
-                            "{select} WHERE e.policy_name = ?1 ORDER BY e.agent_id"
-                        ))?;
-                        for r in stmt.query_map([name], map)? {
-                            candidates.push(r?);
-                        }
-                    }
+                }
+                None => {
+                    candidates = c.query(
+                        &format!("{select} WHERE e.policy_name = ?1 ORDER BY e.agent_id"),
+                        args![name],
+                    )?;
                 }
             }
             let mut moved = Vec::new();
-            for (agent_id, old_name, old_version, old_document) in candidates {
-                let from = match (old_name, old_version) {
+            let t = "enrollments";
+            for row in candidates {
+                let agent_id = row.text(0, t)?;
+                let from = match (row.opt_text(1, t)?, row.opt_int(2, t)?) {
                     (Some(n), Some(v)) => Some((n, version_u32(v)?)),
                     _ => None,
                 };
@@ -257,22 +232,17 @@ impl Store {
                     continue;
                 }
                 if !dry_run {
-                    tx.execute(
+                    c.execute(
                         "UPDATE enrollments SET policy_name = ?2, policy_version = ?3,
                             policy = ?4, updated_at = ?5 WHERE agent_id = ?1",
-                        params![agent_id, name, version, document, now],
+                        args![&agent_id, name, version, &document, now],
                     )?;
                 }
                 moved.push(AppliedMove {
                     agent_id,
                     from,
-                    old_document,
+                    old_document: row.text(3, t)?,
                 });
-            }
-            if dry_run {
-                tx.rollback()?;
-            } else {
-                tx.commit()?;
             }
             Ok(moved)
         })

@@ -1,11 +1,67 @@
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::*;
 
+#[path = "../../tests/support/pg.rs"]
+mod pg;
+
 const AGENT: &str = "aa00";
 
-fn enrolled(max_attestations: u32, max_boots: Option<u32>) -> Store {
-    let s = Store::open_in_memory().unwrap();
+/// Where a test's database lives; `open` gives another connection to the same data, as a
+/// replica (or a restarted server) would have.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres { url: String, schema: String },
+}
+
+impl Db {
+    fn open(&self) -> Store {
+        match self {
+            Db::Sqlite(dir) => Store::open(&dir.path().join("v.db")).unwrap(),
+            Db::Postgres { url, schema } => Store::open_postgres(url, schema).unwrap(),
+        }
+    }
+}
+
+fn sqlite_db() -> Db {
+    Db::Sqlite(tempfile::tempdir().unwrap())
+}
+
+/// A fresh schema in the test binary's one cluster; `None` with `UNLOCK_SKIP_POSTGRES=1`.
+fn pg_db() -> Option<Db> {
+    static CLUSTER: OnceLock<Option<pg::PgCluster>> = OnceLock::new();
+    let cluster = CLUSTER
+        .get_or_init(|| pg::PgCluster::start_with(false))
+        .as_ref()?;
+    Some(Db::Postgres {
+        url: cluster.url(),
+        schema: cluster.fresh_schema(),
+    })
+}
+
+/// The same test against SQLite and PostgreSQL.
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn sqlite() {
+                let body: fn(Db) = $body;
+                body(sqlite_db());
+            }
+            #[test]
+            fn postgres() {
+                let body: fn(Db) = $body;
+                if let Some(db) = pg_db() {
+                    body(db);
+                }
+            }
+        }
+    };
+}
+
+fn enrolled_in(db: &Db, max_attestations: u32, max_boots: Option<u32>) -> Store {
+    let s = db.open();
     s.enroll(
         &NewEnrollment {
             agent_id: AGENT.into(),
@@ -48,9 +104,8 @@ fn attest(s: &Store, id: &str, reset_count: u32, evidence: u8) -> ReleaseDecisio
     .unwrap()
 }
 
-#[test]
-fn releases_once_then_session_terminated() {
-    let s = enrolled(1, None);
+both!(releases_once_then_session_terminated, |db| {
+    let s = enrolled_in(&db, 1, None);
     challenge(&s, "c1", 100);
     challenge(&s, "c2", 100);
     assert!(matches!(
@@ -68,11 +123,10 @@ fn releases_once_then_session_terminated() {
     let sessions = s.sessions(AGENT).unwrap();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].state, SessionState::Terminated);
-}
+});
 
-#[test]
-fn bounded_release_counts_to_max_attestations() {
-    let s = enrolled(2, None);
+both!(bounded_release_counts_to_max_attestations, |db| {
+    let s = enrolled_in(&db, 2, None);
     for id in ["c1", "c2", "c3"] {
         challenge(&s, id, 100);
     }
@@ -96,11 +150,10 @@ fn bounded_release_counts_to_max_attestations() {
         attest(&s, "c3", 1, 3),
         ReleaseDecision::Refused(Refusal::SessionTerminated { .. })
     ));
-}
+});
 
-#[test]
-fn identical_retry_gets_same_answer_without_counting() {
-    let s = enrolled(1, None);
+both!(identical_retry_gets_same_answer_without_counting, |db| {
+    let s = enrolled_in(&db, 1, None);
     challenge(&s, "c1", 100);
     let first = attest(&s, "c1", 1, 1);
     let ReleaseDecision::Released { response, .. } = first else {
@@ -116,11 +169,10 @@ fn identical_retry_gets_same_answer_without_counting() {
         ReleaseDecision::Refused(Refusal::NonceReused)
     );
     assert_eq!(s.sessions(AGENT).unwrap()[0].releases, 1);
-}
+});
 
-#[test]
-fn expired_and_unknown_challenges_refused() {
-    let s = enrolled(1, None);
+both!(expired_and_unknown_challenges_refused, |db| {
+    let s = enrolled_in(&db, 1, None);
     challenge(&s, "old", 10); // expires at now
     assert_eq!(
         attest(&s, "old", 1, 1),
@@ -134,11 +186,10 @@ fn expired_and_unknown_challenges_refused() {
         s.sessions(AGENT).unwrap().is_empty(),
         "refusals consume nothing"
     );
-}
+});
 
-#[test]
-fn reset_count_going_backwards_refused() {
-    let s = enrolled(1, None);
+both!(reset_count_going_backwards_refused, |db| {
+    let s = enrolled_in(&db, 1, None);
     challenge(&s, "c1", 100);
     challenge(&s, "c2", 100);
     challenge(&s, "c3", 100);
@@ -158,11 +209,10 @@ fn reset_count_going_backwards_refused() {
         attest(&s, "c3", 8, 3),
         ReleaseDecision::Released { .. }
     ));
-}
+});
 
-#[test]
-fn max_boots_terminates_the_agent_for_good() {
-    let s = enrolled(1, Some(2));
+both!(max_boots_terminates_the_agent_for_good, |db| {
+    let s = enrolled_in(&db, 1, Some(2));
     for id in ["c1", "c2", "c3"] {
         challenge(&s, id, 100);
     }
@@ -189,22 +239,20 @@ fn max_boots_terminates_the_agent_for_good() {
         attest(&s, "c4", 1, 4),
         ReleaseDecision::Released { .. }
     ));
-}
+});
 
-#[test]
-fn revoked_agent_refused() {
-    let s = enrolled(1, None);
+both!(revoked_agent_refused, |db| {
+    let s = enrolled_in(&db, 1, None);
     challenge(&s, "c1", 100);
     s.set_state(AGENT, EnrollmentState::Revoked, 5).unwrap();
     assert_eq!(
         attest(&s, "c1", 1, 1),
         ReleaseDecision::Refused(Refusal::Revoked)
     );
-}
+});
 
-#[test]
-fn seal_failure_releases_nothing() {
-    let s = enrolled(1, None);
+both!(seal_failure_releases_nothing, |db| {
+    let s = enrolled_in(&db, 1, None);
     challenge(&s, "c1", 100);
     let h = [1; 32];
     let r = s.release(
@@ -220,14 +268,11 @@ fn seal_failure_releases_nothing() {
     assert!(r.is_err());
     assert!(s.sessions(AGENT).unwrap().is_empty());
     assert!(s.challenge("c1").unwrap().unwrap().used.is_none());
-}
+});
 
-#[test]
-fn fifty_concurrent_attests_release_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.db");
+both!(fifty_concurrent_attests_release_exactly_once, |db| {
     {
-        let s = Store::open(&path).unwrap();
+        let s = db.open();
         s.enroll(
             &NewEnrollment {
                 agent_id: AGENT.into(),
@@ -245,14 +290,20 @@ fn fifty_concurrent_attests_release_exactly_once() {
             challenge(&s, &format!("c{i}"), 100);
         }
     }
-    // Separate connections (as separate replicas would have) racing on one file.
+    // Separate connections (as separate replicas would have) racing on one database.
+    let db = Arc::new(db);
+    let start = Arc::new(std::sync::Barrier::new(50));
     let released = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let threads: Vec<_> = (0..50)
         .map(|i| {
-            let path = path.clone();
+            let db = db.clone();
+            let start = start.clone();
             let released = released.clone();
             std::thread::spawn(move || {
-                let s = Store::open(&path).unwrap();
+                let s = db.open();
+                // Connected first, then all at once.
+                s.ping().unwrap();
+                start.wait();
                 if let ReleaseDecision::Released { .. } = attest(&s, &format!("c{i}"), 3, i) {
                     released.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
@@ -263,16 +314,13 @@ fn fifty_concurrent_attests_release_exactly_once() {
         t.join().unwrap();
     }
     assert_eq!(released.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let s = Store::open(&path).unwrap();
+    let s = db.open();
     assert_eq!(s.sessions(AGENT).unwrap()[0].releases, 1);
-}
+});
 
-#[test]
-fn state_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.db");
+both!(state_survives_reopen, |db| {
     {
-        let s = Store::open(&path).unwrap();
+        let s = db.open();
         s.enroll(
             &NewEnrollment {
                 agent_id: AGENT.into(),
@@ -293,16 +341,15 @@ fn state_survives_reopen() {
             ReleaseDecision::Released { .. }
         ));
     }
-    let s = Store::open(&path).unwrap();
+    let s = db.open();
     assert_eq!(
         attest(&s, "c2", 2, 2),
         ReleaseDecision::Refused(Refusal::SessionTerminated { reset_count: 2 })
     );
-}
+});
 
-#[test]
-fn duplicate_enrollment_refused() {
-    let s = enrolled(1, None);
+both!(duplicate_enrollment_refused, |db| {
+    let s = enrolled_in(&db, 1, None);
     let e = NewEnrollment {
         agent_id: AGENT.into(),
         ek_pub: vec![],
@@ -315,5 +362,112 @@ fn duplicate_enrollment_refused() {
     assert!(matches!(
         s.enroll(&e, 1),
         Err(StoreError::AlreadyEnrolled(_))
+    ));
+});
+
+both!(named_policies_pin_and_move_enrollments, |db| {
+    let s = db.open();
+    assert_eq!(s.create_policy("web", r#"{"v":1}"#, 1).unwrap(), 1);
+    assert!(matches!(
+        s.create_policy("web", "{}", 1),
+        Err(StoreError::PolicyExists(_))
+    ));
+    assert_eq!(s.add_policy_version("web", r#"{"v":2}"#, 2).unwrap(), 2);
+    assert!(matches!(
+        s.add_policy_version("nope", "{}", 2),
+        Err(StoreError::PolicyNotFound(_))
+    ));
+    let e = NewEnrollment {
+        agent_id: AGENT.into(),
+        ek_pub: vec![1],
+        policy: r#"{"v":1}"#.into(),
+        max_attestations: 1,
+        max_boots: None,
+        share_wrapped: vec![1],
+        payload_ct: None,
+    };
+    assert!(matches!(
+        s.enroll_pinned(&e, Some(("web", 9)), 3),
+        Err(StoreError::PolicyNotFound(_))
+    ));
+    s.enroll_pinned(&e, Some(("web", 1)), 3).unwrap();
+    let enr = s.enrollment(AGENT).unwrap().unwrap();
+    assert_eq!(enr.policy_ref, Some(("web".into(), 1)));
+    assert_eq!(s.policy("web", None).unwrap().version, 2);
+    assert_eq!(s.policy("web", Some(1)).unwrap().document, r#"{"v":1}"#);
+    let list = s.policies().unwrap();
+    assert_eq!((list[0].enrollments, list[0].behind), (1, 1));
+    let dry = s.apply_policy("web", 2, None, true, 4).unwrap();
+    assert_eq!(dry.len(), 1);
+    assert_eq!(s.policy_pins("web").unwrap(), vec![(AGENT.to_owned(), 1)]);
+    let moved = s.apply_policy("web", 2, None, false, 4).unwrap();
+    assert_eq!(moved[0].old_document, r#"{"v":1}"#);
+    assert_eq!(s.policy_pins("web").unwrap(), vec![(AGENT.to_owned(), 2)]);
+    assert_eq!(s.enrollment(AGENT).unwrap().unwrap().policy, r#"{"v":2}"#);
+});
+
+both!(registration_is_taken_once, |db| {
+    let s = db.open();
+    s.insert_registration(&Registration {
+        registration_id: "r1".into(),
+        agent_id: AGENT.into(),
+        ak_pub: vec![1],
+        ak_name: vec![2],
+        secret_wrapped: vec![3],
+        expires_at: 100,
+    })
+    .unwrap();
+    assert_eq!(s.take_registration("r1").unwrap().unwrap().ak_name, vec![2]);
+    assert!(s.take_registration("r1").unwrap().is_none());
+    s.activate_ak(AGENT, &[2], &[1], 5).unwrap();
+    s.activate_ak(AGENT, &[2], &[1, 1], 6).unwrap();
+    assert_eq!(s.activated_ak(AGENT, &[2]).unwrap(), Some(vec![1, 1]));
+    assert_eq!(s.activated_ak(AGENT, &[3]).unwrap(), None);
+});
+
+both!(refusals_since_the_last_release_are_counted, |db| {
+    let s = enrolled_in(&db, 1, None);
+    s.record_refusal(AGENT, None, "bad", 5).unwrap();
+    s.record_refusal(AGENT, None, "bad", 50).unwrap();
+    assert_eq!(s.recent_refusals(AGENT, 0).unwrap(), 2);
+    assert_eq!(s.recent_refusals(AGENT, 10).unwrap(), 1, "window");
+    challenge(&s, "c1", 100);
+    assert!(matches!(
+        attest(&s, "c1", 1, 1),
+        ReleaseDecision::Released { .. }
+    ));
+    assert_eq!(s.recent_refusals(AGENT, 0).unwrap(), 0, "a release resets");
+    assert_eq!(s.attempts(AGENT, 10).unwrap().len(), 3);
+});
+
+/// Both migrations define the same tables and columns.
+#[test]
+fn sqlite_and_postgres_schemas_match() {
+    let sqlite = Store::open_in_memory().unwrap().schema_columns().unwrap();
+    assert!(sqlite.contains(&("sessions".into(), "releases".into())));
+    let Some(db) = pg_db() else { return };
+    assert_eq!(db.open().schema_columns().unwrap(), sqlite);
+}
+
+#[test]
+fn database_urls() {
+    assert_eq!(
+        DatabaseUrl::parse("sqlite:///var/lib/x").unwrap(),
+        DatabaseUrl::Sqlite("/var/lib/x".into())
+    );
+    assert!(matches!(
+        DatabaseUrl::parse("postgres://u:secret@h/db").unwrap(),
+        DatabaseUrl::Postgres(_)
+    ));
+    assert!(!format!(
+        "{:?}",
+        DatabaseUrl::parse("postgres://u:secret@h/db").unwrap()
+    )
+    .contains("secret"));
+    assert!(DatabaseUrl::parse("mysql://h").is_err());
+    assert!(DatabaseUrl::parse("sqlite://").is_err());
+    assert!(matches!(
+        Store::open_postgres("postgres://127.0.0.1:1/x", "bad-name"),
+        Err(StoreError::Config(_))
     ));
 }
