@@ -23,8 +23,10 @@ use crate::config::Config;
 
 /// First retry delay; doubled per retry up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest delay between retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// Longest delay between retries. Short: in the initramfs the agent starts while the
+/// network is still coming up, and every second of backoff after the link is up is a
+/// second added to the boot (the overall budget still bounds the retries).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The CA bundle could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -54,14 +54,14 @@ pub(super) fn ek_policy_session(ctx: &mut Context, encrypt: bool) -> Result<Auth
             what: "StartAuthSession",
             reason: "the TPM returned no session",
         })?;
-    let result = satisfy(ctx, session, encrypt);
+    let result = set_encrypt(ctx, session, encrypt).and_then(|()| satisfy_ek_policy(ctx, session));
     if result.is_err() {
         flush(ctx, session);
     }
     result.map(|()| session)
 }
 
-fn satisfy(ctx: &mut Context, session: AuthSession, encrypt: bool) -> Result<(), TpmError> {
+fn set_encrypt(ctx: &mut Context, session: AuthSession, encrypt: bool) -> Result<(), TpmError> {
     if encrypt {
         let (attrs, mask) = SessionAttributesBuilder::new()
             .with_decrypt(true)
@@ -70,6 +70,12 @@ fn satisfy(ctx: &mut Context, session: AuthSession, encrypt: bool) -> Result<(),
         ctx.tr_sess_set_attributes(session, attrs, mask)
             .map_err(cmd("TRSess_SetAttributes"))?;
     }
+    Ok(())
+}
+
+/// PolicySecret(TPM_RH_ENDORSEMENT) with the empty password: (re)satisfies the EK policy in
+/// `session` (a policy session's digest starts over after every command it authorizes).
+pub(super) fn satisfy_ek_policy(ctx: &mut Context, session: AuthSession) -> Result<(), TpmError> {
     let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
     ctx.execute_with_session(PASSWORD, |ctx| {
         ctx.policy_secret(

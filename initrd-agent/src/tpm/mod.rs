@@ -198,18 +198,24 @@ impl Tpm {
     pub fn create_ek(&mut self, kind: EkKind) -> Result<Ek, TpmError> {
         let template = ek::create_ek_public_from_default_template_2(kind.selection(), None)
             .map_err(cmd("EK template"))?;
-        let handle = self
+        let created = self
             .ctx
             .execute_with_session(auth::PASSWORD, |ctx| {
                 ctx.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
             })
-            .map_err(cmd("CreatePrimary (EK)"))?
-            .key_handle;
-        let (public, _, _) = self
-            .ctx
-            .read_public(handle)
-            .map_err(cmd("ReadPublic (EK)"))?;
-        let public = public.marshall().map_err(cmd("marshal EK public"))?;
+            .map_err(cmd("CreatePrimary (EK)"))?;
+        let handle = created.key_handle;
+        // CreatePrimary returns the public area: no ReadPublic round trip.
+        let public = match created.out_public.marshall() {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.ctx.flush_context(handle.into());
+                return Err(TpmError::Command {
+                    op: "marshal EK public",
+                    source: e,
+                });
+            }
+        };
         Ok(Ek {
             handle,
             kind,
@@ -280,19 +286,54 @@ impl Tpm {
             return self.create_ak_high_range(ek);
         }
         let template = auth::ak_template()?;
+        // One policy session for both commands: a policy session's digest starts over after
+        // each use, so it is satisfied again before Load instead of starting a new one.
         let session = auth::ek_policy_session(&mut self.ctx, false)?;
-        let created = self.ctx.execute_with_session(Some(session), |ctx| {
-            ctx.create(ek.handle, template, None, None, None, None)
-        });
+        let result = self.create_and_load_ak(ek, template, session);
         auth::flush(&mut self.ctx, session);
-        let created = created.map_err(cmd("Create (AK)"))?;
-        let session = auth::ek_policy_session(&mut self.ctx, false)?;
-        let handle = self.ctx.execute_with_session(Some(session), |ctx| {
-            ctx.load(ek.handle, created.out_private, created.out_public)
-        });
-        auth::flush(&mut self.ctx, session);
-        let handle = handle.map_err(cmd("Load (AK)"))?;
-        self.ak_from_handle(handle)
+        result
+    }
+
+    fn create_and_load_ak(
+        &mut self,
+        ek: &Ek,
+        template: tss_esapi::structures::Public,
+        session: tss_esapi::interface_types::session_handles::AuthSession,
+    ) -> Result<Ak, TpmError> {
+        let created = self
+            .ctx
+            .execute_with_session(Some(session), |ctx| {
+                ctx.create(ek.handle, template, None, None, None, None)
+            })
+            .map_err(cmd("Create (AK)"))?;
+        let public = created
+            .out_public
+            .marshall()
+            .map_err(cmd("marshal AK public"))?;
+        auth::satisfy_ek_policy(&mut self.ctx, session)?;
+        let handle = self
+            .ctx
+            .execute_with_session(Some(session), |ctx| {
+                ctx.load(ek.handle, created.out_private, created.out_public)
+            })
+            .map_err(cmd("Load (AK)"))?;
+        // The name the TPM returned from Load (ESYS keeps it): no ReadPublic round trip.
+        let name = self.ctx.tr_get_name(handle.into());
+        let name = match name {
+            Ok(n) => n.value().to_vec(),
+            Err(e) => {
+                let _ = self.ctx.flush_context(handle.into());
+                return Err(TpmError::Command {
+                    op: "TR_GetName (AK)",
+                    source: e,
+                });
+            }
+        };
+        Ok(Ak {
+            handle,
+            public,
+            name,
+        })
     }
 
     /// [`Tpm::create_ak`] under a high-range EK, whose authPolicy is a PolicyOR: through
