@@ -113,7 +113,12 @@ fn add_cert_file(trust: &mut TrustStore, f: &Path) -> anyhow::Result<()> {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let roles = build_roles(&config)?;
+    // Opening a store may connect to PostgreSQL, whose sync client must not block a runtime
+    // worker.
+    let roles = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || build_roles(&config)).await??
+    };
     let (token, created) = load_or_create_hex(&config.admin_token_file, 32)?;
     if created {
         tracing::warn!(path = %config.admin_token_file.display(), "created the admin token (give it to unlockctl with --token-file)");

@@ -30,6 +30,8 @@ use verifier_core::wire::{HashAlg, PcrSelection};
 #[path = "../../../initrd-agent/tests/common/mod.rs"]
 pub mod swtpm;
 
+pub mod pg;
+
 pub use swtpm::Swtpm;
 
 /// A running unlock-server with its own state directory.
@@ -53,6 +55,36 @@ impl Server {
         };
         s.spawn();
         s
+    }
+
+    /// Another replica of `of`: its own process and state directory, but the same master
+    /// keys, admin token and TLS identity (what a fleet's replicas share), and `extra` (the
+    /// same `--database`).
+    pub fn start_replica(of: &Server, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        for f in [
+            "verifier.key",
+            "tenant.key",
+            "admin.token",
+            "tls.crt",
+            "tls.key",
+        ] {
+            std::fs::copy(of.state().join(f), dir.path().join("state").join(f)).unwrap();
+        }
+        let mut s = Server {
+            child: None,
+            dir,
+            url: String::new(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// The process id (for kill -9 from a test).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn spawn(&mut self) {
