@@ -61,7 +61,16 @@ struct RoleState {
 
 /// The whole application: health check plus one sub-router per role.
 pub fn router(roles: &[Arc<RoleService>], token: AdminToken, max_body: usize) -> Router {
-    let mut app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let ready_roles: Vec<Arc<RoleService>> = roles.to_vec();
+    let mut app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let roles = ready_roles.clone();
+                async move { readyz(roles).await }
+            }),
+        );
     for svc in roles {
         let state = RoleState {
             svc: svc.clone(),
@@ -92,6 +101,22 @@ fn role_router(state: RoleState) -> Router {
         .route("/admin/v1/policies/{name}/diff", get(policy_diff))
         .route("/admin/v1/policies/{name}/apply", post(policy_apply))
         .with_state(state)
+}
+
+/// Ready when every role's database answers: a load balancer takes a replica out while its
+/// database is unreachable.
+async fn readyz(roles: Vec<Arc<RoleService>>) -> Response {
+    let r = blocking(move || {
+        for svc in &roles {
+            svc.store().ping().map_err(ApiError::internal)?;
+        }
+        Ok(())
+    })
+    .await;
+    match r {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response(),
+    }
 }
 
 /// Reads a body up to the limit; over it is a JSON 413, not a dropped connection.

@@ -189,6 +189,10 @@ fn db_releases(pg: &PgCluster, schema: &str) -> (HashMap<String, Vec<i64>>, Hash
 fn three_replicas_release_exactly_the_bound_under_500_concurrent_attests() {
     let Some(pg) = PgCluster::start() else { return };
     let fleet = Fleet::start(&pg.url(), 3);
+    for r in &fleet.replicas {
+        let resp = fleet.http.get(format!("{}/readyz", r.url)).call().unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "readyz");
+    }
     const AGENTS: usize = 100;
     const TRIES: usize = 5;
     let mut agents: Vec<(SimAgent, u32)> = (0..AGENTS)
@@ -323,6 +327,14 @@ fn replica_kill9_and_postgres_restart_mid_load_keep_the_bound_and_every_enrollme
             .status()
             .unwrap();
         assert!(st.success());
+        pg.kill();
+        // While the database is down, replicas say they are not ready.
+        let resp = fleet
+            .http
+            .get(format!("{}/readyz", fleet.replicas[0].url))
+            .call()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 503, "readyz without a database");
         pg.restart();
     });
     // Nothing above the bound, in either role.

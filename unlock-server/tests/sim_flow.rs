@@ -206,3 +206,31 @@ fn another_machine_cannot_activate_this_machines_registration() {
     let err = roles[0].activate(&forged, unix_now()).unwrap_err();
     assert_eq!(err.code, ErrorCode::ActivationFailed);
 }
+
+#[test]
+fn consecutive_failures_are_rate_limited_until_a_release() {
+    use unlock_server::role::MAX_CONSECUTIVE_FAILURES;
+    let mut agent = SimAgent::new().unwrap();
+    let roles = enrolled(&agent, &agent.learn_policy(), 1);
+    register(&agent, &roles);
+    agent
+        .tpm_mut()
+        .measure(4, b"an unexpected bootloader")
+        .unwrap();
+    for _ in 0..MAX_CONSECUTIVE_FAILURES {
+        assert_eq!(code(attest(&mut agent, &roles)), ErrorCode::PolicyDenied);
+    }
+    // Genuine evidence from a good boot is still refused while the limit holds.
+    assert_eq!(code(attest(&mut agent, &roles)), ErrorCode::RateLimited);
+    agent.reboot().unwrap();
+    register(&agent, &roles);
+    assert_eq!(code(attest(&mut agent, &roles)), ErrorCode::RateLimited);
+    // The count lives in the database (every replica sees it); a release or the window ends it.
+    assert_eq!(
+        roles[0]
+            .store()
+            .recent_refusals(agent.agent_id().as_str(), 0)
+            .unwrap(),
+        MAX_CONSECUTIVE_FAILURES
+    );
+}

@@ -238,6 +238,20 @@ impl RoleService {
         if ch.used.is_some() || ch.expires_at <= now {
             return self.release(&ch.agent_id, challenge_id, 0, &evidence_hash, now, None);
         }
+        // Consecutive failures (since the agent's last release) within the window are counted
+        // in the database, so the limit holds across replicas.
+        let failures = self
+            .store
+            .recent_refusals(&ch.agent_id, now.saturating_sub(FAILURE_WINDOW_SECS))?;
+        if failures >= MAX_CONSECUTIVE_FAILURES {
+            tracing::warn!(role = self.role.as_str(), agent_id = %ch.agent_id, failures, "rate limited");
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "{failures} failed attestations in the last {FAILURE_WINDOW_SECS} s: try again later"
+                ),
+            ));
+        }
         let refuse = |e: ApiError| -> ApiError {
             tracing::info!(role = self.role.as_str(), agent_id = %ch.agent_id, challenge_id, code = ?e.code, reason = %e.message, "refused");
             if let Err(err) =
@@ -398,6 +412,15 @@ impl RoleService {
         }
     }
 }
+
+/// Failed attestations of one agent, since its last release, after which it is refused with
+/// `rate_limited` until the oldest falls out of the window. A real boot fails a few times at
+/// most (a policy mismatch is not fixed by retrying); a loop hammering the server is stopped
+/// before it costs a validation each time.
+pub const MAX_CONSECUTIVE_FAILURES: u32 = 10;
+
+/// The window of [`MAX_CONSECUTIVE_FAILURES`], in seconds.
+pub const FAILURE_WINDOW_SECS: i64 = 300;
 
 fn registration_context(agent_id: &str, registration_id: &str) -> Vec<u8> {
     format!("registrar|{agent_id}|{registration_id}").into_bytes()

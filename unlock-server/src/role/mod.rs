@@ -8,6 +8,8 @@
 
 mod admin;
 mod agent;
+
+pub use agent::{FAILURE_WINDOW_SECS, MAX_CONSECUTIVE_FAILURES};
 mod policies;
 
 use std::sync::Arc;

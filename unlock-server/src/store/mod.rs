@@ -309,14 +309,14 @@ impl Store {
         })
     }
 
-    /// Refused attempts of `agent_id` since its last release, counting only those at or
+    /// Evidence refusals of `agent_id` since its last release, counting only those at or
     /// after `since`: the input of the failed-attempt rate limit. The log is in the database,
     /// so every replica sees the same count.
     pub fn recent_refusals(&self, agent_id: &str, since: i64) -> Result<u32, StoreError> {
         self.run(|c| {
             let row = c.query_one(
                 "SELECT COUNT(*) FROM attempts
-                 WHERE agent_id = ?1 AND result = 'refused' AND at >= ?2
+                 WHERE agent_id = ?1 AND evidence_failure = 1 AND at >= ?2
                    AND id > COALESCE((SELECT MAX(id) FROM attempts
                                       WHERE agent_id = ?1 AND result = 'released'), 0)",
                 args![agent_id, since],
@@ -482,7 +482,8 @@ impl Store {
         self.run(|c| load_challenge(c, challenge_id))
     }
 
-    /// Records a refused attempt. Refusals never consume a release.
+    /// Records an attempt refused for its evidence (validation, policy, activation proof):
+    /// the kind the failed-attempt rate limit counts. Refusals never consume a release.
     pub fn record_refusal(
         &self,
         agent_id: &str,
@@ -492,8 +493,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.run(|c| {
             c.execute(
-                "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
-                 VALUES (?1, ?2, ?3, 'refused', ?4)",
+                "INSERT INTO attempts (agent_id, challenge_id, at, result, reason, evidence_failure)
+                 VALUES (?1, ?2, ?3, 'refused', ?4, 1)",
                 args![agent_id, challenge_id, now, reason],
             )?;
             Ok(())

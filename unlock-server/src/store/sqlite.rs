@@ -17,6 +17,7 @@ use super::StoreError;
 pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_policies.sql"),
+    include_str!("../../migrations/0003_attempt_failures.sql"),
 ];
 
 /// A role's SQLite database.

@@ -437,7 +437,14 @@ both!(refusals_since_the_last_release_are_counted, |db| {
         ReleaseDecision::Released { .. }
     ));
     assert_eq!(s.recent_refusals(AGENT, 0).unwrap(), 0, "a release resets");
-    assert_eq!(s.attempts(AGENT, 10).unwrap().len(), 3);
+    // A store decision (TERMINATED session) is logged but is not an evidence failure.
+    challenge(&s, "c2", 100);
+    assert!(matches!(
+        attest(&s, "c2", 1, 2),
+        ReleaseDecision::Refused(Refusal::SessionTerminated { .. })
+    ));
+    assert_eq!(s.recent_refusals(AGENT, 0).unwrap(), 0);
+    assert_eq!(s.attempts(AGENT, 10).unwrap().len(), 4);
 });
 
 /// Both migrations define the same tables and columns.
