@@ -1,18 +1,27 @@
 //! HTTP routes. Each role is mounted under its name (`/verifier`, `/tenant`), so one process
 //! can serve both and a split deployment serves one; the paths below a role are the
 //! protocol's (`/v1/...`) and the admin API (`/admin/v1/...`, bearer token).
+//!
+//! `/healthz`, `/readyz` and `/metrics` need no token: they say whether the process and its
+//! databases answer and how many attestations went which way, never a secret or an agent
+//! id. Every request carries an id (`x-request-id`, the client's when it is well formed,
+//! else a new one): it is in the span of the request's log lines and in every answer, so an
+//! agent's console line leads to the server's log.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
+use tracing::Instrument;
 use verifier_core::proto::v1::{self, AgentId, ErrorCode, Validate};
 use zeroize::Zeroizing;
 
@@ -62,6 +71,7 @@ struct RoleState {
 /// The whole application: health check plus one sub-router per role.
 pub fn router(roles: &[Arc<RoleService>], token: AdminToken, max_body: usize) -> Router {
     let ready_roles: Vec<Arc<RoleService>> = roles.to_vec();
+    let metric_roles: Vec<Arc<RoleService>> = roles.to_vec();
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -69,6 +79,13 @@ pub fn router(roles: &[Arc<RoleService>], token: AdminToken, max_body: usize) ->
             get(move || {
                 let roles = ready_roles.clone();
                 async move { readyz(roles).await }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let roles = metric_roles.clone();
+                async move { metrics(&roles) }
             }),
         );
     for svc in roles {
@@ -79,7 +96,71 @@ pub fn router(roles: &[Arc<RoleService>], token: AdminToken, max_body: usize) ->
         };
         app = app.nest(&format!("/{}", svc.role().as_str()), role_router(state));
     }
-    app
+    app.layer(axum::middleware::from_fn(request_id))
+}
+
+/// The header carrying a request's id, both ways.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest accepted client request id.
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// A client's id is kept only when it cannot forge log structure: short, and only
+/// `[A-Za-z0-9_-]`.
+pub fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// 96 random bits, hex; a counter stands in if the RNG fails (ids are for logs, not
+/// security).
+fn new_request_id() -> String {
+    let mut b = [0u8; 12];
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        return format!(
+            "local-{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    hex::encode(b)
+}
+
+/// Puts the request id in a span around the request and in the answer, errors included.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| valid_request_id(s))
+        .map_or_else(new_request_id, str::to_owned);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path()
+    );
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+fn metrics(roles: &[Arc<RoleService>]) -> Response {
+    let all: Vec<_> = roles.iter().map(|r| (r.role(), r.metrics())).collect();
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&all),
+    )
+        .into_response()
 }
 
 fn role_router(state: RoleState) -> Router {
@@ -133,7 +214,9 @@ async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, ApiError
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    // The request's span follows the work, so its log lines carry the request id.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(ApiError::internal)?
 }
@@ -196,9 +279,19 @@ async fn challenge(State(s): State<RoleState>, body: Body) -> Response {
 }
 
 async fn attest(State(s): State<RoleState>, body: Body) -> Response {
-    match handle(&s, body, |svc, req, bytes, now| svc.attest(req, bytes, now)).await {
-        Ok(r) => raw_json(r),
-        Err(e) => e.into_response(),
+    let started = Instant::now();
+    let r = handle(&s, body, |svc, req, bytes, now| svc.attest(req, bytes, now)).await;
+    let m = s.svc.metrics();
+    m.observe_attest(started.elapsed());
+    match r {
+        Ok(r) => {
+            m.attest_released();
+            raw_json(r)
+        }
+        Err(e) => {
+            m.attest_refused(e.code);
+            e.into_response()
+        }
     }
 }
 

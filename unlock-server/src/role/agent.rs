@@ -73,6 +73,7 @@ impl RoleService {
             secret_wrapped: wrapped,
             expires_at: now.saturating_add(secs(self.settings.registration_ttl_secs)),
         })?;
+        self.metrics.registration();
         tracing::info!(role = self.role.as_str(), agent_id = %agent_id, "registered; MakeCredential issued");
         Ok(RegisterResponse {
             registration_id,
@@ -385,6 +386,7 @@ impl RoleService {
                 releases,
                 session_terminated,
             } => {
+                self.metrics.release(session_terminated);
                 tracing::info!(
                     role = role.as_str(),
                     agent_id,

@@ -19,6 +19,7 @@ use verifier_core::ekcert::TrustStore;
 use verifier_core::keysplit::MasterKey;
 use verifier_core::proto::v1::Role;
 
+use crate::metrics::RoleMetrics;
 use crate::store::Store;
 
 /// Settings a role needs beyond its store and key.
@@ -41,6 +42,7 @@ pub struct RoleService {
     store: Store,
     master: MasterKey,
     settings: RoleSettings,
+    metrics: RoleMetrics,
 }
 
 impl RoleService {
@@ -51,6 +53,7 @@ impl RoleService {
             store,
             master,
             settings,
+            metrics: RoleMetrics::default(),
         }
     }
 
@@ -62,6 +65,12 @@ impl RoleService {
     /// The role's store (for tests and status).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The role's counters (releases and registrations are counted here, where they are
+    /// decided; the HTTP layer adds attest outcomes and latency).
+    pub fn metrics(&self) -> &RoleMetrics {
+        &self.metrics
     }
 }
 
