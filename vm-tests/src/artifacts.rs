@@ -159,20 +159,20 @@ fn cargo_build(env: &Env) -> Bins {
         std::process::ExitStatus::default()
     } else {
         Command::new(&cargo)
-        .current_dir(&env.workspace)
-        .args(["build", "--release", "--quiet"])
-        .args([
-            "-p",
-            "initrd-agent",
-            "-p",
-            "unlock-server",
-            "-p",
-            "vm-tests",
-        ])
-        .args(["--bin", "initrd-agent", "--bin", "unlock-server"])
-        .args(["--bin", "unlockctl", "--bin", "vm-relay"])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"))
+            .current_dir(&env.workspace)
+            .args(["build", "--release", "--quiet"])
+            .args([
+                "-p",
+                "initrd-agent",
+                "-p",
+                "unlock-server",
+                "-p",
+                "vm-tests",
+            ])
+            .args(["--bin", "initrd-agent", "--bin", "unlock-server"])
+            .args(["--bin", "unlockctl", "--bin", "vm-relay"])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"))
     };
     assert!(
         status.success(),
@@ -355,7 +355,7 @@ fn stage_dracut_modules(env: &Env, stage: &Path) -> PathBuf {
             .arg(env.workspace.join("dracut-module"))
             .arg("install-module")
             .arg(format!("DESTDIR={}", stage.join("root").display()))
-            .arg(format!("DRACUTMODDIR=/modules.d")),
+            .arg("DRACUTMODDIR=/modules.d"),
         "make -C dracut-module install-module",
     );
     std::fs::rename(stage.join("root/modules.d"), &modules).unwrap();

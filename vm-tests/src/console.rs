@@ -43,6 +43,9 @@ pub struct AgentRun {
     pub at: Duration,
     /// The run's own duration from its `unlocked (... in X s)` line, when it says.
     pub took: Option<Duration>,
+    /// When the run started (since QEMU start), estimated from its first step line minus
+    /// that step's duration; `None` when it printed no step.
+    pub started: Option<Duration>,
 }
 
 impl AgentRun {
@@ -83,6 +86,7 @@ impl Boot {
     pub fn agent_runs(&self) -> Vec<AgentRun> {
         let mut runs = Vec::new();
         let mut steps = Vec::new();
+        let mut started = None;
         for (t, line) in &self.lines {
             let Some(pos) = line.find(AGENT) else {
                 continue;
@@ -91,6 +95,9 @@ impl Boot {
             if let Some(rest) = text.strip_prefix("step ") {
                 let mut w = rest.split_whitespace();
                 if let (Some(name), Some(ms)) = (w.next(), w.next().and_then(|m| m.parse().ok())) {
+                    if steps.is_empty() {
+                        started = Some(t.saturating_sub(Duration::from_millis(ms)));
+                    }
                     steps.push((name.to_owned(), ms));
                 }
                 continue;
@@ -105,6 +112,7 @@ impl Boot {
                 status: text.to_owned(),
                 at: *t,
                 took,
+                started: started.take(),
             });
         }
         runs
@@ -129,7 +137,11 @@ impl Boot {
             .filter_map(|(_, l)| l.split_once("UTEV:").map(|(_, r)| r.trim().to_owned()))
             .collect();
         assert!(
-            !b64.is_empty() && self.lines.iter().any(|(_, l)| l.contains("UNLOCK-TEST-EVIDENCE-END")),
+            !b64.is_empty()
+                && self
+                    .lines
+                    .iter()
+                    .any(|(_, l)| l.contains("UNLOCK-TEST-EVIDENCE-END")),
             "{}: no complete evidence dump on the console\n{}",
             self.name,
             self.tail(60)
@@ -261,6 +273,8 @@ mod tests {
             vec![("tpm".into(), 120), ("register".into(), 40)]
         );
         assert_eq!(runs[0].took, Some(Duration::from_millis(420)));
+        assert_eq!(runs[0].started, Some(Duration::ZERO));
+        assert_eq!(runs[1].started, Some(Duration::from_millis(3900)));
         assert!(runs[1]
             .status
             .starts_with("refused by verifier: session_terminated"));

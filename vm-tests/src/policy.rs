@@ -111,12 +111,13 @@ fn hex(b: &[u8]) -> String {
 }
 
 type CaptureKey = (bool, Vec<String>);
+/// One capture per key, booted by the first test that asks; the others wait for it.
+type CaptureCell = Arc<OnceLock<Arc<Captured>>>;
 
 /// The evidence of a capture boot with `firmware` and `extra` kernel parameters, booted
 /// once per process and shared (the PCRs do not depend on which TPM measures them).
 pub fn capture(art: &Artifacts, firmware: Firmware, extra: &[&str]) -> Arc<Captured> {
-    static CACHE: OnceLock<Mutex<HashMap<CaptureKey, Arc<OnceLock<Arc<Captured>>>>>> =
-        OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<CaptureKey, CaptureCell>>> = OnceLock::new();
     let key = (
         firmware == Firmware::Uefi,
         extra.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
@@ -150,7 +151,8 @@ pub fn capture(art: &Artifacts, firmware: Firmware, extra: &[&str]) -> Arc<Captu
         let mut cfg = VmConfig::new(&name, None);
         cfg.firmware = firmware;
         cfg.test_mode = Some("capture");
-        cfg.extra_cmdline = extra.iter().map(|s| s.to_string()).collect();
+        cfg.extra_cmdline
+            .extend(extra.iter().map(|s| s.to_string()));
         let b = boot(art, &tpm, &cfg);
         assert!(!b.timed_out, "{name}: capture boot hung\n{}", b.tail(40));
         Arc::new(Captured::parse(&b.evidence()))

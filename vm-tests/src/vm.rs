@@ -60,7 +60,10 @@ impl VmConfig {
             firmware: Firmware::Bios,
             server_port,
             unlock_timeout: 30,
-            extra_cmdline: Vec::new(),
+            // Development aid: extra parameters for every boot of the run.
+            extra_cmdline: std::env::var("VM_TEST_CMDLINE")
+                .map(|v| v.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
             test_mode: None,
             timeout: BOOT_TIMEOUT,
             echo: std::env::var("VM_TEST_CONSOLE").as_deref() == Ok("1"),
@@ -159,7 +162,8 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
     if env.kvm {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
-        cmd.args(["-accel", "tcg", "-cpu", "max"]);
+        let cpu = std::env::var("VM_TEST_CPU").unwrap_or_else(|_| "max".into());
+        cmd.args(["-accel", "tcg", "-cpu", &cpu]);
     }
     cmd.arg("-kernel")
         .arg(&env.kernel)
