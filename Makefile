@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 20
 
-.PHONY: deps build test lint fuzz-smoke bench ci
+.PHONY: deps build test lint fuzz-smoke bench ci vm-deps vm-test demo
 
 deps:
 	./scripts/install-deps.sh
@@ -18,6 +18,8 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run
+	shellcheck -s bash dracut-module/91unlock/module-setup.sh.in vm-tests/dracut/99unlock-test/module-setup.sh
+	shellcheck dracut-module/91unlock/*.sh vm-tests/dracut/99unlock-test/*.sh
 
 ## Runs each cargo-fuzz target for FUZZ_SECONDS.
 fuzz-smoke:
@@ -27,3 +29,15 @@ bench:
 	$(CARGO) bench -p verifier-core
 
 ci: lint test fuzz-smoke
+
+vm-deps:
+	./scripts/install-vm-deps.sh
+
+## QEMU + swtpm boots of the real initramfs with the dracut module (vm-tests/README.md).
+## As root (dracut); about 8-10 min under TCG on 2 cores.
+vm-test: deps vm-deps
+	$(CARGO) test -p vm-tests -- --nocapture
+
+## One VM unlocking its disk against a local unlock-server, console shown.
+demo: deps vm-deps
+	$(CARGO) run -p vm-tests --bin demo

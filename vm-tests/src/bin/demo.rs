@@ -61,6 +61,9 @@ fn main() -> ExitCode {
     let mut cfg = VmConfig::new("demo", Some(server.port));
     cfg.firmware = firmware;
     cfg.echo = true;
+    // systemd's status lines (cryptsetup, switch-root) for the person watching; the kernel
+    // command line is not in the pinned PCRs 0-7.
+    cfg.extra_cmdline.push("systemd.show_status=1".into());
     println!("   kernel command line: {}", cfg.cmdline(art));
     let b = boot(art, &tpm, &cfg);
 
