@@ -47,12 +47,13 @@ CONFIG FILE (TOML, default /etc/initrd-agent/config.toml; every key optional):
 
 OUTPUT (stderr): one status line, e.g.
   initrd-agent: unlocked (key written to /run/cryptsetup-keys.d/root.key in 0.42 s)
-  initrd-agent: refused by verifier: policy_denied: <message>
-  initrd-agent: server unreachable: tenant: <detail>
+  initrd-agent: refused by verifier: policy_denied: <message> (request id <id>)
+  initrd-agent: server unreachable: tenant: <detail> (request id <id>)
   initrd-agent: bad answer from verifier: <detail>
   initrd-agent: error: <detail>
 With --verbose, per-step lines first: 'initrd-agent: step <name> <ms> ms' for the steps
 tpm, register, activate, challenge, quote, logs, attest, decrypt, write, extend.
+The request id is sent as x-request-id; the server logs the request under it.
 
 EXIT CODES:
   0  unlocked (or skipped with rd.unlock=0; evidence or EK written)

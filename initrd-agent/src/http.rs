@@ -7,6 +7,10 @@
 //! challenge create fresh server state, and an attest is resent with the *same bytes* (the
 //! body is encoded once), which the server answers with the same sealed half without counting
 //! a second release.
+//!
+//! Each request carries a random id (`x-request-id`), the same across its retries; the
+//! server logs under it and a failure's console line prints it, so an operator can go from
+//! the console of a machine that did not unlock to the server's log lines about it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +70,8 @@ pub enum HttpError {
         code: ErrorCode,
         /// The server's explanation.
         message: String,
+        /// The id the request was sent with (the server logs under it).
+        request_id: String,
     },
     /// The server could not be reached (or kept failing with 5xx) within the retries.
     #[error("{url}: {detail}")]
@@ -74,12 +80,16 @@ pub enum HttpError {
         url: String,
         /// What the last attempt saw.
         detail: String,
+        /// The id the request was sent with.
+        request_id: String,
     },
     /// The overall budget ran out.
     #[error("{url}: no answer within the time budget")]
     Timeout {
         /// The URL.
         url: String,
+        /// The id the request was sent with.
+        request_id: String,
     },
     /// The TLS handshake failed (untrusted certificate, wrong name): not retried, since
     /// it will not change and may be an attack.
@@ -89,6 +99,8 @@ pub enum HttpError {
         url: String,
         /// rustls' description.
         detail: String,
+        /// The id the request was sent with.
+        request_id: String,
     },
     /// The answer is not a valid v1 message of the expected type.
     #[error("{url}: HTTP {status} answer is not a valid message: {reason}")]
@@ -121,6 +133,18 @@ impl HttpError {
             self,
             Self::Unreachable { .. } | Self::Timeout { .. } | Self::Tls { .. }
         )
+    }
+
+    /// The id the failed request was sent with, for the console line (None when no request
+    /// was sent or the failure is about the answer's content).
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Refused { request_id, .. }
+            | Self::Unreachable { request_id, .. }
+            | Self::Timeout { request_id, .. }
+            | Self::Tls { request_id, .. } => Some(request_id),
+            _ => None,
+        }
     }
 }
 
@@ -200,7 +224,8 @@ impl Client {
         Resp: DeserializeOwned + Validate,
     {
         let url = format!("{base}{path}");
-        let (status, answer) = self.exchange(&url, body)?;
+        let request_id = new_request_id();
+        let (status, answer) = self.exchange(&url, body, &request_id)?;
         let bad = |reason| HttpError::BadAnswer {
             url: url.clone(),
             status,
@@ -214,6 +239,7 @@ impl Client {
                     status,
                     code: e.code,
                     message: printable(&e.message),
+                    request_id,
                 })
             }
             _ => Err(HttpError::UnexpectedStatus { url, status }),
@@ -221,7 +247,7 @@ impl Client {
     }
 
     /// Sends with retries; returns the final status (never 5xx) and body.
-    fn exchange(&self, url: &str, body: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
+    fn exchange(&self, url: &str, body: &[u8], rid: &str) -> Result<(u16, Vec<u8>), HttpError> {
         let mut backoff = FIRST_BACKOFF;
         let mut last = String::new();
         for attempt in 0..=self.retries {
@@ -231,20 +257,20 @@ impl Client {
                 .checked_duration_since(now)
                 .filter(|d| !d.is_zero())
             else {
-                return Err(self.out_of_time(url, &last));
+                return Err(self.out_of_time(url, &last, rid));
             };
             if attempt > 0 {
                 if left <= backoff {
-                    return Err(self.out_of_time(url, &last));
+                    return Err(self.out_of_time(url, &last, rid));
                 }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             let left = self.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(self.out_of_time(url, &last));
+                return Err(self.out_of_time(url, &last, rid));
             }
-            match self.attempt(url, body, self.step_timeout.min(left)) {
+            match self.attempt(url, body, rid, self.step_timeout.min(left)) {
                 Attempt::Done(status, answer) => return Ok((status, answer)),
                 Attempt::Retry(detail) => last = detail,
                 Attempt::Fail(e) => return Err(e),
@@ -253,23 +279,26 @@ impl Client {
         Err(HttpError::Unreachable {
             url: url.to_owned(),
             detail: format!("{last} (after {} attempts)", self.retries + 1),
+            request_id: rid.to_owned(),
         })
     }
 
-    fn out_of_time(&self, url: &str, last: &str) -> HttpError {
+    fn out_of_time(&self, url: &str, last: &str, rid: &str) -> HttpError {
         if last.is_empty() {
             HttpError::Timeout {
                 url: url.to_owned(),
+                request_id: rid.to_owned(),
             }
         } else {
             HttpError::Unreachable {
                 url: url.to_owned(),
                 detail: format!("{last} (time budget exhausted)"),
+                request_id: rid.to_owned(),
             }
         }
     }
 
-    fn attempt(&self, url: &str, body: &[u8], timeout: Duration) -> Attempt {
+    fn attempt(&self, url: &str, body: &[u8], rid: &str, timeout: Duration) -> Attempt {
         let sent = self
             .agent
             .post(url)
@@ -278,10 +307,11 @@ impl Client {
             .build()
             .header("content-type", "application/json")
             .header("accept", "application/json")
+            .header(REQUEST_ID, rid)
             .send(body);
         let mut resp = match sent {
             Ok(r) => r,
-            Err(e) => return classify(url, e),
+            Err(e) => return classify(url, rid, e),
         };
         let status = resp.status().as_u16();
         let limit = u64::try_from(MAX_MESSAGE_BYTES).unwrap_or(u64::MAX);
@@ -297,7 +327,7 @@ impl Client {
                     },
                 })
             }
-            Err(e) => return classify(url, e),
+            Err(e) => return classify(url, rid, e),
         };
         if (500..=599).contains(&status) {
             let why = match v1::decode::<ErrorResponse>(&answer) {
@@ -314,8 +344,23 @@ impl Client {
     }
 }
 
+/// The header carrying the request id (the server echoes it and logs under it).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// 96 random bits in hex: within what the server accepts (≤ 64 of `[A-Za-z0-9_-]`). A
+/// failing RNG yields a fixed marker rather than no request: the id is for logs only.
+fn new_request_id() -> String {
+    let mut b = [0u8; 12];
+    // The aws-lc-rs RNG, reached through rustls (already linked for TLS).
+    let rng = rustls::crypto::aws_lc_rs::default_provider().secure_random;
+    match rng.fill(&mut b) {
+        Ok(()) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Err(_) => "agent-no-rng".to_owned(),
+    }
+}
+
 /// Sorts a transport error into retry or fail.
-fn classify(url: &str, e: ureq::Error) -> Attempt {
+fn classify(url: &str, rid: &str, e: ureq::Error) -> Attempt {
     // rustls reports handshake failures through the I/O layer.
     let tls_in_io = match &e {
         ureq::Error::Io(io) => io
@@ -327,12 +372,14 @@ fn classify(url: &str, e: ureq::Error) -> Attempt {
         return Attempt::Fail(HttpError::Tls {
             url: url.to_owned(),
             detail: e.to_string(),
+            request_id: rid.to_owned(),
         });
     }
     match e {
         ureq::Error::Rustls(_) | ureq::Error::Tls(_) => Attempt::Fail(HttpError::Tls {
             url: url.to_owned(),
             detail: e.to_string(),
+            request_id: rid.to_owned(),
         }),
         ureq::Error::Io(_)
         | ureq::Error::ConnectionFailed
@@ -343,6 +390,7 @@ fn classify(url: &str, e: ureq::Error) -> Attempt {
         other => Attempt::Fail(HttpError::Unreachable {
             url: url.to_owned(),
             detail: other.to_string(),
+            request_id: rid.to_owned(),
         }),
     }
 }
@@ -374,4 +422,120 @@ pub fn load_ca_bundle(path: &std::path::Path) -> Result<Vec<Certificate<'static>
         return Err(TlsSetupError::Empty(path.to_path_buf()));
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::flow::FlowError;
+
+    fn config() -> Config {
+        Config {
+            verifier_url: String::new(),
+            tenant_url: String::new(),
+            ca_bundle: "/nonexistent".into(),
+            tcti: String::new(),
+            ek: crate::tpm::EkKind::Rsa2048,
+            key_file: "/nonexistent".into(),
+            timeout: Duration::from_secs(5),
+            step_timeout: Duration::from_secs(2),
+            retries: 0,
+            release_pcr: 15,
+            event_log: "/nonexistent".into(),
+            ima_log: "/nonexistent".into(),
+            insecure_http: true,
+        }
+    }
+
+    /// A one-connection server answering 403 policy_denied; sends back the request's
+    /// `x-request-id` header.
+    fn refusing_server() -> (String, mpsc::Receiver<Option<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(conn);
+            let mut id = None;
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                let h = h.trim_end();
+                if h.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("x-request-id") {
+                        id = Some(v.trim().to_owned());
+                    }
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0u8; len];
+            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+            let json = br#"{"code":"policy_denied","message":"no"}"#;
+            let head = format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                json.len()
+            );
+            let conn = reader.get_mut();
+            conn.write_all(head.as_bytes()).unwrap();
+            conn.write_all(json).unwrap();
+            tx.send(id).unwrap();
+        });
+        (base, rx)
+    }
+
+    #[test]
+    fn each_request_sends_a_fresh_id_and_a_refusal_line_prints_it() {
+        let client = Client::new(&config(), Instant::now() + Duration::from_secs(5)).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (base, rx) = refusing_server();
+            let err = client
+                .post_encoded::<ErrorResponse>(&base, "/verifier/v1/attest", b"{}")
+                .unwrap_err();
+            let sent = rx.recv().unwrap().expect("x-request-id header sent");
+            assert_eq!(err.request_id(), Some(sent.as_str()));
+            assert!(sent.len() <= 64 && sent.bytes().all(|b| b.is_ascii_hexdigit()));
+            let line = FlowError::Http {
+                role: "verifier",
+                source: err,
+            }
+            .console_line();
+            assert_eq!(
+                line,
+                format!("refused by verifier: policy_denied: no (request id {sent})")
+            );
+            seen.push(sent);
+        }
+        assert_ne!(seen[0], seen[1], "one id per request");
+    }
+
+    #[test]
+    fn an_unreachable_line_prints_the_request_id() {
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let client = Client::new(&config(), Instant::now() + Duration::from_secs(5)).unwrap();
+        let err = client
+            .post_encoded::<ErrorResponse>(&base, "/tenant/v1/register", b"{}")
+            .unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+        let id = err.request_id().unwrap().to_owned();
+        let line = FlowError::Http {
+            role: "tenant",
+            source: err,
+        }
+        .console_line();
+        assert!(line.starts_with("server unreachable: tenant: "), "{line}");
+        assert!(line.ends_with(&format!(" (request id {id})")), "{line}");
+    }
 }

@@ -231,9 +231,20 @@ fn a_refusal_is_exit_1_never_retried_and_leaves_no_key() {
     let server = MockServer::start(&agent_id_of(&env.sw), PAYLOAD, faults);
     let o = env.run(&server.base, "", "");
     assert_eq!(o.code, 1, "{}", o.stderr);
-    assert_eq!(
-        status(&o),
-        "initrd-agent: refused by tenant: policy_denied: injected refusal"
+    // The console line names the request, and the server saw that id.
+    let line = status(&o);
+    let id = line
+        .strip_prefix(
+            "initrd-agent: refused by tenant: policy_denied: injected refusal (request id ",
+        )
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        server
+            .request_ids()
+            .contains(&("/tenant/v1/attest".to_owned(), id.to_owned())),
+        "{id} not among {:?}",
+        server.request_ids()
     );
     let attests = server
         .requests()

@@ -143,7 +143,13 @@ async fn request_id(req: Request, next: Next) -> Response {
         method = %req.method(),
         path = %req.uri().path()
     );
-    let mut resp = next.run(req).instrument(span).await;
+    let mut resp = async move {
+        let resp = next.run(req).await;
+        tracing::debug!(status = resp.status().as_u16(), "answered");
+        resp
+    }
+    .instrument(span)
+    .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }

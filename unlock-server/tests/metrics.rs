@@ -159,8 +159,9 @@ impl InProcess {
         }
     }
 
-    /// One attestation with each role: status and body per role.
-    fn attest(&self, agent: &mut SimAgent) -> Vec<(u16, Vec<u8>)> {
+    /// One attestation with each role: status and body per role. With `id`, the attests
+    /// carry the request id `{id}-{role}`.
+    fn attest(&self, agent: &mut SimAgent, id: Option<&str>) -> Vec<(u16, Vec<u8>)> {
         let challenges: Vec<ChallengeResponse> = self
             .roles
             .iter()
@@ -171,12 +172,16 @@ impl InProcess {
             .iter()
             .zip(&reqs)
             .map(|(svc, req)| {
-                let (s, b, _) = self.post(
+                let rid = id.map(|id| format!("{id}-{}", svc.role().as_str()));
+                let (s, b, echoed) = self.post(
                     svc.role(),
                     v1::path::ATTEST,
                     &v1::encode(req).unwrap(),
-                    None,
+                    rid.as_deref(),
                 );
+                if let Some(rid) = rid {
+                    assert_eq!(echoed, rid);
+                }
                 (s, b)
             })
             .collect()
@@ -207,7 +212,7 @@ fn a_release_and_a_refusal_are_counted_per_role_and_reason() {
     let mut agent = SimAgent::new().unwrap();
     server.enroll_and_register(&agent);
     let answers: Vec<AttestResponse> = server
-        .attest(&mut agent)
+        .attest(&mut agent, None)
         .into_iter()
         .map(|(s, b)| {
             assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
@@ -217,7 +222,7 @@ fn a_release_and_a_refusal_are_counted_per_role_and_reason() {
     assert_eq!(agent.finish(&answers).unwrap().as_slice(), PAYLOAD);
     agent.extend_release_pcr().unwrap();
     // A second quote in this boot shows the extended release PCR: both roles refuse it.
-    for (status, body) in server.attest(&mut agent) {
+    for (status, body) in server.attest(&mut agent, None) {
         assert_eq!(status, 403);
         let e: ErrorResponse = serde_json::from_slice(&body).unwrap();
         assert_eq!(e.code, v1::ErrorCode::PolicyDenied);
@@ -311,4 +316,54 @@ fn request_ids_are_echoed_when_well_formed_and_generated_otherwise() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     assert!(resp.headers().contains_key("x-request-id"));
+}
+
+/// Everything the global subscriber wrote.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn log_lines_of_a_request_carry_its_id_even_from_the_blocking_pool() {
+    let logs = Capture::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .init();
+    let server = InProcess::start();
+    let mut agent = SimAgent::new().unwrap();
+    server.enroll_and_register(&agent);
+    let first = server.attest(&mut agent, None);
+    assert!(first.iter().all(|(s, _)| *s == 200));
+    agent.extend_release_pcr().unwrap();
+    let second = server.attest(&mut agent, Some("boot-7"));
+    assert!(second.iter().all(|(s, _)| *s == 403));
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for role in ["verifier", "tenant"] {
+        // The refusal is logged by the role on the blocking pool, inside the request span.
+        let refused = text
+            .lines()
+            .find(|l| l.contains(&format!("request_id=boot-7-{role}")) && l.contains("refused"))
+            .unwrap_or_else(|| panic!("no refusal line with the request id for {role}:\n{text}"));
+        assert!(refused.contains("PolicyDenied"), "{refused}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("request_id=boot-7-{role}"))
+                    && l.contains("answered")
+                    && l.contains("status=403")),
+            "{text}"
+        );
+    }
 }

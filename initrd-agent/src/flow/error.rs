@@ -131,15 +131,25 @@ impl FlowError {
         match self {
             Self::Http {
                 role,
-                source: HttpError::Refused { code, message, .. },
-            } => format!("refused by {role}: {}: {message}", code_name(*code)),
+                source:
+                    HttpError::Refused {
+                        code,
+                        message,
+                        request_id,
+                        ..
+                    },
+            } => format!(
+                "refused by {role}: {}: {message} (request id {request_id})",
+                code_name(*code)
+            ),
             Self::Http {
                 role,
-                source: source @ HttpError::Timeout { .. },
-            } => format!("server unreachable: {role}: {source} (timeout)"),
-            Self::Http { role, source } if source.is_unreachable() => {
-                format!("server unreachable: {role}: {source}")
-            }
+                source: source @ HttpError::Timeout { request_id, .. },
+            } => format!("server unreachable: {role}: {source} (timeout; request id {request_id})"),
+            Self::Http { role, source } if source.is_unreachable() => match source.request_id() {
+                Some(id) => format!("server unreachable: {role}: {source} (request id {id})"),
+                None => format!("server unreachable: {role}: {source}"),
+            },
             Self::Http { role, source } => format!("bad answer from {role}: {source}"),
             Self::Answer { role, reason } => format!("bad answer from {role}: {reason}"),
             other => format!("error: {other}"),

@@ -58,6 +58,7 @@ struct State {
     answered: HashMap<String, Vec<u8>>, // challenge id -> response json
     releases: HashMap<&'static str, u32>,
     requests: Vec<(String, Vec<u8>)>,
+    request_ids: Vec<(String, String)>, // (path, x-request-id)
     faults: Faults,
 }
 
@@ -156,6 +157,11 @@ impl MockServer {
         *self.state.lock().unwrap().releases.get(role).unwrap_or(&0)
     }
 
+    /// The `x-request-id` of every request that had one: (path, id).
+    pub fn request_ids(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().request_ids.clone()
+    }
+
     /// Every request received: (path, body).
     pub fn requests(&self) -> Vec<(String, Vec<u8>)> {
         self.state.lock().unwrap().requests.clone()
@@ -182,6 +188,10 @@ fn serve<S: Read + Write>(conn: S, state: &Mutex<State>, enrolled: &Enrolled) {
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
                 len = v.trim().parse().unwrap();
+            }
+            if k.eq_ignore_ascii_case("x-request-id") {
+                let id = (path.clone(), v.trim().to_owned());
+                state.lock().unwrap().request_ids.push(id);
             }
         }
     }
