@@ -502,3 +502,94 @@ fn malformed_and_oversize_requests_get_4xx_and_server_keeps_serving() {
     let r = http.get(&format!("{}/healthz", server.url)).call().unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
+
+fn luks_image(m: &Machine) -> (std::path::PathBuf, std::path::PathBuf) {
+    let img = m.dir.path().join("disk.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(20 << 20)
+        .unwrap();
+    let pass = m.dir.path().join("pass");
+    std::fs::write(&pass, b"correct horse battery staple").unwrap();
+    let st = std::process::Command::new("cryptsetup")
+        .args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2"])
+        .args(["--pbkdf-force-iterations", "1000", "--key-file"])
+        .arg(&pass)
+        .arg(&img)
+        .status()
+        .expect("cryptsetup is required (apt-get install cryptsetup-bin)");
+    assert!(st.success());
+    (img, pass)
+}
+
+fn bind_args<'a>(
+    m: &'a Machine,
+    server: &Server,
+    img: &'a std::path::Path,
+    existing: &'a std::path::Path,
+) -> Vec<String> {
+    let cfg = m.config(server, None);
+    let policy = m.dir.path().join("bind-policy.json");
+    std::fs::write(&policy, m.policy_now(true)).unwrap();
+    [
+        "bind",
+        "--device",
+        img.to_str().unwrap(),
+        "--existing-key-file",
+        existing.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--agent",
+        support::agent_bin().to_str().unwrap(),
+        "--agent-config",
+        cfg.to_str().unwrap(),
+        "--agent-cmdline-file",
+        m.dir.path().join("cmdline").to_str().unwrap(),
+        "--cryptsetup-arg=--pbkdf=pbkdf2",
+        "--cryptsetup-arg=--pbkdf-force-iterations=1000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn bind_adds_a_key_slot_that_the_agent_unlocks() {
+    let m = Machine::new();
+    let server = Server::start(TOFU);
+    let (img, pass) = luks_image(&m);
+    let args = bind_args(&m, &server, &img, &pass);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = server.unlockctl(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = m.agent(&server, None, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The released key opens the LUKS image (a new key slot), the old passphrase still does.
+    for key in [m.key_file(), pass] {
+        let st = std::process::Command::new("cryptsetup")
+            .args(["open", "--test-passphrase", "--key-file"])
+            .arg(&key)
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{} does not open the image", key.display());
+    }
+}
+
+#[test]
+fn bind_with_a_wrong_existing_key_rolls_back_the_enrollment() {
+    let m = Machine::new();
+    let server = Server::start(TOFU);
+    let (img, _) = luks_image(&m);
+    let wrong = m.dir.path().join("wrong");
+    std::fs::write(&wrong, b"not the passphrase").unwrap();
+    let args = bind_args(&m, &server, &img, &wrong);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = server.unlockctl(&args);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    let list = server.unlockctl(&["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v["verifier"].as_array().unwrap().len(), 0);
+    assert_eq!(v["tenant"].as_array().unwrap().len(), 0);
+}

@@ -17,17 +17,11 @@ use zeroize::Zeroizing;
 
 use super::client::{Connection, RoleClient};
 
-/// `unlockctl enroll`.
+/// How to enroll (shared by `enroll` and `bind`).
 #[derive(Debug, Args)]
-pub struct EnrollArgs {
+pub struct EnrollOptions {
     #[command(flatten)]
     pub conn: Connection,
-    /// The machine's EK public area (TPMT_PUBLIC or TPM2B_PUBLIC, as `initrd-agent ek` writes).
-    #[arg(long)]
-    pub ek_pub: PathBuf,
-    /// The secret to release (the LUKS key file), at most 64 KiB.
-    #[arg(long)]
-    pub payload: PathBuf,
     /// Policy document (JSON), inline and anonymous. Without it (and without
     /// --policy-name) only the release-PCR rule applies: any genuine boot of this TPM
     /// unlocks, whatever it booted.
@@ -46,6 +40,19 @@ pub struct EnrollArgs {
     /// Boots allowed in the enrollment's lifetime (default: unbounded).
     #[arg(long)]
     pub max_boots: Option<u32>,
+}
+
+/// `unlockctl enroll`.
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    pub opts: EnrollOptions,
+    /// The machine's EK public area (TPMT_PUBLIC or TPM2B_PUBLIC, as `initrd-agent ek` writes).
+    #[arg(long)]
+    pub ek_pub: PathBuf,
+    /// The secret to release (the LUKS key file), at most 64 KiB.
+    #[arg(long)]
+    pub payload: PathBuf,
 }
 
 /// Commands that name one agent.
@@ -97,7 +104,6 @@ pub fn read_policy(path: Option<&Path>) -> anyhow::Result<PolicyDocument> {
 
 pub fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
     let ek = read_ek(&args.ek_pub)?;
-    let agent_id = AgentId::of_ek(&ek);
     let payload = Zeroizing::new(
         std::fs::read(&args.payload)
             .with_context(|| format!("cannot read {}", args.payload.display()))?,
@@ -108,22 +114,30 @@ pub fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
             args.payload.display()
         );
     }
-    let (verifier, tenant) = args.conn.clients()?;
-    let (policy, policy_ref) = match &args.policy_name {
+    enroll_bytes(&args.opts, ek, &payload).map(drop)
+}
+
+/// Enrolls `ek` (TPMT_PUBLIC) with `payload` as the secret: K_b, U and V are made here;
+/// V and the ciphertext go to the verifier, U to the tenant (rolled back if the tenant
+/// refuses).
+pub fn enroll_bytes(opts: &EnrollOptions, ek: Vec<u8>, payload: &[u8]) -> anyhow::Result<AgentId> {
+    let agent_id = AgentId::of_ek(&ek);
+    let (verifier, tenant) = opts.conn.clients()?;
+    let (policy, policy_ref) = match &opts.policy_name {
         Some(name) => {
-            let (doc, r) = super::policy::named(&verifier, &tenant, name, args.policy_version)?;
+            let (doc, r) = super::policy::named(&verifier, &tenant, name, opts.policy_version)?;
             (doc, Some(r))
         }
-        None => (read_policy(args.policy.as_deref())?, None),
+        None => (read_policy(opts.policy.as_deref())?, None),
     };
-    let material = enroll_material(agent_id.as_str(), &payload)?;
+    let material = enroll_material(agent_id.as_str(), payload)?;
     let request = |share: &[u8], payload_ct: Option<Base64Bytes>| EnrollRequest {
         agent_id: agent_id.clone(),
         ek_pub: Base64Bytes::new(ek.clone()),
         policy: policy.clone(),
         policy_ref: policy_ref.clone(),
-        max_attestations: args.max_attestations,
-        max_boots: args.max_boots,
+        max_attestations: opts.max_attestations,
+        max_boots: opts.max_boots,
         share: Base64Bytes::new(share.to_vec()),
         payload_ct,
     };
@@ -148,12 +162,21 @@ pub fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
     }
     println!(
         "enrolled agent {agent_id} (verifier holds V and the payload ciphertext, tenant holds U; max_attestations {}{})",
-        args.max_attestations,
-        args.max_boots
+        opts.max_attestations,
+        opts.max_boots
             .map(|b| format!(", max_boots {b}"))
             .unwrap_or_default()
     );
-    Ok(())
+    Ok(agent_id)
+}
+
+/// Deletes `agent_id` from both roles (best effort, for rollbacks).
+pub fn delete_both(conn: &Connection, agent_id: &AgentId) -> anyhow::Result<()> {
+    let (verifier, tenant) = conn.clients()?;
+    let p = agent_path(agent_id.as_str());
+    let v = verifier.delete(&p);
+    let t = tenant.delete(&p);
+    v.and(t)
 }
 
 fn agent_path(agent_id: &str) -> String {

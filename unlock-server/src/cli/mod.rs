@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod bind;
 mod client;
 mod eventlog;
 mod policy;
@@ -24,6 +25,9 @@ enum Command {
     /// Enroll a machine: make K_b, split it, deposit V + payload ciphertext with the
     /// verifier role and U with the tenant role.
     Enroll(admin::EnrollArgs),
+    /// On the machine itself: read the EK from the TPM, add a fresh random key to a LUKS
+    /// key slot of --device, and enroll that key (the `clevis luks bind` experience).
+    Bind(bind::BindArgs),
     /// List enrollments of both roles.
     List(admin::ListArgs),
     /// Show one agent's enrollment, boot sessions and recent attempts.
@@ -50,6 +54,7 @@ enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Enroll(a) => admin::enroll(&a),
+        Command::Bind(a) => bind::bind(&a),
         Command::List(a) => admin::list(&a),
         Command::Status(a) => admin::status(&a),
         Command::Revoke(a) => admin::revoke(&a),

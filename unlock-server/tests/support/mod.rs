@@ -307,7 +307,7 @@ impl Machine {
         let _ = std::fs::remove_file(self.key_file());
     }
 
-    fn config(&self, server: &Server, event_log: Option<&Path>) -> PathBuf {
+    pub fn config(&self, server: &Server, event_log: Option<&Path>) -> PathBuf {
         let verifier = format!("{}/verifier", server.url);
         let tenant = format!("{}/tenant", server.url);
         self.config_split(&verifier, &tenant, &server.ca(), event_log)

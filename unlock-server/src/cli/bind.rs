@@ -1,0 +1,145 @@
+//! `unlockctl bind`: on the machine itself, the `clevis luks bind` experience. Reads the EK
+//! from the TPM (through `initrd-agent ek`, so unlockctl links no TPM stack), makes a fresh
+//! random LUKS key, enrolls it with both roles, then adds it to a key slot of the LUKS
+//! device or image. If adding the slot fails, the enrollment is rolled back.
+//!
+//! The new key exists on disk only in a 0400 file in a 0700 directory on tmpfs (`/run`, or
+//! `/dev/shm`), for the moment cryptsetup reads it, and is removed right after.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use zeroize::Zeroizing;
+
+use super::admin::{delete_both, enroll_bytes, read_ek, EnrollOptions};
+
+/// `unlockctl bind`.
+#[derive(Debug, Args)]
+pub struct BindArgs {
+    #[command(flatten)]
+    pub opts: EnrollOptions,
+    /// The LUKS device or image file to add a key slot to.
+    #[arg(long)]
+    pub device: PathBuf,
+    /// A key file that already opens the device (default: cryptsetup asks for a passphrase).
+    #[arg(long)]
+    pub existing_key_file: Option<PathBuf>,
+    /// Length of the new random key in bytes.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(16..=512))]
+    pub key_bytes: u16,
+    /// The agent binary used to read the EK.
+    #[arg(long, default_value = "initrd-agent")]
+    pub agent: PathBuf,
+    /// Config file for the agent (TPM device, EK type) [default: the agent's default].
+    #[arg(long)]
+    pub agent_config: Option<PathBuf>,
+    /// Kernel command line file for the agent (tests) [default: /proc/cmdline].
+    #[arg(long, hide = true)]
+    pub agent_cmdline_file: Option<PathBuf>,
+    /// Extra argument for `cryptsetup luksAddKey` (repeatable), e.g. `--cryptsetup-arg=--pbkdf=pbkdf2`.
+    #[arg(long = "cryptsetup-arg", allow_hyphen_values = true)]
+    pub cryptsetup_args: Vec<String>,
+}
+
+/// A private directory on tmpfs, removed (with its contents) on drop.
+struct TmpfsDir(PathBuf);
+
+impl TmpfsDir {
+    fn new() -> anyhow::Result<Self> {
+        let mut rnd = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut rnd).map_err(|_| anyhow::anyhow!("system RNG failed"))?;
+        for base in ["/run", "/dev/shm"] {
+            let dir = Path::new(base).join(format!("unlockctl-bind-{}", hex::encode(rnd)));
+            if std::fs::DirBuilder::new().mode(0o700).create(&dir).is_ok() {
+                return Ok(Self(dir));
+            }
+        }
+        bail!("cannot create a private directory on tmpfs (/run or /dev/shm) for the new key")
+    }
+}
+
+impl Drop for TmpfsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bind(args: &BindArgs) -> anyhow::Result<()> {
+    if !args.device.exists() {
+        bail!("{}: no such device or image", args.device.display());
+    }
+    let dir = TmpfsDir::new()?;
+
+    // 1. The EK, read by the agent from the TPM.
+    let ek_file = dir.0.join("ek.pub");
+    let mut cmd = Command::new(&args.agent);
+    if let Some(c) = &args.agent_config {
+        cmd.arg("--config").arg(c);
+    }
+    if let Some(c) = &args.agent_cmdline_file {
+        cmd.arg("--cmdline-file").arg(c);
+    }
+    let out = cmd
+        .arg("ek")
+        .arg("--out")
+        .arg(&ek_file)
+        .env("TSS2_LOG", "all+NONE")
+        .output()
+        .with_context(|| format!("cannot run {}", args.agent.display()))?;
+    if !out.status.success() {
+        bail!(
+            "reading the EK failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let ek = read_ek(&ek_file)?;
+
+    // 2. A fresh random key, only in memory and in a 0400 tmpfs file.
+    let mut key = Zeroizing::new(vec![0u8; usize::from(args.key_bytes)]);
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| anyhow::anyhow!("system RNG failed"))?;
+    let key_file = dir.0.join("new.key");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&key_file)
+            .context("writing the new key to tmpfs")?;
+        f.write_all(&key)?;
+    }
+
+    // 3. Enroll first: if the server refuses, the device is untouched.
+    let agent_id = enroll_bytes(&args.opts, ek, &key)?;
+
+    // 4. Add the key slot; on failure, undo the enrollment.
+    let mut cs = Command::new("cryptsetup");
+    cs.arg("luksAddKey").arg("-q");
+    if let Some(k) = &args.existing_key_file {
+        cs.arg("--key-file").arg(k);
+    }
+    cs.args(&args.cryptsetup_args)
+        .arg(&args.device)
+        .arg(&key_file);
+    let status = cs
+        .status()
+        .context("cannot run cryptsetup (install cryptsetup-bin)")?;
+    if !status.success() {
+        let undo = delete_both(&args.opts.conn, &agent_id);
+        bail!(
+            "cryptsetup luksAddKey failed ({status}); {}",
+            match undo {
+                Ok(()) => "the enrollment was rolled back".to_owned(),
+                Err(e) => format!("rolling back the enrollment failed too: {e:#}; run `unlockctl delete {agent_id}`"),
+            }
+        );
+    }
+    println!(
+        "bound {}: a new key slot opens it, and agent {agent_id} receives that key at boot",
+        args.device.display()
+    );
+    Ok(())
+}
