@@ -3,7 +3,7 @@
 # (or with sudo available). Skips apt entirely when everything is already present.
 set -eu
 
-PKGS="libtss2-dev swtpm swtpm-tools pkg-config clang shellcheck postgresql cryptsetup-bin"
+PKGS="libtss2-dev swtpm swtpm-tools pkg-config clang shellcheck postgresql cryptsetup-bin openssl"
 
 missing=""
 for p in $PKGS; do
