@@ -99,7 +99,10 @@ pub(super) fn flush(ctx: &mut Context, session: AuthSession) {
 
 /// The AK template: ECC NIST P-256, ECDSA-SHA256, SHA-256 name, restricted signing key,
 /// fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth (what the server's AK checks
-/// require).
+/// require), and noDA. The AK's authValue is empty, so dictionary-attack protection guards
+/// nothing; without noDA every boot that used the AK and then lost power without
+/// TPM2_Shutdown (a crash, `poweroff -f`, a VM killed) counts as a failed authorization, and
+/// after a few such boots the TPM refuses ActivateCredential in lockout mode.
 pub(super) fn ak_template() -> Result<Public, TpmError> {
     let attrs = ObjectAttributesBuilder::new()
         .with_restricted(true)
@@ -109,6 +112,7 @@ pub(super) fn ak_template() -> Result<Public, TpmError> {
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
         .with_sensitive_data_origin(true)
+        .with_no_da(true)
         .build()
         .map_err(cmd("AK attributes"))?;
     let params = PublicEccParametersBuilder::new()

@@ -238,8 +238,8 @@ pub fn code(body: &[u8]) -> String {
         .to_owned()
 }
 
-/// The `initrd-agent` binary of this workspace. `cargo test --workspace` builds it; when
-/// only this package's tests were built, it is built here once (same target directory).
+/// The `initrd-agent` binary of this workspace, built (or brought up to date) once per test
+/// process in the same target directory and profile, so a stale binary is never tested.
 pub fn agent_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -247,15 +247,22 @@ pub fn agent_bin() -> PathBuf {
             let exe = std::env::current_exe().unwrap();
             let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
             let bin = profile_dir.join("initrd-agent");
-            if !bin.is_file() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let status = Command::new(cargo)
-                    .args(["build", "-p", "initrd-agent", "--bin", "initrd-agent"])
-                    .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-                    .status()
-                    .unwrap();
-                assert!(status.success(), "building initrd-agent failed");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "initrd-agent",
+                "--bin",
+                "initrd-agent",
+            ])
+            .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+            if profile_dir.ends_with("release") {
+                cmd.arg("--release");
             }
+            let status = cmd.status().unwrap();
+            assert!(status.success(), "building initrd-agent failed");
             assert!(
                 bin.is_file(),
                 "{} not found after building it",
