@@ -10,8 +10,9 @@ deps:
 build: deps
 	$(CARGO) build --workspace --all-targets
 
-## Installs what is needed, then runs every test of the workspace (unit, testdata, swtpm).
-test: deps
+## Installs what is needed, then runs every test of the workspace: unit, test data, swtpm,
+## PostgreSQL, and the QEMU boots of vm-tests (UNLOCK_SKIP_VM=1 skips those, locally only).
+test: deps vm-deps
 	$(CARGO) test --workspace --no-fail-fast
 
 lint: deps
