@@ -267,41 +267,52 @@ pub struct AttestRequest {
 impl AttestRequest {
     /// The reported PCR values as typed digests.
     pub fn pcr_values(&self) -> Result<PcrValues, ProtoError> {
-        let mut out = PcrValues::new();
-        for bank in &self.pcrs {
-            for v in &bank.values {
-                let bytes = v.digest.exact("pcrs[].values[].digest", bank.hash.size())?;
-                let d = Digest::from_slice(bank.hash, bytes).ok_or(ProtoError::Length {
-                    field: "pcrs[].values[].digest",
-                    len: bytes.len(),
-                    expected: bank.hash.size(),
-                })?;
-                if !out.insert(v.index, d) {
-                    return Err(ProtoError::Invalid {
-                        field: "pcrs[].values[].index",
-                        reason: "PCR index must be below 24",
-                    });
-                }
+        bank_values(&self.pcrs)
+    }
+}
+
+/// PCR banks as typed digests: each digest exactly its bank's size, indexes below 24.
+/// Shared by every message that reports PCR values (attest, host quote, captured evidence).
+pub(super) fn bank_values(banks: &[PcrBank]) -> Result<PcrValues, ProtoError> {
+    let mut out = PcrValues::new();
+    for bank in banks {
+        for v in &bank.values {
+            let bytes = v.digest.exact("pcrs[].values[].digest", bank.hash.size())?;
+            let d = Digest::from_slice(bank.hash, bytes).ok_or(ProtoError::Length {
+                field: "pcrs[].values[].digest",
+                len: bytes.len(),
+                expected: bank.hash.size(),
+            })?;
+            if !out.insert(v.index, d) {
+                return Err(ProtoError::Invalid {
+                    field: "pcrs[].values[].index",
+                    reason: "PCR index must be below 24",
+                });
             }
         }
-        Ok(out)
     }
+    Ok(out)
+}
+
+/// The structural rules of reported PCR banks (banks unique, indexes strictly increasing
+/// and in range, digest sizes), as for a selection, then the values themselves.
+pub(super) fn validate_banks(banks: &[PcrBank]) -> Result<(), ProtoError> {
+    let selection: Vec<PcrSelection> = banks
+        .iter()
+        .map(|b| PcrSelection {
+            hash: b.hash,
+            pcrs: b.values.iter().map(|v| v.index).collect(),
+        })
+        .collect();
+    validate_selection(&selection, "pcrs", "pcrs[].values")?;
+    bank_values(banks).map(drop)
 }
 
 impl Validate for AttestRequest {
     fn validate(&self) -> Result<(), ProtoError> {
         self.quote.non_empty("quote", MAX_ATTEST)?;
         self.signature.non_empty("signature", MAX_SIGNATURE)?;
-        let banks: Vec<PcrSelection> = self
-            .pcrs
-            .iter()
-            .map(|b| PcrSelection {
-                hash: b.hash,
-                pcrs: b.values.iter().map(|v| v.index).collect(),
-            })
-            .collect();
-        validate_selection(&banks, "pcrs", "pcrs[].values")?;
-        self.pcr_values()?;
+        validate_banks(&self.pcrs)?;
         if let Some(log) = &self.event_log {
             log.at_most("event_log", MAX_EVENT_LOG)?;
         }

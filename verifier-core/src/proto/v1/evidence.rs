@@ -11,7 +11,7 @@ use super::attest::{ImaLog, PcrBank};
 use super::common::{validate_selection, AgentId, PcrSelection};
 use super::{Validate, MAX_EK_CERT, MAX_EVENT_LOG, MAX_IMA_LOG, MAX_PUBLIC};
 use crate::proto::{Base64Bytes, ProtoError};
-use crate::wire::{ClockInfo, Digest, PcrValues};
+use crate::wire::{ClockInfo, PcrValues};
 
 /// Identifies the JSON layout of [`CapturedEvidence`].
 pub const EVIDENCE_FORMAT: &str = "initrd-agent-evidence/v1";
@@ -86,24 +86,7 @@ impl From<ClockInfo> for CapturedClock {
 impl CapturedEvidence {
     /// The captured PCR values as typed digests.
     pub fn pcr_values(&self) -> Result<PcrValues, ProtoError> {
-        let mut out = PcrValues::new();
-        for bank in &self.pcrs {
-            for v in &bank.values {
-                let bytes = v.digest.exact("pcrs[].values[].digest", bank.hash.size())?;
-                let d = Digest::from_slice(bank.hash, bytes).ok_or(ProtoError::Length {
-                    field: "pcrs[].values[].digest",
-                    len: bytes.len(),
-                    expected: bank.hash.size(),
-                })?;
-                if !out.insert(v.index, d) {
-                    return Err(ProtoError::Invalid {
-                        field: "pcrs[].values[].index",
-                        reason: "PCR index must be below 24",
-                    });
-                }
-            }
-        }
-        Ok(out)
+        super::attest::bank_values(&self.pcrs)
     }
 }
 

@@ -13,10 +13,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::attest::{InclusionProof, PcrBank, PcrValue};
-use super::common::{validate_selection, PcrSelection};
 use super::{Validate, MAX_ATTEST, MAX_EVENT_LOG, MAX_PUBLIC, MAX_SIGNATURE, NONCE_LEN};
 use crate::proto::{Base64Bytes, ProtoError};
-use crate::wire::{Digest, PcrValues};
+use crate::wire::PcrValues;
 
 /// `POST` path of a host quote request ([`HostQuoteRequest`] → [`HostQuoteResponse`]).
 pub const HOST_QUOTE_PATH: &str = "/v1/provider/quote";
@@ -77,7 +76,7 @@ pub struct HostQuoteResponse {
 impl HostQuoteResponse {
     /// The reported PCR values as typed digests.
     pub fn pcr_values(&self) -> Result<PcrValues, ProtoError> {
-        pcr_values(&self.pcrs)
+        super::attest::bank_values(&self.pcrs)
     }
 
     /// Builds the `pcrs` list from typed values (banks and indexes in ascending order).
@@ -98,43 +97,11 @@ impl HostQuoteResponse {
     }
 }
 
-/// Same rules as the agent's attest request: sizes, strictly increasing indexes, digest
-/// lengths of their bank.
-fn pcr_values(banks: &[PcrBank]) -> Result<PcrValues, ProtoError> {
-    let mut out = PcrValues::new();
-    for bank in banks {
-        for v in &bank.values {
-            let bytes = v.digest.exact("pcrs[].values[].digest", bank.hash.size())?;
-            let d = Digest::from_slice(bank.hash, bytes).ok_or(ProtoError::Length {
-                field: "pcrs[].values[].digest",
-                len: bytes.len(),
-                expected: bank.hash.size(),
-            })?;
-            if !out.insert(v.index, d) {
-                return Err(ProtoError::Invalid {
-                    field: "pcrs[].values[].index",
-                    reason: "PCR index must be below 24",
-                });
-            }
-        }
-    }
-    Ok(out)
-}
-
 impl Validate for HostQuoteResponse {
     fn validate(&self) -> Result<(), ProtoError> {
         self.quote.non_empty("quote", MAX_ATTEST)?;
         self.signature.non_empty("signature", MAX_SIGNATURE)?;
-        let banks: Vec<PcrSelection> = self
-            .pcrs
-            .iter()
-            .map(|b| PcrSelection {
-                hash: b.hash,
-                pcrs: b.values.iter().map(|v| v.index).collect(),
-            })
-            .collect();
-        validate_selection(&banks, "pcrs", "pcrs[].values")?;
-        self.pcr_values()?;
+        super::attest::validate_banks(&self.pcrs)?;
         if let Some(log) = &self.event_log {
             log.at_most("event_log", MAX_EVENT_LOG)?;
         }
