@@ -301,14 +301,32 @@ async fn attest(State(s): State<RoleState>, body: Body) -> Response {
     }
 }
 
-async fn enroll(State(s): State<RoleState>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(e) = s.token.check(&headers) {
+/// An admin POST: bearer token first, then [`handle`], answering `status` with the result.
+async fn admin_post<Req, Resp>(
+    s: &RoleState,
+    headers: &HeaderMap,
+    body: Body,
+    status: StatusCode,
+    f: impl FnOnce(&RoleService, &Req, i64) -> Result<Resp, ApiError> + Send + 'static,
+) -> Response
+where
+    Req: DeserializeOwned + Validate + Send + 'static,
+    Resp: Serialize + Validate + Send + 'static,
+{
+    if let Err(e) = s.token.check(headers) {
         return e.into_response();
     }
-    match handle(&s, body, |svc, req, _, now| svc.enroll(req, now)).await {
-        Ok(r) => json(StatusCode::CREATED, &r),
+    match handle(s, body, move |svc, req, _, now| f(svc, req, now)).await {
+        Ok(r) => json(status, &r),
         Err(e) => e.into_response(),
     }
+}
+
+async fn enroll(State(s): State<RoleState>, headers: HeaderMap, body: Body) -> Response {
+    admin_post(&s, &headers, body, StatusCode::CREATED, |svc, req, now| {
+        svc.enroll(req, now)
+    })
+    .await
 }
 
 async fn list(State(s): State<RoleState>, headers: HeaderMap) -> Response {
@@ -440,13 +458,10 @@ async fn policy_diff(
 }
 
 async fn policy_create(State(s): State<RoleState>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(e) = s.token.check(&headers) {
-        return e.into_response();
-    }
-    match handle(&s, body, |svc, req, _, now| svc.create_policy(req, now)).await {
-        Ok(r) => json(StatusCode::CREATED, &r),
-        Err(e) => e.into_response(),
-    }
+    admin_post(&s, &headers, body, StatusCode::CREATED, |svc, req, now| {
+        svc.create_policy(req, now)
+    })
+    .await
 }
 
 async fn policy_update(
@@ -455,17 +470,14 @@ async fn policy_update(
     Path(name): Path<String>,
     body: Body,
 ) -> Response {
-    if let Err(e) = s.token.check(&headers) {
-        return e.into_response();
-    }
-    match handle(&s, body, move |svc, req, _, now| {
-        svc.update_policy(&name, req, now)
-    })
+    admin_post(
+        &s,
+        &headers,
+        body,
+        StatusCode::CREATED,
+        move |svc, req, now| svc.update_policy(&name, req, now),
+    )
     .await
-    {
-        Ok(r) => json(StatusCode::CREATED, &r),
-        Err(e) => e.into_response(),
-    }
 }
 
 async fn policy_apply(
@@ -474,15 +486,8 @@ async fn policy_apply(
     Path(name): Path<String>,
     body: Body,
 ) -> Response {
-    if let Err(e) = s.token.check(&headers) {
-        return e.into_response();
-    }
-    match handle(&s, body, move |svc, req, _, now| {
+    admin_post(&s, &headers, body, StatusCode::OK, move |svc, req, now| {
         svc.apply_policy(&name, req, now)
     })
     .await
-    {
-        Ok(r) => json(StatusCode::OK, &r),
-        Err(e) => e.into_response(),
-    }
 }
