@@ -77,9 +77,9 @@ struct Slow {
 
 impl HostQuoter for Slow {
     type Error = initrd_agent::tpm::TpmError;
-    fn quote(&mut self, extra_data: &[u8; 32]) -> Result<HostQuote, Self::Error> {
+    fn quote(&mut self, root: &[u8; 32]) -> Result<HostQuote, Self::Error> {
         std::thread::sleep(self.extra);
-        self.inner.quote(extra_data)
+        self.inner.quote(root)
     }
     fn ak_public(&self) -> Vec<u8> {
         self.inner.ak_public()

@@ -64,6 +64,11 @@ fn every_fixture_round_trips() {
         "enrollment_list",
         "error_response",
         "host_ak_response",
+        "host_hello_request",
+        "host_hello_response",
+        "host_job",
+        "host_next_request",
+        "host_quote_post",
         "host_quote_request",
         "host_quote_response",
         "policy_apply_request",
@@ -114,7 +119,15 @@ fn every_fixture_round_trips() {
     assert_eq!(hq.nonce().unwrap().len(), 32);
     let ha: v1::HostQuoteResponse = round_trip("host_quote_response");
     assert!(ha.pcr_values().unwrap().iter().count() > 0);
-    let _: v1::HostAkResponse = round_trip("host_ak_response");
+    let hak: v1::HostAkResponse = round_trip("host_ak_response");
+    let hello: v1::HostHelloRequest = round_trip("host_hello_request");
+    assert_eq!(hello.ak_pub, hak.ak_pub);
+    let _: v1::HostHelloResponse = round_trip("host_hello_response");
+    let _: v1::HostNextRequest = round_trip("host_next_request");
+    let job: v1::HostJob = round_trip("host_job");
+    assert_eq!(job.root().unwrap().len(), 32);
+    let post: v1::HostQuotePost = round_trip("host_quote_post");
+    assert_eq!(post.pcr_values().unwrap(), ha.pcr_values().unwrap());
     // Admin API (unlockctl <-> a role), captured from a running server.
     let enroll: v1::EnrollRequest = round_trip("enroll_request");
     assert_eq!(enroll.agent_id, AgentId::of_ek(enroll.ek_pub.as_bytes()));

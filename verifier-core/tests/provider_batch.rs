@@ -11,7 +11,10 @@
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use initrd_agent::provider::{Answer, BatchConfig, BatchError, Batcher, HostQuote, HostQuoter};
+use verifier_core::provider::batch::{
+    Answer, BatchConfig, BatchError, Batcher, HostQuote, HostQuoter,
+};
+use verifier_core::provider::host_extra_data;
 use verifier_core::provider::{validate_host_quote, HostAnswer, HostTrust};
 use verifier_core::quote::software::SoftwareAk;
 use verifier_core::quote::AkPublic;
@@ -44,7 +47,8 @@ fn pcrs() -> PcrValues {
 
 impl HostQuoter for SoftQuoter {
     type Error = QuoteFailed;
-    fn quote(&mut self, extra_data: &[u8; 32]) -> Result<HostQuote, QuoteFailed> {
+    fn quote(&mut self, root: &[u8; 32]) -> Result<HostQuote, QuoteFailed> {
+        let extra_data = &host_extra_data(root);
         self.log.lock().unwrap().push(Instant::now());
         std::thread::sleep(self.delay);
         if self.fail {
@@ -64,6 +68,7 @@ impl HostQuoter for SoftQuoter {
             attest,
             signature: sig.marshal(),
             pcrs: pcrs(),
+            host: None,
         })
     }
     fn ak_public(&self) -> Vec<u8> {

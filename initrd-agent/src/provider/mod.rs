@@ -3,12 +3,16 @@
 //! many requesters (tenant verifiers of guests) with ONE host quote per short window, each
 //! requester getting its own inclusion proof. See `docs/provider.md`.
 //!
-//! Submodules: [`batch`] (the engine: window, batch size, one quote, fan-out; no I/O),
-//! `tpm` (the host TPM as the engine's quoter) and [`http`] (the HTTP/1.1 server).
+//! The batching engine (window, batch size, one quote, fan-out; no I/O) is
+//! [`verifier_core::provider::batch`], shared with `unlock-server --role provider`.
+//! Submodules: `tpm` (the host TPM as the engine's quoter), [`http`] (the HTTP/1.1 server
+//! of listen mode) and [`connect`] (connect mode: the host TPM serving a provider server).
 
-pub mod batch;
+pub mod connect;
 pub mod http;
 mod tpm;
+
+pub use verifier_core::provider::batch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +22,8 @@ use std::time::Duration;
 use verifier_core::wire::{BankSelection, HashAlg, PcrSelection, Public};
 
 pub use batch::{
-    Answer, BatchConfig, BatchError, BatchQuote, Batcher, HostQuote, HostQuoter, Stats,
+    Answer, BatchConfig, BatchError, BatchQuote, Batcher, HostIdentity, HostQuote, HostQuoter,
+    Stats,
 };
 pub use http::Service;
 pub use tpm::TpmQuoter;

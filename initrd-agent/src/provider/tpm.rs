@@ -3,6 +3,7 @@
 //! The context lives on the batching engine's worker thread (tss-esapi contexts are not
 //! `Send`), so quotes are serialized through it by construction.
 
+use verifier_core::provider::host_extra_data;
 use verifier_core::wire::PcrSelection;
 
 use super::batch::{HostQuote, HostQuoter};
@@ -41,16 +42,18 @@ impl TpmQuoter {
 impl HostQuoter for TpmQuoter {
     type Error = TpmError;
 
-    fn quote(&mut self, extra_data: &[u8; 32]) -> Result<HostQuote, TpmError> {
+    fn quote(&mut self, root: &[u8; 32]) -> Result<HostQuote, TpmError> {
         // Quotes, reads the PCRs and checks them against each other with verifier-core, so
         // the provider never hands out a quote its requesters would refuse.
+        let extra_data = host_extra_data(root);
         let q = self
             .tpm
-            .quote_with_pcrs(&self.ak, extra_data, &self.selection)?;
+            .quote_with_pcrs(&self.ak, &extra_data, &self.selection)?;
         Ok(HostQuote {
             attest: q.quote.attest,
             signature: q.quote.signature,
             pcrs: q.pcrs,
+            host: None,
         })
     }
 

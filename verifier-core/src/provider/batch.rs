@@ -17,18 +17,22 @@
 //! baseline.
 //!
 //! The engine does no I/O itself: the quote is a [`HostQuoter`], so tests drive it with a
-//! software AK and the provider with the real TPM.
+//! software AK, `initrd-agent provider --listen` with the host TPM, and `unlock-server
+//! --role provider` with a host agent connected over the network. It lives here, not in a
+//! binary, so both provider front ends batch with the same code.
+//!
+//! Requesters either block ([`Batcher::submit`], a thread per requester) or hand over a
+//! callback ([`Batcher::enqueue`], for an async server that must not park a worker).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use verifier_core::merkle::{InclusionProof, MerkleTree, MAX_LEAVES};
-use verifier_core::provider::host_extra_data;
-use verifier_core::wire::PcrValues;
+use crate::merkle::{InclusionProof, MerkleTree, MAX_LEAVES};
+use crate::wire::PcrValues;
 
 /// A quote as the host TPM produced it, with the PCR values it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,14 +43,32 @@ pub struct HostQuote {
     pub signature: Vec<u8>,
     /// Values of the quoted PCRs.
     pub pcrs: PcrValues,
+    /// Which host quoted, when that can change between quotes (a remote host agent that
+    /// reconnects with a new AK); `None` when the front end knows it statically (a local
+    /// TPM). Carried with the quote so an answer never pairs a quote with another AK's
+    /// public area or event log.
+    pub host: Option<Arc<HostIdentity>>,
+}
+
+/// The host's public AK and event log as they were when it quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostIdentity {
+    /// The AK's TPMT_PUBLIC.
+    pub ak_public: Vec<u8>,
+    /// The host's UEFI event log, when it serves one.
+    pub event_log: Option<Vec<u8>>,
 }
 
 /// Something that quotes with the host's AK: the TPM in the provider, a software AK in tests.
 pub trait HostQuoter {
     /// Why a quote failed.
     type Error: std::error::Error + Send + Sync + 'static;
-    /// One quote with `extra_data` as qualifyingData.
-    fn quote(&mut self, extra_data: &[u8; 32]) -> Result<HostQuote, Self::Error>;
+    /// One quote over a batch whose Merkle root is `root`, with
+    /// [`host_extra_data`](super::host_extra_data)`(root)` as qualifyingData. The quoter
+    /// gets the root, not the finished extraData, so a quoter that forwards the job (to a
+    /// host agent) can let the signer derive the binding itself and never sign arbitrary
+    /// data.
+    fn quote(&mut self, root: &[u8; 32]) -> Result<HostQuote, Self::Error>;
     /// The AK's TPMT_PUBLIC (what requesters pin).
     fn ak_public(&self) -> Vec<u8>;
 }
@@ -111,7 +133,7 @@ pub enum BatchError {
     Quote(Arc<dyn std::error::Error + Send + Sync>),
     /// The batch could not be built (a bug: sizes are bounded by `max_batch`).
     #[error("batch tree: {0}")]
-    Tree(verifier_core::merkle::MerkleError),
+    Tree(crate::merkle::MerkleError),
     /// The engine stopped (shutdown, or its worker ended).
     #[error("provider engine stopped")]
     Stopped,
@@ -128,10 +150,13 @@ pub struct Stats {
     pub failed: u64,
 }
 
+/// Where a requester's answer goes: a channel it blocks on, or its callback.
+type Reply = Box<dyn FnOnce(Result<Answer, BatchError>) + Send>;
+
 struct Pending {
     nonce: [u8; 32],
     arrived: Instant,
-    reply: SyncSender<Result<Answer, BatchError>>,
+    reply: Reply,
 }
 
 #[derive(Default)]
@@ -252,30 +277,43 @@ impl Batcher {
 
     /// Queues `nonce` and blocks until its batch is quoted.
     pub fn submit(&self, nonce: [u8; 32]) -> Result<Answer, BatchError> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        {
-            let mut st = self.shared.lock();
-            if st.stopping || self.worker.is_none() {
-                return Err(BatchError::Stopped);
-            }
-            let pending = st.pending.len();
-            if pending >= self.shared.config.max_pending {
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
-                return Err(BatchError::Busy { pending });
-            }
-            st.pending.push_back(Pending {
-                nonce,
-                arrived: Instant::now(),
-                reply,
-            });
-            // The worker sleeps until a first nonce, then until the window ends or the
-            // batch is full; only those two events need to wake it.
-            let len = st.pending.len();
-            if len == 1 || len >= self.shared.config.max_batch {
-                self.shared.wake.notify_one();
-            }
-        }
+        let (reply, answer) = mpsc::sync_channel::<Result<Answer, BatchError>>(1);
+        self.enqueue(nonce, move |r| {
+            // The requester may have given up; nobody to tell then.
+            let _ = reply.send(r);
+        })?;
         answer.recv().unwrap_or(Err(BatchError::Stopped))
+    }
+
+    /// Queues `nonce` without blocking; `done` is called once with the answer, on the
+    /// engine's worker thread (so it must be quick: send on a channel, nothing more).
+    /// A refusal at the door (busy, stopped) is returned here and `done` is not called.
+    pub fn enqueue(
+        &self,
+        nonce: [u8; 32],
+        done: impl FnOnce(Result<Answer, BatchError>) + Send + 'static,
+    ) -> Result<(), BatchError> {
+        let mut st = self.shared.lock();
+        if st.stopping || self.worker.is_none() {
+            return Err(BatchError::Stopped);
+        }
+        let pending = st.pending.len();
+        if pending >= self.shared.config.max_pending {
+            self.shared.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(BatchError::Busy { pending });
+        }
+        st.pending.push_back(Pending {
+            nonce,
+            arrived: Instant::now(),
+            reply: Box::new(done),
+        });
+        // The worker sleeps until a first nonce, then until the window ends or the batch
+        // is full; only those two events need to wake it.
+        let len = st.pending.len();
+        if len == 1 || len >= self.shared.config.max_batch {
+            self.shared.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Counters since start.
@@ -307,7 +345,7 @@ fn run<Q: HostQuoter>(shared: &Shared, quoter: &mut Q) {
             loop {
                 if st.stopping {
                     for p in st.pending.drain(..) {
-                        let _ = p.reply.send(Err(BatchError::Stopped));
+                        (p.reply)(Err(BatchError::Stopped));
                     }
                     return;
                 }
@@ -340,7 +378,7 @@ fn answer_batch<Q: HostQuoter>(shared: &Shared, quoter: &mut Q, batch: Vec<Pendi
             Ordering::Relaxed,
         );
         for p in batch {
-            let _ = p.reply.send(Err(e.clone()));
+            (p.reply)(Err(e.clone()));
         }
     };
     let nonces: Vec<[u8; 32]> = batch.iter().map(|p| p.nonce).collect();
@@ -349,7 +387,7 @@ fn answer_batch<Q: HostQuoter>(shared: &Shared, quoter: &mut Q, batch: Vec<Pendi
         Err(e) => return fail(batch, BatchError::Tree(e)),
     };
     let root = tree.root();
-    let quote = match quoter.quote(&host_extra_data(&root)) {
+    let quote = match quoter.quote(&root) {
         Ok(q) => q,
         Err(e) => return fail(batch, BatchError::Quote(Arc::new(e))),
     };
@@ -370,7 +408,6 @@ fn answer_batch<Q: HostQuoter>(shared: &Shared, quoter: &mut Q, batch: Vec<Pendi
         } else {
             shared.failed.fetch_add(1, Ordering::Relaxed);
         }
-        // A requester that gave up (closed connection) no longer listens; that is fine.
-        let _ = p.reply.send(answer);
+        (p.reply)(answer);
     }
 }

@@ -16,6 +16,8 @@
 //! Whether the host's state is *acceptable* (its PCR policy) is the caller's decision on the
 //! returned [`VerifiedHostQuote`], as for an agent's evidence.
 
+pub mod batch;
+
 use aws_lc_rs::digest;
 
 use crate::eventlog::EventLog;

@@ -13,6 +13,7 @@ mod admin;
 mod attest;
 mod common;
 mod evidence;
+mod host_link;
 mod provider;
 mod register;
 
@@ -29,6 +30,10 @@ pub use attest::{
 };
 pub use common::{AgentId, Id, PcrSelection, Role};
 pub use evidence::{CapturedClock, CapturedEvidence, EVIDENCE_FORMAT};
+pub use host_link::{
+    HostHelloRequest, HostHelloResponse, HostJob, HostNextRequest, HostQuotePost, HOST_HELLO_PATH,
+    HOST_NEXT_PATH, HOST_RESULT_PATH,
+};
 pub use provider::{
     inclusion_to_wire, HostAkResponse, HostQuoteRequest, HostQuoteResponse, HOST_AK_PATH,
     HOST_QUOTE_PATH,
