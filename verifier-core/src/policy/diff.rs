@@ -142,10 +142,10 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
                 }
             }
         }
-        (Value::Array(x), Value::Array(y)) if path == "pcrs" => {
+        (Value::Array(x), Value::Array(y)) if path == "pcrs" || path == "host.pcrs" => {
             let key = |v: &Value| format!("{}:{}", v["bank"].as_str().unwrap_or("?"), v["index"]);
             for va in x {
-                let p = format!("pcrs[{}]", key(va));
+                let p = format!("{path}[{}]", key(va));
                 match y.iter().find(|vb| key(vb) == key(va)) {
                     Some(vb) => walk(&p, va, vb, out),
                     None => removed(&p, va, out),
@@ -153,7 +153,7 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
             }
             for vb in y {
                 if !x.iter().any(|va| key(va) == key(vb)) {
-                    added(&format!("pcrs[{}]", key(vb)), vb, out);
+                    added(&format!("{path}[{}]", key(vb)), vb, out);
                 }
             }
         }

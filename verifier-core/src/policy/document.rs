@@ -43,6 +43,10 @@ pub struct PolicyDocument {
     /// Rules on the quote's clockInfo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<ClockDocument>,
+    /// A fresh quote of the host this machine runs on, from the host's provider, must pass
+    /// these rules before anything is released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostDocument>,
 }
 
 impl Default for PolicyDocument {
@@ -58,6 +62,7 @@ impl Default for PolicyDocument {
             measured_boot: None,
             ima: None,
             clock: None,
+            host: None,
         }
     }
 }
@@ -193,6 +198,47 @@ pub struct ClockDocument {
     /// Most resumes (restartCount) allowed within one boot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_restarts: Option<u32>,
+}
+
+/// The host requirement: a quote of the host's TPM, fresh for this attestation, signed by a
+/// pinned host AK, whose state passes the same kinds of rules as the machine's own.
+///
+/// The role that evaluates the policy asks the provider itself, with its own nonce, after the
+/// machine's own evidence passed and before it releases anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostDocument {
+    /// Base URL of the host's provider (`http://10.0.0.1:8450`); the role posts to
+    /// `<provider>/v1/provider/quote`. Plain `http` is fine: the answer is authenticated by
+    /// the pinned AK's signature over the role's own nonce.
+    pub provider: String,
+    /// The host AK's public area (TPMT_PUBLIC), base64: the `ak_pub` that
+    /// `GET /v1/provider/ak` answers. Answers are verified with this key only.
+    pub ak_pub: String,
+    /// The AK's name in hex (nameAlg || digest, what the provider prints at start). When set,
+    /// it must be the name of `ak_pub`: a guard against pinning the wrong key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ak_name: Option<String>,
+    /// Allowed values of the host's PCRs (same rules as the top-level `pcrs`). They must be
+    /// in the provider's quoted selection (`--pcrs`, default sha256:0-7).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pcrs: Vec<PcrRuleDocument>,
+    /// Refuse unless the provider sent the host's UEFI event log.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_event_log: bool,
+    /// Accept host event logs where an event's digest does not match its data.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_event_digest_mismatch: bool,
+    /// Refuse host quotes whose clockInfo.safe is false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_clock_safe: bool,
+    /// Measured-boot reference state of the host, checked on its event log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_boot: Option<MeasuredBootDocument>,
+    /// How long to wait for the provider, in milliseconds (default 5000, at most 60000).
+    /// The provider batches requests for its window plus up to two quote times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 fn default_release() -> Option<ReleasePcrDocument> {

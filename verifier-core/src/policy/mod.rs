@@ -14,6 +14,8 @@
 //!   dbx, boot applications, kernels, initrds, command lines) over the PCRs it covers.
 //! - `ima`: file-digest allowlist with excludes.
 //! - `clock`: clockInfo rules (safe, reboots since enrollment, resumes per boot).
+//! - `host`: a fresh quote of the host, from its provider, by a pinned AK, passing the same
+//!   kinds of rules ([`HostPolicy`]); the server asks, [`HostPolicy::evaluate`] decides.
 
 mod boot;
 mod claims;
@@ -21,6 +23,7 @@ mod compile;
 mod diff;
 mod document;
 mod eval;
+mod host;
 mod learn;
 
 use std::fmt;
@@ -30,9 +33,10 @@ use serde::Serialize;
 pub use claims::{CaptureError, Claims, ClaimsSource, UnverifiedCapture};
 pub use diff::{diff, Change, Effect, PolicyDiff};
 pub use document::{
-    ClockDocument, CmdlineRuleDocument, DbxDocument, ImaDocument, MeasuredBootDocument,
-    PcrRuleDocument, PolicyDocument, ReleasePcrDocument,
+    ClockDocument, CmdlineRuleDocument, DbxDocument, HostDocument, ImaDocument,
+    MeasuredBootDocument, PcrRuleDocument, PolicyDocument, ReleasePcrDocument,
 };
+pub use host::{HostPolicy, DEFAULT_HOST_TIMEOUT_MS, MAX_HOST_TIMEOUT_MS};
 pub use learn::{learn, LearnError, LearnMode, LearnOptions, Learned};
 
 use crate::evidence::ValidatedEvidence;
@@ -163,6 +167,8 @@ pub enum PolicyError {
 pub struct Policy {
     doc: PolicyDocument,
     rules: compile::Compiled,
+    /// Boxed: the host's rules are themselves a `Policy` (without a host).
+    host: Option<Box<HostPolicy>>,
 }
 
 impl PartialEq for Policy {
@@ -196,12 +202,25 @@ impl Policy {
             return Err(PolicyError::Version { found: doc.version });
         }
         let rules = compile::compile(&doc)?;
-        Ok(Self { doc, rules })
+        let host = doc
+            .host
+            .as_ref()
+            .map(host::compile)
+            .transpose()?
+            .map(Box::new);
+        Ok(Self { doc, rules, host })
     }
 
     /// The document (for storage and display).
     pub fn document(&self) -> &PolicyDocument {
         &self.doc
+    }
+
+    /// The host requirement, if the document has a `host` section. Evaluation of the
+    /// machine's claims ([`Evaluator`], [`Policy::check`]) does not include it: the caller
+    /// must get a fresh host quote and pass it to [`HostPolicy::evaluate`].
+    pub fn host(&self) -> Option<&HostPolicy> {
+        self.host.as_deref()
     }
 
     /// The release PCR rule, if enabled.

@@ -13,8 +13,9 @@
 //! - **consistency**: the reported PCRs hash to the quoted digest and the host's event log,
 //!   when sent, replays to every quoted PCR it extends.
 //!
-//! Whether the host's state is *acceptable* (its PCR policy) is the caller's decision on the
-//! returned [`VerifiedHostQuote`], as for an agent's evidence.
+//! Whether the host's state is *acceptable* is decided on the returned [`VerifiedHostQuote`]
+//! by a policy's `host` section ([`HostPolicy::evaluate`]); [`check_host_answer`] does
+//! decoding, validation and evaluation in one step for a role that just asked the provider.
 
 pub mod batch;
 
@@ -23,6 +24,8 @@ use aws_lc_rs::digest;
 use crate::eventlog::EventLog;
 use crate::evidence::ValidationError;
 use crate::merkle::{self, InclusionProof, MerkleError};
+use crate::policy::{HostPolicy, Verdict};
+use crate::proto::v1::HostQuoteResponse;
 use crate::quote::{verify_quote, AkPublic, VerifiedQuote, VerifyError};
 use crate::wire::{PcrValues, Signature};
 
@@ -149,6 +152,73 @@ pub fn validate_host_quote<'a>(
         event_log,
         root,
         batch_size: answer.proof.tree_size,
+    })
+}
+
+/// Why a provider's answer did not satisfy a policy's `host` section; the variants are the
+/// three different things an operator must fix (the provider, the pin, the host).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostCheckError {
+    /// The answer does not decode (field sizes, PCR banks, proof, signature encoding).
+    #[error("host answer is malformed: {0}")]
+    Malformed(String),
+    /// The answer decodes but is not a valid quote over our nonce by the pinned AK.
+    #[error("{0}")]
+    Quote(HostQuoteError),
+    /// The host's quote is genuine and fresh, but its state fails the host rules.
+    #[error("host state refused: {0}")]
+    Policy(Verdict),
+}
+
+/// A provider's answer that passed [`check_host_answer`]: what to record about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostAccepted {
+    /// The batch's Merkle root (which quote answered us).
+    pub root: [u8; 32],
+    /// How many requesters the quote answered.
+    pub batch_size: u32,
+    /// The host TPM's resetCount in the quote.
+    pub reset_count: u32,
+}
+
+/// Everything a requester decides about a provider's answer, for a policy's `host` section:
+/// decode it, [`validate_host_quote`] with the policy's pinned AK and the requester's own
+/// `nonce`, then evaluate the host rules. Pure: the caller did the HTTP exchange.
+pub fn check_host_answer(
+    policy: &HostPolicy,
+    nonce: &[u8; 32],
+    answer: &HostQuoteResponse,
+) -> Result<HostAccepted, HostCheckError> {
+    use crate::proto::v1::Validate as _;
+    let malformed = |e: &dyn std::fmt::Display| HostCheckError::Malformed(e.to_string());
+    answer.validate().map_err(|e| malformed(&e))?;
+    let pcrs = answer.pcr_values().map_err(|e| malformed(&e))?;
+    let proof = answer.inclusion.to_merkle().map_err(|e| malformed(&e))?;
+    let signature = Signature::parse(answer.signature.as_bytes())
+        .map_err(|e| malformed(&format_args!("signature: {e}")))?;
+    let verified = validate_host_quote(
+        HostTrust {
+            ak: policy.ak(),
+            nonce,
+        },
+        HostAnswer {
+            attest: answer.quote.as_bytes(),
+            signature: &signature,
+            pcrs: &pcrs,
+            proof: &proof,
+            event_log: answer.event_log.as_ref().map(|l| l.as_bytes()),
+        },
+    )
+    .map_err(HostCheckError::Quote)?;
+    let verdict = policy.evaluate(&verified);
+    if !verdict.accepted() {
+        return Err(HostCheckError::Policy(verdict));
+    }
+    Ok(HostAccepted {
+        root: *verified.root(),
+        batch_size: verified.batch_size(),
+        reset_count: verified.quote().reset_count(),
     })
 }
 

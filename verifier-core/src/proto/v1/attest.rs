@@ -478,6 +478,14 @@ pub enum ErrorCode {
     ImaLogMismatch,
     /// The validated evidence does not satisfy the policy.
     PolicyDenied,
+    /// The policy requires a fresh host quote and the host's provider gave none (down,
+    /// timeout, HTTP error): refused, fail closed. Retrying later may succeed.
+    HostUnreachable,
+    /// The provider's answer is not a valid quote over our nonce by the pinned host AK
+    /// (malformed, another AK, a replayed answer, an altered proof, a non-replaying log).
+    HostQuoteInvalid,
+    /// The host's verified quote does not satisfy the policy's `host` section.
+    HostPolicyDenied,
     /// This boot session has used all its releases.
     SessionTerminated,
     /// The TPM resetCount went backwards (cleared TPM or replay): re-enrollment required.
