@@ -18,6 +18,9 @@ pub enum RoleSet {
     Verifier,
     /// Only the tenant role (holds U).
     Tenant,
+    /// Only the provider role: host quotes for many requesters, quoted by a host agent
+    /// that connects out to this server (no database, no master key; see docs/provider.md).
+    Provider,
 }
 
 /// Output format of the logs.
@@ -60,6 +63,16 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Log format.
     pub log_format: Option<LogFormat>,
+    /// Provider role: how long the first nonce of a batch waits for others, in ms.
+    pub provider_window_ms: Option<u64>,
+    /// Provider role: most requesters answered by one host quote.
+    pub provider_max_batch: Option<usize>,
+    /// Provider role: most requesters waiting at once; more get 503.
+    pub provider_max_pending: Option<usize>,
+    /// Provider role: seconds a batch waits for the host agent's quote.
+    pub provider_quote_timeout_secs: Option<u64>,
+    /// Provider role: file holding the host agent's bearer token.
+    pub host_token_file: Option<PathBuf>,
     /// Database URL: `sqlite://<dir>` (files `<dir>/<role>.db`) or `postgres://...` (schema
     /// `<role>` in that database, shared by replicas).
     pub database: Option<String>,
@@ -92,6 +105,23 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where the roles' data lives.
     pub database: DatabaseUrl,
+    /// Provider role settings.
+    pub provider: ProviderOptions,
+}
+
+/// The provider role's settings.
+#[derive(Debug, Clone)]
+pub struct ProviderOptions {
+    /// How long the first nonce of a batch waits for others.
+    pub window: std::time::Duration,
+    /// Most requesters per host quote.
+    pub max_batch: usize,
+    /// Most requesters waiting at once.
+    pub max_pending: usize,
+    /// Longest a batch waits for the host agent's quote.
+    pub quote_timeout: std::time::Duration,
+    /// File holding the host agent's bearer token (generated, mode 0600, if absent).
+    pub host_token_file: PathBuf,
 }
 
 /// Where the TLS certificate and key live. When the files do not exist, the server creates a
@@ -166,6 +196,24 @@ pub struct Flags {
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Provider role: how long the first nonce of a batch waits for others, in
+    /// milliseconds [default: 50].
+    #[arg(long)]
+    pub provider_window_ms: Option<u64>,
+    /// Provider role: most requesters answered by one host quote [default: 1000].
+    #[arg(long)]
+    pub provider_max_batch: Option<usize>,
+    /// Provider role: most requesters waiting at once; more get 503 [default: 20000].
+    #[arg(long)]
+    pub provider_max_pending: Option<usize>,
+    /// Provider role: seconds a batch waits for the host agent's quote [default: 10].
+    #[arg(long)]
+    pub provider_quote_timeout_secs: Option<u64>,
+    /// Provider role: file holding the bearer token of the host agent
+    /// (`initrd-agent provider --server URL --token-file F`) [default:
+    /// <state-dir>/host.token, generated with mode 0600 if absent].
+    #[arg(long)]
+    pub host_token_file: Option<PathBuf>,
     /// Database URL [default: sqlite://<state-dir>]. `sqlite://DIR` keeps one file per role
     /// (DIR/verifier.db, DIR/tenant.db); `postgres://USER@HOST/DB` puts each role in its own
     /// schema (verifier, tenant) of a database that several replicas share. For split trust,
@@ -255,7 +303,49 @@ impl Config {
             Some(url) => DatabaseUrl::parse(&url)?,
             None => DatabaseUrl::Sqlite(state_dir.clone()),
         };
+        let provider = ProviderOptions {
+            window: std::time::Duration::from_millis(
+                flags
+                    .provider_window_ms
+                    .or(file.provider_window_ms)
+                    .unwrap_or(50),
+            ),
+            max_batch: flags
+                .provider_max_batch
+                .or(file.provider_max_batch)
+                .unwrap_or(1000),
+            max_pending: flags
+                .provider_max_pending
+                .or(file.provider_max_pending)
+                .unwrap_or(20_000),
+            quote_timeout: std::time::Duration::from_secs(
+                flags
+                    .provider_quote_timeout_secs
+                    .or(file.provider_quote_timeout_secs)
+                    .unwrap_or(10),
+            ),
+            host_token_file: flags
+                .host_token_file
+                .or(file.host_token_file)
+                .unwrap_or_else(|| state_dir.join("host.token")),
+        };
+        if provider.window > std::time::Duration::from_secs(10) {
+            return Err(ConfigError::Invalid(
+                "provider_window_ms must be at most 10000",
+            ));
+        }
+        if provider.max_batch == 0 || provider.max_batch > verifier_core::merkle::MAX_LEAVES {
+            return Err(ConfigError::Invalid(
+                "provider_max_batch must be between 1 and 65536",
+            ));
+        }
+        if provider.quote_timeout.is_zero() || provider.quote_timeout.as_secs() > 600 {
+            return Err(ConfigError::Invalid(
+                "provider_quote_timeout_secs must be between 1 and 600",
+            ));
+        }
         Ok(Self {
+            provider,
             database,
             listen: flags
                 .listen

@@ -26,9 +26,11 @@ use verifier_core::proto::v1::{self, AgentId, ErrorCode, Validate};
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
+use crate::role::provider::{LinkError, ProviderService, RequestError};
 use crate::role::{unix_now, RoleService};
 
-/// The admin bearer token (hex text as stored in its file).
+/// A bearer token (hex text as stored in its file): the admin token, or the provider
+/// role's host-agent token.
 #[derive(Clone)]
 pub struct AdminToken(Arc<Zeroizing<String>>);
 
@@ -39,6 +41,11 @@ impl AdminToken {
     }
 
     fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.check_for(headers, "admin API")
+    }
+
+    /// Checks the bearer token of `what` (named in the refusal).
+    fn check_for(&self, headers: &HeaderMap, what: &'static str) -> Result<(), ApiError> {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -49,7 +56,7 @@ impl AdminToken {
         } else {
             Err(ApiError::new(
                 ErrorCode::Unauthorized,
-                "admin API: missing or wrong bearer token",
+                format!("{what}: missing or wrong bearer token"),
             ))
         }
     }
@@ -490,4 +497,171 @@ async fn policy_apply(
         svc.apply_policy(&name, req, now)
     })
     .await
+}
+
+#[derive(Clone)]
+struct ProviderState {
+    svc: Arc<ProviderService>,
+    host_token: AdminToken,
+    max_body: usize,
+}
+
+/// The provider role's routes, at the root (the same paths as `initrd-agent provider
+/// --listen`, so a requester works with either): requesters' `POST /v1/provider/quote` and
+/// `GET /v1/provider/ak` (no credentials: answers are self-authenticating), and the host
+/// agent's hello, long poll and quote post (host bearer token).
+pub fn provider_router(
+    svc: Arc<ProviderService>,
+    host_token: AdminToken,
+    max_body: usize,
+) -> Router {
+    let state = ProviderState {
+        svc,
+        host_token,
+        max_body,
+    };
+    Router::new()
+        .route(v1::HOST_QUOTE_PATH, post(provider_quote))
+        .route(v1::HOST_AK_PATH, get(provider_ak))
+        .route(v1::HOST_HELLO_PATH, post(host_hello))
+        .route(v1::HOST_NEXT_PATH, post(host_next))
+        .route(v1::HOST_RESULT_PATH, post(host_result))
+        .with_state(state)
+}
+
+/// A refusal with an explicit status (the provider's 502/503/504 have no code of their own).
+fn refuse(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    let mut r = ApiError::new(code, message).into_response();
+    *r.status_mut() = status;
+    r
+}
+
+fn request_refusal(e: RequestError) -> Response {
+    match e {
+        RequestError::Busy => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RateLimited,
+            "provider busy, retry later",
+        ),
+        RequestError::NoHost => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RateLimited,
+            "no host agent is connected to this provider; retry later",
+        ),
+        RequestError::Timeout(m) => refuse(StatusCode::GATEWAY_TIMEOUT, ErrorCode::Internal, m),
+        RequestError::BadHostQuote(m) => refuse(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::Internal,
+            format!("this batch's host quote failed the provider's verification: {m}"),
+        ),
+        RequestError::Internal(m) => ApiError::internal(m).into_response(),
+    }
+}
+
+fn link_refusal(e: &LinkError) -> Response {
+    use verifier_core::provider::HostQuoteError;
+    use verifier_core::quote::VerifyError;
+    let (status, code) = match e {
+        LinkError::UnknownSession => (StatusCode::NOT_FOUND, ErrorCode::UnknownAgent),
+        LinkError::UnknownJob => (StatusCode::NOT_FOUND, ErrorCode::UnknownChallenge),
+        LinkError::Ak(_) => (StatusCode::FORBIDDEN, ErrorCode::AkNotAcceptable),
+        LinkError::EventLog(_) => (StatusCode::BAD_REQUEST, ErrorCode::EventLogMismatch),
+        LinkError::Pcrs(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest),
+        LinkError::Quote(HostQuoteError::Quote(VerifyError::ExtraDataMismatch)) => {
+            (StatusCode::FORBIDDEN, ErrorCode::BindingMismatch)
+        }
+        LinkError::Quote(HostQuoteError::Quote(
+            VerifyError::PcrDigestMismatch | VerifyError::MissingPcr { .. },
+        )) => (StatusCode::FORBIDDEN, ErrorCode::PcrMismatch),
+        LinkError::Quote(HostQuoteError::EventLog(_)) => {
+            (StatusCode::FORBIDDEN, ErrorCode::EventLogMismatch)
+        }
+        LinkError::Quote(_) => (StatusCode::FORBIDDEN, ErrorCode::QuoteInvalid),
+        LinkError::NoHost | LinkError::Timeout(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RateLimited)
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+    };
+    refuse(status, code, e.to_string())
+}
+
+async fn provider_quote(State(p): State<ProviderState>, body: Body) -> Response {
+    // A HostQuoteRequest is about 60 bytes.
+    let bytes = match read_body(body, 4096).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let nonce = match v1::decode::<v1::HostQuoteRequest>(&bytes).and_then(|r| r.nonce()) {
+        Ok(n) => n,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    match p.svc.quote(nonce).await {
+        Ok(body) => raw_json(body),
+        Err(e) => request_refusal(e),
+    }
+}
+
+async fn provider_ak(State(p): State<ProviderState>) -> Response {
+    match p.svc.ak() {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => request_refusal(e),
+    }
+}
+
+/// Token, body, decode and `f` on the blocking pool (event logs are parsed, quotes
+/// verified); the common shape of the host's posts.
+async fn host_call<Req, T>(
+    p: &ProviderState,
+    headers: &HeaderMap,
+    body: Body,
+    f: impl FnOnce(&ProviderService, &Req) -> Result<T, LinkError> + Send + 'static,
+) -> Result<T, Response>
+where
+    Req: DeserializeOwned + Validate + Send + 'static,
+    T: Send + 'static,
+{
+    p.host_token
+        .check_for(headers, "provider host API")
+        .map_err(IntoResponse::into_response)?;
+    let bytes = read_body(body, p.max_body)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let svc = p.svc.clone();
+    let r = blocking(move || {
+        let req: Req = v1::decode(&bytes)?;
+        Ok(f(&svc, &req))
+    })
+    .await
+    .map_err(IntoResponse::into_response)?;
+    r.map_err(|e| link_refusal(&e))
+}
+
+async fn host_hello(State(p): State<ProviderState>, headers: HeaderMap, body: Body) -> Response {
+    match host_call(&p, &headers, body, |svc, req| svc.hello(req)).await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(r) => r,
+    }
+}
+
+async fn host_next(State(p): State<ProviderState>, headers: HeaderMap, body: Body) -> Response {
+    let req = match host_call(&p, &headers, body, |_, req: &v1::HostNextRequest| {
+        Ok(req.clone())
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match p.svc.next(&req.session_id).await {
+        Ok(Some(job)) => json(StatusCode::OK, &job),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => link_refusal(&e),
+    }
+}
+
+async fn host_result(State(p): State<ProviderState>, headers: HeaderMap, body: Body) -> Response {
+    match host_call(&p, &headers, body, |svc, req| svc.post_quote(req)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
 }

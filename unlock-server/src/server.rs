@@ -13,10 +13,12 @@ use tokio::net::TcpListener;
 use verifier_core::ekcert::TrustStore;
 use verifier_core::keysplit::MasterKey;
 use verifier_core::proto::v1::Role;
+use verifier_core::provider::batch::BatchConfig;
 use zeroize::Zeroizing;
 
 use crate::config::{Config, RoleSet};
-use crate::http::{router, AdminToken};
+use crate::http::{provider_router, router, AdminToken};
+use crate::role::provider::{ProviderService, ProviderSettings};
 use crate::role::{RoleService, RoleSettings};
 use crate::secrets::load_or_create_hex;
 use crate::store::{DatabaseUrl, Store};
@@ -41,6 +43,8 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
         RoleSet::All => &[Role::Verifier, Role::Tenant],
         RoleSet::Verifier => &[Role::Verifier],
         RoleSet::Tenant => &[Role::Tenant],
+        // No database and no master key: it stores nothing (see `provider_service`).
+        RoleSet::Provider => &[],
     };
     let mut out = Vec::new();
     for &role in roles {
@@ -111,6 +115,33 @@ fn add_cert_file(trust: &mut TrustStore, f: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The provider role: the batching engine and the host agent's token (created on first
+/// start like the admin token).
+fn provider_service(config: &Config) -> anyhow::Result<(Arc<ProviderService>, AdminToken)> {
+    let o = &config.provider;
+    let (token, created) = load_or_create_hex(&o.host_token_file, 32)?;
+    if created {
+        tracing::warn!(path = %o.host_token_file.display(), "created the host agent token (give it to initrd-agent provider with --token-file)");
+    }
+    let settings = ProviderSettings {
+        batch: BatchConfig {
+            window: o.window,
+            max_batch: o.max_batch,
+            max_pending: o.max_pending,
+        },
+        quote_timeout: o.quote_timeout,
+        poll: HOST_POLL,
+    };
+    let svc = ProviderService::start(settings).context("starting the provider engine")?;
+    Ok((
+        Arc::new(svc),
+        AdminToken::new(Zeroizing::new(hex::encode(&*token))),
+    ))
+}
+
+/// How long a host agent's poll is held open: under common proxy idle timeouts (30-60 s).
+const HOST_POLL: Duration = Duration::from_secs(25);
+
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Opening a store may connect to PostgreSQL, whose sync client must not block a runtime
@@ -124,12 +155,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(path = %config.admin_token_file.display(), "created the admin token (give it to unlockctl with --token-file)");
     }
     let token = AdminToken::new(Zeroizing::new(hex::encode(&*token)));
-    let app = router(&roles, token, config.max_body_bytes);
+    let mut app = router(&roles, token, config.max_body_bytes);
+    let mut names: Vec<&str> = roles.iter().map(|r| r.role().as_str()).collect();
+    if config.role == RoleSet::Provider {
+        let (svc, host_token) = provider_service(&config)?;
+        app = app.merge(provider_router(svc, host_token, config.max_body_bytes));
+        names.push("provider");
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let names: Vec<&str> = roles.iter().map(|r| r.role().as_str()).collect();
 
     let Some(files) = &config.tls else {
         println!(

@@ -15,17 +15,14 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use verifier_core::proto::v1::{
-    self, inclusion_to_wire, ErrorCode, ErrorResponse, HostAkResponse, HostQuoteRequest,
-    HostQuoteResponse, PcrBank, HOST_AK_PATH, HOST_QUOTE_PATH,
+    self, ErrorCode, ErrorResponse, HostAkResponse, HostQuoteRequest, HOST_AK_PATH, HOST_QUOTE_PATH,
 };
-use verifier_core::proto::Base64Bytes;
 
-use super::batch::{Answer, BatchError, Batcher};
+use super::batch::{AnswerEncoder, BatchError, Batcher, HostIdentity};
 
 /// Largest request head (request line and headers).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -40,10 +37,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Service {
     batcher: Batcher,
     ak_json: Vec<u8>,
-    ak_pub: Base64Bytes,
-    event_log: Option<Base64Bytes>,
-    /// The JSON of the latest batch's shared part, so a batch of 1000 is serialized once.
-    cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    host: HostIdentity,
+    encoder: AnswerEncoder,
     max_connections: usize,
     connections: AtomicUsize,
 }
@@ -56,17 +51,6 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// The fields every answer of a batch shares, in [`HostQuoteResponse`]'s field order.
-#[derive(Serialize)]
-struct SharedPart<'a> {
-    quote: Base64Bytes,
-    signature: Base64Bytes,
-    pcrs: Vec<PcrBank>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event_log: Option<&'a Base64Bytes>,
-    ak_pub: &'a Base64Bytes,
-}
-
 impl Service {
     /// A service over a running engine. `ak_name` is the AK's name (for `GET` of the AK).
     pub fn new(
@@ -75,18 +59,20 @@ impl Service {
         event_log: Option<Vec<u8>>,
         max_connections: usize,
     ) -> Self {
-        let ak_pub = Base64Bytes::from(batcher.ak_public());
         let ak_json = serde_json::to_vec(&HostAkResponse {
-            ak_pub: ak_pub.clone(),
+            ak_pub: batcher.ak_public().into(),
             ak_name: ak_name.into(),
         })
         .unwrap_or_default();
+        let host = HostIdentity {
+            ak_public: batcher.ak_public().to_vec(),
+            event_log,
+        };
         Self {
             batcher,
             ak_json,
-            ak_pub,
-            event_log: event_log.map(Base64Bytes::from),
-            cache: Mutex::new(None),
+            host,
+            encoder: AnswerEncoder::default(),
             max_connections: max_connections.max(1),
             connections: AtomicUsize::new(0),
         }
@@ -188,9 +174,9 @@ impl Service {
             Err(e) => return error_json(400, ErrorCode::MalformedRequest, &e.to_string()),
         };
         match self.batcher.submit(nonce) {
-            Ok(answer) => match self.answer_json(&answer) {
+            Ok(answer) => match self.encoder.encode(&answer, &self.host) {
                 Ok(json) => (200, json),
-                Err(msg) => error_json(500, ErrorCode::Internal, msg),
+                Err(_) => error_json(500, ErrorCode::Internal, "cannot encode the answer"),
             },
             Err(BatchError::Busy { .. }) => {
                 error_json(503, ErrorCode::RateLimited, "provider busy, retry later")
@@ -200,41 +186,6 @@ impl Service {
                 error_json(500, ErrorCode::Internal, "host quote failed")
             }
         }
-    }
-
-    /// `{shared fields…, "inclusion": <this requester's proof>}`.
-    fn answer_json(&self, answer: &Answer) -> Result<Vec<u8>, &'static str> {
-        let shared = self.shared_json(answer)?;
-        let proof = serde_json::to_vec(&inclusion_to_wire(&answer.proof))
-            .map_err(|_| "cannot encode the inclusion proof")?;
-        let mut out = Vec::with_capacity(shared.len() + proof.len() + 16);
-        // shared ends with '}'; reopen it to append the proof.
-        out.extend_from_slice(shared.get(..shared.len().saturating_sub(1)).unwrap_or(&[]));
-        out.extend_from_slice(b",\"inclusion\":");
-        out.extend_from_slice(&proof);
-        out.push(b'}');
-        Ok(out)
-    }
-
-    fn shared_json(&self, answer: &Answer) -> Result<Arc<Vec<u8>>, &'static str> {
-        let seq = answer.quote.seq;
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((s, json)) = cache.as_ref() {
-            if *s == seq {
-                return Ok(Arc::clone(json));
-            }
-        }
-        let q = &answer.quote.quote;
-        let part = SharedPart {
-            quote: q.attest.as_slice().into(),
-            signature: q.signature.as_slice().into(),
-            pcrs: HostQuoteResponse::banks_of(&q.pcrs),
-            event_log: self.event_log.as_ref(),
-            ak_pub: &self.ak_pub,
-        };
-        let json = Arc::new(serde_json::to_vec(&part).map_err(|_| "cannot encode the quote")?);
-        *cache = Some((seq, Arc::clone(&json)));
-        Ok(json)
     }
 }
 

@@ -76,6 +76,23 @@ pub enum ProviderError {
     /// `--pcrs` is not a list of PCR indexes.
     #[error("--pcrs: {0}")]
     Pcrs(&'static str),
+    /// The host token file could not be read.
+    #[error("cannot read the host token file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The CA bundle for the provider server is unusable.
+    #[error(transparent)]
+    Tls(crate::http::TlsSetupError),
+    /// The provider server refused the host token.
+    #[error("the provider server refused the host token in {0} (401): check --token-file")]
+    Unauthorized(PathBuf),
+    /// Connect mode needs a token file.
+    #[error("--server needs --token-file (the server's host.token)")]
+    NoToken,
 }
 
 /// A running provider.
@@ -147,7 +164,17 @@ pub fn start(config: &ProviderConfig) -> Result<Running, ProviderError> {
 /// `initrd-agent provider` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProviderArgs {
-    /// Address to listen on (plain HTTP; see docs/provider.md).
+    /// Connect mode: instead of listening, connect out to `unlock-server --role provider`
+    /// at this URL and quote the batches it collects (see docs/provider.md).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Connect mode: file holding the host bearer token (the server's host.token).
+    #[arg(long, value_name = "FILE", requires = "server")]
+    pub token_file: Option<PathBuf>,
+    /// Connect mode: CA bundle (PEM) to trust for an https server.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    pub ca: Option<PathBuf>,
+    /// Address to listen on (plain HTTP; see docs/provider.md). Ignored with --server.
     #[arg(long, default_value = "127.0.0.1:8450", value_name = "ADDR:PORT")]
     pub listen: SocketAddr,
     /// How long the first nonce of a batch waits for others, in milliseconds.
@@ -176,6 +203,9 @@ pub fn run_cli(
     args: &ProviderArgs,
     local: &crate::config::LocalConfig,
 ) -> Result<std::convert::Infallible, ProviderError> {
+    if let Some(server) = &args.server {
+        return run_connect(args, server, local);
+    }
     let config = ProviderConfig {
         listen: args.listen,
         batch: BatchConfig {
@@ -205,6 +235,32 @@ pub fn run_cli(
     loop {
         std::thread::park();
     }
+}
+
+/// Connect mode: the TPM and the loop live on this thread (the context is not `Send`).
+fn run_connect(
+    args: &ProviderArgs,
+    server: &str,
+    local: &crate::config::LocalConfig,
+) -> Result<std::convert::Infallible, ProviderError> {
+    let token_file = args.token_file.clone().ok_or(ProviderError::NoToken)?;
+    let selection = parse_selection(&args.pcrs)?;
+    let event_log = if args.no_event_log {
+        None
+    } else {
+        crate::logs::read_event_log(&local.event_log)?
+    };
+    let mut quoter = TpmQuoter::open(&local.tcti, local.ek, selection)?;
+    let name = Public::parse(&quoter.ak_public())
+        .map_err(ProviderError::Ak)?
+        .name();
+    let name: String = name.iter().map(|b| format!("{b:02x}")).collect();
+    let config = connect::ConnectConfig {
+        server: server.to_owned(),
+        token_file,
+        ca: args.ca.clone(),
+    };
+    connect::run(&config, &mut quoter, event_log, &name)
 }
 
 const MAX_BATCH: usize = verifier_core::merkle::MAX_LEAVES;

@@ -11,6 +11,7 @@ mod agent;
 
 pub use agent::{FAILURE_WINDOW_SECS, MAX_CONSECUTIVE_FAILURES};
 mod policies;
+pub mod provider;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

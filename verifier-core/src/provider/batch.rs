@@ -31,8 +31,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::HostQuoteError;
+use crate::eventlog::EventLog;
+use crate::evidence::ValidationError;
 use crate::merkle::{InclusionProof, MerkleTree, MAX_LEAVES};
-use crate::wire::PcrValues;
+use crate::proto::v1::{inclusion_to_wire, HostQuoteResponse};
+use crate::proto::{Base64Bytes, ProtoError};
+use crate::quote::{verify_quote, AkPublic};
+use crate::wire::{PcrValues, Signature};
 
 /// A quote as the host TPM produced it, with the PCR values it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,4 +416,93 @@ fn answer_batch<Q: HostQuoter>(shared: &Shared, quoter: &mut Q, batch: Vec<Pendi
         }
         (p.reply)(answer);
     }
+}
+
+/// Encodes answers as [`HostQuoteResponse`](crate::proto::v1::HostQuoteResponse) JSON. The
+/// part every requester of a batch shares (quote, PCRs, event log, AK) is serialized once
+/// per quote and reused, so a batch of 1000 with a 100 KiB event log costs one encoding,
+/// not 1000; only the inclusion proof is per requester.
+#[derive(Debug, Default)]
+pub struct AnswerEncoder {
+    cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+/// The fields every answer of a batch shares, in `HostQuoteResponse`'s field order.
+#[derive(serde::Serialize)]
+struct SharedPart {
+    quote: Base64Bytes,
+    signature: Base64Bytes,
+    pcrs: Vec<crate::proto::v1::PcrBank>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_log: Option<Base64Bytes>,
+    ak_pub: Base64Bytes,
+}
+
+impl AnswerEncoder {
+    /// `answer` as JSON. The AK and event log are the ones that came with the quote
+    /// ([`HostQuote::host`]) or else `host`, the front end's static identity.
+    pub fn encode(&self, answer: &Answer, host: &HostIdentity) -> Result<Vec<u8>, ProtoError> {
+        let shared = self.shared(answer, host)?;
+        let proof = serde_json::to_vec(&inclusion_to_wire(&answer.proof)).map_err(|e| {
+            ProtoError::Encode {
+                message: e.to_string(),
+            }
+        })?;
+        let mut out = Vec::with_capacity(shared.len() + proof.len() + 16);
+        // `shared` is an object ending in '}'; reopen it to append the proof.
+        out.extend_from_slice(shared.get(..shared.len().saturating_sub(1)).unwrap_or(&[]));
+        out.extend_from_slice(b",\"inclusion\":");
+        out.extend_from_slice(&proof);
+        out.push(b'}');
+        Ok(out)
+    }
+
+    fn shared(&self, answer: &Answer, host: &HostIdentity) -> Result<Arc<Vec<u8>>, ProtoError> {
+        let seq = answer.quote.seq;
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((s, json)) = cache.as_ref() {
+            if *s == seq {
+                return Ok(Arc::clone(json));
+            }
+        }
+        let q = &answer.quote.quote;
+        let host = q.host.as_deref().unwrap_or(host);
+        let part = SharedPart {
+            quote: q.attest.as_slice().into(),
+            signature: q.signature.as_slice().into(),
+            pcrs: HostQuoteResponse::banks_of(&q.pcrs),
+            event_log: host.event_log.as_deref().map(Base64Bytes::from),
+            ak_pub: host.ak_public.as_slice().into(),
+        };
+        let json = Arc::new(serde_json::to_vec(&part).map_err(|e| ProtoError::Encode {
+            message: e.to_string(),
+        })?);
+        *cache = Some((seq, Arc::clone(&json)));
+        Ok(json)
+    }
+}
+
+/// The checks every requester will make on a batch's quote, minus the inclusion proof:
+/// signature under `ak`, extraData = [`host_extra_data`](super::host_extra_data)`(root)`,
+/// PCR digest of the reported values, and replay of `event_log` (when sent) to the quoted
+/// PCRs. A front end whose quoter it does not control (a remote host agent) runs them before
+/// any requester sees the quote. Returns the quoted PCR values (the reported values the
+/// quote covers).
+pub fn check_batch_quote(
+    ak: &AkPublic,
+    root: &[u8; 32],
+    attest: &[u8],
+    signature: &[u8],
+    pcrs: &PcrValues,
+    event_log: Option<&[u8]>,
+) -> Result<PcrValues, HostQuoteError> {
+    let sig = Signature::parse(signature).map_err(|e| HostQuoteError::Quote(e.into()))?;
+    let quote = verify_quote(ak, &super::host_extra_data(root), attest, &sig, pcrs)
+        .map_err(HostQuoteError::Quote)?;
+    if let Some(bytes) = event_log {
+        let log = EventLog::parse(bytes)
+            .map_err(|e| HostQuoteError::EventLog(ValidationError::EventLog(e)))?;
+        crate::evidence::check_event_log(&log, quote.pcrs()).map_err(HostQuoteError::EventLog)?;
+    }
+    Ok(quote.pcrs().clone())
 }
