@@ -2,7 +2,8 @@
 //! exposition format (no client crate: the label sets are small and known in advance).
 //!
 //! Every series is per role. Refusal reasons are the stable [`ErrorCode`] wire names, so a
-//! dashboard survives message rewording. Nothing here names an agent: `/metrics` is served
+//! dashboard survives message rewording (a policy's host check adds `host_unreachable`,
+//! `host_quote_invalid` and `host_policy_denied`). Nothing here names an agent: `/metrics` is served
 //! without authentication, like `/healthz`.
 
 use std::collections::BTreeMap;
@@ -197,6 +198,7 @@ mod tests {
         m.observe_attest(Duration::from_millis(30));
         m.observe_attest(Duration::from_secs(9));
         m.attest_refused(ErrorCode::PolicyDenied);
+        m.attest_refused(ErrorCode::HostUnreachable);
         m.release(true);
         let text = render(&[(Role::Tenant, &m)]);
         assert!(
@@ -224,6 +226,10 @@ mod tests {
         assert!(text.contains("unlock_attest_duration_seconds_count{role=\"tenant\"} 3\n"));
         assert!(text.contains(
             "unlock_attestations_total{role=\"tenant\",result=\"refused\",reason=\"policy_denied\"} 1\n"
+        ));
+        // A host check's refusal is its own reason (the provider, not the machine, failed).
+        assert!(text.contains(
+            "unlock_attestations_total{role=\"tenant\",result=\"refused\",reason=\"host_unreachable\"} 1\n"
         ));
         assert!(text.contains("unlock_sessions_terminated_total{role=\"tenant\"} 1\n"));
         assert!(text.contains("unlock_releases_total{role=\"tenant\"} 1\n"));

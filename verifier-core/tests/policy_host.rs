@@ -373,7 +373,7 @@ fn forged_answers_are_refused_as_invalid_quotes() {
     bad_sig.signature = Base64Bytes::new(vec![0, 1, 2]);
     assert!(matches!(
         check_host_answer(host, &n[2], &bad_sig),
-        Err(HostCheckError::Malformed(_))
+        Err(HostCheckError::Signature(_))
     ));
     let mut empty = good.clone();
     empty.quote = Base64Bytes::new(Vec::new());

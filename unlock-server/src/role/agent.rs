@@ -1,5 +1,9 @@
 //! The agent-facing API of a role: register, activate, challenge, attest.
 
+// The host check is part of the attest path only, so it lives beside it.
+#[path = "host.rs"]
+mod host;
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use verifier_core::evidence::{self, Expected, Submitted, ValidationError};
@@ -320,6 +324,22 @@ impl RoleService {
                 ErrorCode::PolicyDenied,
                 verdict.to_string(),
             )));
+        }
+        // The host requirement comes last (it costs a round trip to the provider, which a
+        // machine that fails its own rules should not cause) and before the release: a
+        // refused host check is a refusal like the ones above, recorded for the rate limit
+        // and consuming no release, so the machine may try again once the host is back.
+        if let Some(host_policy) = policy.host() {
+            let host = host::check(host_policy).map_err(refuse)?;
+            tracing::info!(
+                role = self.role.as_str(),
+                agent_id = %ch.agent_id,
+                challenge_id,
+                provider = host_policy.provider(),
+                host_batch_size = host.batch_size,
+                host_reset_count = host.reset_count,
+                "host quote fresh, by the pinned AK, and accepted by the host rules"
+            );
         }
         let reset_count = validated.quote().reset_count();
         self.release(

@@ -26,8 +26,10 @@ use crate::evidence::ValidationError;
 use crate::merkle::{self, InclusionProof, MerkleError};
 use crate::policy::{HostPolicy, Verdict};
 use crate::proto::v1::HostQuoteResponse;
+use crate::proto::ProtoError;
 use crate::quote::{verify_quote, AkPublic, VerifiedQuote, VerifyError};
 use crate::wire::{PcrValues, Signature};
+use crate::ParseError;
 
 /// Label of the provider binding. It differs from the agent binding's label (`"unlock/v1"`,
 /// see [`crate::merkle::quote_extra_data`]) and the two preimages differ in length (50 bytes
@@ -160,9 +162,12 @@ pub fn validate_host_quote<'a>(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostCheckError {
-    /// The answer does not decode (field sizes, PCR banks, proof, signature encoding).
+    /// A field of the answer is malformed (sizes, PCR banks, inclusion proof).
     #[error("host answer is malformed: {0}")]
-    Malformed(String),
+    Malformed(ProtoError),
+    /// The signature is not a TPMT_SIGNATURE.
+    #[error("host answer is malformed: signature: {0}")]
+    Signature(ParseError),
     /// The answer decodes but is not a valid quote over our nonce by the pinned AK.
     #[error("{0}")]
     Quote(HostQuoteError),
@@ -191,12 +196,14 @@ pub fn check_host_answer(
     answer: &HostQuoteResponse,
 ) -> Result<HostAccepted, HostCheckError> {
     use crate::proto::v1::Validate as _;
-    let malformed = |e: &dyn std::fmt::Display| HostCheckError::Malformed(e.to_string());
-    answer.validate().map_err(|e| malformed(&e))?;
-    let pcrs = answer.pcr_values().map_err(|e| malformed(&e))?;
-    let proof = answer.inclusion.to_merkle().map_err(|e| malformed(&e))?;
-    let signature = Signature::parse(answer.signature.as_bytes())
-        .map_err(|e| malformed(&format_args!("signature: {e}")))?;
+    answer.validate().map_err(HostCheckError::Malformed)?;
+    let pcrs = answer.pcr_values().map_err(HostCheckError::Malformed)?;
+    let proof = answer
+        .inclusion
+        .to_merkle()
+        .map_err(HostCheckError::Malformed)?;
+    let signature =
+        Signature::parse(answer.signature.as_bytes()).map_err(HostCheckError::Signature)?;
     let verified = validate_host_quote(
         HostTrust {
             ak: policy.ak(),
