@@ -78,7 +78,7 @@ impl Drop for HostAgent {
     }
 }
 
-fn start_host_agent(tpm: &Swtpm, server: &Server, event_log: &PathBuf) -> HostAgent {
+fn start_host_agent(tpm: &Swtpm, server: &Server, event_log: &std::path::Path) -> HostAgent {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cmdline"), "").unwrap();
     let config = dir.path().join("config.toml");

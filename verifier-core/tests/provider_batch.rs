@@ -298,3 +298,24 @@ fn factory_error_is_returned_by_spawn() {
     let r = Batcher::spawn(config(10, 10), || Err::<SoftQuoter, _>("no TPM"));
     assert_eq!(r.unwrap_err(), "no TPM");
 }
+
+#[test]
+fn enqueue_answers_through_the_callback_without_blocking_the_caller() {
+    let e = engine(config(50, 1000), Duration::from_millis(100), false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = Instant::now();
+    for i in 0..10 {
+        let tx = tx.clone();
+        let n = nonce(i, 0xa9);
+        e.batcher
+            .enqueue(n, move |r| tx.send((n, r)).unwrap())
+            .unwrap();
+    }
+    // Ten enqueues return at once, long before the window and the 100 ms quote.
+    assert!(t.elapsed() < Duration::from_millis(40), "{:?}", t.elapsed());
+    for _ in 0..10 {
+        let (n, a) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        verify(&e.ak, &n, &a.unwrap());
+    }
+    assert_eq!(e.batcher.stats().quotes, 1);
+}
