@@ -66,7 +66,7 @@ impl std::fmt::Debug for DatabaseUrl {
 
 #[derive(Debug)]
 enum Backend {
-    Sqlite(sqlite::SqliteDb),
+    Sqlite(Box<sqlite::SqliteDb>),
     Postgres(Box<pg::PgDb>),
 }
 
@@ -127,6 +127,10 @@ pub enum StoreError {
     /// The lock around the connection was poisoned by a panic in another request.
     #[error("database connection lock poisoned")]
     Poisoned,
+    /// The shared (group) transaction holding this request's writes could not be committed
+    /// (disk error, disk full); nothing of the request was stored. The cause is in the log.
+    #[error("the database could not commit this request's transaction (see the server log); nothing was stored, retry")]
+    GroupCommitFailed,
 }
 
 impl StoreError {
@@ -144,14 +148,14 @@ impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
-            backend: Backend::Sqlite(sqlite::SqliteDb::open(path)?),
+            backend: Backend::Sqlite(Box::new(sqlite::SqliteDb::open(path)?)),
         })
     }
 
     /// An in-memory SQLite database, for tests of the release logic.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Ok(Self {
-            backend: Backend::Sqlite(sqlite::SqliteDb::open_in_memory()?),
+            backend: Backend::Sqlite(Box::new(sqlite::SqliteDb::open_in_memory()?)),
         })
     }
 
@@ -174,6 +178,18 @@ impl Store {
     /// Whether the database answers (`/readyz`).
     pub fn ping(&self) -> Result<(), StoreError> {
         self.run(|c| c.query("SELECT 1", &[]).map(drop))
+    }
+
+    /// Group-commit figures of the SQLite backend: (requests, commits); `None` on
+    /// PostgreSQL, whose server does its own group commit.
+    pub fn group_commit_stats(&self) -> Option<(u64, u64)> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let s = db.stats();
+                Some((s.requests, s.commits))
+            }
+            Backend::Postgres(_) => None,
+        }
     }
 
     fn run<T>(

@@ -478,3 +478,156 @@ fn database_urls() {
         Err(StoreError::Config(_))
     ));
 }
+
+/// Group commit (SQLite): concurrent requests share transactions, yet every request's
+/// writes are committed (visible to a separate connection, as after a crash and restart)
+/// before its call returns, and a failing request leaves nothing behind.
+mod group_commit {
+    use std::sync::Barrier;
+
+    use super::*;
+
+    const THREADS: usize = 48;
+    const WRITES: usize = 10;
+
+    fn sqlite(store: &Store) -> &sqlite::SqliteDb {
+        match &store.backend {
+            Backend::Sqlite(db) => db,
+            Backend::Postgres(_) => panic!("not SQLite"),
+        }
+    }
+
+    fn insert(c: &mut dyn Conn, id: &str) -> Result<(), StoreError> {
+        c.execute(
+            "INSERT INTO registrations (registration_id, agent_id, ak_pub, ak_name, secret, expires_at)
+             VALUES (?1, 'aa00', x'02', x'03', x'04', 0)",
+            args![id],
+        )
+        .map(drop)
+    }
+
+    /// Whether `id` is committed, seen from a connection of its own.
+    fn committed(outside: &rusqlite::Connection, id: &str) -> bool {
+        outside
+            .query_row(
+                "SELECT count(*) FROM registrations WHERE registration_id = ?1",
+                [id],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            == 1
+    }
+
+    #[test]
+    fn every_write_is_committed_before_it_returns_and_commits_are_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let store = Arc::new(Store::open(&path).unwrap());
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (store, barrier, path) = (store.clone(), barrier.clone(), path.clone());
+                std::thread::spawn(move || {
+                    let outside = rusqlite::Connection::open(&path).unwrap();
+                    barrier.wait();
+                    for w in 0..WRITES {
+                        let id = format!("r{t}-{w}");
+                        sqlite(&store).write(|c| insert(c, &id)).unwrap();
+                        assert!(
+                            committed(&outside, &id),
+                            "{id}: write returned before its transaction was committed"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (requests, commits) = store.group_commit_stats().unwrap();
+        assert!(requests >= (THREADS * WRITES) as u64, "{requests} requests");
+        assert!(
+            commits < requests,
+            "{THREADS} concurrent writers never shared a commit ({commits} commits for {requests} requests)"
+        );
+        drop(store);
+        let reopened = rusqlite::Connection::open(&path).unwrap();
+        let n: i64 = reopened
+            .query_row("SELECT count(*) FROM registrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, (THREADS * WRITES) as i64);
+    }
+
+    #[test]
+    fn a_failing_request_rolls_back_only_its_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let store = Arc::new(Store::open(&path).unwrap());
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for w in 0..WRITES {
+                        let id = format!("r{t}-{w}");
+                        let fail = (t + w) % 3 == 0;
+                        let r = sqlite(&store).write(|c| {
+                            insert(c, &id)?;
+                            if fail {
+                                // Wrote, then refused: as a release refused after its checks.
+                                return Err(StoreError::NotFound(id.clone()));
+                            }
+                            insert(c, &format!("{id}-second"))
+                        });
+                        assert_eq!(r.is_err(), fail, "{id}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(store);
+        let outside = rusqlite::Connection::open(&path).unwrap();
+        for t in 0..THREADS {
+            for w in 0..WRITES {
+                let id = format!("r{t}-{w}");
+                let kept = (t + w) % 3 != 0;
+                assert_eq!(committed(&outside, &id), kept, "{id}");
+                assert_eq!(committed(&outside, &format!("{id}-second")), kept, "{id}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_constraint_violation_fails_only_its_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("v.db")).unwrap());
+        sqlite(&store).write(|c| insert(c, "taken")).unwrap();
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let id = if t == 0 {
+                        "taken".to_owned()
+                    } else {
+                        format!("new{t}")
+                    };
+                    sqlite(&store).write(|c| insert(c, &id)).is_ok()
+                })
+            })
+            .collect();
+        let ok: Vec<bool> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(ok, [false, true, true, true, true, true, true, true]);
+        let n = sqlite(&store)
+            .run(|c| {
+                c.query_one("SELECT count(*) FROM registrations", &[])?
+                    .int(0, "r")
+            })
+            .unwrap();
+        assert_eq!(n, 8);
+    }
+}
