@@ -252,7 +252,6 @@ fn host_post(http: &ureq::Agent, url: &str, token: &str, body: &[u8]) -> (u16, V
 #[test]
 fn host_endpoints_refuse_a_missing_or_wrong_token() {
     let server = provider_server(&[]);
-    let http = server.http();
     let ak = SoftwareAk::generate_ecc_p256().unwrap();
     let hello = v1::encode(&HostHelloRequest {
         ak_pub: ak.public().marshal().into(),
@@ -262,24 +261,31 @@ fn host_endpoints_refuse_a_missing_or_wrong_token() {
     let url = format!("{}{HOST_HELLO_PATH}", server.url);
     let mut wrong = host_token(&server);
     wrong.replace_range(..2, if wrong.starts_with("00") { "11" } else { "00" });
+    // A fresh client per refusal: the server refuses before reading the body and closes
+    // the connection.
     for token in [wrong.as_str(), ""] {
-        let (status, body) = host_post(&http, &url, token, &hello);
+        let (status, body) = host_post(&server.http(), &url, token, &hello);
         assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
         assert_eq!(code(&body), "unauthorized");
     }
     // The admin token is not the host token.
     let admin = std::fs::read_to_string(server.token_file()).unwrap();
-    let (status, _) = host_post(&http, &url, admin.trim(), &hello);
+    let (status, _) = host_post(&server.http(), &url, admin.trim(), &hello);
     assert_eq!(status, 401);
     for path in [HOST_NEXT_PATH, HOST_RESULT_PATH] {
-        let (status, _) = host_post(&http, &format!("{}{path}", server.url), &wrong, b"{}");
+        let (status, _) = host_post(
+            &server.http(),
+            &format!("{}{path}", server.url),
+            &wrong,
+            b"{}",
+        );
         assert_eq!(status, 401, "{path}");
     }
     // Nothing connected: requesters still see no host.
-    let (status, _) = ask(&http, &server.url, &nonce(2, 0xc3));
+    let (status, _) = ask(&server.http(), &server.url, &nonce(2, 0xc3));
     assert_eq!(status, 503);
     // The right token is accepted.
-    let (status, body) = host_post(&http, &url, &host_token(&server), &hello);
+    let (status, body) = host_post(&server.http(), &url, &host_token(&server), &hello);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
 
