@@ -9,7 +9,12 @@
 //! connection. Like the real agent, a boot whose connection fails is retried (whole boot,
 //! backoff capped at 1 s); refusals are not retried and fail the bench.
 //!
-//! No comparison with Tang: tang is not installed on the machine this was written on.
+//! In the same run, the same storm shape (one thread per client, one barrier) drives N
+//! `clevis decrypt` style key recoveries against Debian's Tang (`storm/tang.rs`), and the
+//! bench prints our full boots/s as a ratio to Tang's recoveries/s. Tang needs the `tang`,
+//! `jose` and `socat` packages (scripts/install-deps.sh); `UNLOCK_STORM_TANG=0` skips it.
+//! The Tang clients do no client-side crypto while our agents do theirs on the same cores,
+//! so the ratio leans in Tang's favour.
 //!
 //! `cargo bench -p unlock-server --bench storm`; `UNLOCK_STORM_N=300` for a quick run.
 
@@ -21,6 +26,9 @@
     clippy::indexing_slicing,
     clippy::cast_possible_truncation
 )]
+
+#[path = "storm/tang.rs"]
+mod tang;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -128,17 +136,35 @@ impl Server {
 
     /// CPU seconds (user + system) the server process has used.
     fn cpu_secs(&self, ticks_per_sec: f64) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
+        let f = proc_stat(self.child.id());
         let utime: f64 = f[11].parse().unwrap();
         let stime: f64 = f[12].parse().unwrap();
         (utime + stime) / ticks_per_sec
     }
 
+    /// The server's peak resident memory (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+
     fn url(&self, role: Role, p: &str) -> String {
         format!("{}/{}{p}", self.base, role.as_str())
     }
+}
+
+/// The fields of /proc/<pid>/stat after the command name: `[0]` is the state, `[11]`
+/// utime, `[12]` stime, `[13]` cutime, `[14]` cstime.
+fn proc_stat(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A failed step: transport (retried, like the real agent) or an answer (fatal).
@@ -212,15 +238,15 @@ fn boot(server: &Server, agent: &mut SimAgent) -> Result<(), Failure> {
     agent.extend_release_pcr().map_err(e)
 }
 
-/// Boots with retries on transport failures; the time from the start signal to unlocked.
-fn boot_with_retries(
-    server: &Server,
-    agent: &mut SimAgent,
+/// Runs `op` with retries on transport failures (whole operation, backoff capped at 1 s,
+/// like the real agent); the time from the start signal to success and the retries needed.
+fn with_retries(
     start: Instant,
+    mut op: impl FnMut() -> Result<(), Failure>,
 ) -> Result<(Duration, u32), String> {
     let mut backoff = Duration::from_millis(250);
     for attempt in 1..=ATTEMPTS {
-        match boot(server, agent) {
+        match op() {
             Ok(()) => return Ok((start.elapsed(), attempt - 1)),
             Err(Failure::Answer(e)) => return Err(e),
             Err(Failure::Transport(e)) if attempt == ATTEMPTS => return Err(e),
@@ -231,6 +257,104 @@ fn boot_with_retries(
         }
     }
     Err("unreachable".into())
+}
+
+/// What one storm measured.
+struct Outcome {
+    /// Time from the start signal to each success, sorted.
+    lat: Vec<Duration>,
+    /// Successes that needed a retry.
+    retried: usize,
+    failures: Vec<String>,
+    /// Server CPU seconds over the storm.
+    cpu: f64,
+}
+
+impl Outcome {
+    fn last(&self) -> Duration {
+        self.lat.last().copied().unwrap_or_default()
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.lat.len() as f64 / self.last().as_secs_f64()
+    }
+
+    /// Fails the bench on any failed operation: errors never count as throughput.
+    fn assert_ok(&self, n: usize, what: &str) {
+        assert!(
+            self.failures.is_empty() && self.lat.len() == n,
+            "{} of {n} {what} failed; first: {}",
+            self.failures.len(),
+            self.failures.first().map_or("?", String::as_str)
+        );
+    }
+
+    /// `ops`: what was measured, plural; `op`: one of them.
+    fn print(&self, n: usize, ops: &str, op: &str) {
+        println!("  last one done after: {:.2} s", self.last().as_secs_f64());
+        println!("  {ops}/s: {:.0}", self.per_sec());
+        println!(
+            "  time from the start signal: p50 {:.2} s, p99 {:.2} s",
+            percentile(&self.lat, 0.5).as_secs_f64(),
+            percentile(&self.lat, 0.99).as_secs_f64()
+        );
+        println!(
+            "  {op} that needed a retry (connection failed): {}",
+            self.retried
+        );
+        println!(
+            "  server CPU per {op}: {:.2} ms ({:.1} s CPU in all)",
+            self.cpu * 1e3 / n as f64,
+            self.cpu
+        );
+    }
+}
+
+/// One thread per item (small stacks), all released by one barrier: the whole fleet starts
+/// within the time it takes the threads to wake. `cpu` is sampled just before the start
+/// signal and after every thread has finished.
+fn storm<T: Send>(
+    items: Vec<T>,
+    cpu: impl Fn() -> f64,
+    op: impl Fn(&mut T, Instant) -> Result<(Duration, u32), String> + Sync,
+) -> Outcome {
+    let n = items.len();
+    let barrier = Barrier::new(n + 1);
+    let results = Mutex::new(Vec::with_capacity(n));
+    let failures = Mutex::new(Vec::new());
+    let start = Mutex::new(None::<Instant>);
+    let cpu0 = std::thread::scope(|s| {
+        for mut item in items {
+            let (barrier, results, failures, start, op) =
+                (&barrier, &results, &failures, &start, &op);
+            std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn_scoped(s, move || {
+                    barrier.wait();
+                    let t0 = start.lock().unwrap().unwrap();
+                    match op(&mut item, t0) {
+                        Ok(r) => results.lock().unwrap().push(r),
+                        Err(e) => failures.lock().unwrap().push(e),
+                    }
+                })
+                .unwrap();
+        }
+        let cpu0 = cpu();
+        *start.lock().unwrap() = Some(Instant::now());
+        barrier.wait();
+        // The scope joins every thread before returning.
+        cpu0
+    });
+    let results: Vec<(Duration, u32)> = results.into_inner().unwrap();
+    let cpu = cpu() - cpu0;
+    let mut lat: Vec<Duration> = results.iter().map(|r| r.0).collect();
+    lat.sort();
+    Outcome {
+        lat,
+        retried: results.iter().filter(|r| r.1 > 0).count(),
+        failures: failures.into_inner().unwrap(),
+        cpu,
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -377,70 +501,68 @@ fn main() {
     }
 
     println!("storm bench: {n} agents start at once");
-    let barrier = Barrier::new(n + 1);
-    let results = Mutex::new(Vec::with_capacity(n));
-    let failures = Mutex::new(Vec::new());
-    let start = Mutex::new(None::<Instant>);
-    let cpu0 = std::thread::scope(|s| {
-        for mut agent in agents {
-            let (server, barrier, results, failures, start) =
-                (&server, &barrier, &results, &failures, &start);
-            std::thread::Builder::new()
-                .stack_size(512 * 1024)
-                .spawn_scoped(s, move || {
-                    barrier.wait();
-                    let t0 = start.lock().unwrap().unwrap();
-                    match boot_with_retries(server, &mut agent, t0) {
-                        Ok(r) => results.lock().unwrap().push(r),
-                        Err(e) => failures.lock().unwrap().push(e),
-                    }
-                })
-                .unwrap();
-        }
-        let cpu0 = server.cpu_secs(ticks);
-        *start.lock().unwrap() = Some(Instant::now());
-        barrier.wait();
-        // The scope joins every agent before returning.
-        cpu0
-    });
-    let mut results = results.into_inner().unwrap();
-    let failures = failures.into_inner().unwrap();
-    let cpu = server.cpu_secs(ticks) - cpu0;
-    assert!(
-        failures.is_empty(),
-        "{} of {n} boots failed; first: {}",
-        failures.len(),
-        failures[0]
+    let ours = storm(
+        agents,
+        || server.cpu_secs(ticks),
+        |agent, t0| with_retries(t0, || boot(&server, agent)),
     );
-    let last = results.iter().map(|r| r.0).max().unwrap_or_default();
-    let retried = results.iter().filter(|r| r.1 > 0).count();
-    results.sort();
-    let lat: Vec<Duration> = results.iter().map(|r| r.0).collect();
+    ours.assert_ok(n, "boots");
+    let peak_mib = server.peak_rss_mib();
+    drop(server);
     let floor = crypto_floor();
+
+    let tang = tang_storm(n, ticks);
 
     println!();
     println!(
         "Boot storm: {n} simulated agents started at once, one replica on SQLite, \
          {cores} cores shared by the server and the agents (client crypto included)."
     );
-    println!("  last agent unlocked after: {:.2} s", last.as_secs_f64());
-    println!("  full boots/s: {:.0}", n as f64 / last.as_secs_f64());
-    println!(
-        "  time to unlock from the start signal: p50 {:.2} s, p99 {:.2} s",
-        percentile(&lat, 0.5).as_secs_f64(),
-        percentile(&lat, 0.99).as_secs_f64()
-    );
-    println!("  boots that needed a retry (connection failed): {retried}");
-    println!(
-        "  server CPU per boot: {:.2} ms ({:.1} s CPU in all)",
-        cpu * 1e3 / n as f64,
-        cpu
-    );
+    ours.print(n, "full boots", "boot");
     println!(
         "  server crypto floor per boot (one thread, same run): {:.2} ms ({floor:.0} boots/s) -> CPU/floor {:.1}x",
         1e3 / floor,
-        cpu * floor / n as f64
+        ours.cpu * floor / n as f64
     );
-    println!("  no Tang comparison: tang is not installed here.");
+    println!("  server peak memory (VmHWM): {peak_mib:.0} MiB");
+    match tang {
+        Some(tang) => {
+            println!(
+                "Tang (Debian tangd, one process per connection via socat), same run: {n} \
+                 clevis-decrypt style key recoveries started at once, no attestation."
+            );
+            tang.print(n, "recoveries", "recovery");
+            println!(
+                "  ratio ours/Tang: throughput {:.3} (full boots/s / recoveries/s), \
+                 server CPU per operation {:.2}x",
+                ours.per_sec() / tang.per_sec(),
+                ours.cpu / tang.cpu.max(f64::MIN_POSITIVE)
+            );
+        }
+        None => println!("  Tang comparison skipped (UNLOCK_STORM_TANG=0)."),
+    }
     println!();
+}
+
+/// The same storm shape against Tang, unless `UNLOCK_STORM_TANG=0`.
+fn tang_storm(n: usize, ticks: f64) -> Option<Outcome> {
+    if std::env::var("UNLOCK_STORM_TANG").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    println!("storm bench: starting Tang (tangd behind socat) and checking its answers");
+    let tang = tang::Tang::start();
+    tang.check();
+    tang.wait_idle();
+    println!("storm bench: {n} Tang key recoveries start at once");
+    let out = storm(
+        (0..n).collect(),
+        // A tangd's CPU is counted once socat has reaped it, which may follow its answer.
+        || {
+            tang.wait_idle();
+            tang.cpu_secs(ticks)
+        },
+        |i, t0| with_retries(t0, || tang.recover(*i)),
+    );
+    out.assert_ok(n, "Tang recoveries");
+    Some(out)
 }
