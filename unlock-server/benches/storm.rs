@@ -299,7 +299,7 @@ impl Outcome {
             percentile(&self.lat, 0.99).as_secs_f64()
         );
         println!(
-            "  {op} that needed a retry (connection failed): {}",
+            "  {ops} that needed a retry (connection failed): {}",
             self.retried
         );
         println!(
