@@ -61,6 +61,8 @@ pub struct FileConfig {
     pub challenge_ttl_secs: Option<u64>,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: Option<usize>,
+    /// Threads for blocking work (database, evidence checks, sealing).
+    pub blocking_threads: Option<usize>,
     /// Log format.
     pub log_format: Option<LogFormat>,
     /// Provider role: how long the first nonce of a batch waits for others, in ms.
@@ -101,6 +103,8 @@ pub struct Config {
     pub challenge_ttl_secs: u64,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Size of the blocking pool.
+    pub blocking_threads: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// Where the roles' data lives.
@@ -193,6 +197,11 @@ pub struct Flags {
     /// Largest accepted request body in bytes [default: 4194304].
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
+    /// Threads for blocking work: database calls, evidence checks, sealing [default: 32].
+    /// More threads than the database can use only add lock contention; with PostgreSQL
+    /// and many replicas, match it to the connection pool.
+    #[arg(long, env = "UNLOCK_BLOCKING_THREADS")]
+    pub blocking_threads: Option<usize>,
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -299,6 +308,15 @@ impl Config {
         if max_body_bytes < 4096 {
             return Err(ConfigError::Invalid("max_body_bytes must be at least 4096"));
         }
+        let blocking_threads = flags
+            .blocking_threads
+            .or(file.blocking_threads)
+            .unwrap_or(32);
+        if !(1..=1024).contains(&blocking_threads) {
+            return Err(ConfigError::Invalid(
+                "blocking_threads must be between 1 and 1024",
+            ));
+        }
         let database = match flags.database.or(file.database) {
             Some(url) => DatabaseUrl::parse(&url)?,
             None => DatabaseUrl::Sqlite(state_dir.clone()),
@@ -363,6 +381,7 @@ impl Config {
             allow_ek_without_cert,
             challenge_ttl_secs,
             max_body_bytes,
+            blocking_threads,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
         })
     }

@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
     };
     init_logging(config.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(config.blocking_threads)
         .enable_all()
         .build()
     {

@@ -177,7 +177,7 @@ impl Store {
 
     /// Whether the database answers (`/readyz`).
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.run(|c| c.query("SELECT 1", &[]).map(drop))
+        self.read(|c| c.query("SELECT 1", &[]).map(drop))
     }
 
     /// Group-commit figures of the SQLite backend: (requests, commits); `None` on
@@ -192,16 +192,18 @@ impl Store {
         }
     }
 
-    fn run<T>(
+    /// Runs `f`, which only reads: it sees committed data only, and never waits for a commit.
+    fn read<T>(
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         match &self.backend {
-            Backend::Sqlite(db) => db.run(f),
+            Backend::Sqlite(db) => db.read(f),
             Backend::Postgres(db) => db.run(f),
         }
     }
 
+    /// Runs `f` atomically; returns once its writes are durable.
     fn write<T>(
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
@@ -266,12 +268,12 @@ impl Store {
 
     /// The enrollment of `agent_id`, if any.
     pub fn enrollment(&self, agent_id: &str) -> Result<Option<Enrollment>, StoreError> {
-        self.run(|c| load_enrollment(c, agent_id))
+        self.read(|c| load_enrollment(c, agent_id))
     }
 
     /// All enrollments (without their wrapped secrets), ordered by agent id.
     pub fn list(&self) -> Result<Vec<Enrollment>, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             c.query(&format!("{ENROLLMENT_SELECT} ORDER BY e.agent_id"), &[])?
                 .iter()
                 .map(enrollment_from_row)
@@ -281,7 +283,7 @@ impl Store {
 
     /// Boot sessions of `agent_id`, newest first.
     pub fn sessions(&self, agent_id: &str) -> Result<Vec<Session>, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             let rows = c.query(
                 "SELECT reset_count, releases, state, first_release_at, last_release_at
                  FROM sessions WHERE agent_id = ?1 ORDER BY reset_count DESC",
@@ -306,7 +308,7 @@ impl Store {
 
     /// The most recent attempts of `agent_id` (newest first, at most `limit`).
     pub fn attempts(&self, agent_id: &str, limit: u32) -> Result<Vec<Attempt>, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             let rows = c.query(
                 "SELECT challenge_id, at, result, reason FROM attempts
                  WHERE agent_id = ?1 ORDER BY id DESC LIMIT ?2",
@@ -329,7 +331,7 @@ impl Store {
     /// after `since`: the input of the failed-attempt rate limit. The log is in the database,
     /// so every replica sees the same count.
     pub fn recent_refusals(&self, agent_id: &str, since: i64) -> Result<u32, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             let row = c.query_one(
                 "SELECT COUNT(*) FROM attempts
                  WHERE agent_id = ?1 AND evidence_failure = 1 AND at >= ?2
@@ -348,7 +350,7 @@ impl Store {
         state: EnrollmentState,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.run(|c| {
+        self.write(|c| {
             let n = c.execute(
                 "UPDATE enrollments SET state = ?2, updated_at = ?3 WHERE agent_id = ?1",
                 args![agent_id, state.as_str(), now],
@@ -399,7 +401,7 @@ impl Store {
 
     /// Stores a pending registration (MakeCredential issued, not yet activated).
     pub fn insert_registration(&self, r: &Registration) -> Result<(), StoreError> {
-        self.run(|c| {
+        self.write(|c| {
             c.execute(
                 "INSERT INTO registrations (registration_id, agent_id, ak_pub, ak_name, secret, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -447,7 +449,7 @@ impl Store {
         ak_pub: &[u8],
         now: i64,
     ) -> Result<(), StoreError> {
-        self.run(|c| {
+        self.write(|c| {
             c.execute(
                 "INSERT INTO aks (agent_id, ak_name, ak_pub, activated_at)
                  VALUES (?1, ?2, ?3, ?4)
@@ -465,7 +467,7 @@ impl Store {
         agent_id: &str,
         ak_name: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             c.query_opt(
                 "SELECT ak_pub FROM aks WHERE agent_id = ?1 AND ak_name = ?2",
                 args![agent_id, ak_name],
@@ -477,7 +479,7 @@ impl Store {
 
     /// Stores a fresh challenge.
     pub fn insert_challenge(&self, ch: &NewChallenge) -> Result<(), StoreError> {
-        self.run(|c| {
+        self.write(|c| {
             c.execute(
                 "INSERT INTO challenges (challenge_id, agent_id, ak_name, nonce, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -495,7 +497,7 @@ impl Store {
 
     /// A challenge by id.
     pub fn challenge(&self, challenge_id: &str) -> Result<Option<Challenge>, StoreError> {
-        self.run(|c| load_challenge(c, challenge_id))
+        self.read(|c| load_challenge(c, challenge_id))
     }
 
     /// Records an attempt refused for its evidence (validation, policy, activation proof):
@@ -507,7 +509,7 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.run(|c| {
+        self.write(|c| {
             c.execute(
                 "INSERT INTO attempts (agent_id, challenge_id, at, result, reason, evidence_failure)
                  VALUES (?1, ?2, ?3, 'refused', ?4, 1)",
@@ -572,7 +574,7 @@ impl Store {
                  WHERE table_schema = current_schema() AND table_name <> 'schema_migrations'"
             }
         };
-        let mut out = self.run(|c| {
+        let mut out = self.read(|c| {
             c.query(sql, &[])?
                 .iter()
                 .map(|r| Ok((r.text(0, "schema")?, r.text(1, "schema")?)))

@@ -61,7 +61,7 @@ fn count_u32(v: i64) -> u32 {
 impl Store {
     /// Creates version 1 of a new named policy.
     pub fn create_policy(&self, name: &str, document: &str, now: i64) -> Result<u32, StoreError> {
-        let r = self.run(|c| {
+        let r = self.write(|c| {
             c.execute(
                 "INSERT INTO policies (name, version, document, created_at) VALUES (?1, 1, ?2, ?3)",
                 args![name, document, now],
@@ -101,7 +101,7 @@ impl Store {
 
     /// A version of a policy (`None`: the latest).
     pub fn policy(&self, name: &str, version: Option<u32>) -> Result<PolicyRow, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             let row = match version {
                 Some(v) => c.query_opt(
                     "SELECT name, version, document, created_at FROM policies
@@ -132,7 +132,7 @@ impl Store {
 
     /// Every named policy, by name.
     pub fn policies(&self) -> Result<Vec<PolicySummaryRow>, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             let rows = c.query(
                 "SELECT p.name, p.version, p.created_at,
                     (SELECT COUNT(*) FROM enrollments e WHERE e.policy_name = p.name),
@@ -160,7 +160,7 @@ impl Store {
 
     /// Enrollments of `name` and their versions, by agent id.
     pub fn policy_pins(&self, name: &str) -> Result<Vec<(String, u32)>, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             let rows = c.query(
                 "SELECT agent_id, policy_version FROM enrollments WHERE policy_name = ?1
                  ORDER BY agent_id",

@@ -16,13 +16,13 @@
 //! with another's, in this process or another one sharing the file.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::db::{Cell, Conn, Dialect, Row, Value};
 use super::StoreError;
@@ -38,12 +38,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// transaction. Short against an fsync, long enough for a queued request's statements.
 const JOIN_WAIT: Duration = Duration::from_millis(2);
 
+/// Idle reader connections kept open (more are opened under load, then closed).
+const READERS_KEPT: usize = 16;
+
 /// Failed transactions remembered for their waiters (they wake within microseconds).
 const FAILED_KEPT: usize = 256;
 
 /// A role's SQLite database.
 #[derive(Debug)]
 pub(crate) struct SqliteDb {
+    /// The database file; `None` in memory (reads then share the writer's connection).
+    path: Option<PathBuf>,
+    /// Idle read-only connections.
+    readers: Mutex<Vec<Connection>>,
     state: Mutex<State>,
     /// Signalled when a transaction ends (committed or failed) or a request joined one.
     changed: Condvar,
@@ -80,20 +87,22 @@ pub(crate) struct GroupStats {
 
 impl SqliteDb {
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::init(Connection::open(path)?)
+        Self::init(Connection::open(path)?, Some(path.to_path_buf()))
     }
 
     pub(crate) fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, None)
     }
 
-    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Self, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
         Ok(Self {
+            path,
+            readers: Mutex::new(Vec::new()),
             state: Mutex::new(State {
                 conn,
                 open: None,
@@ -109,12 +118,35 @@ impl SqliteDb {
         })
     }
 
-    /// Runs `f` (reads, single statements); durable like [`Self::write`].
-    pub(crate) fn run<T>(
+    /// Runs `f`, which only reads, on a reader connection in a read transaction of its own:
+    /// one consistent snapshot of committed data (WAL readers never see the open group
+    /// transaction), without taking the writer's turn or waiting for its commit.
+    pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.write(f)
+        let Some(path) = &self.path else {
+            // In memory there is only the one connection.
+            return self.write(f);
+        };
+        let pooled = self.readers.lock().map_err(|_| StoreError::Poisoned)?.pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => open_reader(path)?,
+        };
+        let out = {
+            let tx = conn.transaction()?;
+            let out = f(&mut SqliteConn(&tx));
+            // A read transaction commits nothing; ending it releases the snapshot.
+            tx.finish()?;
+            out
+        };
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < READERS_KEPT {
+                pool.push(conn);
+            }
+        }
+        out
     }
 
     /// Runs `f` atomically (all of it or none) in the group transaction and returns once
@@ -222,6 +254,16 @@ impl SqliteDb {
     pub(crate) fn stats(&self) -> GroupStats {
         self.state.lock().map(|g| g.stats).unwrap_or_default()
     }
+}
+
+/// A read-only connection to the database file (WAL: it reads while the writer writes).
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
 }
 
 /// Marks `seq` (and everything before it) as ended and forgets old failures.

@@ -623,7 +623,7 @@ mod group_commit {
         let ok: Vec<bool> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         assert_eq!(ok, [false, true, true, true, true, true, true, true]);
         let n = sqlite(&store)
-            .run(|c| {
+            .read(|c| {
                 c.query_one("SELECT count(*) FROM registrations", &[])?
                     .int(0, "r")
             })
