@@ -165,13 +165,17 @@ async fn request_id(req: Request, next: Next) -> Response {
 
 fn metrics(roles: &[Arc<RoleService>]) -> Response {
     let all: Vec<_> = roles.iter().map(|r| (r.role(), r.metrics())).collect();
+    let db: Vec<_> = roles
+        .iter()
+        .map(|r| (r.role(), r.store().group_commit_stats()))
+        .collect();
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&all),
+        crate::metrics::render(&all) + &crate::metrics::render_group_commit(&db),
     )
         .into_response()
 }

@@ -182,6 +182,36 @@ pub fn render(roles: &[(Role, &RoleMetrics)]) -> String {
     out
 }
 
+/// Renders the SQLite group-commit counters of each role that has them: requests per commit
+/// is how many fsyncs the batching saves under load.
+pub fn render_group_commit(roles: &[(Role, Option<(u64, u64)>)]) -> String {
+    let mut out = String::new();
+    let series: [(&str, &str, fn((u64, u64)) -> u64); 2] = [
+        (
+            "unlock_db_requests_total",
+            "Database requests (SQLite) run inside a group transaction.",
+            |(requests, _)| requests,
+        ),
+        (
+            "unlock_db_commits_total",
+            "SQLite COMMITs (each one fsync) that made those requests durable.",
+            |(_, commits)| commits,
+        ),
+    ];
+    for (name, help, pick) in series {
+        if roles.iter().all(|(_, s)| s.is_none()) {
+            break;
+        }
+        header(&mut out, name, "counter", help);
+        for (role, stats) in roles {
+            if let Some(stats) = stats {
+                let _ = writeln!(out, "{name}{{role=\"{}\"}} {}", role.as_str(), pick(*stats));
+            }
+        }
+    }
+    out
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -190,6 +220,21 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_commit_counters_render_only_for_sqlite_roles() {
+        let text = render_group_commit(&[(Role::Verifier, Some((10, 3))), (Role::Tenant, None)]);
+        assert!(
+            text.contains("unlock_db_requests_total{role=\"verifier\"} 10\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("unlock_db_commits_total{role=\"verifier\"} 3\n"),
+            "{text}"
+        );
+        assert!(!text.contains("tenant"), "{text}");
+        assert_eq!(render_group_commit(&[(Role::Tenant, None)]), "");
+    }
 
     #[test]
     fn histogram_is_cumulative_and_counters_render_per_role() {

@@ -270,6 +270,17 @@ fn a_release_and_a_refusal_are_counted_per_role_and_reason() {
             ),
             2
         );
+        // Enrollment, registration, activation, challenge, release, refusal: each durable.
+        let requests = value(
+            &text,
+            &format!("unlock_db_requests_total{{role=\"{role}\"}}"),
+        );
+        let commits = value(
+            &text,
+            &format!("unlock_db_commits_total{{role=\"{role}\"}}"),
+        );
+        assert!(requests >= 6, "{text}");
+        assert!((1..=requests).contains(&commits), "{text}");
     }
     assert!(
         !text.contains(agent.agent_id().as_str()),

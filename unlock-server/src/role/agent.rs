@@ -1,9 +1,5 @@
 //! The agent-facing API of a role: register, activate, challenge, attest.
 
-// The host check is part of the attest path only, so it lives beside it.
-#[path = "host.rs"]
-mod host;
-
 use std::time::{Duration, UNIX_EPOCH};
 
 use verifier_core::evidence::{self, Expected, Submitted, ValidationError};
@@ -330,7 +326,7 @@ impl RoleService {
         // refused host check is a refusal like the ones above, recorded for the rate limit
         // and consuming no release, so the machine may try again once the host is back.
         if let Some(host_policy) = policy.host() {
-            let host = host::check(host_policy).map_err(refuse)?;
+            let host = super::host::check(host_policy).map_err(refuse)?;
             tracing::info!(
                 role = self.role.as_str(),
                 agent_id = %ch.agent_id,

@@ -8,10 +8,12 @@
 
 mod admin;
 mod agent;
-
-pub use agent::{FAILURE_WINDOW_SECS, MAX_CONSECUTIVE_FAILURES};
+/// The guest policy's host check (part of the attest path).
+mod host;
 mod policies;
 pub mod provider;
+
+pub use agent::{FAILURE_WINDOW_SECS, MAX_CONSECUTIVE_FAILURES};
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
