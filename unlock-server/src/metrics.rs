@@ -186,7 +186,8 @@ pub fn render(roles: &[(Role, &RoleMetrics)]) -> String {
 /// is how many fsyncs the batching saves under load.
 pub fn render_group_commit(roles: &[(Role, Option<(u64, u64)>)]) -> String {
     let mut out = String::new();
-    let series: [(&str, &str, fn((u64, u64)) -> u64); 2] = [
+    type Pick = fn((u64, u64)) -> u64;
+    let series: [(&str, &str, Pick); 2] = [
         (
             "unlock_db_requests_total",
             "Database requests (SQLite) run inside a group transaction.",
