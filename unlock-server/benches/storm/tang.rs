@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::Failure;
+use crate::harness::Failure;
 
 /// Distinct request bodies; enough that no single point is special.
 const POOL: usize = 32;
@@ -277,7 +277,7 @@ impl Tang {
 
     /// CPU seconds of socat and every tangd it has reaped (cutime/cstime).
     pub fn cpu_secs(&self, ticks_per_sec: f64) -> f64 {
-        let f = crate::proc_stat(self.child.id());
+        let f = crate::harness::proc_stat(self.child.id());
         let sum: f64 = f[11..15].iter().map(|v| v.parse::<f64>().unwrap()).sum();
         sum / ticks_per_sec
     }
