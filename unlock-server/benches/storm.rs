@@ -138,6 +138,8 @@ fn enroll(fleet: &Fleet, n: usize, policy: &PolicyDocument) -> Vec<SimAgent> {
 struct Run {
     setup: Setup,
     out: Outcome,
+    /// PostgreSQL's CPU seconds over the storm (`None` on SQLite).
+    db_cpu: Option<f64>,
     peak_mib: Vec<f64>,
 }
 
@@ -160,6 +162,7 @@ fn run(setup: Setup, n: usize, ticks: f64) -> Option<Run> {
     let policy = SimAgent::new().unwrap().learn_policy();
     let agents = enroll(&fleet, n, &policy);
     println!("storm bench [{}]: {n} agents start at once", setup.name);
+    let db0 = fleet.db_cpu_secs(ticks);
     let out = storm(
         agents,
         || fleet.cpu_secs(ticks),
@@ -167,9 +170,17 @@ fn run(setup: Setup, n: usize, ticks: f64) -> Option<Run> {
     );
     out.assert_ok(n, "boots");
     out.print("full boots", "boot");
+    let db_cpu = fleet.db_cpu_secs(ticks).zip(db0).map(|(b, a)| b - a);
+    if let Some(db) = db_cpu {
+        println!(
+            "  PostgreSQL CPU per boot {:.2} ms ({db:.1} s in all)",
+            db * 1e3 / n as f64
+        );
+    }
     Some(Run {
         setup,
         out,
+        db_cpu,
         peak_mib: fleet.peak_rss_mib(),
     })
 }
@@ -219,14 +230,15 @@ fn print_summary(n: usize, cores: usize, floor: f64, runs: &[Run], tang: Option<
     println!(
         "Boot storm: {n} simulated agents started at once, {cores} cores shared by the \
          servers and the agents (client crypto included); requests spread over replicas in \
-         turn; server CPU summed over replicas."
+         turn; server CPU summed over replicas (PG ms/op: the PostgreSQL cluster's own CPU, \
+         not in CPU ms/op; SQLite runs inside the replicas)."
     );
     println!(
         "  server crypto floor per boot (one thread, same run): {:.2} ms ({floor:.0} boots/s)",
         1e3 / floor
     );
     println!(
-        "  {:<8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>10} {:>9} {:>13} {:>9}",
+        "  {:<8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>10} {:>9} {:>8} {:>13} {:>9}",
         "config",
         "last s",
         "boots/s",
@@ -235,6 +247,7 @@ fn print_summary(n: usize, cores: usize, floor: f64, runs: &[Run], tang: Option<
         "retried",
         "CPU ms/op",
         "CPU/floor",
+        "PG ms/op",
         "peak MiB/rep",
         "ours/Tang"
     );
@@ -243,17 +256,21 @@ fn print_summary(n: usize, cores: usize, floor: f64, runs: &[Run], tang: Option<
             format!("{:.3}", r.out.per_sec() / t.per_sec())
         });
         let peak: Vec<String> = r.peak_mib.iter().map(|m| format!("{m:.0}")).collect();
+        let db = r
+            .db_cpu
+            .map_or("-".to_owned(), |c| format!("{:.2}", c * 1e3 / n as f64));
         row(
             r.setup.name,
             &r.out,
             &format!("{:.1}x", r.out.cpu_ms() * floor / 1e3),
+            &db,
             &peak.join("+"),
             &ratio,
         );
     }
     match tang {
         Some(t) => {
-            row("tang", t, "-", "-", "1");
+            row("tang", t, "-", "-", "-", "1");
             println!(
                 "  tang: Debian tangd, one process per connection via socat, {n} clevis-decrypt \
                  style key recoveries (no attestation), same storm shape."
@@ -264,9 +281,9 @@ fn print_summary(n: usize, cores: usize, floor: f64, runs: &[Run], tang: Option<
     println!();
 }
 
-fn row(name: &str, o: &Outcome, vs_floor: &str, peak: &str, ratio: &str) {
+fn row(name: &str, o: &Outcome, vs_floor: &str, db: &str, peak: &str, ratio: &str) {
     println!(
-        "  {name:<8} {:>8.2} {:>8.0} {:>7.2} {:>7.2} {:>7} {:>10.2} {vs_floor:>9} {peak:>13} {ratio:>9}",
+        "  {name:<8} {:>8.2} {:>8.0} {:>7.2} {:>7.2} {:>7} {:>10.2} {vs_floor:>9} {db:>8} {peak:>13} {ratio:>9}",
         o.last().as_secs_f64(),
         o.per_sec(),
         o.p(0.5).as_secs_f64(),

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use verifier_core::proto::v1::Role;
 
-use crate::harness::cpu_secs;
+use crate::harness::{cpu_secs, descendants_cpu_secs};
 use crate::pg::PgCluster;
 
 /// The files a replica shares with the first one (what `start_replica` in the tests copies).
@@ -96,7 +96,8 @@ pub struct Fleet {
     next: AtomicUsize,
     cert_der: Vec<u8>,
     pub token: String,
-    _pg: Option<PgCluster>,
+    /// After `replicas`: dropped once they are stopped.
+    pg: Option<PgCluster>,
     _dir: tempfile::TempDir,
 }
 
@@ -153,7 +154,7 @@ impl Fleet {
             next: AtomicUsize::new(0),
             cert_der,
             token,
-            _pg: pg,
+            pg,
             _dir: dir,
         })
     }
@@ -193,6 +194,15 @@ impl Fleet {
             .iter()
             .map(|r| cpu_secs(r.child.id(), ticks_per_sec))
             .sum()
+    }
+
+    /// CPU seconds of the PostgreSQL cluster (all its processes); `None` on SQLite, whose
+    /// work is inside the replicas.
+    pub fn db_cpu_secs(&self, ticks_per_sec: f64) -> Option<f64> {
+        // Only this configuration's cluster runs below the bench process.
+        self.pg
+            .as_ref()
+            .map(|_| descendants_cpu_secs("postgres", ticks_per_sec))
     }
 
     /// Each replica's peak resident memory (VmHWM), in MiB.

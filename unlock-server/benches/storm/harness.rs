@@ -236,3 +236,48 @@ pub fn clock_ticks() -> f64 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
 }
+
+/// The ids of every live process below `pid` (from /proc/<pid>/task/*/children).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// CPU seconds of the processes below this one named `comm`, with the children they have
+/// reaped (PostgreSQL's postmaster reaps the backends of closed connections).
+pub fn descendants_cpu_secs(comm: &str, ticks_per_sec: f64) -> f64 {
+    descendants(std::process::id())
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let f: Vec<&str> = stat
+                .get(stat.rfind(')')? + 2..)?
+                .split_whitespace()
+                .collect();
+            let sum: f64 = f
+                .get(11..15)?
+                .iter()
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum();
+            Some(sum)
+        })
+        .sum::<f64>()
+        / ticks_per_sec
+}
