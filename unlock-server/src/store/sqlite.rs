@@ -15,10 +15,9 @@
 //! SQLite's write lock (`BEGIN IMMEDIATE`), so a request's reads and writes never interleave
 //! with another's, in this process or another one sharing the file.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
@@ -41,8 +40,8 @@ const JOIN_WAIT: Duration = Duration::from_millis(2);
 /// Idle reader connections kept open (more are opened under load, then closed).
 const READERS_KEPT: usize = 64;
 
-/// Failed transactions remembered for their waiters (they wake within microseconds).
-const FAILED_KEPT: usize = 256;
+/// Prepared statements kept per connection (the role's statements all fit).
+const STATEMENT_CACHE: usize = 64;
 
 /// A role's SQLite database.
 #[derive(Debug)]
@@ -56,24 +55,49 @@ pub(crate) struct SqliteDb {
     changed: Condvar,
     /// Requests waiting for the connection (the committer waits for them to join).
     queued: AtomicUsize,
+    /// Requests run inside a group transaction (metrics; atomics so a scrape never waits
+    /// behind an fsync).
+    requests: AtomicU64,
+    /// COMMITs that made them durable.
+    commits: AtomicU64,
 }
 
 #[derive(Debug)]
 struct State {
     conn: Connection,
-    /// The open group transaction, if any (a sequence number).
-    open: Option<u64>,
-    /// Last sequence number handed out.
-    last: u64,
-    /// Every transaction up to this one has ended (committed, or in `failed`).
-    ended: u64,
-    /// Transactions that ended without a commit.
-    failed: BTreeSet<u64>,
-    /// A request is committing (or waiting for joiners before it commits).
+    /// The open group transaction, if any.
+    open: Option<Arc<Txn>>,
+    /// A request is committing `open` (or waiting for joiners before it commits).
     committing: bool,
-    /// Requests in the open transaction.
-    members: u64,
-    stats: GroupStats,
+}
+
+/// One group transaction. Its members hold it and learn its outcome from it, so an
+/// outcome can never be credited to another transaction.
+#[derive(Debug)]
+struct Txn {
+    /// Successful members (their work is in the transaction).
+    members: AtomicU64,
+    /// `None` while open; `Some(true)` committed, `Some(false)` rolled back.
+    outcome: Mutex<Option<bool>>,
+}
+
+impl Txn {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            members: AtomicU64::new(0),
+            outcome: Mutex::new(None),
+        })
+    }
+
+    fn outcome(&self) -> Option<bool> {
+        self.outcome.lock().map_or(Some(false), |o| *o)
+    }
+
+    fn end(&self, committed: bool) {
+        if let Ok(mut o) = self.outcome.lock() {
+            *o = Some(committed);
+        }
+    }
 }
 
 /// How well group commit works (exported as metrics).
@@ -99,6 +123,7 @@ impl SqliteDb {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut conn)?;
         Ok(Self {
             path,
@@ -106,15 +131,12 @@ impl SqliteDb {
             state: Mutex::new(State {
                 conn,
                 open: None,
-                last: 0,
-                ended: 0,
-                failed: BTreeSet::new(),
                 committing: false,
-                members: 0,
-                stats: GroupStats::default(),
             }),
             changed: Condvar::new(),
             queued: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
         })
     }
 
@@ -159,64 +181,67 @@ impl SqliteDb {
         let locked = self.state.lock();
         self.queued.fetch_sub(1, Ordering::SeqCst);
         let mut g = locked.map_err(|_| StoreError::Poisoned)?;
-        let seq = match g.open {
-            Some(seq) => seq,
+        let txn = match &g.open {
+            Some(txn) => txn.clone(),
             None => {
                 exec(&g.conn, "BEGIN IMMEDIATE")?;
-                g.last += 1;
-                g.open = Some(g.last);
-                g.members = 0;
-                g.last
+                let txn = Txn::new();
+                g.open = Some(txn.clone());
+                txn
             }
         };
-        let out = match run_in_savepoint(&mut g.conn, f) {
-            Ok(out) => Ok(out),
-            Err(Step::Refused(e)) => Err(e),
+        let (out, broken) = match run_in_savepoint(&mut g.conn, f) {
+            Ok(out) => (Ok(out), false),
+            Err(Step::Refused(e)) => (Err(e), false),
             Err(Step::Broken(e)) => {
                 // Its partial writes could not be undone on their own: the whole group
                 // transaction goes, and every member must hear so.
                 tracing::error!(error = %e, "rolling back a group transaction");
-                if !g.conn.is_autocommit() {
-                    let _ = g.conn.execute_batch("ROLLBACK");
-                }
-                Err(e)
+                (Err(e), true)
             }
         };
-        if g.conn.is_autocommit() {
-            // The transaction is gone (rolled back above, or by SQLite itself after an I/O
-            // error or a full disk): nothing of it will be committed.
+        let members = txn.members.load(Ordering::SeqCst);
+        let empty = out.is_err() && members == 0 && !g.committing;
+        if broken || empty || g.conn.is_autocommit() {
+            // The transaction must end now: broken, or rolled back by SQLite itself (after
+            // an I/O error or a full disk), or holding nobody's work (ending it releases
+            // SQLite's write lock for other processes instead of keeping it until the next
+            // write comes).
+            if !g.conn.is_autocommit() {
+                if let Err(e) = exec(&g.conn, "ROLLBACK") {
+                    tracing::error!(error = %e, "ROLLBACK of a group transaction failed");
+                }
+            }
             g.open = None;
-            g.failed.insert(seq);
-            finish(&mut g, seq);
+            txn.end(false);
             self.changed.notify_all();
             return Err(out.err().unwrap_or(StoreError::GroupCommitFailed));
         }
         let out = out?;
-        g.members += 1;
-        g.stats.requests += 1;
+        txn.members.fetch_add(1, Ordering::SeqCst);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         self.changed.notify_all();
         loop {
-            if g.ended >= seq {
-                return if g.failed.contains(&seq) {
-                    Err(StoreError::GroupCommitFailed)
-                } else {
-                    Ok(out)
-                };
+            match txn.outcome() {
+                Some(true) => return Ok(out),
+                Some(false) => return Err(StoreError::GroupCommitFailed),
+                None => {}
             }
-            if !g.committing && g.open == Some(seq) {
-                g = self.commit(g, seq)?;
+            let ours = g.open.as_ref().is_some_and(|o| Arc::ptr_eq(o, &txn));
+            if !g.committing && ours {
+                g = self.commit(g, &txn)?;
             } else {
                 g = self.changed.wait(g).map_err(|_| StoreError::Poisoned)?;
             }
         }
     }
 
-    /// Commits the open transaction `seq` for all its members, after giving requests queued
+    /// Commits the open transaction `txn` for all its members, after giving requests queued
     /// on the connection a moment to join.
     fn commit<'a>(
         &'a self,
         mut g: MutexGuard<'a, State>,
-        seq: u64,
+        txn: &Arc<Txn>,
     ) -> Result<MutexGuard<'a, State>, StoreError> {
         g.committing = true;
         let deadline = Instant::now() + JOIN_WAIT;
@@ -231,28 +256,43 @@ impl SqliteDb {
                 .map_err(|_| StoreError::Poisoned)?
                 .0;
         }
+        g.committing = false;
+        if !g.open.as_ref().is_some_and(|o| Arc::ptr_eq(o, txn)) {
+            // While we waited a joiner broke the transaction (it ended it, failed); a
+            // transaction opened since belongs to its own members.
+            self.changed.notify_all();
+            return Ok(g);
+        }
         let committed = exec(&g.conn, "COMMIT");
         if committed.is_err() && !g.conn.is_autocommit() {
             // Leave no half-open transaction behind for the next request.
             let _ = g.conn.execute_batch("ROLLBACK");
         }
         g.open = None;
-        g.committing = false;
         match committed {
-            Ok(()) => g.stats.commits += 1,
+            Ok(()) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                txn.end(true);
+            }
             Err(ref e) => {
-                tracing::error!(error = %e, members = g.members, "group commit failed; its requests get an error");
-                g.failed.insert(seq);
+                tracing::error!(
+                    error = %e,
+                    members = txn.members.load(Ordering::SeqCst),
+                    "group commit failed; its requests get an error"
+                );
+                txn.end(false);
             }
         }
-        finish(&mut g, seq);
         self.changed.notify_all();
         Ok(g)
     }
 
     /// Group-commit figures so far.
     pub(crate) fn stats(&self) -> GroupStats {
-        self.state.lock().map(|g| g.stats).unwrap_or_default()
+        GroupStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -263,15 +303,8 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
-}
-
-/// Marks `seq` (and everything before it) as ended and forgets old failures.
-fn finish(g: &mut State, seq: u64) {
-    g.ended = g.ended.max(seq);
-    while g.failed.len() > FAILED_KEPT {
-        g.failed.pop_first();
-    }
 }
 
 /// How a request's savepoint ended when it did not succeed.

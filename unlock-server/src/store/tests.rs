@@ -600,6 +600,57 @@ mod group_commit {
         }
     }
 
+    /// A request that kills the whole shared transaction (as SQLite does on an I/O error or
+    /// a full disk) while others join and commit: every request that returned Ok is on disk,
+    /// every one that returned an error left nothing, and nobody hangs.
+    #[test]
+    fn a_transaction_killed_midway_fails_exactly_its_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let store = Arc::new(Store::open(&path).unwrap());
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    (0..WRITES)
+                        .map(|w| {
+                            let id = format!("r{t}-{w}");
+                            let kill = (t * WRITES + w) % 7 == 0;
+                            let r = sqlite(&store).write(|c| {
+                                insert(c, &id)?;
+                                if kill {
+                                    c.execute("ROLLBACK", &[])?;
+                                }
+                                Ok(())
+                            });
+                            (id, r.is_ok(), kill)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let outside = rusqlite::Connection::open(&path).unwrap();
+        let mut ok = 0;
+        for (id, returned_ok, kill) in &results {
+            assert!(
+                !(*kill && *returned_ok),
+                "{id} killed its transaction yet returned Ok"
+            );
+            assert_eq!(committed(&outside, id), *returned_ok, "{id}");
+            ok += usize::from(*returned_ok);
+        }
+        assert!(ok > 0, "no request survived");
+        // The connection is usable afterwards.
+        sqlite(&store).write(|c| insert(c, "after")).unwrap();
+        assert!(committed(&outside, "after"));
+    }
+
     #[test]
     fn a_constraint_violation_fails_only_its_request() {
         let dir = tempfile::tempdir().unwrap();
