@@ -138,7 +138,7 @@ impl RoleService {
         {
             tracing::warn!(role = self.role.as_str(), agent_id = %reg.agent_id, "activation proof wrong");
             self.store
-                .record_refusal(&reg.agent_id, None, "activation proof wrong", now)?;
+                .record_refusal(&reg.agent_id, None, "activation proof wrong", true, now)?;
             return Err(ApiError::new(
                 ErrorCode::ActivationFailed,
                 "the activation proof is wrong: the AK is not in the enrolled TPM",
@@ -255,10 +255,20 @@ impl RoleService {
         }
         let refuse = |e: ApiError| -> ApiError {
             tracing::info!(role = self.role.as_str(), agent_id = %ch.agent_id, challenge_id, code = ?e.code, reason = %e.message, "refused");
-            if let Err(err) =
-                self.store
-                    .record_refusal(&ch.agent_id, Some(challenge_id), &e.message, now)
-            {
+            // The host check's refusals are about the host, not this machine's evidence.
+            let evidence_failure = !matches!(
+                e.code,
+                ErrorCode::HostUnreachable
+                    | ErrorCode::HostQuoteInvalid
+                    | ErrorCode::HostPolicyDenied
+            );
+            if let Err(err) = self.store.record_refusal(
+                &ch.agent_id,
+                Some(challenge_id),
+                &e.message,
+                evidence_failure,
+                now,
+            ) {
                 return ApiError::internal(err);
             }
             e

@@ -12,6 +12,7 @@
 //! (`host_unreachable`), the pin or the provider's honesty (`host_quote_invalid`), or the
 //! host's state (`host_policy_denied`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use verifier_core::policy::HostPolicy;
@@ -26,6 +27,35 @@ use crate::error::ApiError;
 /// Largest answer read from a provider: a base64 event log at its bound plus room for the
 /// quote, signature, PCRs and proof. A bigger answer is refused, not buffered.
 const MAX_ANSWER: u64 = (MAX_EVENT_LOG as u64) * 4 / 3 + 64 * 1024;
+
+/// Most host checks waiting on providers at once, process-wide. Each holds a thread of the
+/// blocking pool (`--blocking-threads`, default 32) for up to the policy's timeout; without
+/// a cap a slow or stalled provider would take every thread, and with them every other
+/// request of every role. Past the cap a check is refused at once as `host_unreachable`
+/// (which consumes nothing and is not counted against the machine) and the agent retries.
+const MAX_HOST_CHECKS: usize = 12;
+
+static HOST_CHECKS: AtomicUsize = AtomicUsize::new(0);
+
+/// A slot among [`MAX_HOST_CHECKS`], given back on drop.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Self> {
+        HOST_CHECKS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_HOST_CHECKS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        HOST_CHECKS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// One HTTP client for every host check (connection reuse across attestations); timeouts
 /// are set per request from the policy.
@@ -54,6 +84,15 @@ fn http() -> &'static ureq::Agent {
 /// Asks the provider of `policy` for a fresh host quote and checks it. Blocking (it waits
 /// up to the policy's timeout): call it only on the blocking pool, as the attest path is.
 pub(super) fn check(policy: &HostPolicy) -> Result<HostAccepted, ApiError> {
+    let Some(_slot) = Slot::take() else {
+        return Err(ApiError::new(
+            ErrorCode::HostUnreachable,
+            format!(
+                "host provider {}: {MAX_HOST_CHECKS} host checks already wait on providers; retry",
+                policy.provider()
+            ),
+        ));
+    };
     let mut nonce = [0u8; 32];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::internal("RNG failed"))?;
     let bytes = fetch(policy, &nonce)?;
@@ -128,4 +167,20 @@ fn fetch(policy: &HostPolicy, nonce: &[u8; 32]) -> Result<Vec<u8>, ApiError> {
         return Err(unreachable(why));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_checks_beyond_the_cap_are_refused_and_slots_come_back() {
+        let held: Vec<Slot> = std::iter::from_fn(Slot::take)
+            .take(MAX_HOST_CHECKS)
+            .collect();
+        assert_eq!(held.len(), MAX_HOST_CHECKS);
+        assert!(Slot::take().is_none(), "a check past the cap got a slot");
+        drop(held);
+        assert!(Slot::take().is_some(), "slots were not given back");
+    }
 }

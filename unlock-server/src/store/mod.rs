@@ -500,20 +500,25 @@ impl Store {
         self.read(|c| load_challenge(c, challenge_id))
     }
 
-    /// Records an attempt refused for its evidence (validation, policy, activation proof):
-    /// the kind the failed-attempt rate limit counts. Refusals never consume a release.
+    /// Records a refused attempt. `evidence_failure`: refused for the machine's own
+    /// evidence (validation, policy, activation proof), the kind the failed-attempt rate
+    /// limit counts; refusals caused elsewhere (the host's provider) are logged but not
+    /// counted, so an outage of the provider cannot lock machines out after it ends.
+    /// Refusals never consume a release.
     pub fn record_refusal(
         &self,
         agent_id: &str,
         challenge_id: Option<&str>,
         reason: &str,
+        evidence_failure: bool,
         now: i64,
     ) -> Result<(), StoreError> {
+        let counted = i64::from(evidence_failure);
         self.write(|c| {
             c.execute(
                 "INSERT INTO attempts (agent_id, challenge_id, at, result, reason, evidence_failure)
-                 VALUES (?1, ?2, ?3, 'refused', ?4, 1)",
-                args![agent_id, challenge_id, now, reason],
+                 VALUES (?1, ?2, ?3, 'refused', ?4, ?5)",
+                args![agent_id, challenge_id, now, reason, counted],
             )?;
             Ok(())
         })

@@ -427,8 +427,11 @@ both!(registration_is_taken_once, |db| {
 
 both!(refusals_since_the_last_release_are_counted, |db| {
     let s = enrolled_in(&db, 1, None);
-    s.record_refusal(AGENT, None, "bad", 5).unwrap();
-    s.record_refusal(AGENT, None, "bad", 50).unwrap();
+    s.record_refusal(AGENT, None, "bad", true, 5).unwrap();
+    s.record_refusal(AGENT, None, "bad", true, 50).unwrap();
+    // Not the machine's fault (the host's provider was down): logged, not counted.
+    s.record_refusal(AGENT, None, "host_unreachable", false, 51)
+        .unwrap();
     assert_eq!(s.recent_refusals(AGENT, 0).unwrap(), 2);
     assert_eq!(s.recent_refusals(AGENT, 10).unwrap(), 1, "window");
     challenge(&s, "c1", 100);
@@ -444,7 +447,11 @@ both!(refusals_since_the_last_release_are_counted, |db| {
         ReleaseDecision::Refused(Refusal::SessionTerminated { .. })
     ));
     assert_eq!(s.recent_refusals(AGENT, 0).unwrap(), 0);
-    assert_eq!(s.attempts(AGENT, 10).unwrap().len(), 4);
+    assert_eq!(
+        s.attempts(AGENT, 10).unwrap().len(),
+        5,
+        "every refusal is logged, counted or not"
+    );
 });
 
 /// Both migrations define the same tables and columns.
