@@ -245,8 +245,18 @@ impl ProviderService {
                 let _ = tx.send(r);
             })
             .map_err(request_error)?;
-        let answer = rx
+        // A requester never waits without bound: its own window, the quote in flight when it
+        // came and its own quote, each at most the quote timeout, plus slack for the queue.
+        let settings = self.link.settings;
+        let deadline = settings.batch.window + settings.quote_timeout * 3;
+        let answer = tokio::time::timeout(deadline, rx)
             .await
+            .map_err(|_| {
+                RequestError::Timeout(format!(
+                    "no host quote for this request within {} ms",
+                    deadline.as_millis()
+                ))
+            })?
             .map_err(|_| RequestError::Internal("provider engine stopped".into()))?
             .map_err(request_error)?;
         self.encoder
