@@ -86,6 +86,63 @@ impl HostQuoter for Slow {
     }
 }
 
+/// A requester's keep-alive connection: a plain HTTP/1.1 client on `std::net` (ureq's
+/// per-request work cost about as much CPU as the provider's, on the same two cores).
+struct Conn {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Self {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Sends `request` and reads one response: status and body.
+    fn call(&mut self, request: &[u8]) -> (u16, Vec<u8>) {
+        use std::io::{Read, Write};
+        self.stream.write_all(request).unwrap();
+        self.buf.clear();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = resp.parse(&self.buf).unwrap() {
+                let len: usize = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                    .unwrap();
+                let status = resp.code.unwrap();
+                if self.buf.len() >= head + len {
+                    assert_eq!(self.buf.len(), head + len, "one response per request");
+                    return (status, self.buf[head..].to_vec());
+                }
+            }
+            let n = self.stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "provider closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn post_request(body: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "POST {HOST_QUOTE_PATH} HTTP/1.1\r\nHost: provider\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
 struct Outcome {
     requests: usize,
     wall: Duration,
@@ -96,30 +153,29 @@ struct Outcome {
 
 /// `c` requesters, `r` requests each; returns the figures and verifies every answer.
 fn load(p: &Running, ak: &AkPublic, c: usize, r: usize, salt: u64) -> Outcome {
-    let url = format!("http://{}{HOST_QUOTE_PATH}", p.addr);
+    let addr = p.addr;
+    let get_ak = format!("GET {HOST_AK_PATH} HTTP/1.1\r\nHost: provider\r\n\r\n").into_bytes();
     let before = p.service.batcher().stats().quotes;
     let barrier = Arc::new(Barrier::new(c + 1));
+    let done = Arc::new(Barrier::new(c + 1));
+    let release = Arc::new(Barrier::new(c + 1));
     let handles: Vec<_> = (0..c)
         .map(|i| {
-            let (url, barrier) = (url.clone(), Arc::clone(&barrier));
+            let (get_ak, barrier, done, release) = (
+                get_ak.clone(),
+                Arc::clone(&barrier),
+                Arc::clone(&done),
+                Arc::clone(&release),
+            );
             std::thread::Builder::new()
+                .name("requester".into())
                 .stack_size(256 * 1024)
                 .spawn(move || {
-                    let agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .build()
-                        .new_agent();
                     let mut out = Vec::with_capacity(r);
+                    let mut conn = Conn::open(addr);
                     // Open the keep-alive connection first, as a verifier pool would hold
                     // one: the figures are of the quote exchange, not of TCP setup.
-                    let ak_url = url.replace(HOST_QUOTE_PATH, HOST_AK_PATH);
-                    agent
-                        .get(&ak_url)
-                        .call()
-                        .unwrap()
-                        .into_body()
-                        .read_to_vec()
-                        .unwrap();
+                    assert_eq!(conn.call(&get_ak).0, 200);
                     barrier.wait();
                     for k in 0..r {
                         let seed = format!("{salt} {i} {k}");
@@ -129,28 +185,34 @@ fn load(p: &Running, ak: &AkPublic, c: usize, r: usize, salt: u64) -> Outcome {
                             nonce: nonce.as_slice().into(),
                         })
                         .unwrap();
+                        let req = post_request(&body);
                         let t = Instant::now();
-                        let resp = agent
-                            .post(&url)
-                            .content_type("application/json")
-                            .send(&body[..])
-                            .unwrap();
-                        assert_eq!(resp.status().as_u16(), 200);
-                        let bytes = resp.into_body().read_to_vec().unwrap();
-                        out.push((nonce, bytes, t.elapsed()));
+                        let (status, bytes) = conn.call(&req);
+                        let took = t.elapsed();
+                        assert_eq!(status, 200);
+                        out.push((nonce, bytes, took));
                     }
+                    done.wait();
+                    release.wait();
                     out
                 })
                 .unwrap()
         })
         .collect();
+    let cpu0 = cpu::snapshot();
     barrier.wait();
     let t0 = Instant::now();
+    done.wait();
+    let wall = t0.elapsed();
+    let cpu1 = cpu::snapshot();
+    release.wait();
     let results: Vec<_> = handles
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    let wall = t0.elapsed();
+    if std::env::var_os("PROVIDER_BENCH_CPU").is_some() {
+        println!("  cpu c={c}: {}", cpu::diff(&cpu0, &cpu1));
+    }
     let quotes = p.service.batcher().stats().quotes - before;
 
     for (nonce, bytes, _) in &results {
@@ -240,6 +302,60 @@ fn engine_load(p: &Running, ak: &AkPublic, c: usize, r: usize, salt: u64) -> Out
         quotes,
         p50: pct(0.50),
         p99: pct(0.99),
+    }
+}
+
+mod cpu {
+    //! CPU time per thread name (from /proc/self/task/*/schedstat, in ns) and of swtpm.
+    use std::collections::BTreeMap;
+    pub type Snap = BTreeMap<String, u64>;
+    fn comm(stat: &str) -> Option<(String, u32)> {
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        Some((stat[open + 1..close].to_owned(), f[1].parse().ok()?))
+    }
+    fn ns(dir: &std::path::Path) -> Option<u64> {
+        std::fs::read_to_string(dir.join("schedstat"))
+            .ok()?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    }
+    pub fn snapshot() -> Snap {
+        let mut m = Snap::new();
+        let me = std::process::id();
+        for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            if let (Ok(s), Some(t)) = (
+                std::fs::read_to_string(e.path().join("stat")),
+                ns(&e.path()),
+            ) {
+                if let Some((c, _)) = comm(&s) {
+                    *m.entry(c).or_default() += t;
+                }
+            }
+        }
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("stat")) {
+                if let (Some((c, ppid)), Some(t)) = (comm(&s), ns(&e.path())) {
+                    if ppid == me {
+                        *m.entry(c).or_default() += t;
+                    }
+                }
+            }
+        }
+        m
+    }
+    pub fn diff(a: &Snap, b: &Snap) -> String {
+        let mut out = String::new();
+        for (k, v) in b {
+            let d = v.saturating_sub(a.get(k).copied().unwrap_or(0));
+            if d > 0 {
+                out += &format!("{k} {:.1} ms  ", d as f64 / 1e6);
+            }
+        }
+        out
     }
 }
 
