@@ -160,7 +160,14 @@ pub fn run(
     let mut backoff = FIRST_BACKOFF;
     let mut announced = false;
     loop {
-        match session(&link, &hello, quoter, &mut announced, ak_name_hex) {
+        match session(
+            &link,
+            &hello,
+            quoter,
+            &mut announced,
+            &mut backoff,
+            ak_name_hex,
+        ) {
             Ok(()) => backoff = FIRST_BACKOFF,
             Err(LinkError::Refused { status: 401, .. }) => {
                 return Err(ProviderError::Unauthorized(config.token_file.clone()))
@@ -183,6 +190,7 @@ fn session(
     hello: &HostHelloRequest,
     quoter: &mut TpmQuoter,
     announced: &mut bool,
+    backoff: &mut Duration,
     ak_name_hex: &str,
 ) -> Result<(), LinkError> {
     let Some(h) = link.post::<_, HostHelloResponse>(HOST_HELLO_PATH, hello)? else {
@@ -200,6 +208,8 @@ fn session(
         );
         *announced = true;
     }
+    // Connected: the next failure starts the backoff from the beginning again.
+    *backoff = FIRST_BACKOFF;
     let session_id: Id = h.session_id;
     loop {
         let next = HostNextRequest {
@@ -217,9 +227,15 @@ fn session(
             pcrs: HostQuoteResponse::banks_of(&q.pcrs),
         };
         match link.post::<_, NoBody>(HOST_RESULT_PATH, &post) {
-            // The server refused this quote and failed its batch; the session goes on.
-            Err(e @ LinkError::Refused { status: 403, .. }) => {
-                eprintln!("initrd-agent: provider: quote refused: {e}");
+            // The server refused this quote and failed its batch (403), or the job is gone
+            // (404: it timed out while the TPM was slow); the session goes on. Had the
+            // session itself been replaced, the next poll ends it.
+            Err(
+                e @ LinkError::Refused {
+                    status: 403 | 404, ..
+                },
+            ) => {
+                eprintln!("initrd-agent: provider: quote not taken: {e}");
             }
             r => {
                 r?;
