@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use initrd_agent::tpm::Tpm;
-use support::{agent_bin, Machine, Server, Swtpm};
+use support::{agent_bin, testdata, Machine, Server, Swtpm};
 use verifier_core::eventlog::EventLog;
 use verifier_core::proto::v1::{
     self, HostAkResponse, HostQuoteRequest, HOST_AK_PATH, HOST_QUOTE_PATH,
@@ -29,23 +29,6 @@ use verifier_core::proto::v1::{
 use verifier_core::wire::HashAlg;
 
 const TOFU: &[&str] = &["--allow-ek-without-cert"];
-
-fn testdata() -> PathBuf {
-    let dir = std::env::var("UNLOCK_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/testdata"
-            ))
-        });
-    assert!(
-        dir.join("README.md").is_file(),
-        "test data not found at {} (set UNLOCK_TESTDATA)",
-        dir.display()
-    );
-    dir
-}
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -15,13 +15,12 @@ mod support;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use initrd_agent::tpm::Tpm;
-use support::{code, post, Server, Swtpm};
+use support::{code, post, testdata, Server, Swtpm};
 use verifier_core::eventlog::EventLog;
 use verifier_core::proto::v1::{
     self, HostAkResponse, HostHelloRequest, HostHelloResponse, HostJob, HostNextRequest,
@@ -34,23 +33,6 @@ use verifier_core::quote::AkPublic;
 use verifier_core::wire::{
     BankSelection, ClockInfo, Digest, HashAlg, PcrSelection, PcrValues, Public, Signature,
 };
-
-fn testdata() -> PathBuf {
-    let dir = std::env::var("UNLOCK_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/testdata"
-            ))
-        });
-    assert!(
-        dir.join("README.md").is_file(),
-        "test data not found at {} (set UNLOCK_TESTDATA)",
-        dir.display()
-    );
-    dir
-}
 
 fn provider_server(extra: &[&str]) -> Server {
     let mut args = vec!["--role", "provider"];

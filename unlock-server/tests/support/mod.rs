@@ -238,6 +238,25 @@ pub fn code(body: &[u8]) -> String {
         .to_owned()
 }
 
+/// The shared test data (`UNLOCK_TESTDATA`, else `../shared/testdata` beside the project);
+/// a missing directory fails the test loudly rather than skipping it.
+pub fn testdata() -> PathBuf {
+    let dir = std::env::var("UNLOCK_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/testdata"
+            ))
+        });
+    assert!(
+        dir.join("README.md").is_file(),
+        "test data not found at {} (set UNLOCK_TESTDATA)",
+        dir.display()
+    );
+    dir
+}
+
 /// The `initrd-agent` binary of this workspace, built (or brought up to date) once per test
 /// process in the same target directory and profile, so a stale binary is never tested.
 pub fn agent_bin() -> PathBuf {
