@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use verifier_core::evidence::{self, Expected, Submitted};
-use verifier_core::keysplit::{seal_share, MasterKey, Share};
 use verifier_core::makecred::make_credential;
 use verifier_core::proto::v1::{
     self, path, ActivateResponse, AttestResponse, ChallengeResponse, EnrollmentInfo, Id,
@@ -38,7 +37,7 @@ use verifier_core::proto::v1::{
 };
 use verifier_core::proto::Base64Bytes;
 use verifier_core::sim::{enroll_requests, SimAgent};
-use verifier_core::wire::{HashAlg, Signature};
+use verifier_core::wire::Signature;
 
 /// Concurrency levels and the boots (= agents) run at each.
 const LEVELS: [(usize, usize); 3] = [(1, 200), (16, 400), (256, 768)];
@@ -46,6 +45,12 @@ const LEVELS: [(usize, usize); 3] = [(1, 200), (16, 400), (256, 768)];
 const HEALTHZ: [usize; 3] = [300, 1500, 1500];
 const PAYLOAD: &[u8] = b"0123456789abcdef0123456789abcdef (a 64-byte LUKS key file!!!!!)";
 const ROLES: [Role; 2] = [Role::Verifier, Role::Tenant];
+
+// The server's crypto floor, shared with the storm bench.
+#[path = "storm/floor.rs"]
+mod floor;
+
+use floor::ops_per_sec;
 
 /// The server under test, killed on drop.
 struct Server {
@@ -256,54 +261,11 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-/// Operations per second of `f` on this thread (median of 5 runs of ~0.3 s).
-fn ops_per_sec(mut f: impl FnMut()) -> f64 {
-    for _ in 0..20 {
-        f();
-    }
-    let mut batch = 1u64;
-    loop {
-        let t = Instant::now();
-        for _ in 0..batch {
-            f();
-        }
-        if t.elapsed() > Duration::from_millis(60) {
-            break;
-        }
-        batch *= 2;
-    }
-    let mut rates: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..batch * 4 {
-                f();
-            }
-            (batch * 4) as f64 / t.elapsed().as_secs_f64()
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[2]
-}
-
 /// In-process costs: one role's evidence validation, the server's asymmetric crypto for a
 /// whole boot (both roles), and the simulated agent's own crypto for a boot.
 fn crypto_baselines() -> (f64, f64, f64) {
     let mut agent = SimAgent::new().unwrap();
-    let challenges: Vec<ChallengeResponse> = ROLES
-        .iter()
-        .enumerate()
-        .map(|(i, &role)| ChallengeResponse {
-            challenge_id: Id::try_from(format!("c{i}")).unwrap(),
-            nonce: Base64Bytes::new(vec![i as u8 + 1; 32]),
-            pcr_selection: vec![v1::PcrSelection {
-                hash: HashAlg::Sha256,
-                pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 15],
-            }],
-            hash_alg: HashAlg::Sha256,
-            expires_at: 0,
-            role,
-        })
-        .collect();
+    let challenges = floor::challenges();
     let reqs = agent.attest_requests(&challenges).unwrap();
     let req = &reqs[0];
     let nonce = challenges[0].nonce().unwrap();
@@ -333,21 +295,10 @@ fn crypto_baselines() -> (f64, f64, f64) {
     };
     let validate_rate = ops_per_sec(validate);
 
-    let master = MasterKey::generate().unwrap();
-    let share = Share::from_bytes([9; 32]);
-    let wrapped = master.wrap_share(&share, b"ctx").unwrap();
+    let server_boot = floor::crypto_floor();
+
     let ek = agent.tpm().ek_public().clone();
     let ak_name = agent.ak().ak().name().to_vec();
-    let nk = req.nk_pub.to_keysplit().unwrap();
-    let server_boot = ops_per_sec(|| {
-        for role in ROLES {
-            make_credential(&ek, &ak_name, &[7; 32]).unwrap();
-            validate();
-            let s = master.unwrap_share(&wrapped, b"ctx").unwrap();
-            seal_share(&nk, role.as_str(), b"c0", &s).unwrap();
-        }
-    });
-
     let regs: Vec<RegisterResponse> = ROLES
         .iter()
         .map(|_| {

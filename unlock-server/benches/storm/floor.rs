@@ -14,7 +14,7 @@ use verifier_core::wire::{HashAlg, Signature};
 use crate::ROLES;
 
 /// Operations per second of `f` on this thread (median of 5 runs).
-fn ops_per_sec(mut f: impl FnMut()) -> f64 {
+pub fn ops_per_sec(mut f: impl FnMut()) -> f64 {
     for _ in 0..20 {
         f();
     }
@@ -42,11 +42,9 @@ fn ops_per_sec(mut f: impl FnMut()) -> f64 {
     rates[2]
 }
 
-/// The server's unavoidable crypto for one boot, both roles (MakeCredential, validation,
-/// share unwrap, HPKE seal), in boots/s on one thread.
-pub fn crypto_floor() -> f64 {
-    let mut agent = SimAgent::new().unwrap();
-    let challenges: Vec<ChallengeResponse> = ROLES
+/// One challenge per role, as the roles would answer (the benches' fixed input).
+pub fn challenges() -> Vec<ChallengeResponse> {
+    ROLES
         .iter()
         .enumerate()
         .map(|(i, &role)| ChallengeResponse {
@@ -60,7 +58,14 @@ pub fn crypto_floor() -> f64 {
             expires_at: 0,
             role,
         })
-        .collect();
+        .collect()
+}
+
+/// The server's unavoidable crypto for one boot, both roles (MakeCredential, validation,
+/// share unwrap, HPKE seal), in boots/s on one thread.
+pub fn crypto_floor() -> f64 {
+    let mut agent = SimAgent::new().unwrap();
+    let challenges = challenges();
     let reqs = agent.attest_requests(&challenges).unwrap();
     let req = &reqs[0];
     let nonce = challenges[0].nonce().unwrap();
