@@ -14,7 +14,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -87,16 +86,7 @@ fn start_host_agent(tpm: &Swtpm, server: &Server, event_log: &std::path::Path) -
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("host agent did not connect");
+    let line = support::first_line(&mut child, Duration::from_secs(60), "host agent");
     assert!(line.contains("provider connected to"), "{line:?}");
     HostAgent { child, _dir: dir }
 }

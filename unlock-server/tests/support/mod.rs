@@ -98,16 +98,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn unlock-server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("unlock-server did not print its address");
+        let line = first_line(&mut child, Duration::from_secs(20), "unlock-server");
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://") || w.starts_with("https://"))
@@ -236,6 +227,20 @@ pub fn code(body: &[u8]) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// The first stdout line of `child` (spawned with a piped stdout), which our binaries use
+/// to say they are ready (listening, connected); fails the test after `within`.
+pub fn first_line(child: &mut Child, within: Duration, what: &str) -> String {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|_| panic!("{what} printed no first line within {within:?}"))
 }
 
 /// The shared test data (`UNLOCK_TESTDATA`, else `../shared/testdata` beside the project);
