@@ -2,8 +2,8 @@
 //! configured CA bundle.
 //!
 //! Every request has a deadline (the step timeout, cut to what is left of the overall
-//! budget). Connection failures and 5xx answers are retried with exponential backoff; a 4xx
-//! is a refusal and is never retried. Retrying is safe for every v1 call: register and
+//! budget). Connection failures and 5xx, 408 and 429 answers are retried with exponential
+//! backoff; any other 4xx is a refusal and is never retried. Retrying is safe for every v1 call: register and
 //! challenge create fresh server state, and an attest is resent with the *same bytes* (the
 //! body is encoded once), which the server answers with the same sealed half without counting
 //! a second release.
@@ -329,7 +329,9 @@ impl Client {
             }
             Err(e) => return classify(url, rid, e),
         };
-        if (500..=599).contains(&status) {
+        // 5xx, 408 (our request was too slow) and 429 (the server asks us to come back)
+        // all say "not now", never "no".
+        if (500..=599).contains(&status) || status == 408 || status == 429 {
             let why = match v1::decode::<ErrorResponse>(&answer) {
                 Ok(e) => format!(
                     "HTTP {status} {}: {}",

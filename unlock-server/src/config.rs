@@ -78,6 +78,9 @@ pub struct FileConfig {
     /// Database URL: `sqlite://<dir>` (files `<dir>/<role>.db`) or `postgres://...` (schema
     /// `<role>` in that database, shared by replicas).
     pub database: Option<String>,
+    /// What a stranger can make the server hold: connections, timeouts, body bytes,
+    /// unauthenticated failures (`[limits]`; every field optional, see `net::Limits`).
+    pub limits: Option<crate::net::Limits>,
 }
 
 /// The resolved configuration.
@@ -111,6 +114,9 @@ pub struct Config {
     pub database: DatabaseUrl,
     /// Provider role settings.
     pub provider: ProviderOptions,
+    /// Connection, body and failure limits (the connection cap is fitted to the descriptor
+    /// limit at start).
+    pub limits: crate::net::Limits,
 }
 
 /// The provider role's settings.
@@ -229,6 +235,17 @@ pub struct Flags {
     /// give each role process its own database and credentials.
     #[arg(long, env = "UNLOCK_DATABASE")]
     pub database: Option<String>,
+    /// Most connections open at once [default: 8192, lowered to the descriptor limit
+    /// (LimitNOFILE) minus limits.reserved_descriptors]. More are closed at accept.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Most connections open at once from one IPv4 address or IPv6 /64 [default: 512].
+    #[arg(long)]
+    pub max_connections_per_source: Option<usize>,
+    /// Seconds a kept-alive connection may wait for its next request head (and the first
+    /// head, at most limits.header_timeout_secs) [default: 30].
+    #[arg(long)]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// A configuration problem a person can fix.
@@ -362,7 +379,19 @@ impl Config {
                 "provider_quote_timeout_secs must be between 1 and 600",
             ));
         }
+        let mut limits = file.limits.unwrap_or_default();
+        if let Some(n) = flags.max_connections {
+            limits.max_connections = n;
+        }
+        if let Some(n) = flags.max_connections_per_source {
+            limits.max_connections_per_source = n;
+        }
+        if let Some(n) = flags.idle_timeout_secs {
+            limits.idle_timeout_secs = n;
+        }
+        limits.validate().map_err(ConfigError::Invalid)?;
         Ok(Self {
+            limits,
             provider,
             database,
             listen: flags

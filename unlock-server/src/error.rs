@@ -12,15 +12,54 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// Human-readable detail (no secrets, no internal causes).
     pub message: String,
+    /// Whose failure budget the refusal is charged to.
+    pub charge: Charge,
+}
+
+/// Whose budget a refusal is charged to.
+///
+/// Only evidence signed by an agent's activated AK and bound to that agent's challenge can
+/// be charged to the agent: anything else anyone could have sent, so it is charged to the
+/// source address ([`crate::net::throttle`]), never to the machine it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// Nobody: the server's own state or fault (internal, busy, the host's provider), or a
+    /// refusal by a limit that already counted.
+    Nobody,
+    /// The source address: unauthenticated, anyone could have caused it.
+    Source,
+    /// The agent: its AK signed the refused evidence (recorded by the role, counted by the
+    /// agent's failed-attempt limit).
+    Agent,
 }
 
 impl ApiError {
-    /// A refusal with a reason.
+    /// A refusal with a reason, charged to the source unless the code is the server's own.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let charge = match code {
+            ErrorCode::Internal
+            | ErrorCode::ServerBusy
+            | ErrorCode::RequestTimeout
+            | ErrorCode::RateLimited
+            | ErrorCode::HostUnreachable
+            | ErrorCode::HostQuoteInvalid
+            | ErrorCode::HostPolicyDenied => Charge::Nobody,
+            _ => Charge::Source,
+        };
         Self {
             code,
             message: message.into(),
+            charge,
         }
+    }
+
+    /// The same refusal, charged to the agent whose AK signed the refused evidence.
+    #[must_use]
+    pub fn by_agent(mut self) -> Self {
+        if self.charge == Charge::Source {
+            self.charge = Charge::Agent;
+        }
+        self
     }
 
     /// An internal fault: the cause is logged, the client learns only that it happened.
@@ -43,6 +82,8 @@ impl ApiError {
             | ErrorCode::NotEnrolled
             | ErrorCode::UnknownChallenge => StatusCode::NOT_FOUND,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::FORBIDDEN,
         }
@@ -84,11 +125,22 @@ impl IntoResponse for ApiError {
             message,
         })
         .unwrap_or_default();
-        (
+        let mut resp = (
             status,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             body,
         )
-            .into_response()
+            .into_response();
+        // The body was not read to its end: the connection cannot carry another request.
+        if matches!(
+            self.code,
+            ErrorCode::PayloadTooLarge | ErrorCode::RequestTimeout | ErrorCode::ServerBusy
+        ) {
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -25,7 +25,9 @@ use tracing::Instrument;
 use verifier_core::proto::v1::{self, AgentId, ErrorCode, Validate};
 use zeroize::Zeroizing;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Charge};
+use crate::net::body::BoundedBody;
+use crate::net::{Edge, Peer};
 use crate::role::provider::{LinkError, ProviderService, RequestError};
 use crate::role::{unix_now, RoleService};
 
@@ -73,12 +75,25 @@ struct RoleState {
     svc: Arc<RoleService>,
     token: AdminToken,
     max_body: usize,
+    edge: Arc<Edge>,
 }
 
-/// The whole application: health check plus one sub-router per role.
-pub fn router(roles: &[Arc<RoleService>], token: AdminToken, max_body: usize) -> Router {
+/// Largest body of `register`, `activate` and `challenge`: an EK public area with its
+/// certificate and an AK (a few KiB) with room to spare. Only `attest` (event log, IMA
+/// list) and the admin API may send up to `max_body_bytes`.
+pub const AGENT_SMALL_BODY: usize = 64 * 1024;
+
+/// The whole application: health check plus one sub-router per role. `edge` bounds the
+/// bodies and holds the unauthenticated-failure throttle; its counters are on `/metrics`.
+pub fn router(
+    roles: &[Arc<RoleService>],
+    token: AdminToken,
+    max_body: usize,
+    edge: Arc<Edge>,
+) -> Router {
     let ready_roles: Vec<Arc<RoleService>> = roles.to_vec();
     let metric_roles: Vec<Arc<RoleService>> = roles.to_vec();
+    let metric_edge = edge.clone();
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -92,7 +107,8 @@ pub fn router(roles: &[Arc<RoleService>], token: AdminToken, max_body: usize) ->
             "/metrics",
             get(move || {
                 let roles = metric_roles.clone();
-                async move { metrics(&roles) }
+                let edge = metric_edge.clone();
+                async move { metrics(&roles, &edge) }
             }),
         );
     for svc in roles {
@@ -100,6 +116,7 @@ pub fn router(roles: &[Arc<RoleService>], token: AdminToken, max_body: usize) ->
             svc: svc.clone(),
             token: token.clone(),
             max_body,
+            edge: edge.clone(),
         };
         app = app.nest(&format!("/{}", svc.role().as_str()), role_router(state));
     }
@@ -163,7 +180,7 @@ async fn request_id(req: Request, next: Next) -> Response {
     resp
 }
 
-fn metrics(roles: &[Arc<RoleService>]) -> Response {
+fn metrics(roles: &[Arc<RoleService>], edge: &Edge) -> Response {
     let all: Vec<_> = roles.iter().map(|r| (r.role(), r.metrics())).collect();
     let db: Vec<_> = roles
         .iter()
@@ -175,7 +192,9 @@ fn metrics(roles: &[Arc<RoleService>]) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&all) + &crate::metrics::render_group_commit(&db),
+        crate::metrics::render(&all)
+            + &crate::metrics::render_group_commit(&db)
+            + &edge.metrics.render(),
     )
         .into_response()
 }
@@ -217,16 +236,6 @@ async fn readyz(roles: Vec<Arc<RoleService>>) -> Response {
     }
 }
 
-/// Reads a body up to the limit; over it is a JSON 413, not a dropped connection.
-async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, max).await.map_err(|_| {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request body larger than {max} bytes"),
-        )
-    })
-}
-
 /// Runs blocking work (SQLite, crypto) off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -254,18 +263,19 @@ fn raw_json(body: Vec<u8>) -> Response {
         .into_response()
 }
 
-/// Decodes a request body and runs `f` on the blocking pool; the common shape of every
-/// agent and admin POST.
+/// Reads a body (at most `limit` bytes, under the edge's rate and budget), decodes it and
+/// runs `f` on the blocking pool; the common shape of every agent and admin POST.
 async fn handle<Req, Resp>(
     state: &RoleState,
     body: Body,
+    limit: usize,
     f: impl FnOnce(&RoleService, &Req, &[u8], i64) -> Result<Resp, ApiError> + Send + 'static,
 ) -> Result<Resp, ApiError>
 where
     Req: DeserializeOwned + Validate + Send + 'static,
     Resp: Send + 'static,
 {
-    let bytes = read_body(body, state.max_body).await?;
+    let bytes: BoundedBody = crate::net::body::read(&state.edge, body, limit).await?;
     let svc = state.svc.clone();
     blocking(move || {
         let req: Req = v1::decode(&bytes)?;
@@ -274,30 +284,117 @@ where
     .await
 }
 
-async fn register(State(s): State<RoleState>, body: Body) -> Response {
-    match handle(&s, body, |svc, req, _, now| svc.register(req, now)).await {
+/// What an agent route does with the source's failure budget besides charging refusals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Debt {
+    /// Nothing.
+    None,
+    /// A success costs one failure too (a registration: work and a row for anyone).
+    Take,
+    /// A success gives one back (an activation pays for its registration).
+    GiveBack,
+}
+
+/// An agent route: refused at once while the source (or all sources) has spent its budget
+/// of unauthenticated failures; otherwise [`handle`], and a refusal nobody authenticated
+/// is charged to the source (never to the agent it names).
+async fn agent_call<Req, Resp>(
+    state: &RoleState,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+    limit: usize,
+    debt: Debt,
+    f: impl FnOnce(&RoleService, &Req, &[u8], i64) -> Result<Resp, ApiError> + Send + 'static,
+) -> Result<Resp, ApiError>
+where
+    Req: DeserializeOwned + Validate + Send + 'static,
+    Resp: Send + 'static,
+{
+    let ip = peer.map(|Extension(Peer(ip))| ip);
+    let throttle = &state.edge.throttle;
+    if let Some(ip) = ip {
+        if let Err(spent) = throttle.check(ip) {
+            state.edge.metrics.throttled();
+            tracing::debug!(%ip, ?spent, "refused: unauthenticated-failure budget spent");
+            return Err(crate::net::throttle::refusal(spent));
+        }
+    }
+    let r = handle(state, body, limit, f).await;
+    if let Some(ip) = ip {
+        match (&r, debt) {
+            (Err(e), _) if e.charge == Charge::Source => throttle.failed(ip),
+            (Ok(_), Debt::Take) => throttle.failed(ip),
+            (Ok(_), Debt::GiveBack) => throttle.refund(ip),
+            _ => {}
+        }
+    }
+    r
+}
+
+async fn register(
+    State(s): State<RoleState>,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+) -> Response {
+    let r = agent_call(
+        &s,
+        peer,
+        body,
+        AGENT_SMALL_BODY,
+        Debt::Take,
+        |svc, req, _, now| svc.register(req, now),
+    );
+    match r.await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => e.into_response(),
     }
 }
 
-async fn activate(State(s): State<RoleState>, body: Body) -> Response {
-    match handle(&s, body, |svc, req, _, now| svc.activate(req, now)).await {
+async fn activate(
+    State(s): State<RoleState>,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+) -> Response {
+    let r = agent_call(
+        &s,
+        peer,
+        body,
+        AGENT_SMALL_BODY,
+        Debt::GiveBack,
+        |svc, req, _, now| svc.activate(req, now),
+    );
+    match r.await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => e.into_response(),
     }
 }
 
-async fn challenge(State(s): State<RoleState>, body: Body) -> Response {
-    match handle(&s, body, |svc, req, _, now| svc.challenge(req, now)).await {
+async fn challenge(
+    State(s): State<RoleState>,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+) -> Response {
+    let r = agent_call(
+        &s,
+        peer,
+        body,
+        AGENT_SMALL_BODY,
+        Debt::None,
+        |svc, req, _, now| svc.challenge(req, now),
+    );
+    match r.await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => e.into_response(),
     }
 }
 
-async fn attest(State(s): State<RoleState>, body: Body) -> Response {
+async fn attest(State(s): State<RoleState>, peer: Option<Extension<Peer>>, body: Body) -> Response {
     let started = Instant::now();
-    let r = handle(&s, body, |svc, req, bytes, now| svc.attest(req, bytes, now)).await;
+    let limit = s.max_body;
+    let r = agent_call(&s, peer, body, limit, Debt::None, |svc, req, bytes, now| {
+        svc.attest(req, bytes, now)
+    })
+    .await;
     let m = s.svc.metrics();
     m.observe_attest(started.elapsed());
     match r {
@@ -327,7 +424,11 @@ where
     if let Err(e) = s.token.check(headers) {
         return e.into_response();
     }
-    match handle(s, body, move |svc, req, _, now| f(svc, req, now)).await {
+    match handle(s, body, s.max_body, move |svc, req, _, now| {
+        f(svc, req, now)
+    })
+    .await
+    {
         Ok(r) => json(status, &r),
         Err(e) => e.into_response(),
     }
@@ -508,6 +609,7 @@ struct ProviderState {
     svc: Arc<ProviderService>,
     host_token: AdminToken,
     max_body: usize,
+    edge: Arc<Edge>,
 }
 
 /// The provider role's routes, at the root (the same paths as `initrd-agent provider
@@ -518,11 +620,13 @@ pub fn provider_router(
     svc: Arc<ProviderService>,
     host_token: AdminToken,
     max_body: usize,
+    edge: Arc<Edge>,
 ) -> Router {
     let state = ProviderState {
         svc,
         host_token,
         max_body,
+        edge,
     };
     Router::new()
         .route(v1::HOST_QUOTE_PATH, post(provider_quote))
@@ -591,7 +695,7 @@ fn link_refusal(e: &LinkError) -> Response {
 
 async fn provider_quote(State(p): State<ProviderState>, body: Body) -> Response {
     // A HostQuoteRequest is about 60 bytes.
-    let bytes = match read_body(body, 4096).await {
+    let bytes = match crate::net::body::read(&p.edge, body, 4096).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -627,7 +731,7 @@ where
     p.host_token
         .check_for(headers, "provider host API")
         .map_err(IntoResponse::into_response)?;
-    let bytes = read_body(body, p.max_body)
+    let bytes = crate::net::body::read(&p.edge, body, p.max_body)
         .await
         .map_err(IntoResponse::into_response)?;
     let svc = p.svc.clone();

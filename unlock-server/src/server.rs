@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use verifier_core::ekcert::TrustStore;
 use verifier_core::keysplit::MasterKey;
@@ -18,6 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{Config, RoleSet};
 use crate::http::{provider_router, router, AdminToken};
+use crate::net::{accept, open_files_limit, Edge, Limits};
 use crate::role::provider::{ProviderService, ProviderSettings};
 use crate::role::{RoleService, RoleSettings};
 use crate::secrets::load_or_create_hex;
@@ -155,86 +154,73 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(path = %config.admin_token_file.display(), "created the admin token (give it to unlockctl with --token-file)");
     }
     let token = AdminToken::new(Zeroizing::new(hex::encode(&*token)));
-    let mut app = router(&roles, token, config.max_body_bytes);
+    let edge = Arc::new(Edge::new(fit_limits(&config.limits)));
+    let mut app = router(&roles, token, config.max_body_bytes, edge.clone());
     let mut names: Vec<&str> = roles.iter().map(|r| r.role().as_str()).collect();
     if config.role == RoleSet::Provider {
         let (svc, host_token) = provider_service(&config)?;
-        app = app.merge(provider_router(svc, host_token, config.max_body_bytes));
+        app = app.merge(provider_router(
+            svc,
+            host_token,
+            config.max_body_bytes,
+            edge.clone(),
+        ));
         names.push("provider");
     }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-
-    let Some(files) = &config.tls else {
-        println!(
-            "unlock-server: listening on http://{addr} (roles: {}) -- PLAIN HTTP, tests only",
-            names.join(", ")
-        );
-        tracing::warn!("serving plain HTTP (--insecure-http): for tests on loopback only");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        return Ok(());
-    };
-    let (tls, fingerprint) = crate::tls::server_config(files)?;
-    println!(
-        "unlock-server: listening on https://{addr} (roles: {}; TLS certificate sha256 {fingerprint})",
-        names.join(", ")
-    );
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let mut conns = tokio::task::JoinSet::new();
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                // Without it, Nagle holds the second small TLS write until the client's
-                // delayed ACK (~40 ms per exchange on loopback).
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
-                }
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                conns.spawn(async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let svc = TowerToHyperService::new(app);
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await
-                    {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-                while conns.try_join_next().is_some() {}
-            }
-            () = &mut shutdown => break,
-        }
-    }
+    let l = &edge.limits;
     tracing::info!(
-        in_flight = conns.len(),
-        "shutting down: finishing in-flight connections (10 s at most)"
+        max_connections = l.max_connections,
+        max_connections_per_source = l.max_connections_per_source,
+        header_timeout_secs = l.header_timeout_secs,
+        idle_timeout_secs = l.idle_timeout_secs,
+        min_body_rate = l.min_body_rate,
+        max_inflight_body_bytes = l.max_inflight_body_bytes,
+        "connection limits"
     );
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+
+    let tls = match &config.tls {
+        None => {
+            println!(
+                "unlock-server: listening on http://{addr} (roles: {}) -- PLAIN HTTP, tests only",
+                names.join(", ")
+            );
+            tracing::warn!("serving plain HTTP (--insecure-http): for tests on loopback only");
+            None
+        }
+        Some(files) => {
+            let (tls, fingerprint) = crate::tls::server_config(files)?;
+            println!(
+                "unlock-server: listening on https://{addr} (roles: {}; TLS certificate sha256 {fingerprint})",
+                names.join(", ")
+            );
+            Some(tokio_rustls::TlsAcceptor::from(tls))
+        }
+    };
+    accept::serve(listener, tls, app, edge, shutdown_signal()).await;
     Ok(())
+}
+
+/// The limits with the connection cap lowered to what the descriptor limit can hold.
+fn fit_limits(limits: &Limits) -> Limits {
+    let mut l = limits.clone();
+    let nofile = open_files_limit();
+    let (cap, lowered) = l.fitted_max_connections(nofile);
+    if lowered {
+        tracing::warn!(
+            configured = l.max_connections,
+            open_files_limit = nofile,
+            reserved = l.reserved_descriptors,
+            max_connections = cap,
+            "connection cap lowered to fit the descriptor limit (raise LimitNOFILE to serve more)"
+        );
+    }
+    l.max_connections = cap;
+    l.max_connections_per_source = l.max_connections_per_source.min(cap);
+    l
 }
 
 async fn shutdown_signal() {

@@ -55,6 +55,7 @@ impl InProcess {
             &roles,
             AdminToken::new(Zeroizing::new("t".repeat(64))),
             1 << 20,
+            Arc::new(unlock_server::net::Edge::default()),
         );
         let rt = tokio::runtime::Runtime::new().unwrap();
         let listener = rt

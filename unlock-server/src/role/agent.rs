@@ -17,7 +17,7 @@ use verifier_core::quote::{AkPublic, VerifyError};
 use verifier_core::wire::{HashAlg, Public, Signature};
 
 use super::{random_id, RoleService};
-use crate::error::ApiError;
+use crate::error::{ApiError, Charge};
 use crate::store::{
     EnrollmentState, NewChallenge, Refusal, Registration, ReleaseDecision, ReleaseRequest,
     StoreError,
@@ -137,8 +137,10 @@ impl RoleService {
         .is_err()
         {
             tracing::warn!(role = self.role.as_str(), agent_id = %reg.agent_id, "activation proof wrong");
+            // Logged for the operator, never counted against the machine: anyone who knows
+            // its public EK can register an AK of their own and fail here.
             self.store
-                .record_refusal(&reg.agent_id, None, "activation proof wrong", true, now)?;
+                .record_refusal(&reg.agent_id, None, "activation proof wrong", false, now)?;
             return Err(ApiError::new(
                 ErrorCode::ActivationFailed,
                 "the activation proof is wrong: the AK is not in the enrolled TPM",
@@ -254,14 +256,11 @@ impl RoleService {
             ));
         }
         let refuse = |e: ApiError| -> ApiError {
-            tracing::info!(role = self.role.as_str(), agent_id = %ch.agent_id, challenge_id, code = ?e.code, reason = %e.message, "refused");
-            // The host check's refusals are about the host, not this machine's evidence.
-            let evidence_failure = !matches!(
-                e.code,
-                ErrorCode::HostUnreachable
-                    | ErrorCode::HostQuoteInvalid
-                    | ErrorCode::HostPolicyDenied
-            );
+            tracing::info!(role = self.role.as_str(), agent_id = %ch.agent_id, challenge_id, code = ?e.code, charge = ?e.charge, reason = %e.message, "refused");
+            // Only evidence the agent's AK signed for this challenge counts against it; the
+            // rest anyone could have sent (charged to the source by the HTTP layer), and the
+            // host check's refusals are about the host.
+            let evidence_failure = e.charge == Charge::Agent;
             if let Err(err) = self.store.record_refusal(
                 &ch.agent_id,
                 Some(challenge_id),
@@ -326,10 +325,9 @@ impl RoleService {
         let policy = Policy::from_json(&enrollment.policy).map_err(ApiError::internal)?;
         let verdict = policy.evaluate(&validated);
         if !verdict.accepted() {
-            return Err(refuse(ApiError::new(
-                ErrorCode::PolicyDenied,
-                verdict.to_string(),
-            )));
+            return Err(refuse(
+                ApiError::new(ErrorCode::PolicyDenied, verdict.to_string()).by_agent(),
+            ));
         }
         // The host requirement comes last (it costs a round trip to the provider, which a
         // machine that fails its own rules should not cause) and before the release: a
@@ -435,7 +433,9 @@ impl RoleService {
             }
             ReleaseDecision::Refused(r) => {
                 tracing::info!(role = role.as_str(), agent_id, challenge_id, reason = %r, "refused");
-                Err(ApiError::new(refusal_code(&r), r.to_string()))
+                let e = ApiError::new(refusal_code(&r), r.to_string());
+                // With an NK the evidence was validated: the agent's AK signed it.
+                Err(if nk.is_some() { e.by_agent() } else { e })
             }
         }
     }
@@ -483,7 +483,12 @@ fn validation_error(e: &ValidationError) -> ApiError {
         | ValidationError::EventLogMismatch { .. } => ErrorCode::EventLogMismatch,
         _ => ErrorCode::ImaLogMismatch,
     };
-    ApiError::new(code, e.to_string())
+    let refusal = ApiError::new(code, e.to_string());
+    if e.signed_by_ak() {
+        refusal.by_agent()
+    } else {
+        refusal
+    }
 }
 
 fn refusal_code(r: &Refusal) -> ErrorCode {

@@ -132,6 +132,29 @@ pub enum ValidationError {
     ImaNotQuoted,
 }
 
+impl ValidationError {
+    /// Whether the refused evidence was provably the machine's own: a quote signed by the
+    /// expected AK and bound to this challenge's nonce and NK, refused for what it reports
+    /// (PCR values, event log, IMA list). Anything failing earlier (structure, signature,
+    /// binding, inclusion proof) anyone could have sent, so a server must not count it
+    /// against the machine (that would let a stranger lock it out).
+    pub fn signed_by_ak(&self) -> bool {
+        match self {
+            Self::Merkle(_) | Self::NkLength { .. } => false,
+            Self::Quote(q) => matches!(
+                q,
+                VerifyError::MissingPcr { .. } | VerifyError::PcrDigestMismatch
+            ),
+            Self::EventLog(_)
+            | Self::EventLogBankMissing { .. }
+            | Self::EventLogMismatch { .. }
+            | Self::ImaMismatch { .. }
+            | Self::ImaEntryMismatch { .. }
+            | Self::ImaNotQuoted => true,
+        }
+    }
+}
+
 /// Validates an attestation for one role.
 ///
 /// Order: the nonce's inclusion proof gives the Merkle root; the expected `extraData` is

@@ -494,6 +494,11 @@ pub enum ErrorCode {
     AgentTerminated,
     /// Too many consecutive failures; retry later.
     RateLimited,
+    /// The request (head or body) did not arrive at the server's minimum rate; the
+    /// connection is closed. Retrying on a better link may succeed.
+    RequestTimeout,
+    /// The server holds its limit of request bodies in memory; retry shortly.
+    ServerBusy,
     /// A server fault; details are in the server's log only.
     Internal,
 }

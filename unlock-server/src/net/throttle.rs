@@ -1,0 +1,237 @@
+//! The budget of unauthenticated failures: token buckets per source and for all sources.
+//!
+//! An unauthenticated failure is a refusal that anyone could have caused: a registration
+//! for an EK that is not enrolled or with a self-made AK, a wrong activation proof, a
+//! challenge for an AK that is not activated, an attestation whose quote is not signed by
+//! the agent's AK or not bound to the challenge. Such failures say nothing about a machine,
+//! so they are never counted against one (that let a stranger who knew a machine's public
+//! EK keep it locked out). They are counted against the source address that sent them, and
+//! against all sources together, so that a loop of them costs the server little.
+//!
+//! A source whose bucket is empty is refused (`rate_limited`, before any work) on the agent
+//! routes until its bucket refills; other sources are not affected unless the global bucket
+//! is empty too. Only failures take tokens: a source that succeeds is never slowed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use verifier_core::proto::v1::ErrorCode;
+
+use super::{Limits, SourceKey};
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(burst: u32, now: Instant) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, burst: u32, per_sec: u32, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * f64::from(per_sec)).min(f64::from(burst));
+        self.at = now;
+    }
+}
+
+/// Per-source and global token buckets of unauthenticated failures.
+#[derive(Debug)]
+pub struct Throttle {
+    source_burst: u32,
+    source_refill: u32,
+    global_burst: u32,
+    global_refill: u32,
+    max_sources: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    global: Bucket,
+    sources: HashMap<SourceKey, Bucket>,
+}
+
+/// Which budget refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    /// This source's.
+    Source,
+    /// All sources' together.
+    Global,
+}
+
+impl Throttle {
+    /// Buckets as `limits` say.
+    pub fn new(limits: &Limits) -> Self {
+        let now = Instant::now();
+        Self {
+            source_burst: limits.source_failure_burst,
+            source_refill: limits.source_failure_refill_per_sec,
+            global_burst: limits.global_failure_burst,
+            global_refill: limits.global_failure_refill_per_sec,
+            max_sources: limits.max_tracked_sources,
+            state: Mutex::new(State {
+                global: Bucket::full(limits.global_failure_burst, now),
+                sources: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `peer` may be served now: refused while its bucket (or the global one) has
+    /// less than one failure left.
+    pub fn check(&self, peer: IpAddr) -> Result<(), Spent> {
+        self.check_at(peer, Instant::now())
+    }
+
+    fn check_at(&self, peer: IpAddr, now: Instant) -> Result<(), Spent> {
+        let mut s = self.lock();
+        if let Some(b) = s.sources.get_mut(&SourceKey::of(peer)) {
+            b.refill(self.source_burst, self.source_refill, now);
+            if b.tokens < 1.0 {
+                return Err(Spent::Source);
+            }
+        }
+        s.global.refill(self.global_burst, self.global_refill, now);
+        if s.global.tokens < 1.0 {
+            return Err(Spent::Global);
+        }
+        Ok(())
+    }
+
+    /// Takes one unauthenticated failure from `peer`'s and the global bucket.
+    pub fn failed(&self, peer: IpAddr) {
+        self.failed_at(peer, Instant::now());
+    }
+
+    fn failed_at(&self, peer: IpAddr, now: Instant) {
+        let (burst, refill) = (self.source_burst, self.source_refill);
+        let mut s = self.lock();
+        s.global.refill(self.global_burst, self.global_refill, now);
+        s.global.tokens = (s.global.tokens - 1.0).max(0.0);
+        let key = SourceKey::of(peer);
+        if !s.sources.contains_key(&key) && s.sources.len() >= self.max_sources {
+            // Forget the sources whose buckets have refilled: they owe nothing. If every
+            // tracked source still owes, this one is limited by the global bucket only.
+            s.sources.retain(|_, b| {
+                b.refill(burst, refill, now);
+                b.tokens < f64::from(burst)
+            });
+            if s.sources.len() >= self.max_sources {
+                return;
+            }
+        }
+        let b = s
+            .sources
+            .entry(key)
+            .or_insert_with(|| Bucket::full(burst, now));
+        b.refill(burst, refill, now);
+        b.tokens = (b.tokens - 1.0).max(0.0);
+    }
+
+    /// Gives back one failure to `peer` and the global bucket: a registration is charged
+    /// when it is made (it costs a MakeCredential and a row) and given back when the same
+    /// source activates it, so an honest machine's boot costs nothing.
+    pub fn refund(&self, peer: IpAddr) {
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.global.refill(self.global_burst, self.global_refill, now);
+        s.global.tokens = (s.global.tokens + 1.0).min(f64::from(self.global_burst));
+        if let Some(b) = s.sources.get_mut(&SourceKey::of(peer)) {
+            b.refill(self.source_burst, self.source_refill, now);
+            b.tokens = (b.tokens + 1.0).min(f64::from(self.source_burst));
+        }
+    }
+
+    /// Sources remembered now.
+    pub fn tracked_sources(&self) -> usize {
+        self.lock().sources.len()
+    }
+}
+
+/// The refusal for a spent budget.
+pub fn refusal(spent: Spent) -> ApiError {
+    ApiError::new(
+        ErrorCode::RateLimited,
+        match spent {
+            Spent::Source => {
+                "too many failed requests from this address (not authenticated by an enrolled AK); retry later"
+            }
+            Spent::Global => {
+                "too many failed unauthenticated requests from all addresses; retry later"
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn throttle(burst: u32, refill: u32, global: u32, max_sources: usize) -> Throttle {
+        Throttle::new(&Limits {
+            source_failure_burst: burst,
+            source_failure_refill_per_sec: refill,
+            global_failure_burst: global,
+            global_failure_refill_per_sec: 1,
+            max_tracked_sources: max_sources,
+            ..Limits::default()
+        })
+    }
+
+    #[test]
+    fn a_failing_source_is_stopped_and_others_are_not() {
+        let t = throttle(5, 1, 1000, 100);
+        let now = Instant::now();
+        let bad: IpAddr = "192.0.2.66".parse().unwrap();
+        let good: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..5 {
+            assert_eq!(t.check_at(bad, now), Ok(()));
+            t.failed_at(bad, now);
+        }
+        assert_eq!(t.check_at(bad, now), Err(Spent::Source));
+        assert_eq!(t.check_at(good, now), Ok(()));
+        // One token per second comes back.
+        assert_eq!(t.check_at(bad, now + Duration::from_millis(1100)), Ok(()));
+    }
+
+    #[test]
+    fn the_global_bucket_limits_many_sources() {
+        let t = throttle(5, 1, 10, 100);
+        let now = Instant::now();
+        for i in 0..10u8 {
+            t.failed_at(IpAddr::from([198, 51, 100, i]), now);
+        }
+        let fresh: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(t.check_at(fresh, now), Err(Spent::Global));
+    }
+
+    #[test]
+    fn the_source_table_stays_bounded() {
+        let t = throttle(2, 1, 1_000_000, 64);
+        let now = Instant::now();
+        for i in 0..10_000u32 {
+            t.failed_at(IpAddr::from(i.to_be_bytes()), now);
+        }
+        assert!(t.tracked_sources() <= 64);
+        // Once they refilled, old sources are forgotten to make room.
+        let later = now + Duration::from_secs(10);
+        t.failed_at("192.0.2.200".parse().unwrap(), later);
+        assert_eq!(t.tracked_sources(), 1);
+    }
+}
