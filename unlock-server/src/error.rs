@@ -23,10 +23,11 @@ pub struct ApiError {
 /// source address ([`crate::net::throttle`]), never to the machine it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Charge {
-    /// Nobody: the server's own state or fault (internal, busy, the host's provider), or a
-    /// refusal by a limit that already counted.
+    /// Nobody: the server's own state or fault (internal, busy, the host's provider), a
+    /// refusal by a limit that already counted, or a cheap refusal of state.
     Nobody,
-    /// The source address: unauthenticated, anyone could have caused it.
+    /// The source address: forged input that cost the server work; anyone could have sent
+    /// it.
     Source,
     /// The agent: its AK signed the refused evidence (recorded by the role, counted by the
     /// agent's failed-attempt limit).
@@ -34,17 +35,25 @@ pub enum Charge {
 }
 
 impl ApiError {
-    /// A refusal with a reason, charged to the source unless the code is the server's own.
+    /// A refusal with a reason. Its charge is decided here, once, from the code: the
+    /// refusals of forged input that cost the server work (a body that does not decode, an
+    /// EK certificate or AK to check, a wrong activation proof, a quote whose signature or
+    /// binding does not verify) are charged to the source; refusals of state (unknown,
+    /// expired or used challenge, terminated session, not enrolled) are cheap, decided by a
+    /// read, and are what honest agents meet after an outage or a race, so they are charged
+    /// to nobody (a site whose machines share one address must not be throttled for them).
+    /// [`Self::by_agent`] moves a refusal of evidence the agent's AK signed to the agent.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let charge = match code {
-            ErrorCode::Internal
-            | ErrorCode::ServerBusy
-            | ErrorCode::RequestTimeout
-            | ErrorCode::RateLimited
-            | ErrorCode::HostUnreachable
-            | ErrorCode::HostQuoteInvalid
-            | ErrorCode::HostPolicyDenied => Charge::Nobody,
-            _ => Charge::Source,
+            ErrorCode::MalformedRequest
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::EkCertUntrusted
+            | ErrorCode::AkNotAcceptable
+            | ErrorCode::UnknownRegistration
+            | ErrorCode::ActivationFailed
+            | ErrorCode::QuoteInvalid
+            | ErrorCode::BindingMismatch => Charge::Source,
+            _ => Charge::Nobody,
         };
         Self {
             code,
@@ -53,12 +62,11 @@ impl ApiError {
         }
     }
 
-    /// The same refusal, charged to the agent whose AK signed the refused evidence.
+    /// The same refusal, charged to the agent whose AK signed the refused evidence (and
+    /// bound it to this challenge): the only refusals the agent's own limit counts.
     #[must_use]
     pub fn by_agent(mut self) -> Self {
-        if self.charge == Charge::Source {
-            self.charge = Charge::Agent;
-        }
+        self.charge = Charge::Agent;
         self
     }
 

@@ -284,17 +284,6 @@ where
     .await
 }
 
-/// What an agent route does with the source's failure budget besides charging refusals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Debt {
-    /// Nothing.
-    None,
-    /// A success costs one failure too (a registration: work and a row for anyone).
-    Take,
-    /// A success gives one back (an activation pays for its registration).
-    GiveBack,
-}
-
 /// An agent route: refused at once while the source (or all sources) has spent its budget
 /// of unauthenticated failures; otherwise [`handle`], and a refusal nobody authenticated
 /// is charged to the source (never to the agent it names).
@@ -303,7 +292,6 @@ async fn agent_call<Req, Resp>(
     peer: Option<Extension<Peer>>,
     body: Body,
     limit: usize,
-    debt: Debt,
     f: impl FnOnce(&RoleService, &Req, &[u8], i64) -> Result<Resp, ApiError> + Send + 'static,
 ) -> Result<Resp, ApiError>
 where
@@ -320,12 +308,9 @@ where
         }
     }
     let r = handle(state, body, limit, f).await;
-    if let Some(ip) = ip {
-        match (&r, debt) {
-            (Err(e), _) if e.charge == Charge::Source => throttle.failed(ip),
-            (Ok(_), Debt::Take) => throttle.failed(ip),
-            (Ok(_), Debt::GiveBack) => throttle.refund(ip),
-            _ => {}
+    if let (Some(ip), Err(e)) = (ip, &r) {
+        if e.charge == Charge::Source {
+            throttle.failed(ip);
         }
     }
     r
@@ -336,14 +321,9 @@ async fn register(
     peer: Option<Extension<Peer>>,
     body: Body,
 ) -> Response {
-    let r = agent_call(
-        &s,
-        peer,
-        body,
-        AGENT_SMALL_BODY,
-        Debt::Take,
-        |svc, req, _, now| svc.register(req, now),
-    );
+    let r = agent_call(&s, peer, body, AGENT_SMALL_BODY, |svc, req, _, now| {
+        svc.register(req, now)
+    });
     match r.await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => e.into_response(),
@@ -355,14 +335,9 @@ async fn activate(
     peer: Option<Extension<Peer>>,
     body: Body,
 ) -> Response {
-    let r = agent_call(
-        &s,
-        peer,
-        body,
-        AGENT_SMALL_BODY,
-        Debt::GiveBack,
-        |svc, req, _, now| svc.activate(req, now),
-    );
+    let r = agent_call(&s, peer, body, AGENT_SMALL_BODY, |svc, req, _, now| {
+        svc.activate(req, now)
+    });
     match r.await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => e.into_response(),
@@ -374,14 +349,9 @@ async fn challenge(
     peer: Option<Extension<Peer>>,
     body: Body,
 ) -> Response {
-    let r = agent_call(
-        &s,
-        peer,
-        body,
-        AGENT_SMALL_BODY,
-        Debt::None,
-        |svc, req, _, now| svc.challenge(req, now),
-    );
+    let r = agent_call(&s, peer, body, AGENT_SMALL_BODY, |svc, req, _, now| {
+        svc.challenge(req, now)
+    });
     match r.await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => e.into_response(),
@@ -391,8 +361,8 @@ async fn challenge(
 async fn attest(State(s): State<RoleState>, peer: Option<Extension<Peer>>, body: Body) -> Response {
     let started = Instant::now();
     let limit = s.max_body;
-    let r = agent_call(&s, peer, body, limit, Debt::None, |svc, req, bytes, now| {
-        svc.attest(req, bytes, now)
+    let r = agent_call(&s, peer, body, limit, |svc, req, _, now| {
+        svc.attest(req, now)
     })
     .await;
     let m = s.svc.metrics();

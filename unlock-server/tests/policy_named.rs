@@ -56,8 +56,7 @@ fn attest(agent: &mut SimAgent, roles: &[RoleService]) -> Result<Vec<AttestRespo
         .iter()
         .zip(&reqs)
         .map(|(svc, req)| {
-            let body = v1::encode(req).unwrap();
-            svc.attest(req, &body, now)
+            svc.attest(req, now)
                 .map(|a| v1::decode::<AttestResponse>(&a).unwrap())
         })
         .collect()

@@ -1,9 +1,10 @@
 //! The budget of unauthenticated failures: token buckets per source and for all sources.
 //!
-//! An unauthenticated failure is a refusal that anyone could have caused: a registration
-//! for an EK that is not enrolled or with a self-made AK, a wrong activation proof, a
-//! challenge for an AK that is not activated, an attestation whose quote is not signed by
-//! the agent's AK or not bound to the challenge. Such failures say nothing about a machine,
+//! An unauthenticated failure is a refusal of forged input that anyone could have sent and
+//! that cost the server work: a body that does not decode, an EK certificate or AK that does
+//! not check, a wrong activation proof, an attestation whose quote is not signed by the
+//! agent's AK or not bound to the challenge (which refusals these are is decided once, in
+//! `ApiError::new`). Such failures say nothing about a machine,
 //! so they are never counted against one (that let a stranger who knew a machine's public
 //! EK keep it locked out). They are counted against the source address that sent them, and
 //! against all sources together, so that a loop of them costs the server little.
@@ -141,20 +142,6 @@ impl Throttle {
             .or_insert_with(|| Bucket::full(burst, now));
         b.refill(burst, refill, now);
         b.tokens = (b.tokens - 1.0).max(0.0);
-    }
-
-    /// Gives back one failure to `peer` and the global bucket: a registration is charged
-    /// when it is made (it costs a MakeCredential and a row) and given back when the same
-    /// source activates it, so an honest machine's boot costs nothing.
-    pub fn refund(&self, peer: IpAddr) {
-        let now = Instant::now();
-        let mut s = self.lock();
-        s.global.refill(self.global_burst, self.global_refill, now);
-        s.global.tokens = (s.global.tokens + 1.0).min(f64::from(self.global_burst));
-        if let Some(b) = s.sources.get_mut(&SourceKey::of(peer)) {
-            b.refill(self.source_burst, self.source_refill, now);
-            b.tokens = (b.tokens + 1.0).min(f64::from(self.source_burst));
-        }
     }
 
     /// Sources remembered now.

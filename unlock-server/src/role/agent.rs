@@ -223,8 +223,8 @@ impl RoleService {
     }
 
     /// The unlock path: validate, evaluate the policy, release atomically. Returns the JSON
-    /// body of the answer (stored, so an identical retry gets the very same bytes).
-    pub fn attest(&self, req: &AttestRequest, body: &[u8], now: i64) -> Result<Vec<u8>, ApiError> {
+    /// body of the answer (stored, so a retry of the same evidence gets the very same bytes).
+    pub fn attest(&self, req: &AttestRequest, now: i64) -> Result<Vec<u8>, ApiError> {
         let challenge_id = req.challenge_id.as_str();
         let ch = self.store.challenge(challenge_id)?.ok_or_else(|| {
             ApiError::new(
@@ -232,10 +232,9 @@ impl RoleService {
                 "no such challenge; request a new one",
             )
         })?;
-        let evidence_hash: [u8; 32] = {
-            let d = HashAlg::Sha256.hash(body);
-            <[u8; 32]>::try_from(d.as_bytes()).map_err(ApiError::internal)?
-        };
+        // The same challenge, quote, signature and NK are the same attestation however the
+        // body is serialized (a retry of the same evidence gets the stored answer).
+        let evidence_hash = req.evidence_digest();
         // A used or expired challenge is decided by the store alone: an identical retry gets
         // its stored answer, anything else is refused, and no crypto is spent on it.
         if ch.used.is_some() || ch.expires_at <= now {

@@ -32,6 +32,8 @@ pub mod swtpm;
 
 pub mod pg;
 
+pub mod raw;
+
 pub use swtpm::Swtpm;
 
 /// A running unlock-server with its own state directory.
@@ -40,11 +42,28 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub url: String,
     args: Vec<String>,
+    opts: Opts,
+}
+
+/// How the server process is started, beyond its flags.
+#[derive(Default, Clone)]
+pub struct Opts {
+    /// `[limits]` and other config-file text (written to `<dir>/config.toml`).
+    pub config: Option<String>,
+    /// Log at info level into this file (`<dir>/server.log`) instead of errors to stderr.
+    pub log_file: bool,
+    /// Run under this descriptor limit (soft and hard, via prlimit).
+    pub nofile: Option<u64>,
 }
 
 impl Server {
     /// Starts the server (both roles, HTTPS with a generated self-signed certificate).
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, Opts::default())
+    }
+
+    /// Starts the server with a config file, a log file or a descriptor limit.
+    pub fn start_with(extra: &[&str], opts: Opts) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let args = extra.iter().map(|s| s.to_string()).collect();
         let mut s = Server {
@@ -52,9 +71,35 @@ impl Server {
             dir,
             url: String::new(),
             args,
+            opts,
         };
         s.spawn();
         s
+    }
+
+    /// The server's log (with `Opts::log_file`).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// `host:port` of the listener.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap()
+    }
+
+    /// The server's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        self.http()
+            .get(format!("{}/metrics", self.url))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap()
     }
 
     /// Another replica of `of`: its own process and state directory, but the same master
@@ -77,6 +122,7 @@ impl Server {
             dir,
             url: String::new(),
             args: extra.iter().map(|s| s.to_string()).collect(),
+            opts: Opts::default(),
         };
         s.spawn();
         s
@@ -88,14 +134,34 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_unlock-server"))
+        let bin = env!("CARGO_BIN_EXE_unlock-server");
+        let mut cmd = match self.opts.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        if let Some(text) = &self.opts.config {
+            let f = self.dir.path().join("config.toml");
+            std::fs::write(&f, text).unwrap();
+            cmd.arg("--config").arg(f);
+        }
+        let stderr = if self.opts.log_file {
+            cmd.env("UNLOCK_LOG", "info");
+            Stdio::from(std::fs::File::create(self.log_path()).unwrap())
+        } else {
+            cmd.env("UNLOCK_LOG", "error");
+            Stdio::inherit()
+        };
+        let mut child = cmd
             .arg("--state-dir")
             .arg(self.state())
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
-            .env("UNLOCK_LOG", "error")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn unlock-server");
         let line = first_line(&mut child, Duration::from_secs(20), "unlock-server");

@@ -269,6 +269,33 @@ impl AttestRequest {
     pub fn pcr_values(&self) -> Result<PcrValues, ProtoError> {
         bank_values(&self.pcrs)
     }
+
+    /// What makes two attestations the same attestation: the challenge, the quote, its
+    /// signature and NK (the key the halves are sealed to), hashed with length prefixes.
+    /// Not the body's bytes: a re-serialization (keys reordered, whitespace, an explicit
+    /// `null`) of the agent's own evidence is the same evidence, so a server that keys
+    /// "identical retry" on this gives whoever sent it first and the agent the same answer
+    /// instead of burning the challenge on a copy.
+    pub fn evidence_digest(&self) -> [u8; 32] {
+        let parts: [&[u8]; 5] = [
+            b"unlock/v1 evidence",
+            self.challenge_id.as_str().as_bytes(),
+            self.quote.as_bytes(),
+            self.signature.as_bytes(),
+            self.nk_pub.key.as_bytes(),
+        ];
+        let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+        for p in parts {
+            buf.extend_from_slice(&(p.len() as u64).to_be_bytes());
+            buf.extend_from_slice(p);
+        }
+        let d = HashAlg::Sha256.hash(&buf);
+        let mut out = [0u8; 32];
+        for (o, b) in out.iter_mut().zip(d.as_bytes()) {
+            *o = *b;
+        }
+        out
+    }
 }
 
 /// PCR banks as typed digests: each digest exactly its bank's size, indexes below 24.
