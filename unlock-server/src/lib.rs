@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod purge;
 pub mod role;
 pub mod secrets;
 pub mod server;
