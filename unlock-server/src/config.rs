@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::purge::PurgeSettings;
 use crate::store::DatabaseUrl;
 
 /// Which roles this process serves.
@@ -81,6 +82,16 @@ pub struct FileConfig {
     /// What a stranger can make the server hold: connections, timeouts, body bytes,
     /// unauthenticated failures (`[limits]`; every field optional, see `net::Limits`).
     pub limits: Option<crate::net::Limits>,
+    /// Seconds between purges of expired rows; 0 switches the purge off.
+    pub purge_interval_secs: Option<u64>,
+    /// Seconds the failed-attempt log is kept.
+    pub attempt_retention_secs: Option<u64>,
+    /// Attempts kept per agent (newest first; 0: no cap).
+    pub attempts_per_agent: Option<u32>,
+    /// Seconds an old boot session is kept after its last release.
+    pub session_retention_secs: Option<u64>,
+    /// Seconds a used challenge (an identical retry's answer) is kept after it expired.
+    pub used_challenge_retention_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -117,6 +128,8 @@ pub struct Config {
     /// Connection, body and failure limits (the connection cap is fitted to the descriptor
     /// limit at start).
     pub limits: crate::net::Limits,
+    /// When expired rows are purged and what is kept.
+    pub purge: PurgeSettings,
 }
 
 /// The provider role's settings.
@@ -246,6 +259,27 @@ pub struct Flags {
     /// head, at most limits.header_timeout_secs) [default: 30].
     #[arg(long)]
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds between purges of expired registrations and challenges, aged attempts and
+    /// old boot sessions; the first runs shortly after start. 0 switches the purge off
+    /// [default: 300].
+    #[arg(long)]
+    pub purge_interval_secs: Option<u64>,
+    /// Seconds the failed-attempt log is kept (the rate-limit window is always kept)
+    /// [default: 604800, 7 days].
+    #[arg(long)]
+    pub attempt_retention_secs: Option<u64>,
+    /// Attempts kept per agent, newest first, beyond the rate-limit window; 0: no cap
+    /// [default: 1000].
+    #[arg(long)]
+    pub attempts_per_agent: Option<u32>,
+    /// Seconds a boot session that is not its agent's latest is kept after its last release
+    /// (the latest is always kept) [default: 2592000, 30 days].
+    #[arg(long)]
+    pub session_retention_secs: Option<u64>,
+    /// Seconds a used challenge, whose stored answer an identical retry gets again, is kept
+    /// after it expired; later retries are refused as unknown [default: 3600].
+    #[arg(long)]
+    pub used_challenge_retention_secs: Option<u64>,
 }
 
 /// A configuration problem a person can fix.
@@ -390,8 +424,46 @@ impl Config {
             limits.idle_timeout_secs = n;
         }
         limits.validate().map_err(ConfigError::Invalid)?;
+        let defaults = PurgeSettings::default();
+        let secs = |flag: Option<u64>, file: Option<u64>, default: std::time::Duration| {
+            flag.or(file)
+                .map_or(default, std::time::Duration::from_secs)
+        };
+        let purge = PurgeSettings {
+            interval: secs(
+                flags.purge_interval_secs,
+                file.purge_interval_secs,
+                defaults.interval,
+            ),
+            attempt_retention: secs(
+                flags.attempt_retention_secs,
+                file.attempt_retention_secs,
+                defaults.attempt_retention,
+            ),
+            attempts_per_agent: flags
+                .attempts_per_agent
+                .or(file.attempts_per_agent)
+                .unwrap_or(defaults.attempts_per_agent),
+            session_retention: secs(
+                flags.session_retention_secs,
+                file.session_retention_secs,
+                defaults.session_retention,
+            ),
+            used_challenge_retention: secs(
+                flags.used_challenge_retention_secs,
+                file.used_challenge_retention_secs,
+                defaults.used_challenge_retention,
+            ),
+            ..defaults
+        };
+        if purge.interval.as_secs() > 86_400 {
+            return Err(ConfigError::Invalid(
+                "purge_interval_secs must be at most 86400 (0 switches the purge off)",
+            ));
+        }
         Ok(Self {
             limits,
+            purge,
             provider,
             database,
             listen: flags
@@ -433,4 +505,41 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_owned(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn load(toml: &str, args: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut argv = vec!["unlock-server", "-c", path.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        Config::load(Flags::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn purge_settings_from_defaults_file_and_flags() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.purge, PurgeSettings::default());
+        let c = load(
+            "purge_interval_secs = 60\nattempt_retention_secs = 86400\nattempts_per_agent = 50\n\
+             session_retention_secs = 3600\nused_challenge_retention_secs = 7200\n",
+            &["--attempts-per-agent", "7", "--purge-interval-secs", "0"],
+        )
+        .unwrap();
+        assert_eq!(c.purge.interval, std::time::Duration::ZERO, "the flag wins");
+        assert_eq!(c.purge.attempts_per_agent, 7);
+        assert_eq!(c.purge.attempt_retention.as_secs(), 86_400);
+        assert_eq!(c.purge.session_retention.as_secs(), 3600);
+        assert_eq!(c.purge.used_challenge_retention.as_secs(), 7200);
+        assert!(matches!(
+            load("purge_interval_secs = 100000\n", &[]),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
 }

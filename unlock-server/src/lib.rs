@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod purge;
 pub mod role;
 pub mod secrets;
 pub mod server;

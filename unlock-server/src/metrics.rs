@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use verifier_core::proto::v1::{ErrorCode, Role};
 
+use crate::store::PurgeCounts;
+
 /// Upper bounds of the attest latency buckets, in milliseconds (`+Inf` is implied).
 pub const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
 
@@ -28,6 +30,10 @@ pub struct RoleMetrics {
     releases: AtomicU64,
     sessions_terminated: AtomicU64,
     registrations: AtomicU64,
+    /// Rows deleted by the periodic purge, per table in [`PurgeCounts::by_table`] order.
+    purged: [AtomicU64; 4],
+    /// Purge runs that failed (database error; the next run retries).
+    purge_failures: AtomicU64,
     /// Cumulative counts are computed at render time; each slot is one bucket, the last
     /// is `+Inf`.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
@@ -62,6 +68,18 @@ impl RoleMetrics {
     /// A registration answered with MakeCredential.
     pub fn registration(&self) {
         self.registrations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A purge run deleted `counts`.
+    pub fn purged(&self, counts: &PurgeCounts) {
+        for (slot, (_, n)) in self.purged.iter().zip(counts.by_table()) {
+            slot.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// A purge run failed.
+    pub fn purge_failed(&self) {
+        self.purge_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The attest handler's wall time, body read to answer.
@@ -121,7 +139,7 @@ pub fn render(roles: &[(Role, &RoleMetrics)]) -> String {
             );
         }
     }
-    let simple: [(&str, &str, Field); 3] = [
+    let simple: [(&str, &str, Field); 4] = [
         (
             "unlock_releases_total",
             "Releases counted against an agent's bound (identical retries excluded).",
@@ -137,6 +155,11 @@ pub fn render(roles: &[(Role, &RoleMetrics)]) -> String {
             "Registrations answered with MakeCredential.",
             |m| &m.registrations,
         ),
+        (
+            "unlock_purge_failures_total",
+            "Purge runs that failed (database error; the next run retries).",
+            |m| &m.purge_failures,
+        ),
     ];
     for (name, help, field) in simple {
         header(&mut out, name, "counter", help);
@@ -146,6 +169,25 @@ pub fn render(roles: &[(Role, &RoleMetrics)]) -> String {
                 "{name}{{role=\"{}\"}} {}",
                 role.as_str(),
                 load(field(m))
+            );
+        }
+    }
+
+    let name = "unlock_purged_rows_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Rows deleted by the periodic purge (expired or aged), by role and table.",
+    );
+    for (role, m) in roles {
+        let tables = PurgeCounts::default().by_table();
+        for (slot, (table, _)) in m.purged.iter().zip(tables) {
+            let _ = writeln!(
+                out,
+                "{name}{{role=\"{}\",table=\"{table}\"}} {}",
+                role.as_str(),
+                load(slot)
             );
         }
     }
@@ -246,7 +288,26 @@ mod tests {
         m.attest_refused(ErrorCode::PolicyDenied);
         m.attest_refused(ErrorCode::HostUnreachable);
         m.release(true);
+        m.purged(&PurgeCounts {
+            registrations: 5000,
+            attempts: 7,
+            ..PurgeCounts::default()
+        });
+        m.purged(&PurgeCounts {
+            registrations: 1,
+            ..PurgeCounts::default()
+        });
+        m.purge_failed();
         let text = render(&[(Role::Tenant, &m)]);
+        assert!(
+            text.contains(
+                "unlock_purged_rows_total{role=\"tenant\",table=\"registrations\"} 5001\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("unlock_purged_rows_total{role=\"tenant\",table=\"attempts\"} 7\n"));
+        assert!(text.contains("unlock_purged_rows_total{role=\"tenant\",table=\"sessions\"} 0\n"));
+        assert!(text.contains("unlock_purge_failures_total{role=\"tenant\"} 1\n"));
         assert!(
             text.contains(
                 "unlock_attest_duration_seconds_bucket{role=\"tenant\",le=\"0.001\"} 1\n"

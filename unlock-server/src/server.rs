@@ -149,6 +149,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let config = config.clone();
         tokio::task::spawn_blocking(move || build_roles(&config)).await??
     };
+    // Expiry and purge of the roles' databases (purge.rs), until the runtime stops.
+    let _purge = crate::purge::spawn(roles.clone(), config.purge);
     let (token, created) = load_or_create_hex(&config.admin_token_file, 32)?;
     if created {
         tracing::warn!(path = %config.admin_token_file.display(), "created the admin token (give it to unlockctl with --token-file)");

@@ -24,6 +24,18 @@ impl Dialect {
             Self::Postgres => " FOR UPDATE",
         }
     }
+
+    /// The clause for a `SELECT` picking rows a background job (the purge) will delete:
+    /// rows another transaction holds are skipped rather than waited for, so the job never
+    /// queues behind (or ahead of) a release, and two replicas purging at once neither wait
+    /// for each other nor deadlock. SQLite needs none: its single writer already excludes
+    /// everybody else for the statement.
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
 }
 
 /// A statement parameter.

@@ -10,10 +10,15 @@
 //! the writes that consume a release never interleave with another request's for the same
 //! agent, in this process or any other replica, and the commit is durable (SQLite
 //! `synchronous=FULL`, PostgreSQL `synchronous_commit=on`) before the answer leaves.
+//!
+//! [`Store::purge`] (`purge.rs`) forgets what no decision needs any more (expired
+//! registrations and challenges, aged attempts and old boot sessions), in short batches that
+//! never take an agent's lock.
 
 pub(crate) mod db;
 mod pg;
 mod policies;
+mod purge;
 mod sqlite;
 mod types;
 
@@ -22,6 +27,7 @@ use std::path::{Path, PathBuf};
 use db::{args, Conn, Row};
 
 pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
+pub use purge::{PurgeCounts, PurgePolicy};
 pub use types::*;
 
 /// Where a role's data lives.

@@ -31,6 +31,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_policies.sql"),
     include_str!("../../migrations/0003_attempt_failures.sql"),
+    include_str!("../../migrations/0004_purge_indexes.sql"),
 ];
 
 /// How long a committer waits for requests already queued on the connection to join its

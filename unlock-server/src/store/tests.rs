@@ -454,6 +454,396 @@ both!(refusals_since_the_last_release_are_counted, |db| {
     );
 });
 
+/// Rows in `table` (committed).
+fn rows(s: &Store, table: &str) -> i64 {
+    s.read(|c| {
+        c.query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])?
+            .int(0, "count")
+    })
+    .unwrap()
+}
+
+fn enroll_agent(s: &Store, agent_id: &str, max_attestations: u32) {
+    s.enroll(
+        &NewEnrollment {
+            agent_id: agent_id.into(),
+            ek_pub: vec![1],
+            policy: "{}".into(),
+            max_attestations,
+            max_boots: None,
+            share_wrapped: vec![1],
+            payload_ct: None,
+        },
+        0,
+    )
+    .unwrap();
+}
+
+// Issue 12: a flood of registrations (and challenges, and refusals) is gone after it
+// expired and one purge ran, also when the server restarted in between; the purge stops at
+// its per-run cap and says there is more.
+both!(
+    a_registration_flood_is_purged_after_expiry_and_restart,
+    |db| {
+        const T0: i64 = 1_000_000;
+        const FLOOD: usize = 5000;
+        let db = Arc::new(db);
+        {
+            let s = Arc::new(enrolled_in(&db, 1, None));
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        for i in (t..FLOOD).step_by(8) {
+                            s.insert_registration(&Registration {
+                                registration_id: format!("r{i}"),
+                                agent_id: AGENT.into(),
+                                ak_pub: vec![1; 64],
+                                ak_name: vec![2; 34],
+                                secret_wrapped: vec![3; 60],
+                                expires_at: T0 + 120,
+                            })
+                            .unwrap();
+                            if i % 5 == 0 {
+                                s.insert_challenge(&NewChallenge {
+                                    challenge_id: format!("c{i}"),
+                                    agent_id: AGENT.into(),
+                                    ak_name: vec![0, 11],
+                                    nonce: [5; 32],
+                                    expires_at: T0 + 60,
+                                })
+                                .unwrap();
+                                s.record_refusal(AGENT, None, "bad", true, T0).unwrap();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            // Still valid: kept.
+            for i in 0..10 {
+                s.insert_registration(&Registration {
+                    registration_id: format!("live{i}"),
+                    agent_id: AGENT.into(),
+                    ak_pub: vec![1],
+                    ak_name: vec![2],
+                    secret_wrapped: vec![3],
+                    expires_at: T0 + 10_000,
+                })
+                .unwrap();
+            }
+            assert_eq!(rows(&s, "registrations"), 5010);
+        }
+        // A restart: nothing in memory knows about the flood.
+        let s = db.open();
+        let p = PurgePolicy::default();
+        let before_expiry = s.purge(T0 + 100, &p).unwrap();
+        assert_eq!(before_expiry.registrations, 0, "{before_expiry:?}");
+        let after = T0 + 120 + p.expiry_grace + 1;
+        let capped = s
+            .purge(
+                after,
+                &PurgePolicy {
+                    max_rows: 1000,
+                    ..p
+                },
+            )
+            .unwrap();
+        assert_eq!(capped.registrations, 1000);
+        assert!(capped.more);
+        let c = s.purge(after, &p).unwrap();
+        assert_eq!(c.registrations, 4000, "{c:?}");
+        assert_eq!(c.challenges, 1000 - capped.challenges, "{c:?}");
+        assert!(!c.more);
+        assert_eq!(rows(&s, "registrations"), 10);
+        assert_eq!(rows(&s, "challenges"), 0);
+        // The refusals are in the rate-limit window (plus grace): all kept.
+        assert_eq!(rows(&s, "attempts"), 1000);
+        // An hour later only the per-agent cap's newest are left, a week later none.
+        let c = s
+            .purge(
+                T0 + 3600,
+                &PurgePolicy {
+                    attempts_per_agent: 100,
+                    ..p
+                },
+            )
+            .unwrap();
+        assert_eq!(c.attempts, 900);
+        assert_eq!(rows(&s, "attempts"), 100);
+        assert_eq!(s.purge(T0 + 20_000, &p).unwrap().registrations, 10);
+        s.purge(T0 + p.attempt_retention + 1, &p).unwrap();
+        assert_eq!(rows(&s, "attempts"), 0);
+        assert_eq!(rows(&s, "registrations"), 0);
+        assert_eq!(
+            s.purge(T0 + p.attempt_retention + 1, &p).unwrap(),
+            PurgeCounts::default()
+        );
+    }
+);
+
+// A used challenge keeps its stored answer for the retention after expiry: an identical
+// retry still gets it, other evidence is still a replay; unused expired ones go after the
+// grace. Past the retention the retry is refused (unknown), and nothing more is released.
+both!(
+    used_challenges_keep_their_answer_until_the_retention,
+    |db| {
+        let s = enrolled_in(&db, 1, None);
+        challenge(&s, "c1", 100);
+        challenge(&s, "unused", 100);
+        let ReleaseDecision::Released { response, .. } = attest(&s, "c1", 1, 1) else {
+            panic!("not released")
+        };
+        let p = PurgePolicy::default();
+        let c = s.purge(100 + p.expiry_grace + 1, &p).unwrap();
+        assert_eq!(c.challenges, 1, "only the unused one");
+        assert!(s.challenge("unused").unwrap().is_none());
+        assert_eq!(
+            attest(&s, "c1", 1, 1),
+            ReleaseDecision::Retried {
+                response: response.clone()
+            }
+        );
+        assert_eq!(
+            attest(&s, "c1", 1, 2),
+            ReleaseDecision::Refused(Refusal::NonceReused)
+        );
+        // Within the retention: still kept.
+        let c = s.purge(100 + p.used_challenge_retention - 1, &p).unwrap();
+        assert_eq!(c.challenges, 0);
+        let c = s.purge(100 + p.used_challenge_retention + 1, &p).unwrap();
+        assert_eq!(c.challenges, 1);
+        assert_eq!(
+            attest(&s, "c1", 1, 1),
+            ReleaseDecision::Refused(Refusal::ChallengeUnknown)
+        );
+        assert_eq!(s.sessions(AGENT).unwrap()[0].releases, 1);
+    }
+);
+
+// Attempts in the rate-limit window survive any retention and cap; older ones go past the
+// retention, or beyond the newest N of their agent.
+both!(attempts_in_the_rate_limit_window_survive, |db| {
+    let s = enrolled_in(&db, 1, None);
+    let now = 100_000;
+    for _ in 0..20 {
+        s.record_refusal(AGENT, None, "old", true, now - 5000)
+            .unwrap();
+    }
+    for _ in 0..12 {
+        s.record_refusal(AGENT, None, "recent", true, now - 100)
+            .unwrap();
+    }
+    for _ in 0..3 {
+        s.record_refusal("bb11", None, "old", true, now - 2000)
+            .unwrap();
+    }
+    for _ in 0..10 {
+        s.record_refusal("cc22", None, "aging", true, now - 700)
+            .unwrap();
+    }
+    let window = now - 300;
+    assert_eq!(s.recent_refusals(AGENT, window).unwrap(), 12);
+    let p = PurgePolicy {
+        attempt_retention: 1000,
+        attempts_per_agent: 5,
+        attempt_protect: 600,
+        ..PurgePolicy::default()
+    };
+    let c = s.purge(now, &p).unwrap();
+    assert_eq!(c.attempts, 20 + 3 + 5, "{c:?}");
+    assert_eq!(
+        s.recent_refusals(AGENT, window).unwrap(),
+        12,
+        "rate limit unchanged"
+    );
+    let left = s.attempts(AGENT, 100).unwrap();
+    assert_eq!(left.len(), 12, "the cap never reaches into the window");
+    assert!(left.iter().all(|a| a.reason == "recent"));
+    assert!(
+        s.attempts("bb11", 10).unwrap().is_empty(),
+        "past the retention"
+    );
+    assert_eq!(s.attempts("cc22", 10).unwrap().len(), 5, "the newest N");
+    // Even a policy asking for no retention at all keeps the protected window.
+    let c = s
+        .purge(
+            now,
+            &PurgePolicy {
+                attempt_retention: 0,
+                attempts_per_agent: 1,
+                ..p
+            },
+        )
+        .unwrap();
+    assert_eq!(c.attempts, 5, "cc22's, outside the window");
+    assert_eq!(s.recent_refusals(AGENT, window).unwrap(), 12);
+});
+
+// Old boot sessions go, the latest of each agent stays: a quote of an old boot is still
+// refused (its resetCount went backwards), the latest TERMINATED boot still refused.
+both!(latest_session_survives_and_old_boots_stay_refused, |db| {
+    let s = enrolled_in(&db, 1, None);
+    for id in ["c1", "c2", "c3", "c4", "c5"] {
+        challenge(&s, id, 100);
+    }
+    for (id, reset, evidence) in [("c1", 1, 1), ("c2", 2, 2), ("c3", 3, 3)] {
+        assert!(matches!(
+            attest(&s, id, reset, evidence),
+            ReleaseDecision::Released { .. }
+        ));
+    }
+    let p = PurgePolicy {
+        session_retention: 0,
+        ..PurgePolicy::default()
+    };
+    let c = s.purge(11, &p).unwrap();
+    assert_eq!(c.sessions, 2, "{c:?}");
+    let sessions = s.sessions(AGENT).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].reset_count, 3);
+    assert_eq!(
+        attest(&s, "c4", 2, 9),
+        ReleaseDecision::Refused(Refusal::ResetCountWentBackwards {
+            quoted: 2,
+            latest: 3
+        })
+    );
+    assert_eq!(
+        attest(&s, "c5", 3, 9),
+        ReleaseDecision::Refused(Refusal::SessionTerminated { reset_count: 3 })
+    );
+    assert_eq!(
+        s.purge(1_000_000, &p).unwrap().sessions,
+        0,
+        "never the latest"
+    );
+    assert_eq!(s.sessions(AGENT).unwrap().len(), 1);
+    assert_eq!(s.enrollment(AGENT).unwrap().unwrap().boots_used, 3);
+});
+
+// Purges running all the time (two of them, small batches, everything eligible) while
+// four agents boot fifty times each: every release succeeds, and afterwards only the
+// latest session of each agent is left.
+both!(purge_concurrent_with_releases_fails_none, |db| {
+    const AGENTS: [&str; 4] = ["a1", "a2", "a3", "a4"];
+    const BOOTS: u32 = 50;
+    {
+        let s = db.open();
+        for agent in AGENTS {
+            enroll_agent(&s, agent, 1);
+            for boot in 1..=BOOTS {
+                s.insert_challenge(&NewChallenge {
+                    challenge_id: format!("{agent}-{boot}"),
+                    agent_id: agent.into(),
+                    ak_name: vec![1],
+                    nonce: [u8::try_from(boot).unwrap(); 32],
+                    expires_at: 100,
+                })
+                .unwrap();
+            }
+        }
+        // Expired junk for the purgers to chew on.
+        for i in 0..1000 {
+            s.insert_registration(&Registration {
+                registration_id: format!("junk{i}"),
+                agent_id: "a1".into(),
+                ak_pub: vec![1],
+                ak_name: vec![2],
+                secret_wrapped: vec![3],
+                expires_at: 0,
+            })
+            .unwrap();
+            s.insert_challenge(&NewChallenge {
+                challenge_id: format!("junk{i}"),
+                agent_id: "a2".into(),
+                ak_name: vec![1],
+                nonce: [0; 32],
+                expires_at: 0,
+            })
+            .unwrap();
+        }
+    }
+    let db = Arc::new(db);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let policy = PurgePolicy {
+        expiry_grace: 0,
+        used_challenge_retention: 0,
+        attempt_retention: 0,
+        attempts_per_agent: 1,
+        attempt_protect: 0,
+        session_retention: 0,
+        batch: 50,
+        max_rows: 10_000,
+    };
+    let purgers: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let s = db.open();
+                let mut runs = 0u32;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) || runs == 0 {
+                    s.purge(11, &policy).unwrap();
+                    runs += 1;
+                }
+                runs
+            })
+        })
+        .collect();
+    let agents: Vec<_> = AGENTS
+        .iter()
+        .map(|&agent| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let s = db.open();
+                for boot in 1..=BOOTS {
+                    let id = format!("{agent}-{boot}");
+                    let h = [u8::try_from(boot).unwrap(); 32];
+                    let d = s
+                        .release(
+                            &ReleaseRequest {
+                                challenge_id: &id,
+                                agent_id: agent,
+                                reset_count: boot,
+                                evidence_hash: &h,
+                                now: 10,
+                            },
+                            |_, _| Ok(id.clone().into_bytes()),
+                        )
+                        .unwrap();
+                    assert!(
+                        matches!(d, ReleaseDecision::Released { releases: 1, .. }),
+                        "{agent} boot {boot}: {d:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for a in agents {
+        a.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for p in purgers {
+        assert!(p.join().unwrap() >= 1);
+    }
+    let s = db.open();
+    s.purge(11, &policy).unwrap();
+    for agent in AGENTS {
+        let sessions = s.sessions(agent).unwrap();
+        assert_eq!(sessions.len(), 1, "{agent}");
+        assert_eq!(sessions[0].reset_count, BOOTS);
+        assert_eq!(s.enrollment(agent).unwrap().unwrap().boots_used, BOOTS);
+    }
+    assert_eq!(rows(&s, "registrations"), 0);
+    // The used ones are not expired yet (an identical retry may come).
+    assert_eq!(rows(&s, "challenges"), 200);
+    s.purge(101, &policy).unwrap();
+    assert_eq!(rows(&s, "challenges"), 0);
+});
+
 /// Both migrations define the same tables and columns.
 #[test]
 fn sqlite_and_postgres_schemas_match() {
