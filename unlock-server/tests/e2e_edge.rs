@@ -388,3 +388,64 @@ fn large_and_fragmented_uploads_keep_memory_bounded_and_it_comes_back() {
     );
     eprintln!("rss KiB: baseline {baseline}, under attack {peak}, after {after}");
 }
+
+#[test]
+fn one_role_down_mid_attest_does_not_burn_the_boot() {
+    // The verifier releases; the tenant's answer never arrives (down, or the answer was
+    // lost) and its challenge expires. The same agent process (same NK) starts a new round
+    // with both roles: the verifier answers again, re-sealed and not counted, the tenant
+    // releases, and the bound (one release per boot) holds on both.
+    let server = Server::start(&["--allow-ek-without-cert", "--challenge-ttl-secs", "1"]);
+    let m = Machine::new();
+    let (agent_id, payload) = m.enroll(&server, &m.policy_now(false), &[]);
+    let mut d = Driver::new(&m, &server);
+    let nk = NkPrivate::generate().unwrap();
+    let (cv, ct) = (d.challenge("verifier"), d.challenge("tenant"));
+    let first = d.attest_requests(&[&cv, &ct], &nk, None);
+    let (st, _) = d.attest("verifier", &first[0]);
+    assert_eq!(st, 200);
+    std::thread::sleep(Duration::from_millis(2100));
+    let (st, body) = d.attest("tenant", &first[1]);
+    assert_eq!((st, code(&body).as_str()), (403, "challenge_expired"));
+
+    let (cv, ct) = (d.challenge("verifier"), d.challenge("tenant"));
+    let second = d.attest_requests(&[&cv, &ct], &nk, None);
+    let mut halves = Vec::new();
+    for (role, (req, ch)) in ["verifier", "tenant"]
+        .into_iter()
+        .zip(second.iter().zip([&cv, &ct]))
+    {
+        let (st, body) = d.attest(role, req);
+        assert_eq!(st, 200, "{role}: {}", String::from_utf8_lossy(&body));
+        let a: v1::AttestResponse = v1::decode(&body).unwrap();
+        let share = nk
+            .open_share(
+                &a.sealed_half.to_keysplit().unwrap(),
+                role,
+                ch.challenge_id.as_str().as_bytes(),
+            )
+            .unwrap();
+        halves.push((share, a.payload));
+    }
+    let k_b = verifier_core::keysplit::combine(&halves[1].0, &halves[0].0);
+    let ct = verifier_core::keysplit::PayloadCiphertext::from_bytes(
+        halves[0].1.as_ref().unwrap().as_bytes(),
+    )
+    .unwrap();
+    let key = verifier_core::keysplit::decrypt_payload(&k_b, &agent_id, &ct).unwrap();
+    assert_eq!(key.as_slice(), payload.as_slice());
+    for role in ["verifier", "tenant"] {
+        let s = server.releases(&agent_id, role);
+        assert_eq!(
+            (s.len(), s[0].1, s[0].2.as_str()),
+            (1, 1, "terminated"),
+            "{role}"
+        );
+    }
+    // Another agent process (another NK) in this boot gets nothing.
+    let other = NkPrivate::generate().unwrap();
+    let cv = d.challenge("verifier");
+    let req = d.attest_requests(&[&cv], &other, None).remove(0);
+    let (st, body) = d.attest("verifier", &req);
+    assert_eq!((st, code(&body).as_str()), (403, "session_terminated"));
+}

@@ -365,12 +365,21 @@ impl RoleService {
         nk: Option<&verifier_core::keysplit::NkPublic>,
     ) -> Result<Vec<u8>, ApiError> {
         let role = self.role;
+        let nk_hash = nk.map(|k| {
+            let d = HashAlg::Sha256.hash(k.as_bytes());
+            let mut h = [0u8; 32];
+            for (o, b) in h.iter_mut().zip(d.as_bytes()) {
+                *o = *b;
+            }
+            h
+        });
         let decision = self.store.release(
             &ReleaseRequest {
                 challenge_id,
                 agent_id,
                 reset_count,
                 evidence_hash,
+                nk_hash,
                 now,
             },
             |enr, count| {
@@ -418,6 +427,16 @@ impl RoleService {
                     releases,
                     session_terminated,
                     "released"
+                );
+                Ok(response)
+            }
+            ReleaseDecision::Resealed { response } => {
+                tracing::info!(
+                    role = role.as_str(),
+                    agent_id,
+                    challenge_id,
+                    reset_count,
+                    "this boot already released to this NK: the same half re-sealed, not counted"
                 );
                 Ok(response)
             }

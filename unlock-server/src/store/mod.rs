@@ -559,6 +559,13 @@ impl Store {
                     )?;
                 }
                 ReleaseDecision::Retried { .. } => {}
+                ReleaseDecision::Resealed { .. } => {
+                    c.execute(
+                        "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
+                         VALUES (?1, ?2, ?3, 'released', 'same NK: re-sealed, not counted')",
+                        args![req.agent_id, req.challenge_id, req.now],
+                    )?;
+                }
                 ReleaseDecision::Refused(r) => {
                     let reason = r.to_string();
                     c.execute(
@@ -624,21 +631,45 @@ fn release_in(
     let Some(enr) = load_enrollment(c, req.agent_id)? else {
         return Ok(ReleaseDecision::Refused(Refusal::NotEnrolled));
     };
-    match enr.state {
-        EnrollmentState::Armed => {}
-        EnrollmentState::Revoked => return Ok(ReleaseDecision::Refused(Refusal::Revoked)),
-        EnrollmentState::Terminated => {
-            return Ok(ReleaseDecision::Refused(Refusal::AgentTerminated))
-        }
+    if enr.state == EnrollmentState::Revoked {
+        return Ok(ReleaseDecision::Refused(Refusal::Revoked));
     }
     let session = c
         .query_opt(
-            "SELECT releases, state FROM sessions WHERE agent_id = ?1 AND reset_count = ?2",
+            "SELECT releases, state, nks FROM sessions WHERE agent_id = ?1 AND reset_count = ?2",
             args![req.agent_id, req.reset_count],
         )?
-        .map(|row| Ok::<_, StoreError>((row.int(0, "sessions")?, row.text(1, "sessions")?)))
+        .map(|row| {
+            Ok::<_, StoreError>((
+                row.int(0, "sessions")?,
+                row.text(1, "sessions")?,
+                row.opt_blob(2, "sessions")?.unwrap_or_default(),
+            ))
+        })
         .transpose()?;
-    if let Some((_, state)) = &session {
+    // The same agent process (same NK) in the same boot already has this half: answer
+    // again, re-sealed for this challenge, without counting. Checked before TERMINATED,
+    // since the release that terminated the session may be the one being repeated.
+    if let (Some((releases, state, nks)), Some(nk)) = (&session, &req.nk_hash) {
+        if nks.chunks_exact(32).any(|h| h == nk.as_slice()) {
+            let response = seal(
+                &enr,
+                ReleaseCount {
+                    releases: u32::try_from(*releases).map_err(|_| corrupt_session())?,
+                    terminated: SessionState::parse(state) != Some(SessionState::Open),
+                },
+            )?;
+            c.execute(
+                "UPDATE challenges SET used_at = ?2, evidence_hash = ?3, response = ?4 WHERE challenge_id = ?1",
+                args![req.challenge_id, req.now, req.evidence_hash.as_slice(), &response],
+            )?;
+            return Ok(ReleaseDecision::Resealed { response });
+        }
+    }
+    if enr.state == EnrollmentState::Terminated {
+        return Ok(ReleaseDecision::Refused(Refusal::AgentTerminated));
+    }
+    if let Some((_, state, _)) = &session {
         if SessionState::parse(state) != Some(SessionState::Open) {
             return Ok(ReleaseDecision::Refused(Refusal::SessionTerminated {
                 reset_count: req.reset_count,
@@ -674,7 +705,14 @@ fn release_in(
         }
     }
 
-    let releases = session.as_ref().map_or(0, |(n, _)| *n) + 1;
+    let releases = session.as_ref().map_or(0, |(n, _, _)| *n) + 1;
+    let mut nks = session
+        .as_ref()
+        .map(|(_, _, nks)| nks.clone())
+        .unwrap_or_default();
+    if let Some(nk) = &req.nk_hash {
+        nks.extend_from_slice(nk);
+    }
     let terminated = releases >= i64::from(enr.max_attestations);
     let response = seal(
         &enr,
@@ -685,11 +723,12 @@ fn release_in(
     )?;
     let state = if terminated { "terminated" } else { "open" };
     c.execute(
-        "INSERT INTO sessions (agent_id, reset_count, releases, state, first_release_at, last_release_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+        "INSERT INTO sessions (agent_id, reset_count, releases, state, first_release_at, last_release_at, nks)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
          ON CONFLICT (agent_id, reset_count) DO UPDATE
-            SET releases = excluded.releases, state = excluded.state, last_release_at = excluded.last_release_at",
-        args![req.agent_id, req.reset_count, releases, state, req.now],
+            SET releases = excluded.releases, state = excluded.state,
+                last_release_at = excluded.last_release_at, nks = excluded.nks",
+        args![req.agent_id, req.reset_count, releases, state, req.now, &nks],
     )?;
     if new_session {
         let boots_used = enr.boots_used + 1;

@@ -97,12 +97,74 @@ fn attest(s: &Store, id: &str, reset_count: u32, evidence: u8) -> ReleaseDecisio
             agent_id: AGENT,
             reset_count,
             evidence_hash: &h,
+            nk_hash: None,
             now: 10,
         },
         |_, _| Ok(format!("sealed-{id}").into_bytes()),
     )
     .unwrap()
 }
+
+fn attest_nk(s: &Store, id: &str, reset_count: u32, evidence: u8, nk: u8) -> ReleaseDecision {
+    let h = [evidence; 32];
+    s.release(
+        &ReleaseRequest {
+            challenge_id: id,
+            agent_id: AGENT,
+            reset_count,
+            evidence_hash: &h,
+            nk_hash: Some([nk; 32]),
+            now: 10,
+        },
+        |_, count| Ok(format!("sealed-{id}-{}", count.releases).into_bytes()),
+    )
+    .unwrap()
+}
+
+both!(
+    the_same_nk_in_the_same_boot_is_answered_again_uncounted,
+    |db| {
+        let s = enrolled_in(&db, 1, None);
+        for c in ["c1", "c2", "c3", "c4"] {
+            challenge(&s, c, 100);
+        }
+        assert!(matches!(
+            attest_nk(&s, "c1", 5, 1, 0xA),
+            ReleaseDecision::Released {
+                releases: 1,
+                session_terminated: true,
+                ..
+            }
+        ));
+        // A new challenge, new evidence, the same NK: re-sealed for c2, not counted.
+        match attest_nk(&s, "c2", 5, 2, 0xA) {
+            ReleaseDecision::Resealed { response } => assert_eq!(response, b"sealed-c2-1"),
+            other => panic!("{other:?}"),
+        }
+        // Another NK (another agent process) in that boot: TERMINATED.
+        assert!(matches!(
+            attest_nk(&s, "c3", 5, 3, 0xB),
+            ReleaseDecision::Refused(Refusal::SessionTerminated { .. })
+        ));
+        let sessions = s.sessions(AGENT).unwrap();
+        assert_eq!((sessions.len(), sessions[0].releases), (1, 1));
+        // The re-sealed challenge is used: its retry is answered, other evidence is a reuse.
+        assert!(matches!(
+            attest_nk(&s, "c2", 5, 2, 0xA),
+            ReleaseDecision::Retried { .. }
+        ));
+        assert!(matches!(
+            attest_nk(&s, "c2", 5, 9, 0xA),
+            ReleaseDecision::Refused(Refusal::NonceReused)
+        ));
+        // Revoked: nothing, not even to the same NK.
+        s.set_state(AGENT, EnrollmentState::Revoked, 11).unwrap();
+        assert!(matches!(
+            attest_nk(&s, "c4", 5, 4, 0xA),
+            ReleaseDecision::Refused(Refusal::Revoked)
+        ));
+    }
+);
 
 both!(releases_once_then_session_terminated, |db| {
     let s = enrolled_in(&db, 1, None);
@@ -261,6 +323,7 @@ both!(seal_failure_releases_nothing, |db| {
             agent_id: AGENT,
             reset_count: 1,
             evidence_hash: &h,
+            nk_hash: None,
             now: 10,
         },
         |_, _| Err(StoreError::Seal("boom".into())),
@@ -809,6 +872,7 @@ both!(purge_concurrent_with_releases_fails_none, |db| {
                                 agent_id: agent,
                                 reset_count: boot,
                                 evidence_hash: &h,
+                                nk_hash: None,
                                 now: 10,
                             },
                             |_, _| Ok(id.clone().into_bytes()),

@@ -236,8 +236,11 @@ pub struct ReleaseRequest<'a> {
     pub agent_id: &'a str,
     /// resetCount from the verified quote.
     pub reset_count: u32,
-    /// SHA-256 over the request's evidence, for idempotent retries.
+    /// The evidence's identity (`AttestRequest::evidence_digest`), for idempotent retries.
     pub evidence_hash: &'a [u8; 32],
+    /// SHA-256 of the NK the answer is sealed to, for validated evidence: a session that
+    /// already released to this NK answers again without counting.
+    pub nk_hash: Option<[u8; 32]>,
     /// Unix seconds.
     pub now: i64,
 }
@@ -263,10 +266,17 @@ pub enum ReleaseDecision {
         /// Whether this release TERMINATED the session.
         session_terminated: bool,
     },
-    /// Byte-identical evidence for an already-released challenge: the same answer, not
-    /// counted again.
+    /// The same evidence for an already-released challenge: the same answer, not counted
+    /// again.
     Retried {
         /// The stored sealed answer.
+        response: Vec<u8>,
+    },
+    /// Fresh, validated evidence of a boot session that already released to the same NK
+    /// (the same agent process, e.g. retrying after the other role failed): the half
+    /// re-sealed to that NK for this challenge, not counted.
+    Resealed {
+        /// The sealed answer.
         response: Vec<u8>,
     },
     /// Nothing released.
