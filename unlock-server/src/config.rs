@@ -72,6 +72,8 @@ pub struct FileConfig {
     pub provider_max_batch: Option<usize>,
     /// Provider role: most requesters waiting at once; more get 503.
     pub provider_max_pending: Option<usize>,
+    /// Provider role: most requesters waiting at once from one source; more get 503.
+    pub provider_max_pending_per_source: Option<usize>,
     /// Provider role: seconds a batch waits for the host agent's quote.
     pub provider_quote_timeout_secs: Option<u64>,
     /// Provider role: file holding the host agent's bearer token.
@@ -141,6 +143,8 @@ pub struct ProviderOptions {
     pub max_batch: usize,
     /// Most requesters waiting at once.
     pub max_pending: usize,
+    /// Most requesters waiting at once from one source (IPv4 address or IPv6 /64).
+    pub max_pending_per_source: usize,
     /// Longest a batch waits for the host agent's quote.
     pub quote_timeout: std::time::Duration,
     /// File holding the host agent's bearer token (generated, mode 0600, if absent).
@@ -234,6 +238,10 @@ pub struct Flags {
     /// Provider role: most requesters waiting at once; more get 503 [default: 20000].
     #[arg(long)]
     pub provider_max_pending: Option<usize>,
+    /// Provider role: most requesters waiting at once from one IPv4 address or IPv6 /64, so
+    /// that one cannot starve the others; more get 503 [default: provider_max_pending / 8].
+    #[arg(long)]
+    pub provider_max_pending_per_source: Option<usize>,
     /// Provider role: seconds a batch waits for the host agent's quote [default: 10].
     #[arg(long)]
     pub provider_quote_timeout_secs: Option<u64>,
@@ -372,7 +380,15 @@ impl Config {
             Some(url) => DatabaseUrl::parse(&url)?,
             None => DatabaseUrl::Sqlite(state_dir.clone()),
         };
+        let max_pending = flags
+            .provider_max_pending
+            .or(file.provider_max_pending)
+            .unwrap_or(20_000);
         let provider = ProviderOptions {
+            max_pending_per_source: flags
+                .provider_max_pending_per_source
+                .or(file.provider_max_pending_per_source)
+                .unwrap_or((max_pending / 8).max(1)),
             window: std::time::Duration::from_millis(
                 flags
                     .provider_window_ms
@@ -383,10 +399,7 @@ impl Config {
                 .provider_max_batch
                 .or(file.provider_max_batch)
                 .unwrap_or(1000),
-            max_pending: flags
-                .provider_max_pending
-                .or(file.provider_max_pending)
-                .unwrap_or(20_000),
+            max_pending,
             quote_timeout: std::time::Duration::from_secs(
                 flags
                     .provider_quote_timeout_secs
@@ -406,6 +419,11 @@ impl Config {
         if provider.max_batch == 0 || provider.max_batch > verifier_core::merkle::MAX_LEAVES {
             return Err(ConfigError::Invalid(
                 "provider_max_batch must be between 1 and 65536",
+            ));
+        }
+        if provider.max_pending_per_source == 0 {
+            return Err(ConfigError::Invalid(
+                "provider_max_pending_per_source must be at least 1",
             ));
         }
         if provider.quote_timeout.is_zero() || provider.quote_timeout.as_secs() > 600 {

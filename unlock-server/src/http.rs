@@ -621,6 +621,11 @@ fn request_refusal(e: RequestError) -> Response {
             ErrorCode::RateLimited,
             "provider busy, retry later",
         ),
+        RequestError::SourceBusy(max) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RateLimited,
+            format!("this address has {max} requests waiting already (its share); retry later"),
+        ),
         RequestError::NoHost => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::RateLimited,
@@ -663,7 +668,11 @@ fn link_refusal(e: &LinkError) -> Response {
     refuse(status, code, e.to_string())
 }
 
-async fn provider_quote(State(p): State<ProviderState>, body: Body) -> Response {
+async fn provider_quote(
+    State(p): State<ProviderState>,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+) -> Response {
     // A HostQuoteRequest is about 60 bytes.
     let bytes = match crate::net::body::read(&p.edge, body, 4096).await {
         Ok(b) => b,
@@ -673,7 +682,7 @@ async fn provider_quote(State(p): State<ProviderState>, body: Body) -> Response 
         Ok(n) => n,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    match p.svc.quote(nonce).await {
+    match p.svc.quote(nonce, peer.map(|Extension(Peer(ip))| ip)).await {
         Ok(body) => raw_json(body),
         Err(e) => request_refusal(e),
     }

@@ -130,6 +130,7 @@ fn provider_service(config: &Config) -> anyhow::Result<(Arc<ProviderService>, Ad
         },
         quote_timeout: o.quote_timeout,
         poll: HOST_POLL,
+        max_pending_per_source: o.max_pending_per_source,
     };
     let svc = ProviderService::start(settings).context("starting the provider engine")?;
     Ok((

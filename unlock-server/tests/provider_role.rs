@@ -305,10 +305,20 @@ impl FakeHost {
     }
 
     fn next(&self) -> HostJob {
+        self.next_within(Duration::from_secs(600))
+            .expect("a job within 600 s")
+    }
+
+    /// The next job, if one comes within `within` (each poll is held up to 25 s).
+    fn next_within(&self, within: Duration) -> Option<HostJob> {
         let req = HostNextRequest {
             session_id: self.session.clone(),
         };
+        let started = Instant::now();
         loop {
+            if started.elapsed() > within {
+                return None;
+            }
             let (status, body) = host_post(
                 &self.http,
                 &format!("{}{HOST_NEXT_PATH}", self.url),
@@ -316,7 +326,7 @@ impl FakeHost {
                 &v1::encode(&req).unwrap(),
             );
             match status {
-                200 => return v1::decode(&body).unwrap(),
+                200 => return Some(v1::decode(&body).unwrap()),
                 204 => continue,
                 s => panic!("next: {s} {}", String::from_utf8_lossy(&body)),
             }
@@ -439,4 +449,62 @@ fn a_replaced_host_session_is_refused() {
     );
     assert_eq!(status, 404);
     assert_eq!(code(&body), "unknown_agent");
+}
+
+#[test]
+fn one_source_cannot_take_every_waiting_place() {
+    // Per source at most 3 requests may wait; the stranger (127.0.0.2) fills its share,
+    // its next request is refused at once, and a requester from 127.0.0.1 still gets in
+    // and is answered.
+    let server = provider_server(&[
+        "--provider-window-ms",
+        "20",
+        "--provider-max-pending-per-source",
+        "3",
+    ]);
+    let ak = SoftwareAk::generate_ecc_p256().unwrap();
+    let host = FakeHost::hello(&server, &ak);
+    let raw = Arc::new(support::raw::Raw::new(&server));
+    let body = |i: u64| {
+        v1::encode(&HostQuoteRequest {
+            nonce: nonce(i, 0xee).as_slice().into(),
+        })
+        .unwrap()
+    };
+    let waiting: Vec<_> = (0..3)
+        .map(|i| {
+            let (raw, b) = (raw.clone(), body(i));
+            std::thread::spawn(move || raw.post_from(support::raw::stranger(), HOST_QUOTE_PATH, &b))
+        })
+        .collect();
+    // The three are pending (the host answers nothing yet): a fourth is refused at once.
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let (status, refused) = raw.post_from(support::raw::stranger(), HOST_QUOTE_PATH, &body(99));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!((status, code(&refused).as_str()), (503, "rate_limited"));
+    assert!(String::from_utf8_lossy(&refused).contains("this address"));
+
+    let honest_nonce = nonce(1, 0x11);
+    let (http, url) = (server.http(), server.url.clone());
+    let honest = std::thread::spawn(move || ask(&http, &url, &honest_nonce));
+    for _ in 0..4 {
+        if honest.is_finished() {
+            break;
+        }
+        let Some(job) = host.next_within(Duration::from_secs(1)) else {
+            continue;
+        };
+        let root = job.root().unwrap();
+        assert_eq!(
+            host.post(&job, &ak, &host_extra_data(&root)),
+            (204, String::new())
+        );
+    }
+    let (status, body) = honest.join().unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    check(ak.ak(), &honest_nonce, &body);
+    for w in waiting {
+        assert_eq!(w.join().unwrap().0, 200);
+    }
 }

@@ -6,11 +6,10 @@
 //! its answer). While a request is being handled the body reader's own rate limit applies
 //! ([`super::body`]) and the watchdog waits. A connection whose deadline passes is dropped.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,7 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::{Edge, Peer, SourceKey, Timeout};
+use super::per_source::{Held, PerSource};
+use super::{Edge, Peer, Timeout};
 
 /// Largest buffer hyper keeps per connection for a request head (and body read-ahead).
 const MAX_CONN_BUFFER: usize = 64 * 1024;
@@ -68,7 +68,7 @@ impl RateLimitedLog {
 #[derive(Debug)]
 struct Admission {
     total: Arc<Semaphore>,
-    per_source: Mutex<HashMap<SourceKey, usize>>,
+    per_source: Arc<PerSource>,
     max_per_source: usize,
 }
 
@@ -76,51 +76,31 @@ struct Admission {
 #[derive(Debug)]
 struct Admitted {
     _permit: OwnedSemaphorePermit,
-    source: SourceKey,
+    _source: Held,
     edge: Arc<Edge>,
-    admission: Arc<Admission>,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut m = self
-            .admission
-            .per_source
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.source) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.source);
-            }
-        }
         self.edge.metrics.closed();
     }
 }
 
 impl Admission {
-    fn admit(self: &Arc<Self>, edge: &Arc<Edge>, ip: IpAddr) -> Result<Admitted, &'static str> {
-        let source = SourceKey::of(ip);
-        let mut m = self
-            .per_source
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.get(&source).copied().unwrap_or(0);
-        if n >= self.max_per_source {
+    fn admit(&self, edge: &Arc<Edge>, ip: IpAddr) -> Result<Admitted, &'static str> {
+        let Some(source) = self.per_source.try_take(ip, self.max_per_source) else {
             edge.metrics.rejected_source.fetch_add(1, Ordering::Relaxed);
             return Err("per-source connection cap");
-        }
+        };
         let Ok(permit) = self.total.clone().try_acquire_owned() else {
             edge.metrics.rejected_cap.fetch_add(1, Ordering::Relaxed);
             return Err("connection cap");
         };
-        m.insert(source, n + 1);
         edge.metrics.opened();
         Ok(Admitted {
             _permit: permit,
-            source,
+            _source: source,
             edge: edge.clone(),
-            admission: self.clone(),
         })
     }
 }
@@ -175,11 +155,11 @@ pub async fn serve(
     edge: Arc<Edge>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let admission = Arc::new(Admission {
+    let admission = Admission {
         total: Arc::new(Semaphore::new(edge.limits.max_connections)),
-        per_source: Mutex::new(HashMap::new()),
+        per_source: Arc::new(PerSource::default()),
         max_per_source: edge.limits.max_connections_per_source,
-    });
+    };
     let mut conns = tokio::task::JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut accept_log = RateLimitedLog::new();

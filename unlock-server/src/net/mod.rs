@@ -16,6 +16,7 @@
 
 pub mod accept;
 pub mod body;
+pub mod per_source;
 pub mod throttle;
 
 use std::fmt::Write as _;

@@ -39,6 +39,9 @@ pub struct ProviderSettings {
     pub quote_timeout: Duration,
     /// Longest the server holds a host's poll open before answering `204`.
     pub poll: Duration,
+    /// Most requests one source (IPv4 address or IPv6 /64) may have waiting, so that one
+    /// requester cannot take all of `batch.max_pending` and starve the others.
+    pub max_pending_per_source: usize,
 }
 
 /// Why a batch got no quote from the host, or a host message was refused.
@@ -170,6 +173,7 @@ impl HostQuoter for LinkQuoter {
 /// The provider role's state.
 pub struct ProviderService {
     batcher: Batcher,
+    pending: Arc<crate::net::per_source::PerSource>,
     link: Arc<Link>,
     encoder: AnswerEncoder,
     no_host: HostIdentity,
@@ -188,6 +192,8 @@ impl std::fmt::Debug for ProviderService {
 pub enum RequestError {
     /// Too many requesters wait already.
     Busy,
+    /// This source has its share of the waiting requests already.
+    SourceBusy(usize),
     /// No host agent connected.
     NoHost,
     /// The host did not answer in time.
@@ -213,6 +219,7 @@ impl ProviderService {
         })?;
         Ok(Self {
             batcher,
+            pending: Arc::default(),
             link,
             encoder: AnswerEncoder::default(),
             no_host: HostIdentity {
@@ -234,10 +241,24 @@ impl ProviderService {
 
     /// A requester's nonce → its answer JSON. Waits (without blocking a thread) for its
     /// batch's quote.
-    pub async fn quote(&self, nonce: [u8; 32]) -> Result<Vec<u8>, RequestError> {
+    pub async fn quote(
+        &self,
+        nonce: [u8; 32],
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Vec<u8>, RequestError> {
         if !self.link.connected(&self.link.lock()) {
             return Err(RequestError::NoHost);
         }
+        // Held until this request is answered or given up.
+        let max = self.link.settings.max_pending_per_source;
+        let _held = match source {
+            Some(ip) => Some(
+                self.pending
+                    .try_take(ip, max)
+                    .ok_or(RequestError::SourceBusy(max))?,
+            ),
+            None => None,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<Answer, BatchError>>();
         self.batcher
             .enqueue(nonce, move |r| {
