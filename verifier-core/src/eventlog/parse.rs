@@ -196,11 +196,29 @@ impl<'a> EventLog<'a> {
         let mut padding = 0;
         while !r.is_empty() {
             let rest = r.clone().rest();
-            if is_padding(rest) {
-                padding = rest.len();
-                break;
-            }
             let index = events.len();
+            match classify_rest(rest) {
+                Rest::Padding => {
+                    padding = rest.len();
+                    break;
+                }
+                Rest::CutHeader => {
+                    let structure = match format {
+                        LogFormat::LegacySha1 => "TCG_PCR_EVENT",
+                        LogFormat::CryptoAgile => "TCG_PCR_EVENT2",
+                    };
+                    return Err(EventLogError::malformed(
+                        index,
+                        r.offset(),
+                        ParseError::TrailingData {
+                            structure,
+                            offset: r.offset(),
+                            remaining: rest.len(),
+                        },
+                    ));
+                }
+                Rest::Events => {}
+            }
             let event = match format {
                 LogFormat::LegacySha1 => read_legacy(&mut r, index)?.0,
                 LogFormat::CryptoAgile => read_agile(&mut r, index, &banks)?,
@@ -264,13 +282,38 @@ impl<'a> EventLog<'a> {
     }
 }
 
-/// All `0xff` (no PCR index is 0xffffffff, so this cannot be an event), or all `0x00` and at
-/// least as long as a TCG_PCR_EVENT header (a shorter run of zeros is a truncated event).
-fn is_padding(rest: &[u8]) -> bool {
-    match rest.first() {
-        Some(0xff) => rest.iter().all(|b| *b == 0xff),
-        Some(0) => rest.len() >= 32 && rest.iter().all(|b| *b == 0),
-        _ => false,
+/// What the bytes after an event are, by the one padding rule (see the module docs).
+enum Rest {
+    /// Only `0x00` and `0xff` bytes: the log ends here.
+    Padding,
+    /// Only `0x00` and `0xff` bytes, starting with `0x00` and shorter than a TCG_PCR_EVENT
+    /// header (32 bytes): a cut-off event (its PCR index) rather than padding, so an error.
+    CutHeader,
+    /// At least one other byte: an event must start here.
+    Events,
+}
+
+/// Classifies the rest of the input from its bytes alone, never from what an event parsed
+/// out of them would be. 32 zero bytes are also a well-formed TCG_PCR_EVENT (EV_PREBOOT_CERT
+/// in PCR 0, zero digest) and 16 a digest-less TCG_PCR_EVENT2, so the old rule ("all 0xff, or
+/// all 0x00") parsed such zeros as an event whenever 0xff bytes followed them, and called them
+/// padding when nothing did: one log, two replays of PCR 0. With "only 0x00 and 0xff from here
+/// on" the result is the same with the padding, without it, or with more appended.
+///
+/// Nothing is lost by never parsing such bytes: an event made only of 0x00 and 0xff bytes
+/// carries no event data a policy could use, and if a TPM really extended one, the replay
+/// without it will not match the quote and the evidence is refused (fail closed).
+///
+/// A leading `0xff` is padding at any length: CCEL buffers are `0xff`-filled, and
+/// `CCEL_AAEL_alibabacloud.bin` ends with 8 such bytes. (A cut-off trust-point event, PCR
+/// index `0xffffffff`, also looks like that; it would extend nothing.)
+fn classify_rest(rest: &[u8]) -> Rest {
+    if !rest.iter().all(|b| *b == 0 || *b == 0xff) {
+        Rest::Events
+    } else if rest.first() == Some(&0) && rest.len() < 32 {
+        Rest::CutHeader
+    } else {
+        Rest::Padding
     }
 }
 
