@@ -273,7 +273,7 @@ fn same_but_padding(target: &str, what: &str, log: &EventLog<'_>, other: &EventL
         let key = |e: &crate::eventlog::Event<'_>| {
             (
                 e.offset(),
-                e.pcr(),
+                e.pcr_index(),
                 e.event_type(),
                 *e.digests(),
                 e.data().to_vec(),
@@ -312,7 +312,11 @@ fn check_eventlog(target: &str, data: &[u8], log: &EventLog<'_>) {
             );
         }
         last_offset = Some(e.offset());
-        if e.pcr() >= PCR_COUNT {
+        if e.is_trust_point() {
+            if e.is_extended() || e.pcr() != crate::eventlog::Event::NO_PCR {
+                violated(target, &format!("trust point {i} is extended or has a PCR"));
+            }
+        } else if e.pcr() >= PCR_COUNT || u32::from(e.pcr()) != e.pcr_index() {
             violated(target, &format!("event {i} PCR {} not below 24", e.pcr()));
         }
         let _ = e.decode();

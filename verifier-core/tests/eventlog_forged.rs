@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use verifier_core::eventlog::{EventData, EventLog, EventLogError, EventType, Finding};
+use verifier_core::eventlog::{Event, EventData, EventLog, EventLogError, EventType, Finding};
 use verifier_core::wire::{Digest, HashAlg};
 use verifier_core::ParseError;
 
@@ -329,17 +329,90 @@ fn missing_bank_makes_that_bank_unreplayable() {
 
 #[test]
 fn pcr_index_out_of_range_is_refused() {
-    let mut bytes = honest_log(&[b"x"], EV_EFI_ACTION);
-    let offset = EventLog::parse(&bytes).unwrap().events()[1].offset();
-    bytes[offset..offset + 4].copy_from_slice(&24u32.to_le_bytes());
-    assert_eq!(
-        EventLog::parse(&bytes).unwrap_err(),
-        EventLogError::PcrIndex {
-            index: 1,
-            offset,
-            pcr: 24
-        }
-    );
+    for pcr in [24u32, 0xff, 0x1_0000, 0xffff_fffe] {
+        let mut bytes = honest_log(&[b"x"], EV_EFI_ACTION);
+        let offset = EventLog::parse(&bytes).unwrap().events()[1].offset();
+        bytes[offset..offset + 4].copy_from_slice(&pcr.to_le_bytes());
+        assert_eq!(
+            EventLog::parse(&bytes).unwrap_err(),
+            EventLogError::PcrIndex {
+                index: 1,
+                offset,
+                pcr
+            }
+        );
+    }
+}
+
+/// A trust-point event as the Windows boot manager logs them: pcrIndex 0xffffffff (-1). The
+/// digests here are deliberately not the hash of the data, and the type is one whose digest
+/// is checked (EV_SEPARATOR) or one that is normally extended (EV_EFI_ACTION), so that any
+/// replay or digest check of the event would show.
+fn trust_point(event_type: u32, data: &[u8]) -> Vec<u8> {
+    event2(
+        u32::MAX,
+        event_type,
+        &[(0x0004, vec![0x11; 20]), (0x000b, vec![0x22; 32])],
+        data,
+    )
+}
+
+#[test]
+fn trust_points_are_kept_and_decoded_but_never_replayed() {
+    let honest = honest_log(&[b"one", b"two"], EV_EFI_ACTION);
+    let plain = EventLog::parse(&honest).unwrap();
+    // Spec ID, trust point, "one", trust point, "two", trust point (last, before padding).
+    let offsets: Vec<usize> = plain.events().iter().map(|e| e.offset()).collect();
+    let mut bytes = honest[..offsets[1]].to_vec();
+    bytes.extend(trust_point(EV_SEPARATOR, &[0, 0, 0, 0]));
+    bytes.extend(&honest[offsets[1]..offsets[2]]);
+    bytes.extend(trust_point(EV_EFI_ACTION, b"Windows trust point"));
+    bytes.extend(&honest[offsets[2]..]);
+    bytes.extend(trust_point(3, b"StartupLocality\0\x03"));
+    bytes.extend([0u8; 40]);
+
+    let log = EventLog::parse(&bytes).unwrap();
+    assert_eq!(log.events().len(), 6);
+    assert_eq!(log.padding(), 40);
+    let points: Vec<_> = log.events().iter().filter(|e| e.is_trust_point()).collect();
+    assert_eq!(points.len(), 3);
+    for e in &points {
+        assert_eq!(e.pcr_index(), 0xffff_ffff);
+        assert_eq!(e.pcr(), Event::NO_PCR);
+        assert!(!e.is_extended());
+    }
+    assert!(matches!(
+        points[1].decode(),
+        EventData::Action { ref text } if text == "Windows trust point"
+    ));
+    // Same replay and no findings: the mismatching digests were never looked at, and the
+    // StartupLocality-looking data of a trust point sets nothing.
+    assert_eq!(log.replay(), plain.replay());
+    assert!(log.findings().is_empty(), "{:?}", log.findings());
+    assert_eq!(log.startup_locality(), None);
+    // The JSON shows the index as logged.
+    let json = serde_json::to_value(log.events()).unwrap();
+    assert_eq!(json[1]["pcr"], 4_294_967_295u64);
+    assert_eq!(json[2]["pcr"], 4);
+    verifier_core::fuzzing::eventlog(&bytes);
+
+    // Legacy (SHA-1) logs too, first event included.
+    let mut legacy_log = legacy(u32::MAX, EV_EFI_ACTION, &[0x33; 20], b"tp");
+    legacy_log.extend(legacy(
+        0,
+        EV_SEPARATOR,
+        &HashAlg::Sha1.hash(&[0; 4]).as_bytes().try_into().unwrap(),
+        &[0; 4],
+    ));
+    legacy_log.extend(legacy(u32::MAX, EV_SEPARATOR, &[0x44; 20], &[0; 4]));
+    let log = EventLog::parse(&legacy_log).unwrap();
+    assert_eq!(log.events().len(), 3);
+    let mut pcr0 = Digest::zero(HashAlg::Sha1);
+    pcr0.extend(HashAlg::Sha1.hash(&[0; 4]).as_bytes());
+    assert_eq!(log.replay().get(HashAlg::Sha1, 0), Some(&pcr0));
+    assert_eq!(log.replay().iter().count(), 1);
+    assert!(log.findings().is_empty(), "{:?}", log.findings());
+    verifier_core::fuzzing::eventlog(&legacy_log);
 }
 
 #[test]

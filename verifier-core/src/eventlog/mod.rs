@@ -14,8 +14,13 @@
 //!   unknown algorithm (SM3 included) is an error, since we could not replay that bank and
 //!   could not trust its declared size. No test log declares another algorithm.
 //! - Every `TCG_PCR_EVENT2` must carry exactly one digest per declared bank.
-//! - PCR indexes must be below 24. CCEL logs (TDX) use the same format with MR indexes (1-4 for
-//!   RTMR0-3), which replay like PCRs with a zero initial value.
+//! - PCR indexes must be below 24, or `0xffffffff`: the Windows boot manager logs trust-point
+//!   events with that index (-1), which extend no PCR. They are kept in
+//!   [`EventLog::events`] and decoded like any event, but never replayed and never checked
+//!   for digest findings ([`Event::is_extended`] is false); [`Event::pcr`] is
+//!   [`Event::NO_PCR`] for them and [`Event::pcr_index`] the value as logged. CCEL logs
+//!   (TDX) use the same format with MR indexes (1-4 for RTMR0-3), which replay like PCRs with
+//!   a zero initial value.
 //! - `EV_NO_ACTION` events are never extended. `StartupLocality` (locality 3 or 4) sets the
 //!   initial PCR 0 of every bank to `0..0 03` / `0..0 04` when it precedes every PCR 0
 //!   extension. It changes only that initial value: PCR 0 is in [`EventLog::replay`] only
