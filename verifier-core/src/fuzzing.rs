@@ -219,6 +219,10 @@ pub fn quote(data: &[u8]) {
 
 /// UEFI event log: parse (which replays), then check the result is self-consistent and that
 /// every event's typed decoding and JSON rendering (what `unlockctl` prints) hold up.
+///
+/// The padding rule (`eventlog` module docs) both ways: cutting the padding off, or appending
+/// more (0xff or 0x00 bytes, by the input's parity, so one extra parse per input), gives the
+/// same events, replay and StartupLocality; only `padding()` changes.
 pub fn eventlog(data: &[u8]) {
     const T: &str = "eventlog";
     let Ok(log) = EventLog::parse(data) else {
@@ -229,22 +233,66 @@ pub fn eventlog(data: &[u8]) {
         let end = data.len().saturating_sub(log.padding());
         match data.get(..end).map(EventLog::parse) {
             Some(Ok(trimmed)) => {
-                same(
-                    T,
-                    "padding holds no events",
-                    &log.replay(),
-                    &trimmed.replay(),
-                );
-                same(
-                    T,
-                    "event count without padding",
-                    &log.events().len(),
-                    &trimmed.events().len(),
-                );
+                same_but_padding(T, "without its padding", &log, &trimmed);
+                same(T, "no padding left once cut", &0, &trimmed.padding());
             }
             _ => violated(T, "log without its padding does not parse"),
         }
     }
+    let mut longer = data.to_vec();
+    let added: &[u8] = if data.len() % 2 == 0 {
+        &[0xff]
+    } else {
+        &[0; 32]
+    };
+    longer.extend_from_slice(added);
+    match EventLog::parse(&longer) {
+        Ok(padded) => {
+            same_but_padding(T, "with padding appended", &log, &padded);
+            same(
+                T,
+                "appended bytes are padding",
+                &(log.padding() + added.len()),
+                &padded.padding(),
+            );
+        }
+        Err(e) => violated(T, &format!("log with padding appended does not parse: {e}")),
+    }
+}
+
+/// The same log up to its padding: events (position, PCR, type, digests, data), replay and
+/// StartupLocality.
+fn same_but_padding(target: &str, what: &str, log: &EventLog<'_>, other: &EventLog<'_>) {
+    same(
+        target,
+        &format!("{what}: event count"),
+        &log.events().len(),
+        &other.events().len(),
+    );
+    for (a, b) in log.events().iter().zip(other.events()) {
+        let key = |e: &crate::eventlog::Event<'_>| {
+            (
+                e.offset(),
+                e.pcr_index(),
+                e.event_type(),
+                *e.digests(),
+                e.data().to_vec(),
+            )
+        };
+        same(target, &format!("{what}: event"), &key(a), &key(b));
+    }
+    same(
+        target,
+        &format!("{what}: replay (padding holds no events)"),
+        log.replay(),
+        other.replay(),
+    );
+    same(
+        target,
+        &format!("{what}: StartupLocality"),
+        &log.startup_locality(),
+        &other.startup_locality(),
+    );
 }
 
 fn check_eventlog(target: &str, data: &[u8], log: &EventLog<'_>) {
@@ -264,7 +312,11 @@ fn check_eventlog(target: &str, data: &[u8], log: &EventLog<'_>) {
             );
         }
         last_offset = Some(e.offset());
-        if e.pcr() >= PCR_COUNT {
+        if e.is_trust_point() {
+            if e.is_extended() || e.pcr() != crate::eventlog::Event::NO_PCR {
+                violated(target, &format!("trust point {i} is extended or has a PCR"));
+            }
+        } else if e.pcr() >= PCR_COUNT || u32::from(e.pcr()) != e.pcr_index() {
             violated(target, &format!("event {i} PCR {} not below 24", e.pcr()));
         }
         let _ = e.decode();

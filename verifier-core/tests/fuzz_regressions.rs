@@ -43,7 +43,17 @@ const TARGETS: &[(&str, Target)] = &[
 ];
 
 /// Minimised inputs that once crashed a target: (target, input as hex).
-const REGRESSIONS: &[(&str, &str)] = &[];
+const REGRESSIONS: &[(&str, &str)] = &[
+    // Issue 12 item 8: a legacy StartupLocality event (locality 3), 32 zero bytes (also an
+    // EV_PREBOOT_CERT event in PCR 0), 4 bytes of 0xff. PCR 0 replayed differently with and
+    // without the 0xff tail ("padding holds no events").
+    (
+        "eventlog",
+        "0000000003000000000000000000000000000000000000000000000011000000\
+         537461727475704c6f63616c6974790003000000000000000000000000000000\
+         0000000000000000000000000000000000ffffffff",
+    ),
+];
 
 fn target(name: &str) -> Target {
     TARGETS

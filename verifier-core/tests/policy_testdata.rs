@@ -273,3 +273,55 @@ fn exact_policies_refuse_any_changed_event() {
     let v = verdict(&p, &capture(&mutated));
     assert_eq!(failed_rules(&v), ["pcr sha256:9"], "{v}");
 }
+
+/// A trust-point event (pcrIndex 0xffffffff, as the Windows boot manager logs them) for a
+/// crypto-agile log with `banks`, with digests that are nobody's hash.
+fn trust_point(banks: &[HashAlg], event_type: u32, data: &[u8]) -> Vec<u8> {
+    let mut e = u32::MAX.to_le_bytes().to_vec();
+    e.extend_from_slice(&event_type.to_le_bytes());
+    e.extend_from_slice(&u32::try_from(banks.len()).unwrap().to_le_bytes());
+    for alg in banks {
+        e.extend_from_slice(&alg.to_tpm().to_le_bytes());
+        e.extend(std::iter::repeat_n(0x5a, alg.size()));
+    }
+    e.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+    e.extend_from_slice(data);
+    e
+}
+
+/// Trust points in a real log (before its StartupLocality event, in the middle, at the end)
+/// change nothing downstream: the capture replays to the same PCRs, learning gives the same
+/// policy in every mode, and each policy accepts the other log. Nothing indexes a PCR table
+/// with a trust point's index.
+#[test]
+fn trust_points_change_no_policy() {
+    let bytes = std::fs::read(log_path("go-tpm-tools/glinux-alex.bin")).unwrap();
+    let plain = EventLog::parse(&bytes).unwrap();
+    assert_eq!(plain.startup_locality(), Some(3));
+    let banks = plain.banks().to_vec();
+    let offsets: Vec<usize> = plain.events().iter().map(|e| e.offset()).collect();
+    let mid = offsets[offsets.len() / 2];
+    let mut with = bytes[..offsets[1]].to_vec();
+    with.extend(trust_point(&banks, 3, b"tp"));
+    with.extend(&bytes[offsets[1]..mid]);
+    with.extend(trust_point(&banks, 0x8000_0007, b"Windows trust point"));
+    with.extend(trust_point(&banks, 4, &[0; 4]));
+    with.extend(&bytes[mid..bytes.len() - plain.padding()]);
+    with.extend(trust_point(&banks, 0x8000_0003, &[0; 40]));
+    let log = EventLog::parse(&with).unwrap();
+    assert_eq!(log.events().len(), plain.events().len() + 4);
+    assert_eq!(log.replay(), plain.replay());
+    assert_eq!(log.findings(), plain.findings());
+    assert_eq!(log.startup_locality(), Some(3));
+
+    let (c_plain, c_with) = (capture(&bytes), capture(&with));
+    for mode in [LearnMode::Exact, LearnMode::Reference, LearnMode::Both] {
+        let p_plain = learned(&c_plain, mode);
+        let p_with = learned(&c_with, mode);
+        assert_eq!(p_plain.document(), p_with.document(), "{mode:?}");
+        let v = verdict(&p_plain, &c_with);
+        assert!(v.accepted(), "{mode:?}: {v}");
+        let v = verdict(&p_with, &c_plain);
+        assert!(v.accepted(), "{mode:?}: {v}");
+    }
+}

@@ -22,8 +22,12 @@ pub enum EventLogError {
         /// already includes it, and a chain printer would repeat it.)
         error: ParseError,
     },
-    /// The PCR index is outside 0..24, so the event cannot belong to a TPM PCR.
-    #[error("event {index} at offset {offset}: pcrIndex {pcr} is not a PCR (must be below 24)")]
+    /// The PCR index is outside 0..24 and is not a trust point's `0xffffffff`, so the event
+    /// cannot belong to a TPM PCR.
+    #[error(
+        "event {index} at offset {offset}: pcrIndex {pcr} is not a PCR (must be below 24, or \
+         0xffffffff for a trust point)"
+    )]
     PcrIndex {
         /// Index of the event.
         index: usize,

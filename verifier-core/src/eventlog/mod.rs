@@ -14,16 +14,27 @@
 //!   unknown algorithm (SM3 included) is an error, since we could not replay that bank and
 //!   could not trust its declared size. No test log declares another algorithm.
 //! - Every `TCG_PCR_EVENT2` must carry exactly one digest per declared bank.
-//! - PCR indexes must be below 24. CCEL logs (TDX) use the same format with MR indexes (1-4 for
-//!   RTMR0-3), which replay like PCRs with a zero initial value.
+//! - PCR indexes must be below 24, or `0xffffffff`: the Windows boot manager logs trust-point
+//!   events with that index (-1), which extend no PCR. They are kept in
+//!   [`EventLog::events`] and decoded like any event, but never replayed and never checked
+//!   for digest findings ([`Event::is_extended`] is false); [`Event::pcr`] is
+//!   [`Event::NO_PCR`] for them and [`Event::pcr_index`] the value as logged. CCEL logs
+//!   (TDX) use the same format with MR indexes (1-4 for RTMR0-3), which replay like PCRs with
+//!   a zero initial value.
 //! - `EV_NO_ACTION` events are never extended. `StartupLocality` (locality 3 or 4) sets the
 //!   initial PCR 0 of every bank to `0..0 03` / `0..0 04` when it precedes every PCR 0
-//!   extension. PCRs 17-22 start at all `0xff` (their value after TPM2_Startup without a
+//!   extension. It changes only that initial value: PCR 0 is in [`EventLog::replay`] only
+//!   once an event extends it, and since padding never holds events, bytes after the last
+//!   event can neither extend PCR 0 nor carry a StartupLocality. PCRs 17-22 start at all `0xff` (their value after TPM2_Startup without a
 //!   dynamic launch, PC Client Platform TPM Profile), all others at zero.
-//! - Bytes after the last event that are all `0xff`, or all `0x00` and at least a header long
-//!   (32 bytes), are padding (CCEL buffers are `0xff`-filled) and reported by
-//!   [`EventLog::padding`]; anything else must parse as events, so trailing garbage or a
-//!   truncated event is an error naming the event index and offset where it starts.
+//! - Padding, one rule: where an event could start, if every remaining byte is `0x00` or
+//!   `0xff`, the log ends there and those bytes are padding ([`EventLog::padding`]; CCEL
+//!   buffers are `0xff`-filled, others zero-filled). They are never parsed as events, even
+//!   when they would frame one (32 zero bytes are an EV_PREBOOT_CERT in PCR 0), so a log
+//!   replays the same with its padding, without it, or with more appended. The one exception
+//!   is an error, not events: fewer than 32 such bytes starting with `0x00` are a cut-off
+//!   event header. Anything else must parse as events, so trailing garbage or a truncated
+//!   event is an error naming the event index and offset where it starts.
 //! - `specid-vendordata.bin` (tpm2-tools) declares 4 bytes of vendorInfo that lie outside its
 //!   Spec ID event: refused (event 0, offset 69). An empty input is refused.
 

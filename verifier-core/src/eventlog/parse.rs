@@ -86,6 +86,9 @@ impl serde::Serialize for DigestList {
 pub struct Event<'a> {
     index: usize,
     offset: usize,
+    /// The pcrIndex field as logged: below 24, or [`Event::TRUST_POINT`].
+    pcr_index: u32,
+    /// `pcr_index` as a PCR, or [`Event::NO_PCR`] for a trust point.
     pcr: u8,
     event_type: EventType,
     digests: DigestList,
@@ -93,6 +96,14 @@ pub struct Event<'a> {
 }
 
 impl<'a> Event<'a> {
+    /// The pcrIndex of a Windows trust-point event (`0xffffffff`, -1 as the boot manager
+    /// writes it): a marker in the log that extends no PCR. Kept, decoded and shown; never
+    /// replayed, never a digest finding.
+    pub const TRUST_POINT: u32 = u32::MAX;
+    /// What [`Event::pcr`] returns for a trust point: 255, which is no PCR, so a lookup in a
+    /// 24-entry table by `usize::from(e.pcr())` misses instead of landing on a real PCR.
+    pub const NO_PCR: u8 = u8::MAX;
+
     /// Position in the log; 0 is the first event (the Spec ID event of a crypto-agile log), the
     /// same numbering as tpm2_eventlog's `EventNum`.
     pub fn index(&self) -> usize {
@@ -102,9 +113,18 @@ impl<'a> Event<'a> {
     pub fn offset(&self) -> usize {
         self.offset
     }
-    /// The PCR (or, in a CCEL log, the MR index) the event was measured into.
+    /// The PCR (or, in a CCEL log, the MR index) the event was measured into, below 24; for a
+    /// trust point ([`Event::is_trust_point`]), [`Event::NO_PCR`].
     pub fn pcr(&self) -> u8 {
         self.pcr
+    }
+    /// The pcrIndex field as logged: the PCR, or [`Event::TRUST_POINT`].
+    pub fn pcr_index(&self) -> u32 {
+        self.pcr_index
+    }
+    /// Whether this is a trust-point event (pcrIndex `0xffffffff`), which extends no PCR.
+    pub fn is_trust_point(&self) -> bool {
+        self.pcr_index == Self::TRUST_POINT
     }
     /// The event type.
     pub fn event_type(&self) -> EventType {
@@ -118,9 +138,9 @@ impl<'a> Event<'a> {
     pub fn data(&self) -> &'a [u8] {
         self.data
     }
-    /// Whether replay extends this event (everything but `EV_NO_ACTION`).
+    /// Whether replay extends this event: everything but `EV_NO_ACTION` and trust points.
     pub fn is_extended(&self) -> bool {
-        self.event_type != EventType::EV_NO_ACTION
+        self.event_type != EventType::EV_NO_ACTION && !self.is_trust_point()
     }
     /// Decodes the event data by type. Never fails: undecodable content is
     /// [`EventData::Raw`] with the reason.
@@ -134,7 +154,8 @@ impl serde::Serialize for Event<'_> {
         let mut map = s.serialize_map(Some(7))?;
         map.serialize_entry("index", &self.index)?;
         map.serialize_entry("offset", &self.offset)?;
-        map.serialize_entry("pcr", &self.pcr)?;
+        // As logged, so a trust point shows 4294967295 (as tpm2_eventlog prints it), not 255.
+        map.serialize_entry("pcr", &self.pcr_index)?;
         map.serialize_entry("type", &self.event_type)?;
         map.serialize_entry("digests", &self.digests)?;
         map.serialize_entry("size", &self.data.len())?;
@@ -164,7 +185,8 @@ impl<'a> EventLog<'a> {
     /// Parses `bytes` and replays every event into every bank the log declares.
     ///
     /// Fails on anything that stops replay from being exact: bad framing, an unknown or
-    /// undeclared algorithm, a PCR index of 24 or more, trailing bytes that are not padding.
+    /// undeclared algorithm, a PCR index of 24 or more (other than a trust point's
+    /// `0xffffffff`), trailing bytes that are not padding.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, EventLogError> {
         if bytes.is_empty() {
             return Err(EventLogError::Empty);
@@ -196,11 +218,29 @@ impl<'a> EventLog<'a> {
         let mut padding = 0;
         while !r.is_empty() {
             let rest = r.clone().rest();
-            if is_padding(rest) {
-                padding = rest.len();
-                break;
-            }
             let index = events.len();
+            match classify_rest(rest) {
+                Rest::Padding => {
+                    padding = rest.len();
+                    break;
+                }
+                Rest::CutHeader => {
+                    let structure = match format {
+                        LogFormat::LegacySha1 => "TCG_PCR_EVENT",
+                        LogFormat::CryptoAgile => "TCG_PCR_EVENT2",
+                    };
+                    return Err(EventLogError::malformed(
+                        index,
+                        r.offset(),
+                        ParseError::TrailingData {
+                            structure,
+                            offset: r.offset(),
+                            remaining: rest.len(),
+                        },
+                    ));
+                }
+                Rest::Events => {}
+            }
             let event = match format {
                 LogFormat::LegacySha1 => read_legacy(&mut r, index)?.0,
                 LogFormat::CryptoAgile => read_agile(&mut r, index, &banks)?,
@@ -264,22 +304,51 @@ impl<'a> EventLog<'a> {
     }
 }
 
-/// All `0xff` (no PCR index is 0xffffffff, so this cannot be an event), or all `0x00` and at
-/// least as long as a TCG_PCR_EVENT header (a shorter run of zeros is a truncated event).
-fn is_padding(rest: &[u8]) -> bool {
-    match rest.first() {
-        Some(0xff) => rest.iter().all(|b| *b == 0xff),
-        Some(0) => rest.len() >= 32 && rest.iter().all(|b| *b == 0),
-        _ => false,
+/// What the bytes after an event are, by the one padding rule (see the module docs).
+enum Rest {
+    /// Only `0x00` and `0xff` bytes: the log ends here.
+    Padding,
+    /// Only `0x00` and `0xff` bytes, starting with `0x00` and shorter than a TCG_PCR_EVENT
+    /// header (32 bytes): a cut-off event (its PCR index) rather than padding, so an error.
+    CutHeader,
+    /// At least one other byte: an event must start here.
+    Events,
+}
+
+/// Classifies the rest of the input from its bytes alone, never from what an event parsed
+/// out of them would be. 32 zero bytes are also a well-formed TCG_PCR_EVENT (EV_PREBOOT_CERT
+/// in PCR 0, zero digest) and 16 a digest-less TCG_PCR_EVENT2, so the old rule ("all 0xff, or
+/// all 0x00") parsed such zeros as an event whenever 0xff bytes followed them, and called them
+/// padding when nothing did: one log, two replays of PCR 0. With "only 0x00 and 0xff from here
+/// on" the result is the same with the padding, without it, or with more appended.
+///
+/// Nothing is lost by never parsing such bytes: an event made only of 0x00 and 0xff bytes
+/// carries no event data a policy could use, and if a TPM really extended one, the replay
+/// without it will not match the quote and the evidence is refused (fail closed).
+///
+/// A leading `0xff` is padding at any length: CCEL buffers are `0xff`-filled, and
+/// `CCEL_AAEL_alibabacloud.bin` ends with 8 such bytes. (A cut-off trust-point event, PCR
+/// index `0xffffffff`, also looks like that; it would extend nothing.)
+fn classify_rest(rest: &[u8]) -> Rest {
+    if !rest.iter().all(|b| *b == 0 || *b == 0xff) {
+        Rest::Events
+    } else if rest.first() == Some(&0) && rest.len() < 32 {
+        Rest::CutHeader
+    } else {
+        Rest::Padding
     }
 }
 
-fn pcr_index(r: &mut Reader<'_>, index: usize, offset: usize) -> Result<u8, EventLogError> {
+/// Reads pcrIndex: a PCR below 24, or a trust point ([`Event::TRUST_POINT`], as `NO_PCR`).
+fn pcr_index(r: &mut Reader<'_>, index: usize, offset: usize) -> Result<(u32, u8), EventLogError> {
     let pcr = r
         .u32_le("pcrIndex")
         .map_err(|e| EventLogError::malformed(index, offset, e))?;
+    if pcr == Event::TRUST_POINT {
+        return Ok((pcr, Event::NO_PCR));
+    }
     match u8::try_from(pcr) {
-        Ok(p) if p < PCR_COUNT => Ok(p),
+        Ok(p) if p < PCR_COUNT => Ok((pcr, p)),
         _ => Err(EventLogError::PcrIndex { index, offset, pcr }),
     }
 }
@@ -290,7 +359,7 @@ fn read_legacy<'a>(
 ) -> Result<(Event<'a>, Reader<'a>), EventLogError> {
     let offset = r.offset();
     r.set_structure("TCG_PCR_EVENT");
-    let pcr = pcr_index(r, index, offset)?;
+    let (pcr_index, pcr) = pcr_index(r, index, offset)?;
     let body = (|| -> Result<_, ParseError> {
         let event_type = EventType(r.u32_le("eventType")?);
         let digest = r.take(HashAlg::Sha1.size(), "digest")?;
@@ -307,6 +376,7 @@ fn read_legacy<'a>(
     let event = Event {
         index,
         offset,
+        pcr_index,
         pcr,
         event_type,
         digests,
@@ -322,7 +392,7 @@ fn read_agile<'a>(
 ) -> Result<Event<'a>, EventLogError> {
     let offset = r.offset();
     r.set_structure("TCG_PCR_EVENT2");
-    let pcr = pcr_index(r, index, offset)?;
+    let (pcr_index, pcr) = pcr_index(r, index, offset)?;
     let malformed = |e| EventLogError::malformed(index, offset, e);
     let event_type = EventType(r.u32_le("eventType").map_err(malformed)?);
     r.set_structure("TPML_DIGEST_VALUES");
@@ -357,6 +427,7 @@ fn read_agile<'a>(
     Ok(Event {
         index,
         offset,
+        pcr_index,
         pcr,
         event_type,
         digests,

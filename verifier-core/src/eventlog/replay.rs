@@ -84,6 +84,10 @@ impl Replayer {
     }
 
     pub(super) fn event(&mut self, event: &Event<'_>) {
+        // A trust point extends no PCR; whatever its type and data, it is no StartupLocality.
+        if event.is_trust_point() {
+            return;
+        }
         let pcr = usize::from(event.pcr());
         if !event.is_extended() {
             self.no_action(event);
