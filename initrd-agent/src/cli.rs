@@ -39,7 +39,7 @@ CONFIG FILE (TOML, default /etc/initrd-agent/config.toml; every key optional):
   timeout_secs = 30                          # overall budget (1-3600)
   step_timeout_secs = 10                     # per HTTP request (1-timeout_secs)
   retries = 3                                # per request, connection errors and 5xx only (0-10)
-  release_pcr = 15                           # extended after a release (0-23)
+  release_pcr = 15                           # extended before a released key is written (0-23)
   event_log = \"/sys/kernel/security/tpm0/binary_bios_measurements\"
   ima_log = \"/sys/kernel/security/ima/binary_runtime_measurements\"
   insecure_http = false
@@ -52,7 +52,7 @@ OUTPUT (stderr): one status line, e.g.
   initrd-agent: bad answer from verifier: <detail>
   initrd-agent: error: <detail>
 With --verbose, per-step lines first: 'initrd-agent: step <name> <ms> ms' for the steps
-tpm, register, activate, challenge, quote, logs, attest, decrypt, write, extend.
+tpm, register, activate, challenge, quote, logs, attest, decrypt, extend, write.
 The request id is sent as x-request-id; the server logs the request under it.
 
 EXIT CODES:

@@ -159,8 +159,8 @@ fn unlocks_end_to_end_then_the_same_boot_is_refused() {
             "logs",
             "attest",
             "decrypt",
-            "write",
-            "extend"
+            "extend",
+            "write"
         ]
     );
     assert_eq!(std::fs::read(&env.key_file).unwrap(), PAYLOAD);
@@ -187,6 +187,35 @@ fn unlocks_end_to_end_then_the_same_boot_is_refused() {
         o.stderr
     );
     assert!(!env.key_file.exists());
+}
+
+#[test]
+fn the_release_pcr_is_extended_before_the_key_file_is_written() {
+    let Some(env) = Env::new() else { return };
+    let server = MockServer::start(&agent_id_of(&env.sw), PAYLOAD, Faults::default());
+    // PCR 17 is not extendable from locality 0: the extend fails after both halves were
+    // released and the key decrypted. No key file may exist afterwards, nor in between
+    // (the extend comes first, so there is nothing to withdraw).
+    let o = env.run(&server.base, "release_pcr = 17\n", "");
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(
+        status(&o).starts_with(
+            "initrd-agent: error: extending the release PCR failed, key not written: "
+        ),
+        "{}",
+        o.stderr
+    );
+    let names: Vec<String> = steps(&o).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("decrypt"),
+        "{names:?}"
+    );
+    assert!(!env.key_file.exists());
+    assert!(
+        !env.key_file.parent().unwrap().exists(),
+        "nothing was written"
+    );
 }
 
 #[test]
