@@ -39,11 +39,16 @@ CONFIG FILE (TOML, default /etc/initrd-agent/config.toml; every key optional):
   timeout_secs = 30                          # overall budget (1-3600)
   step_timeout_secs = 10                     # per HTTP request (1-timeout_secs)
   retries = 3                                # per request, connection errors and 5xx only (0-10)
-  release_pcr = 15                           # extended after a release (0-23)
+  release_pcr = 15                           # extended before the key is written, and by `latch` (0-23)
   event_log = \"/sys/kernel/security/tpm0/binary_bios_measurements\"
   ima_log = \"/sys/kernel/security/ima/binary_runtime_measurements\"
   insecure_http = false
   Unknown keys are an error.
+
+LATCH (`initrd-agent latch`, run by the dracut module before switch-root on every path):
+  extends release_pcr with the release event in every active bank, prints
+  'initrd-agent: latch: release PCR <n> extended' (exit 0) or
+  'initrd-agent: latch: error: <detail>' (exit 3). Reads tcti and release_pcr only.
 
 OUTPUT (stderr): one status line, e.g.
   initrd-agent: unlocked (key written to /run/cryptsetup-keys.d/root.key in 0.42 s)
@@ -52,11 +57,11 @@ OUTPUT (stderr): one status line, e.g.
   initrd-agent: bad answer from verifier: <detail>
   initrd-agent: error: <detail>
 With --verbose, per-step lines first: 'initrd-agent: step <name> <ms> ms' for the steps
-tpm, register, activate, challenge, quote, logs, attest, decrypt, write, extend.
+tpm, register, activate, challenge, quote, logs, attest, decrypt, extend, write.
 The request id is sent as x-request-id; the server logs the request under it.
 
 EXIT CODES:
-  0  unlocked (or skipped with rd.unlock=0; evidence or EK written)
+  0  unlocked (or skipped with rd.unlock=0; evidence or EK written; latch extended)
   1  refused by a role, or a role's answer was unusable
   2  server unreachable or out of time
   3  local error (configuration, TPM, file system)";
@@ -99,6 +104,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Extend the release PCR (and nothing else), so that no quote later in this boot
+    /// passes the release policy. Run by the dracut module before switch-root on every path,
+    /// whether or not a key was released; ignores rd.unlock=0. Talks to no server.
+    Latch,
     /// Host mode: serve host TPM quotes to many requesters, one quote per batch
     /// (POST /v1/provider/quote, GET /v1/provider/ak). Keeps running. See docs/provider.md.
     Provider(crate::provider::ProviderArgs),
@@ -168,6 +177,21 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::from(EXIT_UNLOCKED)
                 }
                 Err(e) => fail(&e),
+            }
+        }
+        Some(Command::Latch) => {
+            let result = config::load_local(&source, &cmdline)
+                .map_err(FlowError::from)
+                .and_then(|local| crate::latch::latch(&local).map(|()| local.release_pcr));
+            match result {
+                Ok(pcr) => {
+                    say(&format!("latch: release PCR {pcr} extended"));
+                    ExitCode::from(EXIT_UNLOCKED)
+                }
+                Err(e) => {
+                    say(&format!("latch: error: {e}"));
+                    ExitCode::from(e.exit_code())
+                }
             }
         }
         Some(Command::Provider(args)) => {

@@ -38,8 +38,9 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_STEP_TIMEOUT_SECS: u64 = 10;
 /// Default retries per request (connection errors and 5xx only).
 pub const DEFAULT_RETRIES: u32 = 3;
-/// Default release PCR (DESIGN section 2, step 5).
-pub const DEFAULT_RELEASE_PCR: u8 = 15;
+/// Default release PCR (DESIGN section 2, step 5): the one the policies learned by
+/// `unlockctl policy learn` require at its initial value.
+pub use verifier_core::policy::DEFAULT_RELEASE_PCR;
 /// Default UEFI event log location.
 pub const DEFAULT_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 /// Default IMA list location.
@@ -208,13 +209,17 @@ pub struct LocalConfig {
     pub event_log: PathBuf,
     /// IMA measurement list file.
     pub ima_log: PathBuf,
+    /// PCR extended after a release (and by `latch`).
+    pub release_pcr: u8,
 }
 
 /// Like [`load`] but for the local settings only: no URL is required and `rd.unlock=0` is
-/// ignored (capturing evidence is an operator's explicit request).
+/// ignored (capturing evidence is an operator's explicit request, and the latch must close
+/// the release PCR whether or not the agent ran).
 pub fn load_local(source: &ConfigSource, cmdline: &str) -> Result<LocalConfig, ConfigError> {
     let params = parse_cmdline(cmdline)?;
     let file = read_file(source)?;
+    let release_pcr = release_pcr(file.release_pcr)?;
     let ek = match (params.ek, file.ek) {
         (Some(v), _) => parse_ek("rd.unlock.ek", &v)?,
         (None, Some(v)) => parse_ek("ek", &v)?,
@@ -232,7 +237,21 @@ pub fn load_local(source: &ConfigSource, cmdline: &str) -> Result<LocalConfig, C
         ima_log: file
             .ima_log
             .unwrap_or_else(|| PathBuf::from(DEFAULT_IMA_LOG)),
+        release_pcr,
     })
+}
+
+/// The release PCR of the file (the one place it is read, for the agent and the latch).
+fn release_pcr(configured: Option<u8>) -> Result<u8, ConfigError> {
+    let release_pcr = configured.unwrap_or(DEFAULT_RELEASE_PCR);
+    if release_pcr >= verifier_core::wire::PCR_COUNT {
+        return Err(ConfigError::Invalid {
+            field: "release_pcr",
+            value: release_pcr.to_string(),
+            reason: "must be a PCR index between 0 and 23",
+        });
+    }
+    Ok(release_pcr)
 }
 
 fn read_file(source: &ConfigSource) -> Result<FileConfig, ConfigError> {
@@ -533,14 +552,7 @@ fn build(file: FileConfig, cmd: CmdlineParams) -> Result<Config, ConfigError> {
             reason: "must be at most 10",
         });
     }
-    let release_pcr = file.release_pcr.unwrap_or(DEFAULT_RELEASE_PCR);
-    if release_pcr >= verifier_core::wire::PCR_COUNT {
-        return Err(ConfigError::Invalid {
-            field: "release_pcr",
-            value: release_pcr.to_string(),
-            reason: "must be a PCR index between 0 and 23",
-        });
-    }
+    let release_pcr = release_pcr(file.release_pcr)?;
     let tcti = cmd
         .tcti
         .or(file.tcti)

@@ -446,7 +446,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             step_timeout: Duration::from_secs(2),
             retries: 0,
-            release_pcr: 15,
+            release_pcr: crate::config::DEFAULT_RELEASE_PCR,
             event_log: "/nonexistent".into(),
             ima_log: "/nonexistent".into(),
             insecure_http: true,

@@ -7,7 +7,8 @@
 //! Modules: [`config`] (TOML + kernel command line), [`tpm`] (EK, AK, activation, PCRs,
 //! quote, release extend), [`http`] (ureq + rustls/aws-lc-rs with deadlines and retries),
 //! [`flow`] (the protocol), [`keyfile`] (atomic 0400 write), [`logs`] (event log, IMA),
-//! [`evidence`] (offline capture) and [`cli`] (arguments, console lines, exit codes).
+//! [`evidence`] (offline capture), [`latch`] (the release-PCR extend on every way out of the
+//! initramfs) and [`cli`] (arguments, console lines, exit codes).
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod evidence;
 pub mod flow;
 pub mod http;
 pub mod keyfile;
+pub mod latch;
 pub mod logs;
 pub mod provider;
 pub mod tpm;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{quiet_tss, skip, Swtpm};
-use initrd_agent::tpm::{EkKind, Tpm};
+use initrd_agent::tpm::{EkKind, Tpm, RELEASE_EVENT};
 use mock::{Faults, MockServer};
 use verifier_core::proto::v1::{AgentId, ErrorCode, Role};
 use verifier_core::wire::{BankSelection, Digest, HashAlg, PcrSelection};
@@ -69,6 +69,12 @@ impl Env {
     }
 
     fn run(&self, base: &str, extra_toml: &str, cmdline: &str) -> Outcome {
+        self.run_cmd(base, extra_toml, cmdline, &["--verbose"])
+    }
+
+    /// Runs the binary with the config and command line of [`Env::run`] and `args` after
+    /// them (a subcommand, `--verbose`).
+    fn run_cmd(&self, base: &str, extra_toml: &str, cmdline: &str, args: &[&str]) -> Outcome {
         let cfg = self.dir.path().join("config.toml");
         std::fs::write(
             &cfg,
@@ -83,13 +89,9 @@ impl Env {
         .unwrap();
         let cl = self.dir.path().join("cmdline");
         std::fs::write(&cl, format!("BOOT_IMAGE=/vmlinuz quiet {cmdline}\n")).unwrap();
-        run_binary(&[
-            "--config",
-            path(&cfg),
-            "--cmdline-file",
-            path(&cl),
-            "--verbose",
-        ])
+        let mut all = vec!["--config", path(&cfg), "--cmdline-file", path(&cl)];
+        all.extend_from_slice(args);
+        run_binary(&all)
     }
 }
 
@@ -159,8 +161,8 @@ fn unlocks_end_to_end_then_the_same_boot_is_refused() {
             "logs",
             "attest",
             "decrypt",
-            "write",
-            "extend"
+            "extend",
+            "write"
         ]
     );
     assert_eq!(std::fs::read(&env.key_file).unwrap(), PAYLOAD);
@@ -187,6 +189,90 @@ fn unlocks_end_to_end_then_the_same_boot_is_refused() {
         o.stderr
     );
     assert!(!env.key_file.exists());
+}
+
+/// The release PCR's value after one extend with the release event (what both a release
+/// and the latch leave behind).
+fn released_value() -> Digest {
+    let mut data = Digest::zero(HashAlg::Sha256).as_bytes().to_vec();
+    data.extend(HashAlg::Sha256.hash(RELEASE_EVENT).as_bytes());
+    HashAlg::Sha256.hash(&data)
+}
+
+#[test]
+fn the_release_pcr_is_extended_before_the_key_file_is_written() {
+    let Some(env) = Env::new() else { return };
+    let server = MockServer::start(&agent_id_of(&env.sw), PAYLOAD, Faults::default());
+    // PCR 17 is not extendable from locality 0: the extend fails after both halves were
+    // released and the key decrypted. No key file may exist afterwards, nor in between
+    // (the extend comes first, so there is nothing to withdraw).
+    let o = env.run(&server.base, "release_pcr = 17\n", "");
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(
+        status(&o).starts_with(
+            "initrd-agent: error: extending the release PCR failed, key not written: "
+        ),
+        "{}",
+        o.stderr
+    );
+    let names: Vec<String> = steps(&o).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("decrypt"),
+        "{names:?}"
+    );
+    assert!(!env.key_file.exists());
+    assert!(
+        !env.key_file.parent().unwrap().exists(),
+        "nothing was written"
+    );
+}
+
+#[test]
+fn latch_extends_the_release_pcr_whatever_the_agent_did_and_the_boot_is_refused_later() {
+    let Some(env) = Env::new() else { return };
+    let server = MockServer::start(&agent_id_of(&env.sw), PAYLOAD, Faults::default());
+    // rd.unlock=0 skips the agent, never the latch; the latch needs no server URL.
+    let o = env.run_cmd("http://127.0.0.1:9", "", "rd.unlock=0", &["latch"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        status(&o),
+        "initrd-agent: latch: release PCR 15 extended",
+        "{}",
+        o.stderr
+    );
+    // Exactly the extend a release makes.
+    assert_eq!(release_pcr(&env.sw), released_value());
+
+    // Later in the same boot: genuine evidence, but the door is closed.
+    let o = env.run(&server.base, "", "");
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        status(&o).starts_with("initrd-agent: refused by "),
+        "{}",
+        o.stderr
+    );
+    assert!(status(&o).contains("policy_denied"), "{}", o.stderr);
+    assert!(!env.key_file.exists());
+    assert_eq!(
+        (server.releases("verifier"), server.releases("tenant")),
+        (0, 0)
+    );
+
+    // A latch that cannot reach the TPM fails (exit 3) and says so: the dracut unit then
+    // stops the boot rather than switch root with the door open.
+    let o = env.run_cmd(
+        "http://127.0.0.1:9",
+        "",
+        "rd.unlock.tcti=swtpm:host=127.0.0.1,port=1",
+        &["latch"],
+    );
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(
+        status(&o).starts_with("initrd-agent: latch: error: cannot open the TPM"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]

@@ -56,7 +56,7 @@ retries = 10
 ";
 
 /// Bump to rebuild the root image when the way it is made changes.
-const ROOT_VERSION: &str = "root-v1";
+const ROOT_VERSION: &str = "root-v2";
 
 /// The encrypted root disk.
 #[derive(Debug, Clone)]
@@ -466,12 +466,14 @@ fn random_hex(n: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The root's `/sbin/init`: print the marker (with the disk's own token, the key files left
-/// in /run and the command line), then power off.
+/// The root's `/sbin/init`: run what the initramfs staged for "later in this boot" (the
+/// test module's `later` mode: `/run/unlock-test/later/run.sh`), print the marker (with the
+/// disk's own token and the key files left in /run), then power off.
 fn root_init(token: &str) -> String {
     format!(
         "#!/bin/busybox sh\n\
          /bin/busybox mount -t proc proc /proc\n\
+         if [ -f /run/unlock-test/later/run.sh ]; then /bin/busybox sh /run/unlock-test/later/run.sh; fi\n\
          keys=\"$(/bin/busybox ls /run/cryptsetup-keys.d 2>/dev/null | /bin/busybox tr '\\n' ' ')\"\n\
          /bin/busybox echo \"ROOT-UNLOCKED-OK {token} keys=[$keys]\" > /dev/console\n\
          /bin/busybox sync\n\

@@ -10,8 +10,14 @@ use base64::Engine as _;
 
 /// The root's init prints this, then its disk's token.
 pub const ROOT_MARKER: &str = "ROOT-UNLOCKED-OK";
+/// The test module's `later` mode prints this in the real root just before it runs the agent
+/// again (`dracut/99unlock-test/unlock-test.sh`).
+pub const LATER_READY: &str = "UNLOCK-TEST-LATER-READY";
 /// Every line the agent prints starts with this (after journald's `name[pid]: ` prefix).
 const AGENT: &str = "initrd-agent: ";
+/// After [`AGENT`]: the line of `initrd-agent latch` (the release-PCR extend on the way out
+/// of the initramfs), which is not an unlock run.
+const LATCH: &str = "latch: ";
 
 /// One finished (or killed) boot.
 #[derive(Debug)]
@@ -92,6 +98,9 @@ impl Boot {
                 continue;
             };
             let text = &line[pos + AGENT.len()..];
+            if text.starts_with(LATCH) {
+                continue;
+            }
             if let Some(rest) = text.strip_prefix("step ") {
                 let mut w = rest.split_whitespace();
                 if let (Some(name), Some(ms)) = (w.next(), w.next().and_then(|m| m.parse().ok())) {
@@ -116,6 +125,27 @@ impl Boot {
             });
         }
         runs
+    }
+
+    /// The lines of `initrd-agent latch` (without the `initrd-agent: latch: ` prefix), with
+    /// their time since QEMU start.
+    pub fn latches(&self) -> Vec<(Duration, &str)> {
+        self.lines
+            .iter()
+            .filter_map(|(t, line)| {
+                let pos = line.find(AGENT)?;
+                let text = line[pos + AGENT.len()..].strip_prefix(LATCH)?;
+                Some((*t, text))
+            })
+            .collect()
+    }
+
+    /// The first line containing `text`, with its time since QEMU start.
+    pub fn line_with(&self, text: &str) -> Option<(Duration, &str)> {
+        self.lines
+            .iter()
+            .find(|(_, l)| l.contains(text))
+            .map(|(t, l)| (*t, l.as_str()))
     }
 
     /// The first agent run (the boot's unlock attempt).
@@ -263,10 +293,15 @@ mod tests {
             "initrd-agent[301]: initrd-agent: unlocked (key written to /run/cryptsetup-keys.d/luks-x.key in 0.42 s)",
             "unlock-test[400]: initrd-agent: step tpm 100 ms",
             "unlock-test[400]: initrd-agent: refused by verifier: session_terminated: done",
+            "initrd-agent[420]: initrd-agent: latch: release PCR 15 extended",
             "ROOT-UNLOCKED-OK abcd keys=[]",
         ]);
         let runs = b.agent_runs();
-        assert_eq!(runs.len(), 2);
+        assert_eq!(runs.len(), 2, "the latch line is no run");
+        assert_eq!(
+            b.latches(),
+            vec![(Duration::from_secs(6), "release PCR 15 extended")]
+        );
         assert!(runs[0].unlocked());
         assert_eq!(
             runs[0].steps,
@@ -278,7 +313,7 @@ mod tests {
         assert!(runs[1]
             .status
             .starts_with("refused by verifier: session_terminated"));
-        assert_eq!(b.root_reached(), Some(Duration::from_secs(6)));
+        assert_eq!(b.root_reached(), Some(Duration::from_secs(7)));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub mod tpm;
 pub mod vm;
 
 pub use artifacts::Artifacts;
-pub use console::{AgentRun, Boot};
+pub use console::{AgentRun, Boot, LATER_READY};
 pub use env::Env;
 pub use server::Server;
 pub use tpm::Tpm;

@@ -40,11 +40,15 @@ pub struct VmConfig {
     /// Port of the server on 127.0.0.1 the guest's 10.0.2.100:8443 is relayed to; `None`:
     /// no relay (nothing answers there).
     pub server_port: Option<u16>,
+    /// The relay is down (closes every connection) until a console line contains this
+    /// text; `None`: up from the start. Needs `server_port`.
+    pub relay_opens_on: Option<&'static str>,
     /// `rd.unlock.timeout=` (seconds).
     pub unlock_timeout: u32,
     /// Kernel command line parameters appended to the standard ones.
     pub extra_cmdline: Vec<String>,
-    /// Test switch of the `99unlock-test` module (fw_cfg, not measured): `capture`, `again`.
+    /// Test switch of the `99unlock-test` module (fw_cfg, not measured): `capture`, `again`,
+    /// `later` (see `dracut/99unlock-test/module-setup.sh`).
     pub test_mode: Option<&'static str>,
     /// Hard limit.
     pub timeout: Duration,
@@ -59,6 +63,7 @@ impl VmConfig {
             name: name.to_owned(),
             firmware: Firmware::Bios,
             server_port,
+            relay_opens_on: None,
             unlock_timeout: 30,
             // Development aid: extra parameters for every boot of the run.
             extra_cmdline: std::env::var("VM_TEST_CMDLINE")
@@ -185,11 +190,15 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
         .args(["-device", "tpm-tis,tpmdev=tpm0"])
         .args(["-device", "virtio-rng-pci"]);
     let mut netdev = "user,id=n0,restrict=on".to_owned();
+    let gate = work.path().join("relay-open");
     if let Some(port) = cfg.server_port {
         netdev.push_str(&format!(
             ",guestfwd=tcp:{GUEST_SERVER_IP}:{GUEST_SERVER_PORT}-cmd:{} {port}",
             art.relay.display()
         ));
+        if cfg.relay_opens_on.is_some() {
+            netdev.push_str(&format!(" {}", gate.display()));
+        }
     }
     // No option ROM: faster, and PCR 2 under SeaBIOS does not depend on iPXE.
     cmd.arg("-netdev")
@@ -198,6 +207,13 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
     if let Some(mode) = cfg.test_mode {
         cmd.arg("-fw_cfg")
             .arg(format!("name=opt/org.unlock-test/mode,string={mode}"));
+        if mode == "later" {
+            // What a person would type at the passphrase prompt (the fallback of `later`).
+            cmd.arg("-fw_cfg").arg(format!(
+                "name=opt/org.unlock-test/passphrase,file={}",
+                art.root.passphrase.display()
+            ));
+        }
     }
     if cfg.firmware == Firmware::Uefi {
         let vars = work.path().join("OVMF_VARS.fd");
@@ -255,6 +271,10 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
             let _ = writeln!(logf, "[{:7.2}] {line}", t.as_secs_f64());
             if echo {
                 eprintln!("[{}] [{:7.2}] {line}", cfg.name, t.as_secs_f64());
+            }
+            if cfg.relay_opens_on.is_some_and(|m| line.contains(m)) && !gate.exists() {
+                std::fs::write(&gate, b"").unwrap();
+                let _ = writeln!(logf, "# relay opened at {:.2} s", t.as_secs_f64());
             }
             lines.push((t, line));
         }

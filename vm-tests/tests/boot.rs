@@ -17,7 +17,7 @@ use std::time::Duration;
 use vm_tests::policy::capture;
 use vm_tests::server::{refusals, sessions};
 use vm_tests::vm::boot;
-use vm_tests::{Artifacts, Boot, Firmware, Server, Tpm, VmConfig};
+use vm_tests::{Artifacts, Boot, Firmware, Server, Tpm, VmConfig, LATER_READY};
 
 /// PCRs 0-7: the firmware's measurements (under SeaBIOS several are bare separators, under
 /// OVMF all are meaningful).
@@ -57,6 +57,27 @@ fn key_file(art: &Artifacts) -> String {
     format!("/run/cryptsetup-keys.d/luks-{}.key", art.root.uuid)
 }
 
+/// The latch (`initrd-agent latch`, the release-PCR extend on the way out of the initramfs)
+/// ran once and succeeded before `before` (a console time in the real root). Returns when.
+fn assert_latched_before(b: &Boot, before: Duration) -> Duration {
+    let latches = b.latches();
+    assert_eq!(
+        latches.len(),
+        1,
+        "{}: expected one latch line: {latches:?}\n{}",
+        b.name,
+        b.tail(60)
+    );
+    let (at, line) = latches[0];
+    assert_eq!(line, "release PCR 15 extended", "{}", b.name);
+    assert!(
+        at < before,
+        "{}: latched at {at:?}, after the root was running ({before:?})",
+        b.name
+    );
+    at
+}
+
 /// The boot reached the real root through the agent, and the key did not follow it there.
 fn assert_unlocked(art: &Artifacts, b: &Boot) {
     assert!(!b.timed_out, "{}: boot hung\n{}", b.name, b.tail(60));
@@ -74,7 +95,7 @@ fn assert_unlocked(art: &Artifacts, b: &Boot) {
         b.name,
         run.status
     );
-    let (_, root) = b
+    let (root_at, root) = b
         .root_line()
         .unwrap_or_else(|| panic!("{}: root not reached\n{}", b.name, b.tail(60)));
     assert!(
@@ -82,6 +103,7 @@ fn assert_unlocked(art: &Artifacts, b: &Boot) {
         "{}: the key file survived into the root: {root}",
         b.name
     );
+    assert_latched_before(b, root_at);
 }
 
 /// The boot did not reach the root, the agent said why within its budget, and the normal
@@ -247,6 +269,66 @@ fn server_down_falls_back() {
         run.status.starts_with("server unreachable"),
         "expected 'server unreachable', got: {}",
         run.status
+    );
+}
+
+#[test]
+fn fallback_boot_cannot_release_later() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture(art, Firmware::Bios, &[]);
+    let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
+    let mut cfg = VmConfig::new("fallback_boot_cannot_release_later", Some(e.server.port));
+    // The relay is down while the initramfs runs: the agent finds no server, the boot falls
+    // back to the passphrase (the test module "types" it) and reaches the real root. There
+    // the relay comes up and the agent runs again, as any code later in that boot could.
+    cfg.relay_opens_on = Some(LATER_READY);
+    cfg.unlock_timeout = 10;
+    cfg.test_mode = Some("later");
+    let b = boot(art, &e.tpm, &cfg);
+    assert!(!b.timed_out, "{}: boot hung\n{}", b.name, b.tail(60));
+
+    let runs = b.agent_runs();
+    assert_eq!(runs.len(), 2, "expected two agent runs\n{}", b.tail(60));
+    assert!(
+        runs[0].status.starts_with("server unreachable"),
+        "initramfs run: {}\n{}",
+        runs[0].status,
+        b.tail(60)
+    );
+    let (root_at, root) = b
+        .root_line()
+        .unwrap_or_else(|| panic!("passphrase fallback did not reach the root\n{}", b.tail(60)));
+    let (ready_at, _) = b
+        .line_with(LATER_READY)
+        .unwrap_or_else(|| panic!("the root did not run the staged agent\n{}", b.tail(60)));
+    // The door was closed before switch-root, though nothing was released.
+    assert_latched_before(&b, ready_at);
+    assert!(
+        runs[0].at < ready_at && ready_at < runs[1].at && runs[1].at < root_at,
+        "order: initramfs run {:?}, root ready {ready_at:?}, root run {:?}, marker {root_at:?}",
+        runs[0].at,
+        runs[1].at
+    );
+    assert!(
+        runs[1].status.starts_with("refused by") && runs[1].status.contains("release_pcr"),
+        "run in the booted root: expected a refusal for the release PCR, got: {}\n{}",
+        runs[1].status,
+        b.tail(60)
+    );
+    assert!(
+        root.contains("keys=[]"),
+        "a key file is in the root's /run: {root}"
+    );
+
+    // Nothing released: the boot session's budget is untouched, and the refusal is on record.
+    let st = e.server.status(&e.tpm.agent_id);
+    for role in ["verifier", "tenant"] {
+        let s = sessions(&st, role);
+        assert!(s.iter().all(|x| x.releases == 0), "{role}: {s:?}");
+    }
+    assert!(
+        !refusals(&st, "verifier").is_empty(),
+        "the verifier recorded no refusal: {st}"
     );
 }
 

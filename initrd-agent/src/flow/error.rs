@@ -98,9 +98,9 @@ pub enum FlowError {
         /// What is wrong.
         reason: AnswerError,
     },
-    /// Extending the release PCR failed after the key was written; the key was removed so
-    /// that a boot whose PCR still looks unreleased does not go on with it.
-    #[error("extending the release PCR failed, key withdrawn: {0}")]
+    /// Extending the release PCR failed after the key was decrypted; the key was dropped
+    /// without being written, so a boot whose PCR still looks unreleased never has it.
+    #[error("extending the release PCR failed, key not written: {0}")]
     Extend(TpmError),
     /// Writing the evidence file (`evidence --out`) failed.
     #[error("cannot write {}: {source}", path.display())]

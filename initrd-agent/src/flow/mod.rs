@@ -10,8 +10,10 @@
 //!    checked against it locally.
 //! 5. Each role gets the same evidence with its own inclusion proof and answers its half of
 //!    K_b sealed to NK; the verifier also sends the payload ciphertext.
-//! 6. `K_b = U xor V`, the payload (the LUKS key) is decrypted, written atomically with mode
-//!    0400, and the release PCR is extended.
+//! 6. `K_b = U xor V`, the payload (the LUKS key) is decrypted in memory, the release PCR is
+//!    extended, and only then is the key written atomically with mode 0400 (an extend that
+//!    fails means no key file). The dracut module's latch unit extends the same PCR again
+//!    before switch-root on every path, released or not.
 //!
 //! Requests to the two roles in one step run in parallel (they are independent servers in
 //! a split-trust deployment, and boot time is what the user waits for).
@@ -40,7 +42,7 @@ use verifier_core::wire::HashAlg;
 
 use crate::config::Config;
 use crate::http::{Client, HttpError};
-use crate::keyfile::{remove_key_file, write_key_file};
+use crate::keyfile::write_key_file;
 use crate::logs::{read_event_log, read_ima_log};
 use crate::tpm::{Ak, Ek, Tpm};
 
@@ -393,17 +395,19 @@ fn with_keys(
     drop(shares);
     steps.record("decrypt", t);
 
+    // Close the door BEFORE the key leaves this process: once the release PCR is extended
+    // no quote in this boot can pass the policy again. If the extend fails, the key is
+    // dropped unwritten (the boot falls back to the passphrase); a key on disk in a boot
+    // whose PCR still looks unreleased never exists, not even for a moment.
+    let t = Instant::now();
+    tpm.extend_release(config.release_pcr)
+        .map_err(FlowError::Extend)?;
+    steps.record("extend", t);
+
     let t = Instant::now();
     write_key_file(&config.key_file, &key)?;
     drop(key);
     steps.record("write", t);
-
-    let t = Instant::now();
-    if let Err(e) = tpm.extend_release(config.release_pcr) {
-        let _ = remove_key_file(&config.key_file);
-        return Err(FlowError::Extend(e));
-    }
-    steps.record("extend", t);
 
     Ok(Unlocked {
         key_file: config.key_file.clone(),

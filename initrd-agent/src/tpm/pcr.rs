@@ -14,9 +14,9 @@ use verifier_core::wire::{BankSelection, Digest, HashAlg, PcrSelection, PcrValue
 
 use super::{cmd, Tpm, TpmError};
 
-/// The event the agent extends into the release PCR once a key was released. Its digest in
-/// each bank is what the PCR is extended with, so a policy author can predict the value.
-pub const RELEASE_EVENT: &[u8] = b"unlock/v1 released";
+/// The event extended into the release PCR (defined once, in verifier-core's policy module,
+/// next to the default release PCR the policy requires at its initial value).
+pub use verifier_core::policy::RELEASE_EVENT;
 
 /// A TPM2_PCR_Read returns at most 8 PCRs; 4 banks of 24 PCRs need 12 reads. More rounds
 /// than this mean the TPM is not making progress.

@@ -99,7 +99,7 @@ pub(super) fn evaluate(policy: &Policy, claims: &Claims<'_>, out: &mut Sink) {
             None => out.fail(rule(), "release PCR not covered by the quote"),
             Some(v) if *v != Digest::zero(alg) => out.fail(
                 rule(),
-                "already extended in this boot (a key was released before)",
+                "already extended in this boot (a key was released, or the initramfs was left)",
             ),
             Some(_) => out.pass(rule, || "initial: no release yet in this boot".into()),
         }

@@ -8,7 +8,9 @@ use zeroize::Zeroizing;
 use super::{SimError, SimTpm};
 use crate::keysplit::{self, NkPrivate, PayloadCiphertext, Share};
 use crate::merkle::{quote_extra_data, MerkleTree};
-use crate::policy::{PcrRuleDocument, PolicyDocument, ReleasePcrDocument, DEFAULT_RELEASE_PCR};
+use crate::policy::{
+    PcrRuleDocument, PolicyDocument, ReleasePcrDocument, DEFAULT_RELEASE_PCR, RELEASE_EVENT,
+};
 use crate::proto::v1::{
     activation_proof, ActivateRequest, ActivateResponse, AgentId, AttestRequest, AttestResponse,
     ChallengeRequest, ChallengeResponse, EnrollRequest, Id, InclusionProof, NkKem, NkPublic,
@@ -21,9 +23,6 @@ use crate::wire::{BankSelection, HashAlg, PcrSelection};
 /// PCRs the simulated firmware measures at every boot (with the same values on every
 /// simulated machine, like a fleet running one image).
 pub const SIM_MEASURED_PCRS: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
-
-/// What the release-PCR extend measures.
-const RELEASED_EVENT: &[u8] = b"unlock/v1 released";
 
 /// A simulated machine running the agent: a [`SimTpm`] with measured firmware and an ECC AK
 /// created this boot.
@@ -313,7 +312,7 @@ impl SimAgent {
     /// Extends the release PCR with the "released" event, so no later quote in this boot
     /// satisfies the policy.
     pub fn extend_release_pcr(&mut self) -> Result<(), SimError> {
-        self.tpm.measure(self.release_pcr, RELEASED_EVENT)
+        self.tpm.measure(self.release_pcr, RELEASE_EVENT)
     }
 }
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# unlock-test capture|again: does its job only when the fw_cfg mode asks for it.
+# unlock-test capture|again|later: does its job only when the fw_cfg mode asks for it.
 set -eu
 trap 'exit 1' TERM
 
@@ -28,5 +28,49 @@ case "$mode" in
     again)
         echo "unlock-test: running initrd-agent a second time in this boot"
         /usr/bin/initrd-agent --verbose || echo "unlock-test: second run exit status $?"
+        ;;
+    later)
+        # The passphrase fallback: what a person types at the prompt, written where
+        # systemd-cryptsetup reads the volume's key (headless=true: no prompt in tests).
+        uuid=""
+        read -r cmdline < /proc/cmdline
+        for arg in $cmdline; do
+            case "$arg" in
+                rd.luks.uuid=*) uuid="${arg#rd.luks.uuid=}" ;;
+            esac
+        done
+        mkdir -p /run/cryptsetup-keys.d
+        cat /sys/firmware/qemu_fw_cfg/by_name/opt/org.unlock-test/passphrase/raw \
+            > "/run/cryptsetup-keys.d/luks-$uuid.key"
+        echo "unlock-test: passphrase fallback for luks-$uuid"
+
+        # Code running later in this boot: the agent with its libraries (the dynamic
+        # loader's list, plus the TCTI that tss2-tctildr dlopen()s) and its config, in /run,
+        # which survives switch-root. The root's init runs run.sh.
+        d=/run/unlock-test/later
+        mkdir -p "$d/lib"
+        cp /usr/bin/initrd-agent "$d/"
+        loader=""
+        for lib in $(/lib64/ld-linux-x86-64.so.2 --list /usr/bin/initrd-agent \
+            | sed -n 's/.*[[:space:]]\(\/[^[:space:]]*\)[[:space:]](0x.*/\1/p'); do
+            cp "$lib" "$d/lib/"
+            case "$lib" in
+                */ld-linux-*) loader="$d/lib/${lib##*/}" ;;
+                */libtss2-tctildr.so*) cp "${lib%/*}"/libtss2-tcti-device.so.0* "$d/lib/" ;;
+            esac
+        done
+        cp /etc/initrd-agent/ca.pem "$d/"
+        {
+            cat /etc/initrd-agent/config.toml
+            echo "ca_bundle = \"$d/ca.pem\""
+        } > "$d/config.toml"
+        cat > "$d/run.sh" << EOF
+echo "UNLOCK-TEST-LATER-READY: root reached, running initrd-agent again" > /dev/console
+/bin/busybox ip -4 addr show > /dev/console 2>&1
+/bin/busybox sleep 3
+$loader --library-path $d/lib $d/initrd-agent --config $d/config.toml --verbose 2> /dev/console
+echo "UNLOCK-TEST-LATER-DONE: exit status \$?" > /dev/console
+EOF
+        echo "unlock-test: agent staged in $d (loader $loader)"
         ;;
 esac
