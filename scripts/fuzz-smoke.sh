@@ -56,7 +56,7 @@ be16() { # the big-endian u16 of $1, as raw bytes
     printf "\\$(printf %03o $(($1 / 256)))\\$(printf %03o $(($1 % 256)))"
 }
 
-seed eventlog "$testdata"/eventlog/*/*.bin
+seed eventlog "$testdata"/eventlog/*/*.bin tests/data/windows/*.bin
 seed ima "$testdata"/ima/*/*
 seed attest "$testdata"/quote/keylime/quote.out "$testdata"/quote/trustee-az-snp-vtpm/tpm-quote.msg
 seed signature "$testdata"/quote/keylime/quotesig.out

@@ -92,11 +92,17 @@ fn human_report(out: &mut impl Write, log: &EventLog<'_>) -> std::io::Result<()>
         } else {
             " (not extended)"
         };
+        // A trust point (pcrIndex 0xffffffff) names no PCR: print it as logged.
+        let pcr = if e.pcr_index() == u32::MAX {
+            "-".to_owned()
+        } else {
+            e.pcr_index().to_string()
+        };
         writeln!(
             out,
             "#{:<4} PCR {:<2} {}{}: {}",
             e.index(),
-            e.pcr(),
+            pcr,
             e.event_type(),
             extended,
             summary(&e.decode())
