@@ -521,3 +521,55 @@ fn evidence_subcommand_writes_json() {
         o.stderr
     );
 }
+
+fn attests_of(server: &MockServer, role: &str) -> usize {
+    let path = format!("/{role}/v1/attest");
+    server.requests().iter().filter(|(p, _)| *p == path).count()
+}
+
+#[test]
+fn an_expired_challenge_gets_a_new_round_for_that_role_only() {
+    let Some(env) = Env::new() else { return };
+    let faults = Faults {
+        expire_attest: Some((Role::Tenant, 1)),
+        ..Faults::default()
+    };
+    let server = MockServer::start(&agent_id_of(&env.sw), PAYLOAD, faults);
+    let o = env.run(&server.base, "", "");
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(std::fs::read(&env.key_file).unwrap(), PAYLOAD);
+    assert!(
+        o.stderr
+            .contains("tenant: challenge_expired: injected expiry; asking again"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("(round 2)"), "{}", o.stderr);
+    // The verifier, which answered, was not asked again; the tenant twice; one release each.
+    assert_eq!(
+        (
+            attests_of(&server, "verifier"),
+            attests_of(&server, "tenant")
+        ),
+        (1, 2)
+    );
+    assert_eq!(
+        (server.releases("verifier"), server.releases("tenant")),
+        (1, 1)
+    );
+}
+
+#[test]
+fn rounds_are_bounded() {
+    let Some(env) = Env::new() else { return };
+    let faults = Faults {
+        expire_attest: Some((Role::Tenant, 100)),
+        ..Faults::default()
+    };
+    let server = MockServer::start(&agent_id_of(&env.sw), PAYLOAD, faults);
+    let o = env.run(&server.base, "", "");
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(!env.key_file.exists());
+    assert_eq!(attests_of(&server, "tenant"), 3);
+    assert_eq!(server.releases("tenant"), 0);
+}

@@ -45,6 +45,7 @@ use crate::http::{Client, HttpError};
 use crate::keyfile::write_key_file;
 use crate::logs::{read_event_log, read_ima_log};
 use crate::tpm::{Ak, Ek, Tpm};
+use verifier_core::proto::v1::ErrorCode;
 
 /// The PCR IMA extends; the IMA list is only sent when the quote covers it (otherwise the
 /// server must refuse it as unverifiable).
@@ -250,6 +251,19 @@ fn register_all(
     Ok(())
 }
 
+/// Rounds of challenge, quote and attest one run may take. A role whose challenge expired or
+/// vanished while it was unreachable gets a fresh challenge and a fresh quote bound to the
+/// same NK; the roles that already answered are not asked again (and would answer again
+/// without counting if they were: the server's same-NK rule).
+const MAX_ROUNDS: usize = 3;
+
+/// The halves (and the verifier's payload) received so far.
+#[derive(Default)]
+struct Halves {
+    shares: Vec<(Role, Share)>,
+    payload: Option<Base64Bytes>,
+}
+
 fn with_keys(
     config: &Config,
     client: &Client,
@@ -263,137 +277,39 @@ fn with_keys(
     let roles = endpoints(config);
     register_all(client, tpm, (ek, ak), ek_cert, &roles, &agent_id, steps)?;
 
-    // Challenges.
-    let t = Instant::now();
-    let req = ChallengeRequest {
-        agent_id: agent_id.clone(),
-        ak_name: Base64Bytes::from(ak.name()),
-    };
-    let answers = par(&roles, |(_, base)| {
-        client.post::<_, ChallengeResponse>(base, path::CHALLENGE, &req)
-    });
-    let mut challenges = Vec::with_capacity(roles.len());
-    let mut nonces = Vec::with_capacity(roles.len());
-    for ((role, _), answer) in roles.iter().zip(answers) {
-        let ch = answer.map_err(http_err(*role))?;
-        check_challenge(*role, &ch)?;
-        nonces.push(
-            ch.nonce()
-                .map_err(|e| answer_err(*role)(AnswerError::Field(e)))?,
-        );
-        challenges.push(ch);
-    }
-    let selections: Vec<&[v1::PcrSelection]> = challenges
-        .iter()
-        .map(|c| c.pcr_selection.as_slice())
-        .collect();
-    let selection = select::union(&selections)
-        .map_err(|e| answer_err(Role::Verifier)(AnswerError::Selection(e)))?;
-    steps.record("challenge", t);
-
-    // NK, the nonce tree, one quote.
-    let t = Instant::now();
+    // One NK for the whole run: only this process holds it, so every half sealed to it,
+    // in any round, is this process's.
     let nk = NkPrivate::generate().map_err(FlowError::Nk)?;
-    let nk_pub = nk.public();
-    let tree = MerkleTree::new(&nonces).map_err(FlowError::Merkle)?;
-    let extra_data = quote_extra_data(&tree.root(), nk_pub.as_bytes());
-    let quoted = tpm.quote_with_pcrs(ak, &extra_data, &selection)?;
-    steps.record("quote", t);
-
-    let t = Instant::now();
-    let event_log = read_event_log(&config.event_log)?;
-    let ima_log = if select::selects(&selection, IMA_PCR) {
-        read_ima_log(&config.ima_log)?
-    } else {
-        None
-    };
-    steps.record("logs", t);
-
-    // Evidence to each role, each with its own inclusion proof. Encoded once, so a retry
-    // after a lost answer sends byte-identical evidence.
-    let t = Instant::now();
-    let pcrs = select::pcr_banks(&selection, &quoted.pcrs);
-    let mut bodies = Vec::with_capacity(roles.len());
-    for (leaf, ((role, base), ch)) in roles.iter().zip(&challenges).enumerate() {
-        let proof = tree.proof(leaf).map_err(FlowError::Merkle)?;
-        let req = AttestRequest {
-            challenge_id: ch.challenge_id.clone(),
-            quote: Base64Bytes::from(quoted.quote.attest.as_slice()),
-            signature: Base64Bytes::from(quoted.quote.signature.as_slice()),
-            pcrs: pcrs.clone(),
-            event_log: event_log.clone().map(Base64Bytes::new),
-            ima_log: ima_log.clone(),
-            nk_pub: NkPublic {
-                kem: NkKem::X25519HkdfSha256,
-                key: Base64Bytes::from(nk_pub.as_bytes().as_slice()),
-            },
-            inclusion: InclusionProof {
-                leaf_index: proof.leaf_index,
-                tree_size: proof.tree_size,
-                siblings: proof
-                    .siblings
-                    .iter()
-                    .map(|s| Base64Bytes::from(s.as_slice()))
-                    .collect(),
-            },
+    let mut halves = Halves::default();
+    let mut pending: Vec<(Role, &str)> = roles.to_vec();
+    for round in 1..=MAX_ROUNDS {
+        let run = Round {
+            config,
+            client,
+            ak,
+            agent_id: &agent_id,
+            nk: &nk,
         };
-        let body = v1::encode(&req).map_err(|e| http_err(*role)(HttpError::Encode(e)))?;
-        bodies.push((*role, *base, body));
-    }
-    let answers = par(&bodies, |(_, base, body)| {
-        client.post_encoded::<AttestResponse>(base, path::ATTEST, body)
-    });
-    let mut shares: Vec<(Role, Share)> = Vec::with_capacity(roles.len());
-    let mut payload = None;
-    for (((role, _, _), answer), ch) in bodies.iter().zip(answers).zip(&challenges) {
-        let answer = answer.map_err(http_err(*role))?;
-        let bad = answer_err(*role);
-        if answer.role != *role {
-            return Err(bad(AnswerError::WrongRole {
-                expected: role_name(*role),
-                got: role_name(answer.role),
-            }));
+        let mut failed = run.attest(tpm, &pending, &mut halves, steps)?;
+        if failed.is_empty() {
+            break;
         }
-        let sealed = answer
-            .sealed_half
-            .to_keysplit()
-            .map_err(|e| bad(AnswerError::Field(e)))?;
-        let share = nk
-            .open_share(
-                &sealed,
-                role_name(*role),
-                ch.challenge_id.as_str().as_bytes(),
-            )
-            .map_err(|e| bad(AnswerError::Open(e)))?;
-        shares.push((*role, share));
-        if *role == Role::Verifier {
-            payload = answer.payload;
+        if round == MAX_ROUNDS {
+            return Err(failed.swap_remove(0).1);
         }
+        for (_, e) in &failed {
+            eprintln!(
+                "initrd-agent: {e}; asking again with a new challenge (round {})",
+                round + 1
+            );
+        }
+        pending = roles
+            .iter()
+            .filter(|(r, _)| failed.iter().any(|(f, _)| f == r))
+            .copied()
+            .collect();
     }
-    steps.record("attest", t);
-
-    // K_b = U xor V, then the payload.
-    let t = Instant::now();
-    let share = |r: Role| shares.iter().find(|(role, _)| *role == r).map(|(_, s)| s);
-    let verifier_err = answer_err(Role::Verifier);
-    let (Some(u), Some(v)) = (share(Role::Tenant), share(Role::Verifier)) else {
-        return Err(verifier_err(AnswerError::Selection(
-            "a role's share is missing",
-        )));
-    };
-    let k_b = keysplit::combine(u, v);
-    let payload = payload.ok_or_else(|| {
-        verifier_err(AnswerError::Payload(
-            keysplit::KeySplitError::PayloadDecrypt,
-        ))
-    })?;
-    let ct = PayloadCiphertext::from_bytes(payload.as_bytes())
-        .map_err(|e| verifier_err(AnswerError::Payload(e)))?;
-    let key = keysplit::decrypt_payload(&k_b, agent_id.as_str(), &ct)
-        .map_err(|e| verifier_err(AnswerError::Payload(e)))?;
-    drop(k_b);
-    drop(shares);
-    steps.record("decrypt", t);
+    let key = recombine(&agent_id, halves, steps)?;
 
     // Close the door BEFORE the key leaves this process: once the release PCR is extended
     // no quote in this boot can pass the policy again. If the extend fails, the key is
@@ -412,6 +328,220 @@ fn with_keys(
     Ok(Unlocked {
         key_file: config.key_file.clone(),
     })
+}
+
+/// Whether a role's failure is cured by a new challenge: its challenge expired or is
+/// unknown (the role was unreachable past the challenge's lifetime, or lost it).
+fn new_challenge_helps(e: &FlowError) -> bool {
+    matches!(
+        e,
+        FlowError::Http {
+            source: HttpError::Refused {
+                code: ErrorCode::ChallengeExpired | ErrorCode::UnknownChallenge,
+                ..
+            },
+            ..
+        }
+    )
+}
+
+/// An encoded attest body and where it goes.
+type Body<'r> = (Role, &'r str, Vec<u8>);
+
+/// What one round needs besides the TPM.
+struct Round<'a> {
+    config: &'a Config,
+    client: &'a Client,
+    ak: &'a Ak,
+    agent_id: &'a AgentId,
+    nk: &'a NkPrivate,
+}
+
+impl Round<'_> {
+    /// Challenges from `roles`, ONE quote over their nonces and NK, evidence to each.
+    /// Halves received go into `halves`; failures a new challenge cures are returned, any
+    /// other failure ends the run.
+    fn attest(
+        &self,
+        tpm: &mut Tpm,
+        roles: &[(Role, &str)],
+        halves: &mut Halves,
+        steps: &mut Steps,
+    ) -> Result<Vec<(Role, FlowError)>, FlowError> {
+        let challenges = self.challenges(roles, steps)?;
+        let bodies = self.evidence(tpm, roles, &challenges, steps)?;
+        let t = Instant::now();
+        let answers = par(&bodies, |(_, base, body)| {
+            self.client
+                .post_encoded::<AttestResponse>(base, path::ATTEST, body)
+        });
+        let mut failed = Vec::new();
+        for (((role, _, _), answer), ch) in bodies.iter().zip(answers).zip(&challenges) {
+            let answer = match answer.map_err(http_err(*role)) {
+                Ok(a) => a,
+                Err(e) if new_challenge_helps(&e) => {
+                    failed.push((*role, e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let bad = answer_err(*role);
+            if answer.role != *role {
+                return Err(bad(AnswerError::WrongRole {
+                    expected: role_name(*role),
+                    got: role_name(answer.role),
+                }));
+            }
+            let sealed = answer
+                .sealed_half
+                .to_keysplit()
+                .map_err(|e| bad(AnswerError::Field(e)))?;
+            let share = self
+                .nk
+                .open_share(
+                    &sealed,
+                    role_name(*role),
+                    ch.challenge_id.as_str().as_bytes(),
+                )
+                .map_err(|e| bad(AnswerError::Open(e)))?;
+            halves.shares.push((*role, share));
+            if *role == Role::Verifier {
+                halves.payload = answer.payload;
+            }
+        }
+        steps.record("attest", t);
+        Ok(failed)
+    }
+
+    /// A challenge from each role, checked.
+    fn challenges(
+        &self,
+        roles: &[(Role, &str)],
+        steps: &mut Steps,
+    ) -> Result<Vec<ChallengeResponse>, FlowError> {
+        let t = Instant::now();
+        let req = ChallengeRequest {
+            agent_id: self.agent_id.clone(),
+            ak_name: Base64Bytes::from(self.ak.name()),
+        };
+        let answers = par(roles, |(_, base)| {
+            self.client
+                .post::<_, ChallengeResponse>(base, path::CHALLENGE, &req)
+        });
+        let mut challenges = Vec::with_capacity(roles.len());
+        for ((role, _), answer) in roles.iter().zip(answers) {
+            let ch = answer.map_err(http_err(*role))?;
+            check_challenge(*role, &ch)?;
+            challenges.push(ch);
+        }
+        steps.record("challenge", t);
+        Ok(challenges)
+    }
+
+    /// The quote over the challenges' Merkle root and NK, the logs, and one encoded attest
+    /// body per role with its own inclusion proof. Encoded once, so a retry after a lost
+    /// answer sends the same evidence.
+    fn evidence<'r>(
+        &self,
+        tpm: &mut Tpm,
+        roles: &[(Role, &'r str)],
+        challenges: &[ChallengeResponse],
+        steps: &mut Steps,
+    ) -> Result<Vec<Body<'r>>, FlowError> {
+        let t = Instant::now();
+        let mut nonces = Vec::with_capacity(challenges.len());
+        for ((role, _), ch) in roles.iter().zip(challenges) {
+            nonces.push(
+                ch.nonce()
+                    .map_err(|e| answer_err(*role)(AnswerError::Field(e)))?,
+            );
+        }
+        let selections: Vec<&[v1::PcrSelection]> = challenges
+            .iter()
+            .map(|c| c.pcr_selection.as_slice())
+            .collect();
+        let selection = select::union(&selections)
+            .map_err(|e| answer_err(Role::Verifier)(AnswerError::Selection(e)))?;
+        let nk_pub = self.nk.public();
+        let tree = MerkleTree::new(&nonces).map_err(FlowError::Merkle)?;
+        let extra_data = quote_extra_data(&tree.root(), nk_pub.as_bytes());
+        let quoted = tpm.quote_with_pcrs(self.ak, &extra_data, &selection)?;
+        steps.record("quote", t);
+
+        let t = Instant::now();
+        let event_log = read_event_log(&self.config.event_log)?;
+        let ima_log = if select::selects(&selection, IMA_PCR) {
+            read_ima_log(&self.config.ima_log)?
+        } else {
+            None
+        };
+        steps.record("logs", t);
+
+        let pcrs = select::pcr_banks(&selection, &quoted.pcrs);
+        let mut bodies = Vec::with_capacity(roles.len());
+        for (leaf, ((role, base), ch)) in roles.iter().zip(challenges).enumerate() {
+            let proof = tree.proof(leaf).map_err(FlowError::Merkle)?;
+            let req = AttestRequest {
+                challenge_id: ch.challenge_id.clone(),
+                quote: Base64Bytes::from(quoted.quote.attest.as_slice()),
+                signature: Base64Bytes::from(quoted.quote.signature.as_slice()),
+                pcrs: pcrs.clone(),
+                event_log: event_log.clone().map(Base64Bytes::new),
+                ima_log: ima_log.clone(),
+                nk_pub: NkPublic {
+                    kem: NkKem::X25519HkdfSha256,
+                    key: Base64Bytes::from(nk_pub.as_bytes().as_slice()),
+                },
+                inclusion: InclusionProof {
+                    leaf_index: proof.leaf_index,
+                    tree_size: proof.tree_size,
+                    siblings: proof
+                        .siblings
+                        .iter()
+                        .map(|s| Base64Bytes::from(s.as_slice()))
+                        .collect(),
+                },
+            };
+            let body = v1::encode(&req).map_err(|e| http_err(*role)(HttpError::Encode(e)))?;
+            bodies.push((*role, *base, body));
+        }
+        Ok(bodies)
+    }
+}
+
+/// `K_b = U xor V`, then the payload (the disk key).
+fn recombine(
+    agent_id: &AgentId,
+    halves: Halves,
+    steps: &mut Steps,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, FlowError> {
+    let t = Instant::now();
+    let share = |r: Role| {
+        halves
+            .shares
+            .iter()
+            .find(|(role, _)| *role == r)
+            .map(|(_, s)| s)
+    };
+    let verifier_err = answer_err(Role::Verifier);
+    let (Some(u), Some(v)) = (share(Role::Tenant), share(Role::Verifier)) else {
+        return Err(verifier_err(AnswerError::Selection(
+            "a role's share is missing",
+        )));
+    };
+    let k_b = keysplit::combine(u, v);
+    let payload = halves.payload.as_ref().ok_or_else(|| {
+        verifier_err(AnswerError::Payload(
+            keysplit::KeySplitError::PayloadDecrypt,
+        ))
+    })?;
+    let ct = PayloadCiphertext::from_bytes(payload.as_bytes())
+        .map_err(|e| verifier_err(AnswerError::Payload(e)))?;
+    let key = keysplit::decrypt_payload(&k_b, agent_id.as_str(), &ct)
+        .map_err(|e| verifier_err(AnswerError::Payload(e)))?;
+    drop(k_b);
+    steps.record("decrypt", t);
+    Ok(key)
 }
 
 /// A challenge must come from the role asked and ask for what our AK can sign.

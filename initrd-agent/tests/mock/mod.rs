@@ -41,6 +41,9 @@ pub struct Faults {
     pub drop_attest_answer: Option<Role>,
     /// Refuse every attest of this role with this code.
     pub refuse_attest: Option<(Role, ErrorCode)>,
+    /// Refuse the first N attests of this role with `challenge_expired` (the role was
+    /// unreachable past the challenge's lifetime).
+    pub expire_attest: Option<(Role, u32)>,
     /// Seal this role's half with the *other* role's name in the HPKE info (a confused or
     /// malicious server passing one half off as the other).
     pub seal_as_other_role: Option<Role>,
@@ -356,6 +359,12 @@ fn handle(path: &str, body: &[u8], state: &Mutex<State>, e: &Enrolled) -> Option
                     return Some((200, json));
                 }
                 return error(409, ErrorCode::ChallengeUsed, "challenge already used");
+            }
+            if let Some((r, n)) = &mut st.faults.expire_attest {
+                if *r == role && *n > 0 {
+                    *n -= 1;
+                    return error(403, ErrorCode::ChallengeExpired, "injected expiry");
+                }
             }
             if let Some((r, code)) = st.faults.refuse_attest {
                 if r == role {
