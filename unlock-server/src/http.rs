@@ -316,18 +316,32 @@ where
     r
 }
 
-async fn register(
-    State(s): State<RoleState>,
+/// An agent route answering JSON: [`agent_call`], then the answer or the refusal.
+async fn agent_json<Req, Resp>(
+    state: &RoleState,
     peer: Option<Extension<Peer>>,
     body: Body,
-) -> Response {
-    let r = agent_call(&s, peer, body, AGENT_SMALL_BODY, |svc, req, _, now| {
-        svc.register(req, now)
+    f: impl FnOnce(&RoleService, &Req, i64) -> Result<Resp, ApiError> + Send + 'static,
+) -> Response
+where
+    Req: DeserializeOwned + Validate + Send + 'static,
+    Resp: Serialize + Validate + Send + 'static,
+{
+    let r = agent_call(state, peer, body, AGENT_SMALL_BODY, |svc, req, _, now| {
+        f(svc, req, now)
     });
     match r.await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => e.into_response(),
     }
+}
+
+async fn register(
+    State(s): State<RoleState>,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+) -> Response {
+    agent_json(&s, peer, body, RoleService::register).await
 }
 
 async fn activate(
@@ -335,13 +349,7 @@ async fn activate(
     peer: Option<Extension<Peer>>,
     body: Body,
 ) -> Response {
-    let r = agent_call(&s, peer, body, AGENT_SMALL_BODY, |svc, req, _, now| {
-        svc.activate(req, now)
-    });
-    match r.await {
-        Ok(r) => json(StatusCode::OK, &r),
-        Err(e) => e.into_response(),
-    }
+    agent_json(&s, peer, body, RoleService::activate).await
 }
 
 async fn challenge(
@@ -349,13 +357,7 @@ async fn challenge(
     peer: Option<Extension<Peer>>,
     body: Body,
 ) -> Response {
-    let r = agent_call(&s, peer, body, AGENT_SMALL_BODY, |svc, req, _, now| {
-        svc.challenge(req, now)
-    });
-    match r.await {
-        Ok(r) => json(StatusCode::OK, &r),
-        Err(e) => e.into_response(),
-    }
+    agent_json(&s, peer, body, RoleService::challenge).await
 }
 
 async fn attest(State(s): State<RoleState>, peer: Option<Extension<Peer>>, body: Body) -> Response {

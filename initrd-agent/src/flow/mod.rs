@@ -34,8 +34,8 @@ use verifier_core::keysplit::{self, NkPrivate, PayloadCiphertext, Share};
 use verifier_core::merkle::{quote_extra_data, MerkleTree};
 use verifier_core::proto::v1::{
     self, activation_proof, path, ActivateRequest, ActivateResponse, AgentId, AttestRequest,
-    AttestResponse, ChallengeRequest, ChallengeResponse, InclusionProof, NkKem, NkPublic,
-    RegisterRequest, RegisterResponse, Role,
+    AttestResponse, ChallengeRequest, ChallengeResponse, InclusionProof, NkPublic, RegisterRequest,
+    RegisterResponse, Role,
 };
 use verifier_core::proto::Base64Bytes;
 use verifier_core::wire::HashAlg;
@@ -488,19 +488,8 @@ impl Round<'_> {
                 pcrs: pcrs.clone(),
                 event_log: event_log.clone().map(Base64Bytes::new),
                 ima_log: ima_log.clone(),
-                nk_pub: NkPublic {
-                    kem: NkKem::X25519HkdfSha256,
-                    key: Base64Bytes::from(nk_pub.as_bytes().as_slice()),
-                },
-                inclusion: InclusionProof {
-                    leaf_index: proof.leaf_index,
-                    tree_size: proof.tree_size,
-                    siblings: proof
-                        .siblings
-                        .iter()
-                        .map(|s| Base64Bytes::from(s.as_slice()))
-                        .collect(),
-                },
+                nk_pub: NkPublic::from_keysplit(&nk_pub),
+                inclusion: InclusionProof::from_merkle(&proof),
             };
             let body = v1::encode(&req).map_err(|e| http_err(*role)(HttpError::Encode(e)))?;
             bodies.push((*role, *base, body));

@@ -21,8 +21,8 @@ use verifier_core::keysplit::NkPrivate;
 use verifier_core::merkle::{quote_extra_data, MerkleTree};
 use verifier_core::proto::v1::{
     self, activation_proof, ActivateRequest, ActivateResponse, AgentId, AttestRequest,
-    ChallengeRequest, ChallengeResponse, ErrorResponse, InclusionProof, NkKem, NkPublic,
-    RegisterRequest, RegisterResponse,
+    ChallengeRequest, ChallengeResponse, ErrorResponse, InclusionProof, NkPublic, RegisterRequest,
+    RegisterResponse,
 };
 use verifier_core::proto::Base64Bytes;
 use verifier_core::wire::{HashAlg, PcrSelection};
@@ -661,19 +661,8 @@ impl Driver {
                     pcrs: banks.clone(),
                     event_log: event_log.map(|l| Base64Bytes::new(l.to_vec())),
                     ima_log: None,
-                    nk_pub: NkPublic {
-                        kem: NkKem::X25519HkdfSha256,
-                        key: Base64Bytes::new(nk_pub.clone()),
-                    },
-                    inclusion: InclusionProof {
-                        leaf_index: p.leaf_index,
-                        tree_size: p.tree_size,
-                        siblings: p
-                            .siblings
-                            .iter()
-                            .map(|s| Base64Bytes::new(s.to_vec()))
-                            .collect(),
-                    },
+                    nk_pub: NkPublic::from_keysplit(&nk.public()),
+                    inclusion: InclusionProof::from_merkle(&p),
                 }
             })
             .collect()

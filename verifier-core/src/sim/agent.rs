@@ -13,8 +13,8 @@ use crate::policy::{
 };
 use crate::proto::v1::{
     activation_proof, ActivateRequest, ActivateResponse, AgentId, AttestRequest, AttestResponse,
-    ChallengeRequest, ChallengeResponse, EnrollRequest, Id, InclusionProof, NkKem, NkPublic,
-    PcrBank, PcrValue, RegisterRequest, RegisterResponse, Role, Validate,
+    ChallengeRequest, ChallengeResponse, EnrollRequest, Id, InclusionProof, NkPublic, PcrBank,
+    PcrValue, RegisterRequest, RegisterResponse, Role, Validate,
 };
 use crate::proto::Base64Bytes;
 use crate::quote::software::SoftwareAk;
@@ -232,19 +232,8 @@ impl SimAgent {
                 pcrs: pcrs.clone(),
                 event_log: None,
                 ima_log: None,
-                nk_pub: NkPublic {
-                    kem: NkKem::X25519HkdfSha256,
-                    key: Base64Bytes::from(nk_pub.as_bytes().as_slice()),
-                },
-                inclusion: InclusionProof {
-                    leaf_index: proof.leaf_index,
-                    tree_size: proof.tree_size,
-                    siblings: proof
-                        .siblings
-                        .iter()
-                        .map(|s| Base64Bytes::from(s.as_slice()))
-                        .collect(),
-                },
+                nk_pub: NkPublic::from_keysplit(&nk_pub),
+                inclusion: InclusionProof::from_merkle(&proof),
             };
             req.validate()?;
             out.push(req);

@@ -161,6 +161,14 @@ pub struct NkPublic {
 }
 
 impl NkPublic {
+    /// The wire form of an X25519 NK.
+    pub fn from_keysplit(nk: &crate::keysplit::NkPublic) -> Self {
+        Self {
+            kem: NkKem::X25519HkdfSha256,
+            key: Base64Bytes::from(nk.as_bytes().as_slice()),
+        }
+    }
+
     /// As the key type of [`crate::keysplit`].
     pub fn to_keysplit(&self) -> Result<crate::keysplit::NkPublic, ProtoError> {
         let bytes = self.key.exact("nk_pub.key", NK_PUBLIC_LEN)?;
@@ -195,6 +203,15 @@ pub struct InclusionProof {
 }
 
 impl InclusionProof {
+    /// The wire form of a [`crate::merkle`] proof: the one place it is written.
+    pub fn from_merkle(proof: &crate::merkle::InclusionProof) -> Self {
+        Self {
+            leaf_index: proof.leaf_index,
+            tree_size: proof.tree_size,
+            siblings: proof.siblings.iter().map(|s| s.as_slice().into()).collect(),
+        }
+    }
+
     /// As the proof type of [`crate::merkle`] (validated first).
     pub fn to_merkle(&self) -> Result<crate::merkle::InclusionProof, ProtoError> {
         self.validate()?;

@@ -129,9 +129,5 @@ impl Validate for HostAkResponse {
 
 /// The wire form of a Merkle inclusion proof (the provider fans one out per requester).
 pub fn inclusion_to_wire(proof: &crate::merkle::InclusionProof) -> InclusionProof {
-    InclusionProof {
-        leaf_index: proof.leaf_index,
-        tree_size: proof.tree_size,
-        siblings: proof.siblings.iter().map(|s| s.as_slice().into()).collect(),
-    }
+    InclusionProof::from_merkle(proof)
 }
