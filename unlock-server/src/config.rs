@@ -442,6 +442,9 @@ impl Config {
             limits.idle_timeout_secs = n;
         }
         limits.validate().map_err(ConfigError::Invalid)?;
+        limits
+            .validate_for_body(max_body_bytes)
+            .map_err(ConfigError::Invalid)?;
         let defaults = PurgeSettings::default();
         let secs = |flag: Option<u64>, file: Option<u64>, default: std::time::Duration| {
             flag.or(file)

@@ -38,7 +38,8 @@ impl ApiError {
     /// A refusal with a reason. Its charge is decided here, once, from the code: the
     /// refusals of forged input that cost the server work (a body that does not decode, an
     /// EK certificate or AK to check, a wrong activation proof, a quote whose signature or
-    /// binding does not verify) are charged to the source; refusals of state (unknown,
+    /// binding does not verify) and bodies slower than the minimum rate (holding memory is
+    /// what a slow body costs) are charged to the source; refusals of state (unknown,
     /// expired or used challenge, terminated session, not enrolled) are cheap, decided by a
     /// read, and are what honest agents meet after an outage or a race, so they are charged
     /// to nobody (a site whose machines share one address must not be throttled for them).
@@ -52,7 +53,8 @@ impl ApiError {
             | ErrorCode::UnknownRegistration
             | ErrorCode::ActivationFailed
             | ErrorCode::QuoteInvalid
-            | ErrorCode::BindingMismatch => Charge::Source,
+            | ErrorCode::BindingMismatch
+            | ErrorCode::RequestTimeout => Charge::Source,
             _ => Charge::Nobody,
         };
         Self {

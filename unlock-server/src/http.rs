@@ -267,6 +267,7 @@ fn raw_json(body: Vec<u8>) -> Response {
 /// runs `f` on the blocking pool; the common shape of every agent and admin POST.
 async fn handle<Req, Resp>(
     state: &RoleState,
+    peer: Option<std::net::IpAddr>,
     body: Body,
     limit: usize,
     f: impl FnOnce(&RoleService, &Req, &[u8], i64) -> Result<Resp, ApiError> + Send + 'static,
@@ -275,7 +276,7 @@ where
     Req: DeserializeOwned + Validate + Send + 'static,
     Resp: Send + 'static,
 {
-    let bytes: BoundedBody = crate::net::body::read(&state.edge, body, limit).await?;
+    let bytes: BoundedBody = crate::net::body::read(&state.edge, peer, body, limit).await?;
     let svc = state.svc.clone();
     blocking(move || {
         let req: Req = v1::decode(&bytes)?;
@@ -307,7 +308,7 @@ where
             return Err(crate::net::throttle::refusal(spent));
         }
     }
-    let r = handle(state, body, limit, f).await;
+    let r = handle(state, ip, body, limit, f).await;
     if let (Some(ip), Err(e)) = (ip, &r) {
         if e.charge == Charge::Source {
             throttle.failed(ip);
@@ -396,7 +397,8 @@ where
     if let Err(e) = s.token.check(headers) {
         return e.into_response();
     }
-    match handle(s, body, s.max_body, move |svc, req, _, now| {
+    // Admin calls carry the token: their bodies are not counted in a source's share.
+    match handle(s, None, body, s.max_body, move |svc, req, _, now| {
         f(svc, req, now)
     })
     .await
@@ -676,7 +678,8 @@ async fn provider_quote(
     body: Body,
 ) -> Response {
     // A HostQuoteRequest is about 60 bytes.
-    let bytes = match crate::net::body::read(&p.edge, body, 4096).await {
+    let ip = peer.as_ref().map(|Extension(Peer(ip))| *ip);
+    let bytes = match crate::net::body::read(&p.edge, ip, body, 4096).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -684,7 +687,7 @@ async fn provider_quote(
         Ok(n) => n,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    match p.svc.quote(nonce, peer.map(|Extension(Peer(ip))| ip)).await {
+    match p.svc.quote(nonce, ip).await {
         Ok(body) => raw_json(body),
         Err(e) => request_refusal(e),
     }
@@ -712,7 +715,7 @@ where
     p.host_token
         .check_for(headers, "provider host API")
         .map_err(IntoResponse::into_response)?;
-    let bytes = crate::net::body::read(&p.edge, body, p.max_body)
+    let bytes = crate::net::body::read(&p.edge, None, body, p.max_body)
         .await
         .map_err(IntoResponse::into_response)?;
     let svc = p.svc.clone();

@@ -181,6 +181,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         header_timeout_secs = l.header_timeout_secs,
         idle_timeout_secs = l.idle_timeout_secs,
         min_body_rate = l.min_body_rate,
+        body_window_secs = l.body_window_secs,
         max_inflight_body_bytes = l.max_inflight_body_bytes,
         "connection limits"
     );

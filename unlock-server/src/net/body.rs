@@ -11,8 +11,10 @@
 //! of body bytes in flight, taken byte for byte as they arrive and given back when the
 //! request is done with them.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -21,20 +23,24 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use verifier_core::proto::v1::ErrorCode;
 
-use super::{Edge, Timeout};
+use super::{Edge, SourceKey, Timeout};
 use crate::error::ApiError;
 
-/// The server-wide budget of request-body bytes held in memory.
+/// The server-wide budget of request-body bytes held in memory, and each source's share.
 #[derive(Debug)]
 pub struct Budget {
     sem: Arc<Semaphore>,
+    per_source: Mutex<HashMap<SourceKey, usize>>,
+    max_per_source: usize,
 }
 
 impl Budget {
-    /// A budget of `bytes`.
-    pub fn new(bytes: usize) -> Self {
+    /// A budget of `bytes`, at most `per_source` of them held by one source.
+    pub fn new(bytes: usize, per_source: usize) -> Self {
         Self {
             sem: Arc::new(Semaphore::new(bytes)),
+            per_source: Mutex::new(HashMap::new()),
+            max_per_source: per_source,
         }
     }
 
@@ -42,6 +48,55 @@ impl Budget {
     pub fn available(&self) -> usize {
         self.sem.available_permits()
     }
+
+    fn shares(&self) -> std::sync::MutexGuard<'_, HashMap<SourceKey, usize>> {
+        self.per_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes `n` bytes for `source`, within its share and the total.
+    fn take(&self, source: Option<SourceKey>, n: usize) -> Result<OwnedSemaphorePermit, Spent> {
+        let permits = u32::try_from(n).map_err(|_| Spent::Total)?;
+        let Some(key) = source else {
+            return self
+                .sem
+                .clone()
+                .try_acquire_many_owned(permits)
+                .map_err(|_| Spent::Total);
+        };
+        let mut shares = self.shares();
+        let held = shares.get(&key).copied().unwrap_or(0);
+        if held.saturating_add(n) > self.max_per_source {
+            return Err(Spent::Share);
+        }
+        let permit = self
+            .sem
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| Spent::Total)?;
+        shares.insert(key, held + n);
+        Ok(permit)
+    }
+
+    fn give_back(&self, source: SourceKey, n: usize) {
+        let mut shares = self.shares();
+        if let Some(held) = shares.get_mut(&source) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                shares.remove(&source);
+            }
+        }
+    }
+}
+
+/// Which budget a body ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spent {
+    /// The source's share.
+    Share,
+    /// The server's total.
+    Total,
 }
 
 /// A body in memory, holding its share of the budget until dropped.
@@ -49,6 +104,7 @@ impl Budget {
 pub struct BoundedBody {
     bytes: Vec<u8>,
     _permit: Option<OwnedSemaphorePermit>,
+    source: Option<SourceKey>,
     edge: Arc<Edge>,
 }
 
@@ -61,21 +117,30 @@ impl std::ops::Deref for BoundedBody {
 
 impl Drop for BoundedBody {
     fn drop(&mut self) {
-        let n = u64::try_from(self.bytes.len()).unwrap_or(u64::MAX);
+        let n = self.bytes.len();
+        if let Some(key) = self.source {
+            self.edge.bodies.give_back(key, n);
+        }
         self.edge
             .metrics
             .inflight_body_bytes
-            .fetch_sub(n, Ordering::Relaxed);
+            .fetch_sub(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
-/// Reads `body` (at most `max` bytes) under the edge's rate and budget limits.
+/// Reads `body` from `peer` (at most `max` bytes) under the edge's rate and budget limits.
 ///
 /// Refusals: `payload_too_large` (413) past `max`, said before reading when the declared
-/// length is already over; `request_timeout` (408) when the body is slower than
-/// `min_body_rate` after `body_grace_secs`; `server_busy` (503) when the budget of body
-/// bytes in flight is spent (the client retries later; the honest agent does).
-pub async fn read(edge: &Arc<Edge>, body: Body, max: usize) -> Result<BoundedBody, ApiError> {
+/// length is already over; `request_timeout` (408) when a window of `body_window_secs`
+/// carries less than `min_body_rate` bytes a second and the body has not ended (a windowed
+/// rate: bytes sent early buy no time to stall later); `server_busy` (503) when the source's
+/// share or the server's budget of body bytes in flight is spent (the honest agent retries).
+pub async fn read(
+    edge: &Arc<Edge>,
+    peer: Option<IpAddr>,
+    body: Body,
+    max: usize,
+) -> Result<BoundedBody, ApiError> {
     let too_large = || {
         edge.metrics.body_too_large.fetch_add(1, Ordering::Relaxed);
         ApiError::new(
@@ -88,27 +153,27 @@ pub async fn read(edge: &Arc<Edge>, body: Body, max: usize) -> Result<BoundedBod
         return Err(too_large());
     }
     let limits = &edge.limits;
-    let started = Instant::now();
-    let grace = Duration::from_secs(limits.body_grace_secs);
+    let window = Duration::from_secs(limits.body_window_secs);
+    let per_window = limits.min_body_rate.saturating_mul(limits.body_window_secs);
+    let source = peer.map(SourceKey::of);
     let mut out = BoundedBody {
         bytes: Vec::new(),
         _permit: None,
+        source,
         edge: edge.clone(),
     };
+    // The current window began at `mark.0`, when `mark.1` bytes had arrived.
+    let mut mark = (Instant::now(), 0usize);
     let mut body = body;
     loop {
-        // The body must have delivered `min_body_rate` bytes per second since the grace
-        // ended: the next byte is due at this deadline.
-        let due = (out.bytes.len() as u64).saturating_add(1) / limits.min_body_rate;
-        let deadline = started + grace + Duration::from_secs(due);
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+        let frame = match tokio::time::timeout_at(mark.0 + window, body.frame()).await {
             Err(_) => {
                 edge.metrics.timed_out(Timeout::Body);
                 return Err(ApiError::new(
                     ErrorCode::RequestTimeout,
                     format!(
-                        "request body slower than {} bytes/s (after {} s); closed",
-                        limits.min_body_rate, limits.body_grace_secs
+                        "request body slower than {} bytes/s over {} s; closed",
+                        limits.min_body_rate, limits.body_window_secs
                     ),
                 ));
             }
@@ -131,22 +196,30 @@ pub async fn read(edge: &Arc<Edge>, body: Body, max: usize) -> Result<BoundedBod
         if out.bytes.len().saturating_add(n) > max {
             return Err(too_large());
         }
-        let Ok(permit) = u32::try_from(n)
-            .ok()
-            .and_then(|n| edge.bodies.sem.clone().try_acquire_many_owned(n).ok())
-            .ok_or(())
-        else {
-            edge.metrics
-                .body_budget_exhausted
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                budget = limits.max_inflight_body_bytes,
-                "request-body budget spent: a body was refused (server_busy)"
-            );
-            return Err(ApiError::new(
-                ErrorCode::ServerBusy,
-                "the server holds its limit of request bodies; retry shortly",
-            ));
+        let permit = match edge.bodies.take(source, n) {
+            Ok(p) => p,
+            Err(spent) => {
+                edge.metrics
+                    .body_budget_exhausted
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    ?spent,
+                    budget = limits.max_inflight_body_bytes,
+                    per_source = limits.max_body_bytes_per_source,
+                    "request-body budget spent: a body was refused (server_busy)"
+                );
+                return Err(ApiError::new(
+                    ErrorCode::ServerBusy,
+                    match spent {
+                        Spent::Share => {
+                            "this address holds its share of request bodies; retry shortly"
+                        }
+                        Spent::Total => {
+                            "the server holds its limit of request bodies; retry shortly"
+                        }
+                    },
+                ));
+            }
         };
         match &mut out._permit {
             Some(p) => p.merge(permit),
@@ -165,6 +238,10 @@ pub async fn read(edge: &Arc<Edge>, body: Body, max: usize) -> Result<BoundedBod
         }
         out.bytes.extend_from_slice(&data);
         drop(data);
+        let received = out.bytes.len();
+        if (received - mark.1) as u64 >= per_window {
+            mark = (Instant::now(), received);
+        }
     }
 }
 
@@ -173,12 +250,14 @@ mod tests {
     use super::*;
     use crate::net::Limits;
     use http_body_util::StreamBody;
+    use std::net::IpAddr;
 
     fn edge(budget: usize, rate: u64) -> Arc<Edge> {
         Arc::new(Edge::new(Limits {
             max_inflight_body_bytes: budget,
+            max_body_bytes_per_source: budget,
             min_body_rate: rate,
-            body_grace_secs: 1,
+            body_window_secs: 1,
             ..Limits::default()
         }))
     }
@@ -211,7 +290,7 @@ mod tests {
         let e = edge(1 << 20, 1024);
         let parts: Vec<Vec<u8>> = (0..5000u32).map(|i| vec![(i % 251) as u8]).collect();
         let want: Vec<u8> = parts.concat();
-        let b = read(&e, chunks(parts), 10_000).await.unwrap();
+        let b = read(&e, None, chunks(parts), 10_000).await.unwrap();
         assert_eq!(&*b, want.as_slice());
         assert!(b.bytes.capacity() <= 2 * want.len());
         assert_eq!(e.bodies.available(), (1 << 20) - 5000);
@@ -224,13 +303,13 @@ mod tests {
     #[tokio::test]
     async fn over_the_route_limit_is_413() {
         let e = edge(1 << 20, 1024);
-        let err = read(&e, chunks(vec![vec![0; 600], vec![0; 600]]), 1000)
+        let err = read(&e, None, chunks(vec![vec![0; 600], vec![0; 600]]), 1000)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::PayloadTooLarge);
         // Nothing stays taken from the budget after a refusal.
         assert_eq!(e.bodies.available(), 1 << 20);
-        let err = read(&e, Body::from(vec![0u8; 1001]), 1000)
+        let err = read(&e, None, Body::from(vec![0u8; 1001]), 1000)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::PayloadTooLarge);
@@ -239,15 +318,15 @@ mod tests {
     #[tokio::test]
     async fn a_spent_budget_is_503_and_comes_back() {
         let e = edge(65_536, 1024);
-        let held = read(&e, Body::from(vec![1u8; 60_000]), 100_000)
+        let held = read(&e, None, Body::from(vec![1u8; 60_000]), 100_000)
             .await
             .unwrap();
-        let err = read(&e, Body::from(vec![2u8; 10_000]), 100_000)
+        let err = read(&e, None, Body::from(vec![2u8; 10_000]), 100_000)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::ServerBusy);
         drop(held);
-        let ok = read(&e, Body::from(vec![2u8; 10_000]), 100_000)
+        let ok = read(&e, None, Body::from(vec![2u8; 10_000]), 100_000)
             .await
             .unwrap();
         assert_eq!(ok.len(), 10_000);
@@ -276,10 +355,68 @@ mod tests {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        let err = read(&e, body, 1 << 20).await.unwrap_err();
+        let err = read(&e, None, body, 1 << 20).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::RequestTimeout);
         assert_eq!(e.metrics.timed_out_total(Timeout::Body), 1);
         sender.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_sent_early_buy_no_time_to_stall() {
+        // 100 B/s over 1 s windows. A fast first megabyte, then silence: cut after one
+        // window, not after 1 MB / 100 B/s.
+        let e = edge(4 << 20, 100);
+        let (tx, rx) = tokio::sync::mpsc::channel::<
+            Result<http_body::Frame<axum::body::Bytes>, std::io::Error>,
+        >(1);
+        let body = Body::new(StreamBody::new(ReceiverStream(rx)));
+        let sender = tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(http_body::Frame::data(axum::body::Bytes::from(
+                    vec![0u8; 1 << 20],
+                ))))
+                .await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(tx);
+        });
+        let started = Instant::now();
+        let err = read(&e, None, body, 2 << 20).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::RequestTimeout);
+        assert!(
+            started.elapsed() <= Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        sender.abort();
+    }
+
+    #[tokio::test]
+    async fn one_source_holds_at_most_its_share() {
+        let e = Arc::new(Edge::new(Limits {
+            max_inflight_body_bytes: 1 << 20,
+            max_body_bytes_per_source: 100_000,
+            ..Limits::default()
+        }));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let held = read(&e, Some(a), Body::from(vec![1u8; 90_000]), 1 << 20)
+            .await
+            .unwrap();
+        let err = read(&e, Some(a), Body::from(vec![1u8; 20_000]), 1 << 20)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::ServerBusy);
+        assert!(err.message.contains("this address"));
+        // Another source is served meanwhile.
+        read(&e, Some(b), Body::from(vec![1u8; 90_000]), 1 << 20)
+            .await
+            .unwrap();
+        drop(held);
+        read(&e, Some(a), Body::from(vec![1u8; 90_000]), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(e.bodies.available(), 1 << 20);
+        assert!(e.bodies.shares().is_empty());
     }
 
     struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);

@@ -78,12 +78,15 @@ pub struct Limits {
     /// Longest wait, after an answer, for the next request head on a kept-alive connection,
     /// seconds (also bounds a client that does not read its answer).
     pub idle_timeout_secs: u64,
-    /// Grace before the minimum body rate applies, seconds.
-    pub body_grace_secs: u64,
-    /// Slowest accepted request body after the grace, bytes per second.
+    /// The window of the minimum body rate, seconds: every window must carry
+    /// `min_body_rate` × window bytes, or the body must end within it.
+    pub body_window_secs: u64,
+    /// Slowest accepted request body, bytes per second, over every window.
     pub min_body_rate: u64,
     /// Most request-body bytes held in memory across all connections.
     pub max_inflight_body_bytes: usize,
+    /// Most request-body bytes one source (IPv4 address or IPv6 /64) may hold at once.
+    pub max_body_bytes_per_source: usize,
     /// Unauthenticated failures one source may have in a burst.
     pub source_failure_burst: u32,
     /// Unauthenticated failures per second one source earns back.
@@ -105,9 +108,10 @@ impl Default for Limits {
             handshake_timeout_secs: 10,
             header_timeout_secs: 10,
             idle_timeout_secs: 30,
-            body_grace_secs: 5,
-            min_body_rate: 16 * 1024,
+            body_window_secs: 10,
+            min_body_rate: 4 * 1024,
             max_inflight_body_bytes: 64 << 20,
+            max_body_bytes_per_source: 8 << 20,
             source_failure_burst: 20,
             source_failure_refill_per_sec: 1,
             global_failure_burst: 2000,
@@ -120,7 +124,7 @@ impl Default for Limits {
 impl Limits {
     /// Checks that every limit can work; the message names the field.
     pub fn validate(&self) -> Result<(), &'static str> {
-        let checks: [(bool, &'static str); 10] = [
+        let checks: [(bool, &'static str); 11] = [
             (
                 self.max_connections >= 1,
                 "limits.max_connections must be at least 1",
@@ -142,8 +146,13 @@ impl Limits {
                 "limits.idle_timeout_secs must be between 1 and 3600",
             ),
             (
-                self.body_grace_secs <= 300,
-                "limits.body_grace_secs must be at most 300",
+                (1..=300).contains(&self.body_window_secs),
+                "limits.body_window_secs must be between 1 and 300",
+            ),
+            (
+                self.max_body_bytes_per_source >= 65_536
+                    && self.max_body_bytes_per_source <= self.max_inflight_body_bytes,
+                "limits.max_body_bytes_per_source must be between 65536 and max_inflight_body_bytes",
             ),
             (
                 self.min_body_rate >= 1,
@@ -155,8 +164,11 @@ impl Limits {
                 "limits.max_inflight_body_bytes must be between 65536 and 4294967295",
             ),
             (
-                self.source_failure_burst >= 1 && self.global_failure_burst >= 1,
-                "limits.source_failure_burst and limits.global_failure_burst must be at least 1",
+                self.source_failure_burst >= 1
+                    && self.global_failure_burst >= 1
+                    && self.source_failure_refill_per_sec >= 1
+                    && self.global_failure_refill_per_sec >= 1,
+                "limits.*_failure_burst and limits.*_failure_refill_per_sec must be at least 1",
             ),
             (
                 self.max_tracked_sources >= 1,
@@ -167,6 +179,15 @@ impl Limits {
             Some((_, msg)) => Err(msg),
             None => Ok(()),
         }
+    }
+
+    /// Checks the limits against the largest body a route accepts: the budgets must hold
+    /// at least one such body, or every large request would be refused forever.
+    pub fn validate_for_body(&self, max_body_bytes: usize) -> Result<(), &'static str> {
+        if self.max_body_bytes_per_source < max_body_bytes {
+            return Err("limits.max_body_bytes_per_source must be at least max_body_bytes");
+        }
+        Ok(())
     }
 
     /// [`Self::handshake_timeout_secs`] as a duration.
@@ -377,7 +398,10 @@ impl Edge {
     /// An edge enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         Self {
-            bodies: body::Budget::new(limits.max_inflight_body_bytes),
+            bodies: body::Budget::new(
+                limits.max_inflight_body_bytes,
+                limits.max_body_bytes_per_source,
+            ),
             throttle: throttle::Throttle::new(&limits),
             metrics: NetMetrics::default(),
             limits,

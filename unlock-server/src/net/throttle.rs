@@ -59,7 +59,12 @@ pub struct Throttle {
 struct State {
     global: Bucket,
     sources: HashMap<SourceKey, Bucket>,
+    last_sweep: Option<Instant>,
 }
+
+/// How deep a source's debt may go, in bursts: a burst of concurrent forged requests costs
+/// the source up to this many refill periods of silence.
+const DEBT_FLOOR: f64 = 30.0;
 
 /// Which budget refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +88,7 @@ impl Throttle {
             state: Mutex::new(State {
                 global: Bucket::full(limits.global_failure_burst, now),
                 sources: HashMap::new(),
+                last_sweep: None,
             }),
         }
     }
@@ -93,28 +99,37 @@ impl Throttle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `peer` may be served now: refused while its bucket (or the global one) has
-    /// less than one failure left.
+    /// Whether `peer` may be served now. A source that owes nothing is always served: the
+    /// global bucket limits only sources that have failed recently (and, when the table of
+    /// sources is full, the ones it cannot remember), so that strangers spending the
+    /// global budget never refuse an honest machine that sent nothing forged.
     pub fn check(&self, peer: IpAddr) -> Result<(), Spent> {
         self.check_at(peer, Instant::now())
     }
 
     fn check_at(&self, peer: IpAddr, now: Instant) -> Result<(), Spent> {
         let mut s = self.lock();
-        if let Some(b) = s.sources.get_mut(&SourceKey::of(peer)) {
-            b.refill(self.source_burst, self.source_refill, now);
-            if b.tokens < 1.0 {
-                return Err(Spent::Source);
+        let full = s.sources.len() >= self.max_sources;
+        let owes = match s.sources.get_mut(&SourceKey::of(peer)) {
+            Some(b) => {
+                b.refill(self.source_burst, self.source_refill, now);
+                if b.tokens < 1.0 {
+                    return Err(Spent::Source);
+                }
+                b.tokens < f64::from(self.source_burst)
             }
-        }
+            None => full,
+        };
         s.global.refill(self.global_burst, self.global_refill, now);
-        if s.global.tokens < 1.0 {
+        if owes && s.global.tokens < 1.0 {
             return Err(Spent::Global);
         }
         Ok(())
     }
 
-    /// Takes one unauthenticated failure from `peer`'s and the global bucket.
+    /// Takes one unauthenticated failure from `peer`'s and the global bucket. Buckets may
+    /// go into debt (to a floor): requests that passed [`Self::check`] together and then
+    /// all failed are paid back before the source is served again.
     pub fn failed(&self, peer: IpAddr) {
         self.failed_at(peer, Instant::now());
     }
@@ -123,15 +138,21 @@ impl Throttle {
         let (burst, refill) = (self.source_burst, self.source_refill);
         let mut s = self.lock();
         s.global.refill(self.global_burst, self.global_refill, now);
-        s.global.tokens = (s.global.tokens - 1.0).max(0.0);
+        s.global.tokens = (s.global.tokens - 1.0).max(-f64::from(self.global_burst));
         let key = SourceKey::of(peer);
         if !s.sources.contains_key(&key) && s.sources.len() >= self.max_sources {
-            // Forget the sources whose buckets have refilled: they owe nothing. If every
-            // tracked source still owes, this one is limited by the global bucket only.
-            s.sources.retain(|_, b| {
-                b.refill(burst, refill, now);
-                b.tokens < f64::from(burst)
-            });
+            // Forget the sources whose buckets have refilled: they owe nothing. At most once
+            // a second (the sweep is linear in the table). If every tracked source still
+            // owes, this one is limited by the global bucket only.
+            if s.last_sweep
+                .is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
+            {
+                s.last_sweep = Some(now);
+                s.sources.retain(|_, b| {
+                    b.refill(burst, refill, now);
+                    b.tokens < f64::from(burst)
+                });
+            }
             if s.sources.len() >= self.max_sources {
                 return;
             }
@@ -141,7 +162,7 @@ impl Throttle {
             .entry(key)
             .or_insert_with(|| Bucket::full(burst, now));
         b.refill(burst, refill, now);
-        b.tokens = (b.tokens - 1.0).max(0.0);
+        b.tokens = (b.tokens - 1.0).max(-f64::from(burst) * DEBT_FLOOR);
     }
 
     /// Sources remembered now.
@@ -198,14 +219,49 @@ mod tests {
     }
 
     #[test]
-    fn the_global_bucket_limits_many_sources() {
+    fn the_global_bucket_limits_failing_sources_never_clean_ones() {
         let t = throttle(5, 1, 10, 100);
         let now = Instant::now();
         for i in 0..10u8 {
             t.failed_at(IpAddr::from([198, 51, 100, i]), now);
         }
-        let fresh: IpAddr = "203.0.113.9".parse().unwrap();
-        assert_eq!(t.check_at(fresh, now), Err(Spent::Global));
+        // A source that failed (and still owes) is refused while the global budget is spent.
+        assert_eq!(
+            t.check_at(IpAddr::from([198, 51, 100, 3]), now),
+            Err(Spent::Global)
+        );
+        // A source that never sent anything forged is served.
+        let clean: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(t.check_at(clean, now), Ok(()));
+    }
+
+    #[test]
+    fn concurrent_failures_put_the_source_in_debt() {
+        let t = throttle(5, 1, 1000, 100);
+        let now = Instant::now();
+        let bad: IpAddr = "192.0.2.66".parse().unwrap();
+        // 50 requests passed the check together, then all failed.
+        for _ in 0..50 {
+            t.failed_at(bad, now);
+        }
+        // 5 of burst, 45 of debt: 46 s at one token a second before it is served again.
+        assert_eq!(
+            t.check_at(bad, now + Duration::from_secs(40)),
+            Err(Spent::Source)
+        );
+        assert_eq!(t.check_at(bad, now + Duration::from_secs(47)), Ok(()));
+    }
+
+    #[test]
+    fn when_the_table_is_full_unknown_sources_meet_the_global_bucket() {
+        let t = throttle(2, 1, 3, 4);
+        let now = Instant::now();
+        for i in 0..4u8 {
+            t.failed_at(IpAddr::from([198, 51, 100, i]), now);
+        }
+        assert_eq!(t.tracked_sources(), 4);
+        let unknown: IpAddr = "203.0.113.1".parse().unwrap();
+        assert_eq!(t.check_at(unknown, now), Err(Spent::Global));
     }
 
     #[test]

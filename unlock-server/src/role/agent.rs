@@ -136,11 +136,9 @@ impl RoleService {
         )
         .is_err()
         {
+            // Logged, never written nor counted against the machine: anyone who knows its
+            // public EK can register an AK of their own and fail here (the source pays).
             tracing::warn!(role = self.role.as_str(), agent_id = %reg.agent_id, "activation proof wrong");
-            // Logged for the operator, never counted against the machine: anyone who knows
-            // its public EK can register an AK of their own and fail here.
-            self.store
-                .record_refusal(&reg.agent_id, None, "activation proof wrong", false, now)?;
             return Err(ApiError::new(
                 ErrorCode::ActivationFailed,
                 "the activation proof is wrong: the AK is not in the enrolled TPM",
@@ -256,10 +254,20 @@ impl RoleService {
         }
         let refuse = |e: ApiError| -> ApiError {
             tracing::info!(role = self.role.as_str(), agent_id = %ch.agent_id, challenge_id, code = ?e.code, charge = ?e.charge, reason = %e.message, "refused");
-            // Only evidence the agent's AK signed for this challenge counts against it; the
-            // rest anyone could have sent (charged to the source by the HTTP layer), and the
-            // host check's refusals are about the host.
+            // Only evidence the agent's AK signed for this challenge counts against it and is
+            // written to its attempt log; the rest anyone could have sent (the source pays,
+            // the log line stays), and the host check's refusals are about the host (written,
+            // not counted).
             let evidence_failure = e.charge == Charge::Agent;
+            let host = matches!(
+                e.code,
+                ErrorCode::HostUnreachable
+                    | ErrorCode::HostQuoteInvalid
+                    | ErrorCode::HostPolicyDenied
+            );
+            if !evidence_failure && !host {
+                return e;
+            }
             if let Err(err) = self.store.record_refusal(
                 &ch.agent_id,
                 Some(challenge_id),

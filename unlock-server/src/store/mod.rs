@@ -333,13 +333,15 @@ impl Store {
         })
     }
 
-    /// Evidence refusals of `agent_id` since its last release, counting only those at or
-    /// after `since`: the input of the failed-attempt rate limit. The log is in the database,
+    /// Challenges of `agent_id` whose evidence was refused since its last release, counting
+    /// only refusals at or after `since`: the input of the failed-attempt rate limit. The log is in the database,
     /// so every replica sees the same count.
     pub fn recent_refusals(&self, agent_id: &str, since: i64) -> Result<u32, StoreError> {
         self.read(|c| {
+            // Distinct challenges: copies of one quote replayed with mangled logs (by whoever
+            // can read the agent's bodies) count once, as the one challenge the agent quoted.
             let row = c.query_one(
-                "SELECT COUNT(*) FROM attempts
+                "SELECT COUNT(DISTINCT challenge_id) FROM attempts
                  WHERE agent_id = ?1 AND evidence_failure = 1 AND at >= ?2
                    AND id > COALESCE((SELECT MAX(id) FROM attempts
                                       WHERE agent_id = ?1 AND result = 'released'), 0)",

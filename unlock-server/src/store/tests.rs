@@ -490,8 +490,12 @@ both!(registration_is_taken_once, |db| {
 
 both!(refusals_since_the_last_release_are_counted, |db| {
     let s = enrolled_in(&db, 1, None);
-    s.record_refusal(AGENT, None, "bad", true, 5).unwrap();
-    s.record_refusal(AGENT, None, "bad", true, 50).unwrap();
+    s.record_refusal(AGENT, Some("q1"), "bad", true, 5).unwrap();
+    s.record_refusal(AGENT, Some("q2"), "bad", true, 50)
+        .unwrap();
+    // The same challenge refused again (copies of one quote with mangled logs) counts once.
+    s.record_refusal(AGENT, Some("q2"), "bad", true, 50)
+        .unwrap();
     // Not the machine's fault (the host's provider was down): logged, not counted.
     s.record_refusal(AGENT, None, "host_unreachable", false, 51)
         .unwrap();
@@ -512,7 +516,7 @@ both!(refusals_since_the_last_release_are_counted, |db| {
     assert_eq!(s.recent_refusals(AGENT, 0).unwrap(), 0);
     assert_eq!(
         s.attempts(AGENT, 10).unwrap().len(),
-        5,
+        6,
         "every refusal is logged, counted or not"
     );
 });
@@ -695,8 +699,8 @@ both!(attempts_in_the_rate_limit_window_survive, |db| {
         s.record_refusal(AGENT, None, "old", true, now - 5000)
             .unwrap();
     }
-    for _ in 0..12 {
-        s.record_refusal(AGENT, None, "recent", true, now - 100)
+    for i in 0..12 {
+        s.record_refusal(AGENT, Some(&format!("r{i}")), "recent", true, now - 100)
             .unwrap();
     }
     for _ in 0..3 {
