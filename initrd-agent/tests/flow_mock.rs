@@ -154,6 +154,7 @@ fn unlocks_end_to_end_then_the_same_boot_is_refused() {
         names,
         [
             "tpm",
+            "ek",
             "register",
             "activate",
             "challenge",
@@ -189,6 +190,9 @@ fn unlocks_end_to_end_then_the_same_boot_is_refused() {
         o.stderr
     );
     assert!(!env.key_file.exists());
+    // The second run read the EK and AK back from the TPM: no derivation, no registration.
+    let names: Vec<String> = steps(&o).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["tpm", "challenge", "quote", "logs"], "{}", o.stderr);
 }
 
 /// The release PCR's value after one extend with the release event (what both a release

@@ -98,7 +98,7 @@ impl Boot {
                 continue;
             };
             let text = &line[pos + AGENT.len()..];
-            if text.starts_with(LATCH) {
+            if text.starts_with(LATCH) || text.starts_with("note: ") {
                 continue;
             }
             if let Some(rest) = text.strip_prefix("step ") {
@@ -314,6 +314,20 @@ mod tests {
             .status
             .starts_with("refused by verifier: session_terminated"));
         assert_eq!(b.root_reached(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn note_lines_are_no_run() {
+        let b = boot(&[
+            "initrd-agent[301]: initrd-agent: step tpm 120 ms",
+            "initrd-agent[301]: initrd-agent: note: verifier: unknown_agent: x; registering this TPM's EK and AK",
+            "initrd-agent[301]: initrd-agent: step register 40 ms",
+            "initrd-agent[301]: initrd-agent: unlocked (key written to /run/k in 0.42 s)",
+        ]);
+        let runs = b.agent_runs();
+        assert_eq!(runs.len(), 1);
+        assert!(runs[0].unlocked());
+        assert_eq!(runs[0].steps.len(), 2);
     }
 
     #[test]

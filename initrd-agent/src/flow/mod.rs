@@ -44,7 +44,7 @@ use crate::config::Config;
 use crate::http::{Client, HttpError};
 use crate::keyfile::write_key_file;
 use crate::logs::{read_event_log, read_ima_log};
-use crate::tpm::{Ak, Ek, Tpm};
+use crate::tpm::{Ak, AkHierarchy, Ek, Tpm};
 use verifier_core::proto::v1::ErrorCode;
 
 /// The PCR IMA extends; the IMA list is only sent when the quote covers it (otherwise the
@@ -67,7 +67,9 @@ pub struct Unlocked {
     pub key_file: PathBuf,
 }
 
-/// Per-step timing, printed as `initrd-agent: step <name> <ms> ms` when verbose.
+/// Per-step timing, printed as `initrd-agent: step <name> <ms> ms` when verbose. Lines that
+/// explain what the agent does next are `initrd-agent: note: ...`; the one status line of a
+/// run is everything else.
 #[derive(Debug)]
 pub struct Steps {
     verbose: bool,
@@ -146,26 +148,103 @@ pub fn unlock(config: &Config, steps: &mut Steps, started: Instant) -> Result<Un
 
     let t = Instant::now();
     let mut tpm = Tpm::open(&config.tcti)?;
-    let ek = tpm.create_ek(config.ek)?;
-    let ak = match tpm.create_ak(&ek) {
-        Ok(ak) => ak,
-        Err(e) => {
-            let _ = tpm.flush_ek(ek);
-            return Err(e.into());
-        }
-    };
-    let result = tpm
-        .read_ek_cert(config.ek)
+    let (ak, ak_persistent) = tpm.primary_ak()?;
+    let known_ek = tpm.persistent_ek_public(config.ek);
+    steps.record("tpm", t);
+    let result = known_ek
         .map_err(FlowError::from)
-        .and_then(|cert| {
-            steps.record("tpm", t);
-            with_keys(config, &client, &mut tpm, &ek, &ak, cert, steps)
-        });
-    // Transient objects: the resource manager flushes them when we exit, a direct
-    // /dev/tpm0 user would keep them, so flush either way.
+        .and_then(|ek| boot(config, &client, &mut tpm, (&ak, ak_persistent), ek, steps));
+    // A transient AK is flushed (the resource manager would at exit; a direct /dev/tpm0
+    // user would keep it); a persistent one is only closed.
     let _ = tpm.flush_ak(ak);
-    let _ = tpm.flush_ek(ek);
     result
+}
+
+/// The boot: with the EK and AK the TPM keeps (read back, nothing derived), straight to
+/// the challenges, since both roles pinned the AK when it was first activated. Only when a
+/// role does not know them (the first boot after enrollment, a replaced TPM, an evicted
+/// handle) does the agent derive the EK, register and activate with every role, and keep
+/// the EK and AK in the TPM for the next boot.
+fn boot(
+    config: &Config,
+    client: &Client,
+    tpm: &mut Tpm,
+    (ak, ak_persistent): (&Ak, bool),
+    known_ek: Option<Vec<u8>>,
+    steps: &mut Steps,
+) -> Result<Unlocked, FlowError> {
+    let roles = endpoints(config);
+    if let Some(ek_pub) = known_ek {
+        let agent_id = AgentId::of_ek(&ek_pub);
+        match attest_rounds(config, client, tpm, ak, &agent_id, steps) {
+            Ok(halves) => return finish(config, tpm, &agent_id, halves, steps),
+            Err(e) if needs_registration(&e) => {
+                eprintln!("initrd-agent: note: {e}; registering this TPM's EK and AK");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let t = Instant::now();
+    // What sits at the persistent handle was refused or is not ours (anything with the AK
+    // template's attributes passes the local check): register the AK derived from the
+    // endorsement seed instead, and put it there.
+    let derived = if ak_persistent {
+        Some(tpm.create_primary_ak(AkHierarchy::Endorsement)?)
+    } else {
+        None
+    };
+    let ak = derived.as_ref().unwrap_or(ak);
+    let ek = tpm.create_ek(config.ek);
+    let result = ek.map_err(FlowError::from).and_then(|ek| {
+        let r = tpm
+            .read_ek_cert(config.ek)
+            .map_err(FlowError::from)
+            .and_then(|cert| {
+                steps.record("ek", t);
+                let agent_id = AgentId::of_ek(ek.public());
+                register_all(client, tpm, (&ek, ak), cert, &roles, &agent_id, steps)?;
+                keep_keys(tpm, &ek, ak);
+                let halves = attest_rounds(config, client, tpm, ak, &agent_id, steps)?;
+                finish(config, tpm, &agent_id, halves, steps)
+            });
+        let _ = tpm.flush_ek(ek);
+        r
+    });
+    if let Some(d) = derived {
+        let _ = tpm.flush_ak(d);
+    }
+    result
+}
+
+/// After a registration: the EK at its TCG handle (when free) and the AK at
+/// [`crate::tpm::AK_PERSISTENT_HANDLE`], so the next boot reads them back instead of
+/// deriving them. Best effort: a TPM that refuses (owner auth set, NV full) only costs the
+/// next boot this registration again.
+fn keep_keys(tpm: &mut Tpm, ek: &Ek, ak: &Ak) {
+    if let Err(e) = tpm.persist_ak(ak) {
+        eprintln!(
+            "initrd-agent: note: the AK was not made persistent ({e}); the next boot derives it again"
+        );
+    }
+    if let Err(e) = tpm.persist_ek_if_free(ek) {
+        eprintln!(
+            "initrd-agent: note: the EK was not made persistent ({e}); the next boot registers again"
+        );
+    }
+}
+
+/// A role that does not know this agent id or AK: register (and activate) first.
+fn needs_registration(e: &FlowError) -> bool {
+    matches!(
+        e,
+        FlowError::Http {
+            source: HttpError::Refused {
+                code: ErrorCode::UnknownAgent | ErrorCode::NotEnrolled,
+                ..
+            },
+            ..
+        }
+    )
 }
 
 fn http_err(role: Role) -> impl Fn(HttpError) -> FlowError {
@@ -264,32 +343,30 @@ struct Halves {
     payload: Option<Base64Bytes>,
 }
 
-fn with_keys(
+/// Challenge, quote and attest with every role, one NK for the whole run; a role whose
+/// challenge expired gets a new round (at most [`MAX_ROUNDS`]).
+fn attest_rounds(
     config: &Config,
     client: &Client,
     tpm: &mut Tpm,
-    ek: &Ek,
     ak: &Ak,
-    ek_cert: Option<Vec<u8>>,
+    agent_id: &AgentId,
     steps: &mut Steps,
-) -> Result<Unlocked, FlowError> {
-    let agent_id = AgentId::of_ek(ek.public());
+) -> Result<Halves, FlowError> {
     let roles = endpoints(config);
-    register_all(client, tpm, (ek, ak), ek_cert, &roles, &agent_id, steps)?;
-
     // One NK for the whole run: only this process holds it, so every half sealed to it,
     // in any round, is this process's.
     let nk = NkPrivate::generate().map_err(FlowError::Nk)?;
     let mut halves = Halves::default();
     let mut pending: Vec<(Role, &str)> = roles.to_vec();
+    let run = Round {
+        config,
+        client,
+        ak,
+        agent_id,
+        nk: &nk,
+    };
     for round in 1..=MAX_ROUNDS {
-        let run = Round {
-            config,
-            client,
-            ak,
-            agent_id: &agent_id,
-            nk: &nk,
-        };
         let mut failed = run.attest(tpm, &pending, &mut halves, steps)?;
         if failed.is_empty() {
             break;
@@ -299,7 +376,7 @@ fn with_keys(
         }
         for (_, e) in &failed {
             eprintln!(
-                "initrd-agent: {e}; asking again with a new challenge (round {})",
+                "initrd-agent: note: {e}; asking again with a new challenge (round {})",
                 round + 1
             );
         }
@@ -309,7 +386,18 @@ fn with_keys(
             .copied()
             .collect();
     }
-    let key = recombine(&agent_id, halves, steps)?;
+    Ok(halves)
+}
+
+/// The halves recombined, the door closed, the key written.
+fn finish(
+    config: &Config,
+    tpm: &mut Tpm,
+    agent_id: &AgentId,
+    halves: Halves,
+    steps: &mut Steps,
+) -> Result<Unlocked, FlowError> {
+    let key = recombine(agent_id, halves, steps)?;
 
     // Close the door BEFORE the key leaves this process: once the release PCR is extended
     // no quote in this boot can pass the policy again. If the extend fails, the key is

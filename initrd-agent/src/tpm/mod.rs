@@ -21,10 +21,14 @@ use std::str::FromStr;
 
 use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
 use tss_esapi::constants::PropertyTag;
-use tss_esapi::handles::{KeyHandle, NvIndexHandle, NvIndexTpmHandle, TpmHandle};
+use tss_esapi::handles::{
+    KeyHandle, NvIndexHandle, NvIndexTpmHandle, PersistentTpmHandle, TpmHandle,
+};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
+use tss_esapi::interface_types::dynamic_handles::Persistent;
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::resource_handles::Provision;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
 use tss_esapi::structures::{EncryptedSecret, IdObject};
 use tss_esapi::tcti_ldr::TctiNameConf;
@@ -43,6 +47,25 @@ const MIN_NV_BUFFER_MAX: usize = 512;
 /// NV index of the ECC NIST P-384 EK certificate (TCG EK Credential Profile, high range;
 /// where swtpm_setup puts its ECC EK certificate).
 pub const ECC_P384_EK_CERT_NV_INDEX: u32 = 0x01c0_0016;
+
+/// The persistent handle where the agent keeps its AK (TPM2_EvictControl at first
+/// registration): in the range the TCG Handle Registry gives to endorsement-hierarchy
+/// primary objects (0x81010000-0x8101FFFF), away from the EK handles 0x81010001/0x81010002
+/// and swtpm's 0x81010016. A boot that finds its AK here only reads it back (no key
+/// derivation); when it is absent or holds anything else, the AK is derived again from the
+/// endorsement seed (CreatePrimary with the same template gives the same key).
+pub const AK_PERSISTENT_HANDLE: u32 = 0x8101_0020;
+
+/// Which hierarchy a primary AK is derived in. The agent only ever uses the endorsement
+/// hierarchy; the owner hierarchy exists so tests can make the AK a server must refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AkHierarchy {
+    /// The endorsement hierarchy: quote clockInfo is not obfuscated, and the key survives
+    /// TPM2_Clear (it changes only with the endorsement seed).
+    Endorsement,
+    /// The owner (storage) hierarchy: for tests of the server's refusal.
+    Owner,
+}
 
 /// Which default EK template (TCG EK Credential Profile, low range) to instantiate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,12 +178,25 @@ impl Ek {
     }
 }
 
+impl EkKind {
+    /// The persistent handle the TCG EK Credential Profile (and swtpm_setup) gives this EK.
+    pub fn persistent_handle(self) -> u32 {
+        match self {
+            Self::Rsa2048 => 0x8101_0001,
+            Self::EccP256 => 0x8101_0002,
+            Self::EccP384 => 0x8101_0016,
+        }
+    }
+}
+
 /// An attestation key (ECC P-256, ECDSA-SHA256, restricted signing) loaded under the EK.
 #[derive(Debug)]
 pub struct Ak {
     handle: KeyHandle,
     public: Vec<u8>,
     name: Vec<u8>,
+    /// Read back from a persistent handle (closed, never flushed).
+    persistent: bool,
 }
 
 impl Ak {
@@ -333,6 +369,7 @@ impl Tpm {
             handle,
             public,
             name,
+            persistent: false,
         })
     }
 
@@ -369,6 +406,7 @@ impl Tpm {
             handle,
             public: public.marshall().map_err(cmd("marshal AK public"))?,
             name: name.value().to_vec(),
+            persistent: false,
         })
     }
 
@@ -428,6 +466,167 @@ impl Tpm {
         Ok(Zeroizing::new(digest.value().to_vec()))
     }
 
+    /// The AK as a primary key: read back from [`AK_PERSISTENT_HANDLE`] when a key with the
+    /// AK template's attributes is there, else derived with CreatePrimary in the endorsement
+    /// hierarchy (deterministic: the same TPM gives the same key every boot, so the server's
+    /// pinned name matches without anything stored on disk). The `bool` says whether it
+    /// came from the persistent handle.
+    pub fn primary_ak(&mut self) -> Result<(Ak, bool), TpmError> {
+        if let Some(ak) = self.persistent_ak()? {
+            return Ok((ak, true));
+        }
+        Ok((self.create_primary_ak(AkHierarchy::Endorsement)?, false))
+    }
+
+    /// The key at [`AK_PERSISTENT_HANDLE`], if there is one with the AK template's
+    /// attributes (anything else there is ignored: the server pins the AK's name anyway).
+    fn persistent_ak(&mut self) -> Result<Option<Ak>, TpmError> {
+        let handle =
+            PersistentTpmHandle::new(AK_PERSISTENT_HANDLE).map_err(cmd("AK persistent handle"))?;
+        let Ok(obj) = self
+            .ctx
+            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
+        else {
+            return Ok(None);
+        };
+        let key = KeyHandle::from(obj);
+        let mut ak = self.ak_from_handle(key)?;
+        ak.persistent = true;
+        let template = auth::ak_template()?
+            .marshall()
+            .map_err(cmd("marshal AK template"))?;
+        // Same type, nameAlg, attributes and parameters as the template: compare the
+        // public area up to the unique field (the key itself differs per TPM).
+        let fixed = template.len().saturating_sub(4); // the empty ECC point: 2 + 2 bytes
+        if ak.public.get(..fixed) != template.get(..fixed) {
+            let mut obj = obj;
+            let _ = self.ctx.tr_close(&mut obj);
+            return Ok(None);
+        }
+        Ok(Some(ak))
+    }
+
+    /// Derives the AK as a primary key in `hierarchy` with the AK template.
+    pub fn create_primary_ak(&mut self, hierarchy: AkHierarchy) -> Result<Ak, TpmError> {
+        let template = auth::ak_template()?;
+        let h = match hierarchy {
+            AkHierarchy::Endorsement => Hierarchy::Endorsement,
+            AkHierarchy::Owner => Hierarchy::Owner,
+        };
+        let created = self
+            .ctx
+            .execute_with_session(auth::PASSWORD, |ctx| {
+                ctx.create_primary(h, template, None, None, None, None)
+            })
+            .map_err(cmd("CreatePrimary (AK)"))?;
+        let handle = created.key_handle;
+        let public = created.out_public.marshall();
+        let name = self.ctx.tr_get_name(handle.into());
+        match (public, name) {
+            (Ok(public), Ok(name)) => Ok(Ak {
+                handle,
+                public,
+                name: name.value().to_vec(),
+                persistent: false,
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = self.ctx.flush_context(handle.into());
+                Err(TpmError::Command {
+                    op: "AK public area and name",
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// Makes a transient AK persistent at [`AK_PERSISTENT_HANDLE`] (owner authorization,
+    /// empty by default), replacing what is there. The transient copy stays loaded.
+    pub fn persist_ak(&mut self, ak: &Ak) -> Result<(), TpmError> {
+        let handle =
+            PersistentTpmHandle::new(AK_PERSISTENT_HANDLE).map_err(cmd("AK persistent handle"))?;
+        if let Ok(old) = self
+            .ctx
+            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
+        {
+            self.ctx
+                .execute_with_session(auth::PASSWORD, |ctx| {
+                    ctx.evict_control(Provision::Owner, old, Persistent::Persistent(handle))
+                })
+                .map_err(cmd("EvictControl (remove the old AK)"))?;
+        }
+        self.ctx
+            .execute_with_session(auth::PASSWORD, |ctx| {
+                ctx.evict_control(
+                    Provision::Owner,
+                    ak.handle.into(),
+                    Persistent::Persistent(handle),
+                )
+            })
+            .map_err(cmd("EvictControl (persist the AK)"))?;
+        Ok(())
+    }
+
+    /// The public area of the object at the EK's persistent handle, if any (one
+    /// ReadPublic, no key derivation). Whether it is the enrolled EK is the server's to say:
+    /// its hash is the agent id the boot asks challenges for.
+    pub fn persistent_ek_public(&mut self, kind: EkKind) -> Result<Option<Vec<u8>>, TpmError> {
+        let handle = PersistentTpmHandle::new(kind.persistent_handle())
+            .map_err(cmd("EK persistent handle"))?;
+        let Ok(obj) = self
+            .ctx
+            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
+        else {
+            return Ok(None);
+        };
+        let key = KeyHandle::from(obj);
+        let public = self.ak_from_handle(key).map(|k| k.public);
+        let mut obj = obj;
+        let _ = self.ctx.tr_close(&mut obj);
+        public.map(Some)
+    }
+
+    /// Makes the EK persistent at its TCG handle when that handle is free (an object put
+    /// there by the platform is never replaced). Returns whether it did.
+    pub fn persist_ek_if_free(&mut self, ek: &Ek) -> Result<bool, TpmError> {
+        let handle = PersistentTpmHandle::new(ek.kind.persistent_handle())
+            .map_err(cmd("EK persistent handle"))?;
+        if self
+            .ctx
+            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
+            .is_ok()
+        {
+            return Ok(false);
+        }
+        self.ctx
+            .execute_with_session(auth::PASSWORD, |ctx| {
+                ctx.evict_control(
+                    Provision::Owner,
+                    ek.handle.into(),
+                    Persistent::Persistent(handle),
+                )
+            })
+            .map_err(cmd("EvictControl (persist the EK)"))?;
+        Ok(true)
+    }
+
+    /// Removes the persistent AK, if any (tests: a boot after the handle was evicted).
+    pub fn evict_persistent_ak(&mut self) -> Result<bool, TpmError> {
+        let handle =
+            PersistentTpmHandle::new(AK_PERSISTENT_HANDLE).map_err(cmd("AK persistent handle"))?;
+        let Ok(old) = self
+            .ctx
+            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
+        else {
+            return Ok(false);
+        };
+        self.ctx
+            .execute_with_session(auth::PASSWORD, |ctx| {
+                ctx.evict_control(Provision::Owner, old, Persistent::Persistent(handle))
+            })
+            .map_err(cmd("EvictControl (evict the AK)"))?;
+        Ok(true)
+    }
+
     /// Unloads a key (EK or AK) from the TPM's transient memory.
     pub fn flush_ek(&mut self, ek: Ek) -> Result<(), TpmError> {
         self.ctx
@@ -435,8 +634,12 @@ impl Tpm {
             .map_err(cmd("FlushContext (EK)"))
     }
 
-    /// Unloads the AK.
+    /// Unloads the AK (a persistent AK is only closed: it stays in the TPM).
     pub fn flush_ak(&mut self, ak: Ak) -> Result<(), TpmError> {
+        if ak.persistent {
+            let mut obj = ak.handle.into();
+            return self.ctx.tr_close(&mut obj).map_err(cmd("TR_Close (AK)"));
+        }
         self.ctx
             .flush_context(ak.handle.into())
             .map_err(cmd("FlushContext (AK)"))

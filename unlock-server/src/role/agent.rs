@@ -329,6 +329,20 @@ impl RoleService {
             },
         )
         .map_err(|e| refuse(validation_error(&e)))?;
+        // The resetCount names the boot session only for an AK in the endorsement hierarchy
+        // (elsewhere clockInfo is obfuscated), and activation with the EK does not prove the
+        // hierarchy: the signed qualifiedSigner does.
+        let ek = Public::parse(&enrollment.ek_pub).map_err(ApiError::internal)?;
+        if !validated.quote().signed_in_endorsement_hierarchy(Some(&ek)) {
+            return Err(refuse(
+                ApiError::new(
+                    ErrorCode::AkNotAcceptable,
+                    "the quote's qualifiedSigner puts the AK outside the endorsement hierarchy \
+                     (neither a primary key there nor a child of the enrolled EK)",
+                )
+                .by_agent(),
+            ));
+        }
         let policy = Policy::from_json(&enrollment.policy).map_err(ApiError::internal)?;
         let verdict = policy.evaluate(&validated);
         if !verdict.accepted() {

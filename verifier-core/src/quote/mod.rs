@@ -25,7 +25,8 @@ use subtle::ConstantTimeEq;
 pub use ak::{AkError, AkPublic};
 
 use crate::wire::{
-    Attest, Attested, ClockInfo, HashAlg, PcrSelection, PcrValues, Signature, TPM_GENERATED_VALUE,
+    Attest, Attested, ClockInfo, HashAlg, PcrSelection, PcrValues, Public, Signature,
+    TPM_GENERATED_VALUE,
 };
 
 /// Why a quote was refused; each variant names the failed check.
@@ -88,7 +89,48 @@ pub struct VerifiedQuote {
     hash: HashAlg,
 }
 
+/// TPM_RH_ENDORSEMENT: the qualified name of the endorsement hierarchy is its handle.
+const RH_ENDORSEMENT: u32 = 0x4000_000B;
+
+/// The qualified name of an object named `name` under a parent whose qualified name is
+/// `parent_qn` (TPM 2.0 Part 1, "Qualified Name": QN_B = H_B(QN_A || Name_B), as a TPM2B_NAME
+/// with B's name algorithm first). `None` when `name` does not start with a known hash.
+pub fn qualified_name(parent_qn: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    let (alg, _) = name.split_first_chunk::<2>()?;
+    let alg = HashAlg::from_tpm(u16::from_be_bytes(*alg), "TPM2B_NAME", "nameAlg").ok()?;
+    let mut input = Vec::with_capacity(parent_qn.len() + name.len());
+    input.extend_from_slice(parent_qn);
+    input.extend_from_slice(name);
+    let digest = alg.hash(&input);
+    let mut out = Vec::with_capacity(2 + digest.as_bytes().len());
+    out.extend_from_slice(&alg.to_tpm().to_be_bytes());
+    out.extend_from_slice(digest.as_bytes());
+    Some(out)
+}
+
+/// The qualified name of a primary object named `name` in the endorsement hierarchy.
+pub fn endorsement_primary_qn(name: &[u8]) -> Option<Vec<u8>> {
+    qualified_name(&RH_ENDORSEMENT.to_be_bytes(), name)
+}
+
 impl VerifiedQuote {
+    /// Whether the signing key sits in the endorsement hierarchy, as the signed
+    /// `qualifiedSigner` proves: a primary key there, or a child of `ek` (a primary there).
+    /// Only then is clockInfo (resetCount, restartCount) not obfuscated, so only then does
+    /// the resetCount identify the boot; an AK from another hierarchy of the same TPM can be
+    /// activated with the EK (MakeCredential binds names, not hierarchies), so activation
+    /// alone does not prove it.
+    pub fn signed_in_endorsement_hierarchy(&self, ek: Option<&Public>) -> bool {
+        let as_primary = endorsement_primary_qn(&self.ak_name);
+        let under_ek = ek
+            .and_then(|ek| endorsement_primary_qn(&ek.name()))
+            .and_then(|ek_qn| qualified_name(&ek_qn, &self.ak_name));
+        [as_primary, under_ek]
+            .iter()
+            .flatten()
+            .any(|qn| bool::from(qn.as_slice().ct_eq(&self.qualified_signer)))
+    }
+
     /// Name of the AK that signed.
     pub fn ak_name(&self) -> &[u8] {
         &self.ak_name

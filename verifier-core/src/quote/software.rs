@@ -28,6 +28,9 @@ pub enum SoftwareAkError {
     /// The generated public area was not accepted as an AK (a bug).
     #[error(transparent)]
     Ak(#[from] AkError),
+    /// The AK's name has no known name algorithm (a bug).
+    #[error("software AK: name without a known name algorithm")]
+    Name,
 }
 
 enum Signer {
@@ -162,8 +165,8 @@ impl SoftwareAk {
     }
 
     /// A TPM2_Quote: the marshalled TPMS_ATTEST over `selection` of `pcrs` (digest with the
-    /// scheme hash, SHA-256) and its signature. `qualifiedSigner` is the AK's name, as for an
-    /// AK that is a primary key.
+    /// scheme hash, SHA-256) and its signature. `qualifiedSigner` is the AK's qualified name
+    /// as a primary key in the endorsement hierarchy.
     pub fn quote(
         &self,
         extra_data: &[u8],
@@ -175,8 +178,9 @@ impl SoftwareAk {
         let digest = selection
             .digest(HashAlg::Sha256, pcrs)
             .map_err(SoftwareAkError::MissingPcr)?;
+        let signer = super::endorsement_primary_qn(self.ak.name()).ok_or(SoftwareAkError::Name)?;
         let attest = Attest::new_quote(
-            self.ak.name(),
+            &signer,
             extra_data,
             clock_info,
             firmware_version,

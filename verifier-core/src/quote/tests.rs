@@ -67,7 +67,11 @@ fn valid_quote_exposes_signed_fields() {
         assert_eq!(q.firmware_version(), 0x0102);
         assert_eq!(q.extra_data(), NONCE);
         assert_eq!(q.ak_name(), ak.public().name());
-        assert_eq!(q.qualified_signer(), ak.public().name());
+        assert_eq!(
+            Some(q.qualified_signer().to_vec()),
+            super::endorsement_primary_qn(&ak.public().name())
+        );
+        assert!(q.signed_in_endorsement_hierarchy(None));
         // Only the 5 selected PCRs (of 48 supplied) are exposed.
         assert_eq!(q.pcrs().iter().count(), 5);
         assert_eq!(q.pcrs().get(HashAlg::Sha1, 7), v.get(HashAlg::Sha1, 7));
