@@ -2,7 +2,10 @@
 //! real server over HTTPS on 127.0.0.1 (`cargo bench -p unlock-server --bench agent_steps`).
 //!
 //! Each iteration is a fresh boot (swtpm power cycle: new resetCount, PCRs reset) of one
-//! enrolled machine; the figures are the agent's `step <name> <ms> ms` lines.
+//! enrolled machine; the figures are the agent's `step <name> <ms> ms` lines. Two modes in
+//! the same run: the baseline evicts the kept EK and AK before every boot (so every boot
+//! derives both and registers with both roles, as every v1 boot did), then the v2 path
+//! (both read back from the TPM, straight to the challenges); the last line is the ratio.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,22 +24,50 @@ use std::time::Instant;
 
 use support::{Machine, Server};
 
-fn main() {
-    let boots: usize = std::env::var("UNLOCK_BENCH_BOOTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let mut m = Machine::new();
-    let server = Server::start(&["--allow-ek-without-cert"]);
-    m.enroll(&server, &m.policy_now(true), &[]);
-    let mut steps: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    let mut wall = Vec::new();
+/// One mode's figures: per-step times and the process wall time.
+#[derive(Default)]
+struct Figures {
+    steps: BTreeMap<String, Vec<u64>>,
+    order: Vec<String>,
+    wall: Vec<f64>,
+    registrations: u64,
+}
+
+fn pct<T: Copy + PartialOrd>(v: &mut [T], p: f64) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn registrations(server: &Server) -> u64 {
+    let text = server.metrics();
+    ["verifier", "tenant"]
+        .iter()
+        .map(|r| {
+            support::raw::metric(
+                &text,
+                &format!("unlock_registrations_total{{role=\"{r}\"}}"),
+            )
+        })
+        .sum()
+}
+
+/// `boots` boots of `m`; with `forget`, the TPM's kept EK and AK are evicted before each
+/// boot, so every boot derives them and registers (what every boot did before the AK was
+/// enrolled once).
+fn run(m: &mut Machine, server: &Server, boots: usize, forget: bool) -> Figures {
+    let mut f = Figures::default();
+    let before = registrations(server);
     for _ in 0..boots {
         m.reboot();
+        if forget {
+            let mut tpm = initrd_agent::tpm::Tpm::open(&m.tcti()).unwrap();
+            tpm.evict_persistent_ak().unwrap();
+            tpm.evict_persistent_ek(initrd_agent::tpm::EkKind::EccP256)
+                .unwrap();
+        }
         let t = Instant::now();
-        let out = m.agent(&server, None, &["--verbose"]);
-        wall.push(t.elapsed().as_secs_f64() * 1000.0);
+        let out = m.agent(server, None, &["--verbose"]);
+        f.wall.push(t.elapsed().as_secs_f64() * 1000.0);
         let text = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(0), "{text}");
         for line in text.lines() {
@@ -46,33 +77,62 @@ fn main() {
                 (w.next(), w.next(), w.next(), w.next())
             {
                 if let Ok(ms) = ms.parse::<u64>() {
-                    if !order.iter().any(|o| o == name) {
-                        order.push(name.to_owned());
+                    if !f.order.iter().any(|o| o == name) {
+                        f.order.push(name.to_owned());
                     }
-                    steps.entry(name.to_owned()).or_default().push(ms);
+                    f.steps.entry(name.to_owned()).or_default().push(ms);
                 }
             }
         }
     }
-    let pct = |v: &mut Vec<u64>, p: f64| {
-        v.sort_unstable();
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[i]
-    };
-    println!("agent against swtpm + unlock-server (HTTPS, both roles), {boots} boots");
+    f.registrations = registrations(server) - before;
+    f
+}
+
+fn report(label: &str, f: &mut Figures, boots: usize) -> f64 {
+    println!(
+        "\n{label} ({boots} boots; {} registrations)",
+        f.registrations
+    );
     println!("{:<12} {:>8} {:>8}", "step", "p50 ms", "p90 ms");
     let mut total50 = 0;
-    for name in &order {
-        let v = steps.get_mut(name).unwrap();
+    for name in &f.order {
+        let v = f.steps.get_mut(name).unwrap();
         let p50 = pct(v, 0.5);
         total50 += p50;
         println!("{:<12} {:>8} {:>8}", name, p50, pct(v, 0.9));
     }
     println!("{:<12} {:>8}", "sum of p50", total50);
-    wall.sort_by(f64::total_cmp);
+    let p50 = pct(&mut f.wall, 0.5);
     println!(
         "process wall time (exec to exit): p50 {:.0} ms, p90 {:.0} ms",
-        wall[wall.len() / 2],
-        wall[(wall.len() * 9) / 10]
+        p50,
+        pct(&mut f.wall, 0.9)
     );
+    p50
+}
+
+fn main() {
+    let boots: usize = std::env::var("UNLOCK_BENCH_BOOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut m = Machine::new();
+    let server = Server::start(&["--allow-ek-without-cert"]);
+    m.enroll(&server, &m.policy_now(true), &[]);
+    println!("agent against swtpm + unlock-server (HTTPS, both roles)");
+    // Baseline and new path in the same run, on the same machine and server.
+    let mut baseline = run(&mut m, &server, boots, true);
+    let mut kept = run(&mut m, &server, boots, false);
+    let b = report(
+        "baseline: keys derived and registered every boot (the v1 boot path)",
+        &mut baseline,
+        boots,
+    );
+    let k = report(
+        "v2: EK and AK read back from the TPM, no registration",
+        &mut kept,
+        boots,
+    );
+    println!("\nwall time p50, v2 / baseline: {:.2}", k / b);
 }

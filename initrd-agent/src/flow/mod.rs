@@ -1,8 +1,13 @@
-//! One unlock, start to finish (DESIGN section 2):
+//! One unlock, start to finish (docs/protocol.md):
 //!
-//! 1. TPM: EK (and its certificate from NV), AK under the EK.
-//! 2. For each distinct role base URL: `register` (EK, certificate, AK) and `activate`
-//!    (TPM2_ActivateCredential, then the HMAC proof), which binds the AK to the EK.
+//! 1. TPM: the AK, a primary key in the endorsement hierarchy (read back from
+//!    [`crate::tpm::AK_PERSISTENT_HANDLE`], else derived: same template, same key), and the
+//!    EK's public area from its TCG persistent handle when the TPM keeps it (its hash is the
+//!    agent id). No key is derived when both are kept.
+//! 2. Only when a role does not know the agent id or the AK (the first boot, a replaced TPM,
+//!    an evicted handle): the EK is derived, and for each distinct role base URL `register`
+//!    (EK, certificate, AK) and `activate` (TPM2_ActivateCredential, then the HMAC proof)
+//!    bind the AK to the EK; the EK and AK are then kept in the TPM for the next boot.
 //! 3. Each role (verifier, tenant) issues a challenge nonce and a PCR selection.
 //! 4. NK is generated; the nonces go into a Merkle tree (verifier = leaf 0, tenant =
 //!    leaf 1); ONE quote over the union of the selections binds

@@ -611,8 +611,17 @@ impl Tpm {
 
     /// Removes the persistent AK, if any (tests: a boot after the handle was evicted).
     pub fn evict_persistent_ak(&mut self) -> Result<bool, TpmError> {
-        let handle =
-            PersistentTpmHandle::new(AK_PERSISTENT_HANDLE).map_err(cmd("AK persistent handle"))?;
+        self.evict_persistent(AK_PERSISTENT_HANDLE)
+    }
+
+    /// Removes the persistent EK of `kind`, if any (tests and benchmarks: a TPM whose keys
+    /// were never kept, as before the first registration).
+    pub fn evict_persistent_ek(&mut self, kind: EkKind) -> Result<bool, TpmError> {
+        self.evict_persistent(kind.persistent_handle())
+    }
+
+    fn evict_persistent(&mut self, raw: u32) -> Result<bool, TpmError> {
+        let handle = PersistentTpmHandle::new(raw).map_err(cmd("persistent handle"))?;
         let Ok(old) = self
             .ctx
             .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
@@ -623,7 +632,7 @@ impl Tpm {
             .execute_with_session(auth::PASSWORD, |ctx| {
                 ctx.evict_control(Provision::Owner, old, Persistent::Persistent(handle))
             })
-            .map_err(cmd("EvictControl (evict the AK)"))?;
+            .map_err(cmd("EvictControl (evict)"))?;
         Ok(true)
     }
 
