@@ -22,7 +22,7 @@ use std::str::FromStr;
 use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
 use tss_esapi::constants::PropertyTag;
 use tss_esapi::handles::{
-    KeyHandle, NvIndexHandle, NvIndexTpmHandle, PersistentTpmHandle, TpmHandle,
+    KeyHandle, NvIndexHandle, NvIndexTpmHandle, ObjectHandle, PersistentTpmHandle, TpmHandle,
 };
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::dynamic_handles::Persistent;
@@ -478,19 +478,39 @@ impl Tpm {
         Ok((self.create_primary_ak(AkHierarchy::Endorsement)?, false))
     }
 
+    /// The object at persistent handle `raw`, if any (TPM2_ReadPublic through ESYS).
+    fn persistent(&mut self, raw: u32) -> Result<Option<ObjectHandle>, TpmError> {
+        let handle = PersistentTpmHandle::new(raw).map_err(cmd("persistent handle"))?;
+        Ok(self
+            .ctx
+            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
+            .ok())
+    }
+
+    /// TPM2_EvictControl under owner authorization (empty by default): makes a transient
+    /// `obj` persistent at `raw`, or removes the persistent `obj` that is at `raw`.
+    fn evict_control(
+        &mut self,
+        obj: ObjectHandle,
+        raw: u32,
+        op: &'static str,
+    ) -> Result<(), TpmError> {
+        let handle = PersistentTpmHandle::new(raw).map_err(cmd("persistent handle"))?;
+        self.ctx
+            .execute_with_session(auth::PASSWORD, |ctx| {
+                ctx.evict_control(Provision::Owner, obj, Persistent::Persistent(handle))
+            })
+            .map(drop)
+            .map_err(cmd(op))
+    }
+
     /// The key at [`AK_PERSISTENT_HANDLE`], if there is one with the AK template's
     /// attributes (anything else there is ignored: the server pins the AK's name anyway).
     fn persistent_ak(&mut self) -> Result<Option<Ak>, TpmError> {
-        let handle =
-            PersistentTpmHandle::new(AK_PERSISTENT_HANDLE).map_err(cmd("AK persistent handle"))?;
-        let Ok(obj) = self
-            .ctx
-            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
-        else {
+        let Some(obj) = self.persistent(AK_PERSISTENT_HANDLE)? else {
             return Ok(None);
         };
-        let key = KeyHandle::from(obj);
-        let mut ak = self.ak_from_handle(key)?;
+        let mut ak = self.ak_from_handle(KeyHandle::from(obj))?;
         ak.persistent = true;
         let template = auth::ak_template()?
             .marshall()
@@ -539,47 +559,31 @@ impl Tpm {
         }
     }
 
-    /// Makes a transient AK persistent at [`AK_PERSISTENT_HANDLE`] (owner authorization,
-    /// empty by default), replacing what is there. The transient copy stays loaded.
+    /// Makes a transient AK persistent at [`AK_PERSISTENT_HANDLE`], replacing what is
+    /// there. The transient copy stays loaded.
     pub fn persist_ak(&mut self, ak: &Ak) -> Result<(), TpmError> {
-        let handle =
-            PersistentTpmHandle::new(AK_PERSISTENT_HANDLE).map_err(cmd("AK persistent handle"))?;
-        if let Ok(old) = self
-            .ctx
-            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
-        {
-            self.ctx
-                .execute_with_session(auth::PASSWORD, |ctx| {
-                    ctx.evict_control(Provision::Owner, old, Persistent::Persistent(handle))
-                })
-                .map_err(cmd("EvictControl (remove the old AK)"))?;
+        if let Some(old) = self.persistent(AK_PERSISTENT_HANDLE)? {
+            self.evict_control(
+                old,
+                AK_PERSISTENT_HANDLE,
+                "EvictControl (remove the old AK)",
+            )?;
         }
-        self.ctx
-            .execute_with_session(auth::PASSWORD, |ctx| {
-                ctx.evict_control(
-                    Provision::Owner,
-                    ak.handle.into(),
-                    Persistent::Persistent(handle),
-                )
-            })
-            .map_err(cmd("EvictControl (persist the AK)"))?;
-        Ok(())
+        self.evict_control(
+            ak.handle.into(),
+            AK_PERSISTENT_HANDLE,
+            "EvictControl (persist the AK)",
+        )
     }
 
     /// The public area of the object at the EK's persistent handle, if any (one
     /// ReadPublic, no key derivation). Whether it is the enrolled EK is the server's to say:
     /// its hash is the agent id the boot asks challenges for.
     pub fn persistent_ek_public(&mut self, kind: EkKind) -> Result<Option<Vec<u8>>, TpmError> {
-        let handle = PersistentTpmHandle::new(kind.persistent_handle())
-            .map_err(cmd("EK persistent handle"))?;
-        let Ok(obj) = self
-            .ctx
-            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
-        else {
+        let Some(obj) = self.persistent(kind.persistent_handle())? else {
             return Ok(None);
         };
-        let key = KeyHandle::from(obj);
-        let public = self.ak_from_handle(key).map(|k| k.public);
+        let public = self.ak_from_handle(KeyHandle::from(obj)).map(|k| k.public);
         let mut obj = obj;
         let _ = self.ctx.tr_close(&mut obj);
         public.map(Some)
@@ -588,24 +592,11 @@ impl Tpm {
     /// Makes the EK persistent at its TCG handle when that handle is free (an object put
     /// there by the platform is never replaced). Returns whether it did.
     pub fn persist_ek_if_free(&mut self, ek: &Ek) -> Result<bool, TpmError> {
-        let handle = PersistentTpmHandle::new(ek.kind.persistent_handle())
-            .map_err(cmd("EK persistent handle"))?;
-        if self
-            .ctx
-            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
-            .is_ok()
-        {
+        let raw = ek.kind.persistent_handle();
+        if self.persistent(raw)?.is_some() {
             return Ok(false);
         }
-        self.ctx
-            .execute_with_session(auth::PASSWORD, |ctx| {
-                ctx.evict_control(
-                    Provision::Owner,
-                    ek.handle.into(),
-                    Persistent::Persistent(handle),
-                )
-            })
-            .map_err(cmd("EvictControl (persist the EK)"))?;
+        self.evict_control(ek.handle.into(), raw, "EvictControl (persist the EK)")?;
         Ok(true)
     }
 
@@ -621,18 +612,10 @@ impl Tpm {
     }
 
     fn evict_persistent(&mut self, raw: u32) -> Result<bool, TpmError> {
-        let handle = PersistentTpmHandle::new(raw).map_err(cmd("persistent handle"))?;
-        let Ok(old) = self
-            .ctx
-            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
-        else {
+        let Some(old) = self.persistent(raw)? else {
             return Ok(false);
         };
-        self.ctx
-            .execute_with_session(auth::PASSWORD, |ctx| {
-                ctx.evict_control(Provision::Owner, old, Persistent::Persistent(handle))
-            })
-            .map_err(cmd("EvictControl (evict)"))?;
+        self.evict_control(old, raw, "EvictControl (evict)")?;
         Ok(true)
     }
 
