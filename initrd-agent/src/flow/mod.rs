@@ -154,7 +154,7 @@ pub fn unlock(config: &Config, steps: &mut Steps, started: Instant) -> Result<Un
     let t = Instant::now();
     let mut tpm = Tpm::open(&config.tcti)?;
     let (ak, ak_persistent) = tpm.primary_ak()?;
-    let known_ek = tpm.persistent_ek_public(config.ek);
+    let known_ek = tpm.persistent_ek_id(config.ek);
     steps.record("tpm", t);
     let result = known_ek
         .map_err(FlowError::from)
@@ -162,6 +162,9 @@ pub fn unlock(config: &Config, steps: &mut Steps, started: Instant) -> Result<Un
     // A transient AK is flushed (the resource manager would at exit; a direct /dev/tpm0
     // user would keep it); a persistent one is only closed.
     let _ = tpm.flush_ak(ak);
+    if steps.verbose {
+        eprintln!("initrd-agent: note: tpm commands {}", tpm.commands());
+    }
     result
 }
 
@@ -175,12 +178,11 @@ fn boot(
     client: &Client,
     tpm: &mut Tpm,
     (ak, ak_persistent): (&Ak, bool),
-    known_ek: Option<Vec<u8>>,
+    known_ek: Option<String>,
     steps: &mut Steps,
 ) -> Result<Unlocked, FlowError> {
     let roles = endpoints(config);
-    if let Some(ek_pub) = known_ek {
-        let agent_id = AgentId::of_ek(&ek_pub);
+    if let Some(agent_id) = known_ek.and_then(|id| AgentId::try_from(id).ok()) {
         match attest_rounds(config, client, tpm, ak, &agent_id, steps) {
             Ok(halves) => return finish(config, tpm, &agent_id, halves, steps),
             Err(e) if needs_registration(&e) => {

@@ -214,9 +214,21 @@ impl Ak {
 #[allow(missing_debug_implementations)] // tss_esapi::Context has no Debug.
 pub struct Tpm {
     ctx: Context,
+    /// TPM commands sent through this module (each call site counts the commands it sends;
+    /// ESYS sends none of its own for the calls the boot path makes).
+    commands: u32,
 }
 
 impl Tpm {
+    /// TPM commands sent so far through this connection.
+    pub fn commands(&self) -> u32 {
+        self.commands
+    }
+
+    fn sent(&mut self, n: u32) {
+        self.commands = self.commands.saturating_add(n);
+    }
+
     /// Connects through a TCTI configuration string such as `device:/dev/tpmrm0` or
     /// `swtpm:host=127.0.0.1,port=2321`.
     pub fn open(tcti: &str) -> Result<Self, TpmError> {
@@ -226,7 +238,7 @@ impl Tpm {
         };
         let conf = TctiNameConf::from_str(tcti).map_err(open_err)?;
         let ctx = Context::new(conf).map_err(open_err)?;
-        Ok(Self { ctx })
+        Ok(Self { ctx, commands: 0 })
     }
 
     /// Creates the EK from the default template of `kind` (deterministic: the same TPM
@@ -240,6 +252,7 @@ impl Tpm {
                 ctx.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
             })
             .map_err(cmd("CreatePrimary (EK)"))?;
+        self.sent(1);
         let handle = created.key_handle;
         // CreatePrimary returns the public area: no ReadPublic round trip.
         let public = match created.out_public.marshall() {
@@ -266,6 +279,7 @@ impl Tpm {
         let present = self
             .ctx
             .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(index)));
+        self.sent(1);
         let nv = match present {
             Ok(handle) => handle,
             // No such index: this TPM was provisioned without a certificate.
@@ -276,6 +290,7 @@ impl Tpm {
             .ctx
             .execute_without_session(|ctx| ctx.nv_read_public(nv_handle))
             .map_err(cmd("NV_ReadPublic (EK certificate)"))?;
+        self.sent(2); // NV_ReadPublic, GetCapability (NV buffer size)
         let size = public.data_size();
         let chunk = self
             .ctx
@@ -303,6 +318,7 @@ impl Tpm {
                     ctx.nv_read(NvAuth::NvIndex(nv_handle), nv_handle, len16, offset)
                 })
                 .map_err(cmd("NV_Read (EK certificate)"))?;
+            self.sent(1);
             if part.is_empty() || part.len() > len {
                 return Err(TpmError::BadOutput {
                     what: "NV_Read (EK certificate)",
@@ -327,6 +343,7 @@ impl Tpm {
         let session = auth::ek_policy_session(&mut self.ctx, false)?;
         let result = self.create_and_load_ak(ek, template, session);
         auth::flush(&mut self.ctx, session);
+        self.sent(3); // StartAuthSession, the first PolicySecret, FlushContext (the session)
         result
     }
 
@@ -342,6 +359,7 @@ impl Tpm {
                 ctx.create(ek.handle, template, None, None, None, None)
             })
             .map_err(cmd("Create (AK)"))?;
+        self.sent(1);
         let public = created
             .out_public
             .marshall()
@@ -353,7 +371,8 @@ impl Tpm {
                 ctx.load(ek.handle, created.out_private, created.out_public)
             })
             .map_err(cmd("Load (AK)"))?;
-        // The name the TPM returned from Load (ESYS keeps it): no ReadPublic round trip.
+        self.sent(2); // PolicySecret, Load
+                      // The name the TPM returned from Load (ESYS keeps it): no ReadPublic round trip.
         let name = self.ctx.tr_get_name(handle.into());
         let name = match name {
             Ok(n) => n.value().to_vec(),
@@ -402,6 +421,7 @@ impl Tpm {
             .ctx
             .read_public(handle)
             .map_err(cmd("ReadPublic (AK)"))?;
+        self.sent(1);
         Ok(Ak {
             handle,
             public: public.marshall().map_err(cmd("marshal AK public"))?,
@@ -462,12 +482,14 @@ impl Tpm {
         // The session is flushed whatever happened; a leaked session slot would make the
         // next boot step fail for an unrelated reason.
         auth::flush(&mut self.ctx, session);
+        // StartAuthSession, PolicySecret, ActivateCredential, FlushContext (the session).
+        self.sent(4);
         let digest = digest.map_err(cmd("ActivateCredential"))?;
         Ok(Zeroizing::new(digest.value().to_vec()))
     }
 
-    /// The AK as a primary key: read back from [`AK_PERSISTENT_HANDLE`] when a key with the
-    /// AK template's attributes is there, else derived with CreatePrimary in the endorsement
+    /// The AK as a primary key: read back from [`AK_PERSISTENT_HANDLE`] when a key is
+    /// there, else derived with CreatePrimary in the endorsement
     /// hierarchy (deterministic: the same TPM gives the same key every boot, so the server's
     /// pinned name matches without anything stored on disk). The `bool` says whether it
     /// came from the persistent handle.
@@ -481,10 +503,12 @@ impl Tpm {
     /// The object at persistent handle `raw`, if any (TPM2_ReadPublic through ESYS).
     fn persistent(&mut self, raw: u32) -> Result<Option<ObjectHandle>, TpmError> {
         let handle = PersistentTpmHandle::new(raw).map_err(cmd("persistent handle"))?;
-        Ok(self
+        let found = self
             .ctx
             .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
-            .ok())
+            .ok();
+        self.sent(1); // ReadPublic
+        Ok(found)
     }
 
     /// TPM2_EvictControl under owner authorization (empty by default): makes a transient
@@ -501,28 +525,21 @@ impl Tpm {
                 ctx.evict_control(Provision::Owner, obj, Persistent::Persistent(handle))
             })
             .map(drop)
-            .map_err(cmd(op))
+            .map_err(cmd(op))?;
+        self.sent(1);
+        Ok(())
     }
 
-    /// The key at [`AK_PERSISTENT_HANDLE`], if there is one with the AK template's
-    /// attributes (anything else there is ignored: the server pins the AK's name anyway).
+    /// The key at [`AK_PERSISTENT_HANDLE`], if any, with its public area (the agent checks
+    /// every quote against it before sending). Whether it is the AK is the server's to
+    /// judge (it pinned the AK's name); a boot whose AK a role does not know derives the AK
+    /// and registers that.
     fn persistent_ak(&mut self) -> Result<Option<Ak>, TpmError> {
         let Some(obj) = self.persistent(AK_PERSISTENT_HANDLE)? else {
             return Ok(None);
         };
         let mut ak = self.ak_from_handle(KeyHandle::from(obj))?;
         ak.persistent = true;
-        let template = auth::ak_template()?
-            .marshall()
-            .map_err(cmd("marshal AK template"))?;
-        // Same type, nameAlg, attributes and parameters as the template: compare the
-        // public area up to the unique field (the key itself differs per TPM).
-        let fixed = template.len().saturating_sub(4); // the empty ECC point: 2 + 2 bytes
-        if ak.public.get(..fixed) != template.get(..fixed) {
-            let mut obj = obj;
-            let _ = self.ctx.tr_close(&mut obj);
-            return Ok(None);
-        }
         Ok(Some(ak))
     }
 
@@ -539,6 +556,7 @@ impl Tpm {
                 ctx.create_primary(h, template, None, None, None, None)
             })
             .map_err(cmd("CreatePrimary (AK)"))?;
+        self.sent(1);
         let handle = created.key_handle;
         let public = created.out_public.marshall();
         let name = self.ctx.tr_get_name(handle.into());
@@ -576,17 +594,28 @@ impl Tpm {
         )
     }
 
-    /// The public area of the object at the EK's persistent handle, if any (one
-    /// ReadPublic, no key derivation). Whether it is the enrolled EK is the server's to say:
-    /// its hash is the agent id the boot asks challenges for.
-    pub fn persistent_ek_public(&mut self, kind: EkKind) -> Result<Option<Vec<u8>>, TpmError> {
+    /// The agent id (lowercase hex SHA-256 of the TPMT_PUBLIC) of the object at the EK's
+    /// persistent handle, if any, without deriving anything. For a SHA-256 name the name's
+    /// digest is that hash, so the ReadPublic that made the handle is the only command;
+    /// otherwise the public area is read and hashed. Whether it is the enrolled EK is the
+    /// server's to say.
+    pub fn persistent_ek_id(&mut self, kind: EkKind) -> Result<Option<String>, TpmError> {
         let Some(obj) = self.persistent(kind.persistent_handle())? else {
             return Ok(None);
         };
-        let public = self.ak_from_handle(KeyHandle::from(obj)).map(|k| k.public);
+        let name = self.ctx.tr_get_name(obj).map(|n| n.value().to_vec());
+        let digest = match name.as_deref() {
+            Ok([0x00, 0x0b, digest @ ..]) if digest.len() == 32 => Ok(digest.to_vec()),
+            _ => self.ak_from_handle(KeyHandle::from(obj)).map(|k| {
+                verifier_core::wire::HashAlg::Sha256
+                    .hash(&k.public)
+                    .as_bytes()
+                    .to_vec()
+            }),
+        };
         let mut obj = obj;
         let _ = self.ctx.tr_close(&mut obj);
-        public.map(Some)
+        Ok(Some(digest?.iter().map(|b| format!("{b:02x}")).collect()))
     }
 
     /// Makes the EK persistent at its TCG handle when that handle is free (an object put
@@ -621,6 +650,7 @@ impl Tpm {
 
     /// Unloads a key (EK or AK) from the TPM's transient memory.
     pub fn flush_ek(&mut self, ek: Ek) -> Result<(), TpmError> {
+        self.sent(1);
         self.ctx
             .flush_context(ek.handle.into())
             .map_err(cmd("FlushContext (EK)"))
@@ -632,6 +662,7 @@ impl Tpm {
             let mut obj = ak.handle.into();
             return self.ctx.tr_close(&mut obj).map_err(cmd("TR_Close (AK)"));
         }
+        self.sent(1);
         self.ctx
             .flush_context(ak.handle.into())
             .map_err(cmd("FlushContext (AK)"))

@@ -81,6 +81,7 @@ impl Tpm {
             .ctx
             .get_capability(CapabilityType::AssignedPcr, 0, 16)
             .map_err(cmd("GetCapability (PCRS)"))?;
+        self.sent(1);
         let CapabilityData::AssignedPcr(list) = data else {
             return Err(TpmError::BadOutput {
                 what: "GetCapability (PCRS)",
@@ -109,6 +110,7 @@ impl Tpm {
                 .ctx
                 .pcr_read(remaining.clone())
                 .map_err(cmd("PCR_Read"))?;
+            self.sent(1);
             let mut digests = digests.value().iter();
             let mut progressed = false;
             for bank in read.get_selections() {
@@ -182,6 +184,8 @@ impl Tpm {
             PcrHandle::try_from(ESYS_TR::from(index)).map_err(|_| TpmError::PcrIndex(index))?;
         self.ctx
             .execute_with_session(super::auth::PASSWORD, |ctx| ctx.pcr_extend(handle, digests))
-            .map_err(cmd("PCR_Extend"))
+            .map_err(cmd("PCR_Extend"))?;
+        self.sent(1);
+        Ok(())
     }
 }

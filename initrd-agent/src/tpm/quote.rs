@@ -50,6 +50,7 @@ impl Tpm {
                 ctx.quote(ak.handle, data, scheme, tss_sel)
             })
             .map_err(cmd("Quote"))?;
+        self.sent(1);
         let attest = attest.marshall().map_err(cmd("marshal TPMS_ATTEST"))?;
         let signature = signature
             .marshall()
