@@ -298,3 +298,45 @@ fn provider_refuses_malformed_requests_and_keeps_serving() {
         verifier_core::provider::HostQuoteError::Quote(VerifyError::SignatureInvalid)
     );
 }
+
+/// A TCP connection to `url`'s host and port from `src` (std cannot bind before connect).
+fn connect_from(src: &str, url: &str) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{src}:0").parse().unwrap();
+    s.bind(&local.into()).unwrap();
+    s.connect(&addr.into()).unwrap();
+    s.into()
+}
+
+#[test]
+fn one_source_cannot_hold_every_connection() {
+    if common::skip() {
+        return;
+    }
+    common::quiet_tss();
+    use std::io::Read;
+    let tpm = Swtpm::start();
+    // 16 connections in all: 2 per source.
+    let p = start_provider(&tpm, None, &["--max-connections", "16"]);
+    let ak = pin_ak(&p);
+    // The stranger (127.0.0.2) opens its two and sits on them.
+    let held: Vec<_> = (0..2).map(|_| connect_from("127.0.0.2", &p.url)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = connect_from("127.0.0.2", &p.url);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    third.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("too many connections from this address"),
+        "{answer}"
+    );
+    // Another requester is served meanwhile, and its answer verifies.
+    let url = format!("{}{HOST_QUOTE_PATH}", p.url);
+    request_and_verify(&http(), &url, &ak, 1);
+    drop(held);
+}
