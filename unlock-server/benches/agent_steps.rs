@@ -38,25 +38,12 @@ fn pct<T: Copy + PartialOrd>(v: &mut [T], p: f64) -> T {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn registrations(server: &Server) -> u64 {
-    let text = server.metrics();
-    ["verifier", "tenant"]
-        .iter()
-        .map(|r| {
-            support::raw::metric(
-                &text,
-                &format!("unlock_registrations_total{{role=\"{r}\"}}"),
-            )
-        })
-        .sum()
-}
-
 /// `boots` boots of `m`; with `forget`, the TPM's kept EK and AK are evicted before each
 /// boot, so every boot derives them and registers (what every boot did before the AK was
 /// enrolled once).
 fn run(m: &mut Machine, server: &Server, boots: usize, forget: bool) -> Figures {
     let mut f = Figures::default();
-    let before = registrations(server);
+    let before = server.registrations();
     for _ in 0..boots {
         m.reboot();
         if forget {
@@ -85,7 +72,7 @@ fn run(m: &mut Machine, server: &Server, boots: usize, forget: bool) -> Figures 
             }
         }
     }
-    f.registrations = registrations(server) - before;
+    f.registrations = server.registrations() - before;
     f
 }
 

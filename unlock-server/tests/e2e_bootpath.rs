@@ -13,7 +13,6 @@
 mod support;
 
 use initrd_agent::tpm::{AkHierarchy, Tpm};
-use support::raw::metric;
 use support::{code, Driver, Machine, Server};
 use verifier_core::keysplit::NkPrivate;
 
@@ -21,20 +20,6 @@ const TOFU: &[&str] = &["--allow-ek-without-cert"];
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Registrations answered by the server, both roles together.
-fn registrations(server: &Server) -> u64 {
-    let text = server.metrics();
-    ["verifier", "tenant"]
-        .iter()
-        .map(|r| {
-            metric(
-                &text,
-                &format!("unlock_registrations_total{{role=\"{r}\"}}"),
-            )
-        })
-        .sum()
 }
 
 /// Runs the agent (verbose) and checks it unlocked with the enrolled payload.
@@ -53,7 +38,7 @@ fn later_boots_read_the_keys_back_and_skip_registration() {
     let (_, payload) = m.enroll(&server, &m.policy_now(true), &[]);
     let first = unlocks(&m, &server, &payload);
     assert!(first.contains("step register"), "{first}");
-    assert_eq!(registrations(&server), 2);
+    assert_eq!(server.registrations(), 2);
     for _ in 0..2 {
         m.reboot();
         let later = unlocks(&m, &server, &payload);
@@ -71,7 +56,7 @@ fn later_boots_read_the_keys_back_and_skip_registration() {
             .unwrap();
         assert!(n <= 8, "{n} TPM commands in a later boot:\n{later}");
         eprintln!("TPM commands in a later boot: {n}");
-        assert_eq!(registrations(&server), 2, "{later}");
+        assert_eq!(server.registrations(), 2, "{later}");
     }
 }
 
@@ -86,7 +71,7 @@ fn an_evicted_ak_handle_is_derived_again_without_registration() {
     let err = unlocks(&m, &server, &payload);
     // The same template from the same endorsement seed: the same, already pinned, AK.
     assert!(!err.contains("step register"), "{err}");
-    assert_eq!(registrations(&server), 2);
+    assert_eq!(server.registrations(), 2);
 }
 
 #[test]

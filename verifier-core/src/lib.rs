@@ -16,6 +16,8 @@
 //! - [`keysplit`]: K_b = U xor V, payload encryption, share wrapping and HPKE sealing to NK.
 //! - [`merkle`]: RFC 6962 Merkle tree over the roles' nonces, bound into one quote.
 //! - [`provider`]: checking a host quote shared by a batch of requesters (provider mode).
+//! - [`source`]: who a network client is for limits (IPv4 address or IPv6 /64), and capped
+//!   per-source counts.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -31,6 +33,7 @@ pub mod policy;
 pub mod proto;
 pub mod provider;
 pub mod quote;
+pub mod source;
 pub mod wire;
 
 #[doc(hidden)]

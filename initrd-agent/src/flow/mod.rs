@@ -178,11 +178,11 @@ fn boot(
     client: &Client,
     tpm: &mut Tpm,
     (ak, ak_persistent): (&Ak, bool),
-    known_ek: Option<String>,
+    known_ek: Option<AgentId>,
     steps: &mut Steps,
 ) -> Result<Unlocked, FlowError> {
     let roles = endpoints(config);
-    if let Some(agent_id) = known_ek.and_then(|id| AgentId::try_from(id).ok()) {
+    if let Some(agent_id) = known_ek {
         match attest_rounds(config, client, tpm, ak, &agent_id, steps) {
             Ok(halves) => return finish(config, tpm, &agent_id, halves, steps),
             Err(e) if needs_registration(&e) => {

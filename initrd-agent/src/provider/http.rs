@@ -25,6 +25,8 @@ use verifier_core::proto::v1::{
     self, ErrorCode, ErrorResponse, HostAkResponse, HostQuoteRequest, HOST_AK_PATH, HOST_QUOTE_PATH,
 };
 
+use verifier_core::source::PerSource;
+
 use super::batch::{AnswerEncoder, BatchError, Batcher, HostIdentity};
 
 /// Largest request head (request line and headers).
@@ -44,29 +46,7 @@ pub struct Service {
     encoder: AnswerEncoder,
     max_connections: usize,
     connections: AtomicUsize,
-    per_source: std::sync::Mutex<std::collections::HashMap<[u8; 9], usize>>,
-}
-
-/// The unit the per-source cap counts: an IPv4 address, or an IPv6 /64 (one host usually
-/// holds a whole /64), the last byte telling the two apart. IPv4-mapped IPv6 addresses count
-/// as their IPv4 address.
-fn source_key(ip: std::net::IpAddr) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    let (bytes, family): (Vec<u8>, u8) = match ip {
-        std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => {
-            (a.octets().iter().take(8).copied().collect(), 6)
-        }
-        std::net::IpAddr::V6(a) => (
-            a.to_ipv4_mapped().map_or([0; 4], |v4| v4.octets()).to_vec(),
-            4,
-        ),
-        std::net::IpAddr::V4(a) => (a.octets().to_vec(), 4),
-    };
-    for (d, s) in k.iter_mut().zip(bytes) {
-        *d = s;
-    }
-    k[8] = family;
-    k
+    per_source: Arc<PerSource>,
 }
 
 impl std::fmt::Debug for Service {
@@ -101,41 +81,13 @@ impl Service {
             encoder: AnswerEncoder::default(),
             max_connections: max_connections.max(1),
             connections: AtomicUsize::new(0),
-            per_source: std::sync::Mutex::new(std::collections::HashMap::new()),
+            per_source: Arc::default(),
         }
     }
 
     /// Most connections one source may hold: an eighth of the total (at least one).
     fn max_per_source(&self) -> usize {
         (self.max_connections / 8).max(1)
-    }
-
-    /// Takes a place for `ip` under the per-source cap; `false` when its share is full.
-    fn take_source(&self, ip: std::net::IpAddr) -> bool {
-        let mut m = self
-            .per_source
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.entry(source_key(ip)).or_insert(0);
-        if *n >= self.max_per_source() {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    fn give_back_source(&self, ip: std::net::IpAddr) {
-        let mut m = self
-            .per_source
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = source_key(ip);
-        if let Some(n) = m.get_mut(&key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&key);
-            }
-        }
     }
 
     /// The engine (for its counters).
@@ -155,8 +107,7 @@ impl Service {
                 }
                 Err(e) => return Err(e),
             };
-            let ip = peer.ip();
-            if !self.take_source(ip) {
+            let Some(held) = self.per_source.try_take(peer.ip(), self.max_per_source()) else {
                 let mut s = stream;
                 let _ = write_error(
                     &mut s,
@@ -165,11 +116,10 @@ impl Service {
                     "too many connections from this address",
                 );
                 continue;
-            }
+            };
             let open = self.connections.fetch_add(1, Ordering::AcqRel);
             if open >= self.max_connections {
                 self.connections.fetch_sub(1, Ordering::AcqRel);
-                self.give_back_source(ip);
                 let mut s = stream;
                 let _ = write_error(&mut s, 503, ErrorCode::RateLimited, "too many connections");
                 continue;
@@ -179,13 +129,12 @@ impl Service {
                 .name("provider-conn".into())
                 .stack_size(128 * 1024)
                 .spawn(move || {
+                    let _held = held;
                     let _ = service.connection(stream);
                     service.connections.fetch_sub(1, Ordering::AcqRel);
-                    service.give_back_source(ip);
                 });
             if spawned.is_err() {
                 self.connections.fetch_sub(1, Ordering::AcqRel);
-                self.give_back_source(ip);
             }
         }
     }
@@ -407,20 +356,4 @@ fn write_error(
 ) -> io::Result<()> {
     let (status, body) = error_json(status, code, message);
     write_response(stream, status, &body, false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sources_are_ipv4_addresses_or_ipv6_64s() {
-        let k = |s: &str| source_key(s.parse().unwrap());
-        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
-        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
-        assert_eq!(k("192.0.2.7"), k("::ffff:192.0.2.7"));
-        assert_ne!(k("192.0.2.7"), k("192.0.2.8"));
-        // An IPv4 address never collides with an IPv6 prefix that starts with its bytes.
-        assert_ne!(k("192.0.2.7"), k("c000:207::1"));
-    }
 }

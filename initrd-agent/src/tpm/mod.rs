@@ -34,6 +34,7 @@ use tss_esapi::structures::{EncryptedSecret, IdObject};
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
+use verifier_core::proto::v1::AgentId;
 use zeroize::Zeroizing;
 
 /// NV index of the RSA-2048 EK certificate (TCG EK Credential Profile, low range).
@@ -594,28 +595,28 @@ impl Tpm {
         )
     }
 
-    /// The agent id (lowercase hex SHA-256 of the TPMT_PUBLIC) of the object at the EK's
-    /// persistent handle, if any, without deriving anything. For a SHA-256 name the name's
-    /// digest is that hash, so the ReadPublic that made the handle is the only command;
-    /// otherwise the public area is read and hashed. Whether it is the enrolled EK is the
-    /// server's to say.
-    pub fn persistent_ek_id(&mut self, kind: EkKind) -> Result<Option<String>, TpmError> {
+    /// The agent id of the object at the EK's persistent handle, if any, without deriving
+    /// anything. For a SHA-256 name the ReadPublic that made the handle is the only command
+    /// ([`AgentId::of_ek_name`]); otherwise the public area is read and hashed. Whether it
+    /// is the enrolled EK is the server's to say.
+    pub fn persistent_ek_id(&mut self, kind: EkKind) -> Result<Option<AgentId>, TpmError> {
         let Some(obj) = self.persistent(kind.persistent_handle())? else {
             return Ok(None);
         };
-        let name = self.ctx.tr_get_name(obj).map(|n| n.value().to_vec());
-        let digest = match name.as_deref() {
-            Ok([0x00, 0x0b, digest @ ..]) if digest.len() == 32 => Ok(digest.to_vec()),
-            _ => self.ak_from_handle(KeyHandle::from(obj)).map(|k| {
-                verifier_core::wire::HashAlg::Sha256
-                    .hash(&k.public)
-                    .as_bytes()
-                    .to_vec()
-            }),
+        let from_name = self
+            .ctx
+            .tr_get_name(obj)
+            .ok()
+            .and_then(|n| AgentId::of_ek_name(n.value()));
+        let id = match from_name {
+            Some(id) => Ok(id),
+            None => self
+                .ak_from_handle(KeyHandle::from(obj))
+                .map(|k| AgentId::of_ek(&k.public)),
         };
         let mut obj = obj;
         let _ = self.ctx.tr_close(&mut obj);
-        Ok(Some(digest?.iter().map(|b| format!("{b:02x}")).collect()))
+        id.map(Some)
     }
 
     /// Makes the EK persistent at its TCG handle when that handle is free (an object put

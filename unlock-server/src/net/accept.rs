@@ -21,8 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::per_source::{Held, PerSource};
 use super::{Edge, Peer, Timeout};
+use verifier_core::source::{Held, PerSource};
 
 /// Largest buffer hyper keeps per connection for a request head (and body read-ahead).
 const MAX_CONN_BUFFER: usize = 64 * 1024;

@@ -11,10 +11,9 @@
 //! of body bytes in flight, taken byte for byte as they arrive and given back when the
 //! request is done with them.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,6 +22,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use verifier_core::proto::v1::ErrorCode;
 
+use verifier_core::source::PerSource;
+
 use super::{Edge, SourceKey, Timeout};
 use crate::error::ApiError;
 
@@ -30,7 +31,7 @@ use crate::error::ApiError;
 #[derive(Debug)]
 pub struct Budget {
     sem: Arc<Semaphore>,
-    per_source: Mutex<HashMap<SourceKey, usize>>,
+    shares: PerSource,
     max_per_source: usize,
 }
 
@@ -39,7 +40,7 @@ impl Budget {
     pub fn new(bytes: usize, per_source: usize) -> Self {
         Self {
             sem: Arc::new(Semaphore::new(bytes)),
-            per_source: Mutex::new(HashMap::new()),
+            shares: PerSource::default(),
             max_per_source: per_source,
         }
     }
@@ -49,44 +50,27 @@ impl Budget {
         self.sem.available_permits()
     }
 
-    fn shares(&self) -> std::sync::MutexGuard<'_, HashMap<SourceKey, usize>> {
-        self.per_source
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Takes `n` bytes for `source`, within its share and the total.
     fn take(&self, source: Option<SourceKey>, n: usize) -> Result<OwnedSemaphorePermit, Spent> {
         let permits = u32::try_from(n).map_err(|_| Spent::Total)?;
-        let Some(key) = source else {
-            return self
-                .sem
-                .clone()
-                .try_acquire_many_owned(permits)
-                .map_err(|_| Spent::Total);
-        };
-        let mut shares = self.shares();
-        let held = shares.get(&key).copied().unwrap_or(0);
-        if held.saturating_add(n) > self.max_per_source {
-            return Err(Spent::Share);
+        if let Some(key) = source {
+            if !self.shares.take(key, n, self.max_per_source) {
+                return Err(Spent::Share);
+            }
         }
-        let permit = self
-            .sem
+        self.sem
             .clone()
             .try_acquire_many_owned(permits)
-            .map_err(|_| Spent::Total)?;
-        shares.insert(key, held + n);
-        Ok(permit)
+            .map_err(|_| {
+                if let Some(key) = source {
+                    self.shares.give_back(key, n);
+                }
+                Spent::Total
+            })
     }
 
     fn give_back(&self, source: SourceKey, n: usize) {
-        let mut shares = self.shares();
-        if let Some(held) = shares.get_mut(&source) {
-            *held = held.saturating_sub(n);
-            if *held == 0 {
-                shares.remove(&source);
-            }
-        }
+        self.shares.give_back(source, n);
     }
 }
 
@@ -416,7 +400,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(e.bodies.available(), 1 << 20);
-        assert!(e.bodies.shares().is_empty());
+        assert_eq!(e.bodies.shares.sources(), 0);
     }
 
     struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);

@@ -16,7 +16,6 @@
 
 pub mod accept;
 pub mod body;
-pub mod per_source;
 pub mod throttle;
 
 use std::fmt::Write as _;
@@ -30,35 +29,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub IpAddr);
 
-/// The unit limits are kept per: an IPv4 address, or an IPv6 /64 (one host usually has a
-/// whole /64, so counting single IPv6 addresses would limit nothing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SourceKey([u8; 8], bool);
-
-impl SourceKey {
-    /// The key of `ip` (IPv4-mapped IPv6 addresses count as their IPv4 address).
-    pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self::v4(v4.octets()),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self::v4(v4.octets()),
-                None => {
-                    let o = v6.octets();
-                    let mut k = [0u8; 8];
-                    for (d, s) in k.iter_mut().zip(o.iter()) {
-                        *d = *s;
-                    }
-                    Self(k, true)
-                }
-            },
-        }
-    }
-
-    fn v4(o: [u8; 4]) -> Self {
-        let [a, b, c, d] = o;
-        Self([a, b, c, d, 0, 0, 0, 0], false)
-    }
-}
+/// A source for limits (IPv4 address or IPv6 /64): one definition, in verifier-core.
+pub use verifier_core::source::SourceKey;
 
 /// The edge's limits. Defaults suit a fleet server with `LimitNOFILE=65536` (the shipped
 /// systemd unit); the connection cap is lowered at start to fit the descriptor limit.
@@ -278,13 +250,17 @@ impl NetMetrics {
     fn closed(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
-    fn timed_out(&self, t: Timeout) {
-        bump(match t {
+    fn timeout_counter(&self, t: Timeout) -> &AtomicU64 {
+        match t {
             Timeout::Handshake => &self.timed_out_handshake,
             Timeout::Header => &self.timed_out_header,
             Timeout::Idle => &self.timed_out_idle,
             Timeout::Body => &self.timed_out_body,
-        });
+        }
+    }
+
+    fn timed_out(&self, t: Timeout) {
+        bump(self.timeout_counter(t));
     }
 
     /// Connections open now.
@@ -294,13 +270,7 @@ impl NetMetrics {
 
     /// Connections closed for a timeout of kind `t`, in all.
     pub fn timed_out_total(&self, t: Timeout) -> u64 {
-        match t {
-            Timeout::Handshake => &self.timed_out_handshake,
-            Timeout::Header => &self.timed_out_header,
-            Timeout::Idle => &self.timed_out_idle,
-            Timeout::Body => &self.timed_out_body,
-        }
-        .load(Ordering::Relaxed)
+        self.timeout_counter(t).load(Ordering::Relaxed)
     }
 
     /// A request refused by the unauthenticated-failure throttle.
@@ -313,7 +283,7 @@ impl NetMetrics {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut one = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            crate::metrics::header(&mut out, name, kind, help);
             for (labels, v) in lines {
                 let _ = writeln!(out, "{name}{labels} {v}");
             }
@@ -418,22 +388,6 @@ impl Default for Edge {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ipv6_sources_are_counted_per_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(SourceKey::of(a), SourceKey::of(b));
-        assert_ne!(SourceKey::of(a), SourceKey::of(c));
-        let v4: IpAddr = "192.0.2.7".parse().unwrap();
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(SourceKey::of(v4), SourceKey::of(mapped));
-        assert_ne!(
-            SourceKey::of(v4),
-            SourceKey::of("192.0.2.8".parse().unwrap())
-        );
-    }
 
     #[test]
     fn connection_cap_fits_the_descriptor_limit() {

@@ -173,7 +173,7 @@ impl HostQuoter for LinkQuoter {
 /// The provider role's state.
 pub struct ProviderService {
     batcher: Batcher,
-    pending: Arc<crate::net::per_source::PerSource>,
+    pending: Arc<verifier_core::source::PerSource>,
     link: Arc<Link>,
     encoder: AnswerEncoder,
     no_host: HostIdentity,

@@ -91,6 +91,20 @@ impl Server {
             .unwrap()
     }
 
+    /// Registrations answered with MakeCredential, both roles together (from `/metrics`).
+    pub fn registrations(&self) -> u64 {
+        let text = self.metrics();
+        ["verifier", "tenant"]
+            .iter()
+            .map(|r| {
+                raw::metric(
+                    &text,
+                    &format!("unlock_registrations_total{{role=\"{r}\"}}"),
+                )
+            })
+            .sum()
+    }
+
     /// The server's `/metrics` text.
     pub fn metrics(&self) -> String {
         self.http()

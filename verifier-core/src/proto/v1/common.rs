@@ -34,6 +34,15 @@ impl AgentId {
         Self(crate::proto::agent_id(ek_tpmt_public))
     }
 
+    /// The identity of the EK whose TPM name is `name`, when its name algorithm is SHA-256:
+    /// that name's digest is the SHA-256 of the TPMT_PUBLIC, so a TPM that keeps the EK
+    /// gives the agent id without a second read of the public area. `None` otherwise.
+    pub fn of_ek_name(name: &[u8]) -> Option<Self> {
+        let digest = name.strip_prefix(&HashAlg::Sha256.to_tpm().to_be_bytes())?;
+        let d = crate::wire::Digest::from_slice(HashAlg::Sha256, digest)?;
+        Some(Self(d.to_hex()))
+    }
+
     /// The hex string.
     pub fn as_str(&self) -> &str {
         &self.0
