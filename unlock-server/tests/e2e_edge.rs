@@ -449,3 +449,136 @@ fn one_role_down_mid_attest_does_not_burn_the_boot() {
     let (st, body) = d.attest("verifier", &req);
     assert_eq!((st, code(&body).as_str()), (403, "session_terminated"));
 }
+
+#[test]
+fn connection_caps_and_the_handshake_timeout_hold_while_the_agent_unlocks() {
+    // 40 connections in all, 20 per source, 2 s for a TLS handshake.
+    let server = Server::start_with(
+        TOFU,
+        with_limits(
+            "max_connections = 40\nmax_connections_per_source = 20\nreserved_descriptors = 0\nhandshake_timeout_secs = 2",
+        ),
+    );
+    let m = Machine::new();
+    let (_, payload) = m.enroll(&server, &m.policy_now(true), &[]);
+    let raw = Raw::new(&server);
+    // The stranger opens 30 plain TCP connections and never says hello: 20 are admitted,
+    // the other 10 are closed at accept.
+    let held: Vec<_> = (0..30).map(|_| raw.tcp_from(stranger()).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let text = server.metrics();
+    assert_eq!(
+        metric(
+            &text,
+            "unlock_connections_rejected_total{limit=\"per_source\"}"
+        ),
+        10,
+        "{text}"
+    );
+    // The honest agent (another source) unlocks while they are held.
+    agent_unlocks(&m, &server, &payload);
+    // The 20 silent connections are closed by the handshake timeout.
+    std::thread::sleep(Duration::from_secs(3));
+    let text = server.metrics();
+    assert!(
+        metric(
+            &text,
+            "unlock_connections_timed_out_total{phase=\"handshake\"}"
+        ) >= 20,
+        "{text}"
+    );
+    drop(held);
+    // Three more sources fill the total cap: what comes beyond it is closed at accept.
+    let more: Vec<_> = [3u8, 4, 5]
+        .iter()
+        .flat_map(|&last| {
+            let raw = &raw;
+            (0..15).map(move |_| raw.tcp_from(std::net::IpAddr::from([127, 0, 0, last])))
+        })
+        .collect::<Result<_, _>>()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The cap is full (so /metrics itself is read once they are gone).
+    drop(more);
+    std::thread::sleep(Duration::from_millis(500));
+    let text = server.metrics();
+    assert!(
+        metric(&text, "unlock_connections_rejected_total{limit=\"total\"}") >= 5,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_source_holds_only_its_share_of_body_memory_while_the_agent_unlocks() {
+    // Default limits (8 MiB of bodies per source, 64 MiB in all), except a longer rate
+    // window so the stalled bodies are held for the whole test.
+    let server = Server::start_with(TOFU, with_limits("body_window_secs = 60"));
+    let m = Machine::new();
+    let (_, payload) = m.enroll(&server, &m.policy_now(true), &[]);
+    let raw = Raw::new(&server);
+    let path = format!("/verifier{}", v1::path::ATTEST);
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n");
+    let chunk = vec![b' '; 64 * 1024];
+    // Three bodies of 3 MiB each, stalled: the third runs into the 8 MiB share.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = raw.tls_from(stranger()).unwrap();
+        s.sock
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        for _ in 0..48 {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = s.flush();
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let text = server.metrics();
+    assert!(
+        metric(
+            &text,
+            "unlock_request_bodies_refused_total{reason=\"budget\"}"
+        ) >= 1
+    );
+    assert!(
+        metric(&text, "unlock_request_body_bytes_in_flight") <= 8 << 20,
+        "{text}"
+    );
+    // The honest agent's bodies come from another source: it unlocks meanwhile.
+    agent_unlocks(&m, &server, &payload);
+    drop(held);
+}
+
+#[test]
+fn agent_routes_other_than_attest_take_at_most_64_kib() {
+    let server = Server::start(TOFU);
+    let raw = Raw::new(&server);
+    let send = |path: &str, body: &str| {
+        let mut s = raw.tls_from(stranger()).unwrap();
+        let head = format!(
+            "POST /verifier{path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            70 * 1024
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        // The body may be refused before it is read: the server then closes.
+        let _ = s.write_all(body.as_bytes());
+        let _ = s.flush();
+        support::raw::read_answer(&mut s)
+    };
+    for p in [v1::path::REGISTER, v1::path::ACTIVATE, v1::path::CHALLENGE] {
+        // Refused from the declared length, before a byte of the body is read.
+        let (status, body) = send(p, "");
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (413, "payload_too_large"),
+            "{p}"
+        );
+    }
+    // The attest route takes that much (it carries the event log): read, then refused as
+    // not JSON.
+    let (status, body) = send(v1::path::ATTEST, &" ".repeat(70 * 1024));
+    assert_eq!((status, code(&body).as_str()), (400, "malformed_request"));
+}
