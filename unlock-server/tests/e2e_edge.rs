@@ -395,7 +395,9 @@ fn one_role_down_mid_attest_does_not_burn_the_boot() {
     // lost) and its challenge expires. The same agent process (same NK) starts a new round
     // with both roles: the verifier answers again, re-sealed and not counted, the tenant
     // releases, and the bound (one release per boot) holds on both.
-    let server = Server::start(&["--allow-ek-without-cert", "--challenge-ttl-secs", "1"]);
+    // Expiry is in whole seconds: a 1 s lifetime can end a few milliseconds after the
+    // challenge (at the next second), so a loaded machine gets 3 s and the wait is 4.1 s.
+    let server = Server::start(&["--allow-ek-without-cert", "--challenge-ttl-secs", "3"]);
     let m = Machine::new();
     let (agent_id, payload) = m.enroll(&server, &m.policy_now(false), &[]);
     let mut d = Driver::new(&m, &server);
@@ -404,7 +406,7 @@ fn one_role_down_mid_attest_does_not_burn_the_boot() {
     let first = d.attest_requests(&[&cv, &ct], &nk, None);
     let (st, _) = d.attest("verifier", &first[0]);
     assert_eq!(st, 200);
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(4100));
     let (st, body) = d.attest("tenant", &first[1]);
     assert_eq!((st, code(&body).as_str()), (403, "challenge_expired"));
 
