@@ -203,12 +203,36 @@ fn wait_ready(child: &mut Child, port: u16) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
+        if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+            if answers_commands(stream) {
+                return true;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Sends TPM2_ReadClock and true when the TPM answers it with success.
+///
+/// swtpm listens before it has run (and stored) its own TPM2_Startup: a socket that accepts
+/// is not yet a started TPM, and killing swtpm in that window loses the Startup, so the next
+/// start does not count a TPM Reset (resetCount stays put). Commands are executed after the
+/// Startup, so a successful answer proves it ran and its state is on disk.
+fn answers_commands(mut stream: TcpStream) -> bool {
+    use std::io::{Read, Write};
+    const TPM_ST_NO_SESSIONS: u16 = 0x8001;
+    const TPM_CC_READ_CLOCK: u32 = 0x0000_0181;
+    let mut cmd = Vec::with_capacity(10);
+    cmd.extend_from_slice(&TPM_ST_NO_SESSIONS.to_be_bytes());
+    cmd.extend_from_slice(&10u32.to_be_bytes());
+    cmd.extend_from_slice(&TPM_CC_READ_CLOCK.to_be_bytes());
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = [0u8; 10];
+    if stream.write_all(&cmd).is_err() || stream.read_exact(&mut head).is_err() {
+        return false;
+    }
+    u32::from_be_bytes([head[6], head[7], head[8], head[9]]) == 0
 }
 
 /// A port P such that P and P+1 were both free a moment ago.
