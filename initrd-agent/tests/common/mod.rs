@@ -204,13 +204,40 @@ fn wait_ready(child: &mut Child, port: u16) -> bool {
             return false;
         }
         if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
-            if answers_commands(stream) {
+            // The port pair was free when chosen, but another test's swtpm may have taken it
+            // since: only a listener that belongs to our child is our TPM.
+            if answers_commands(stream) && listens_on(child.id(), port) {
                 return true;
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// True when process `pid` holds the TCP socket listening on 127.0.0.1:`port` (from
+/// /proc/net/tcp and the process's descriptors).
+fn listens_on(pid: u32, port: u16) -> bool {
+    const TCP_LISTEN: &str = "0A";
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let local = format!("0100007F:{port:04X}");
+    let Some(inode) = table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        (cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&TCP_LISTEN))
+            .then(|| cols.get(9).map(|s| s.to_string()))
+            .flatten()
+    }) else {
+        return false;
+    };
+    let want = format!("socket:[{inode}]");
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == want.as_str())
+    })
 }
 
 /// Sends TPM2_ReadClock and true when the TPM answers it with success.
