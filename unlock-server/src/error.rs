@@ -55,7 +55,29 @@ impl ApiError {
             | ErrorCode::QuoteInvalid
             | ErrorCode::BindingMismatch
             | ErrorCode::RequestTimeout => Charge::Source,
-            _ => Charge::Nobody,
+            // Decided by a read of state, by a limit that already counted, or the server's
+            // own condition; evidence failures the AK signed are moved to the agent by
+            // `by_agent` where they are decided (see `ValidationError::signed_by_ak`).
+            ErrorCode::Unauthorized
+            | ErrorCode::UnknownAgent
+            | ErrorCode::NotEnrolled
+            | ErrorCode::AkNotPinned
+            | ErrorCode::UnknownChallenge
+            | ErrorCode::ChallengeExpired
+            | ErrorCode::ChallengeUsed
+            | ErrorCode::PcrMismatch
+            | ErrorCode::EventLogMismatch
+            | ErrorCode::ImaLogMismatch
+            | ErrorCode::PolicyDenied
+            | ErrorCode::HostUnreachable
+            | ErrorCode::HostQuoteInvalid
+            | ErrorCode::HostPolicyDenied
+            | ErrorCode::SessionTerminated
+            | ErrorCode::ResetCountRegressed
+            | ErrorCode::AgentTerminated
+            | ErrorCode::RateLimited
+            | ErrorCode::ServerBusy
+            | ErrorCode::Internal => Charge::Nobody,
         };
         Self {
             code,
@@ -81,7 +103,8 @@ impl ApiError {
         )
     }
 
-    /// The HTTP status for the code.
+    /// The HTTP status for the code: the one place a refusal becomes a status, exhaustive
+    /// (a new code must be given its status here, not fall into a neighbour's).
     pub fn status(&self) -> StatusCode {
         match self.code {
             ErrorCode::MalformedRequest => StatusCode::BAD_REQUEST,
@@ -95,7 +118,24 @@ impl ApiError {
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::FORBIDDEN,
+            ErrorCode::EkCertUntrusted
+            | ErrorCode::AkNotAcceptable
+            | ErrorCode::AkNotPinned
+            | ErrorCode::ActivationFailed
+            | ErrorCode::ChallengeExpired
+            | ErrorCode::ChallengeUsed
+            | ErrorCode::QuoteInvalid
+            | ErrorCode::BindingMismatch
+            | ErrorCode::PcrMismatch
+            | ErrorCode::EventLogMismatch
+            | ErrorCode::ImaLogMismatch
+            | ErrorCode::PolicyDenied
+            | ErrorCode::HostUnreachable
+            | ErrorCode::HostQuoteInvalid
+            | ErrorCode::HostPolicyDenied
+            | ErrorCode::SessionTerminated
+            | ErrorCode::ResetCountRegressed
+            | ErrorCode::AgentTerminated => StatusCode::FORBIDDEN,
         }
     }
 }

@@ -646,28 +646,19 @@ fn request_refusal(e: RequestError) -> Response {
 }
 
 fn link_refusal(e: &LinkError) -> Response {
-    use verifier_core::provider::HostQuoteError;
-    use verifier_core::quote::VerifyError;
+    // The link's failures mapped once, exhaustively: the code from the evidence check that
+    // failed (the same codes the attest path gives), the status from the code's class.
     let (status, code) = match e {
         LinkError::UnknownSession => (StatusCode::NOT_FOUND, ErrorCode::UnknownAgent),
         LinkError::UnknownJob => (StatusCode::NOT_FOUND, ErrorCode::UnknownChallenge),
         LinkError::Ak(_) => (StatusCode::FORBIDDEN, ErrorCode::AkNotAcceptable),
         LinkError::EventLog(_) => (StatusCode::BAD_REQUEST, ErrorCode::EventLogMismatch),
         LinkError::Pcrs(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest),
-        LinkError::Quote(HostQuoteError::Quote(VerifyError::ExtraDataMismatch)) => {
-            (StatusCode::FORBIDDEN, ErrorCode::BindingMismatch)
-        }
-        LinkError::Quote(HostQuoteError::Quote(
-            VerifyError::PcrDigestMismatch | VerifyError::MissingPcr { .. },
-        )) => (StatusCode::FORBIDDEN, ErrorCode::PcrMismatch),
-        LinkError::Quote(HostQuoteError::EventLog(_)) => {
-            (StatusCode::FORBIDDEN, ErrorCode::EventLogMismatch)
-        }
-        LinkError::Quote(_) => (StatusCode::FORBIDDEN, ErrorCode::QuoteInvalid),
+        LinkError::Quote(q) => (StatusCode::FORBIDDEN, q.code()),
         LinkError::NoHost | LinkError::Timeout(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RateLimited)
         }
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        LinkError::Rng => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
     };
     refuse(status, code, e.to_string())
 }

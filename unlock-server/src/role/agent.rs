@@ -13,7 +13,7 @@ use verifier_core::proto::v1::{
 };
 use verifier_core::proto::v1::{RegisterRequest, RegisterResponse};
 use verifier_core::proto::Base64Bytes;
-use verifier_core::quote::{AkPublic, VerifyError};
+use verifier_core::quote::AkPublic;
 use verifier_core::wire::{HashAlg, Public, Signature};
 
 use super::{random_id, RoleService};
@@ -509,21 +509,7 @@ fn tpm2b_contents(tpm2b: &[u8]) -> Result<Vec<u8>, ApiError> {
 }
 
 fn validation_error(e: &ValidationError) -> ApiError {
-    let code = match e {
-        ValidationError::Merkle(_) | ValidationError::Quote(VerifyError::ExtraDataMismatch) => {
-            ErrorCode::BindingMismatch
-        }
-        ValidationError::Quote(VerifyError::PcrDigestMismatch | VerifyError::MissingPcr { .. }) => {
-            ErrorCode::PcrMismatch
-        }
-        ValidationError::Quote(_) => ErrorCode::QuoteInvalid,
-        ValidationError::NkLength { .. } => ErrorCode::MalformedRequest,
-        ValidationError::EventLog(_)
-        | ValidationError::EventLogBankMissing { .. }
-        | ValidationError::EventLogMismatch { .. } => ErrorCode::EventLogMismatch,
-        _ => ErrorCode::ImaLogMismatch,
-    };
-    let refusal = ApiError::new(code, e.to_string());
+    let refusal = ApiError::new(e.code(), e.to_string());
     if e.signed_by_ak() {
         refusal.by_agent()
     } else {

@@ -10,6 +10,7 @@ use crate::eventlog::{EventLog, EventLogError};
 use crate::ima::MeasurementList;
 use crate::merkle::{self, InclusionProof, MerkleError};
 use crate::policy::Claims;
+use crate::proto::v1::ErrorCode;
 use crate::quote::{verify_quote, AkPublic, VerifiedQuote, VerifyError};
 use crate::wire::{HashAlg, PcrValues, Signature};
 
@@ -141,16 +142,47 @@ impl ValidationError {
     pub fn signed_by_ak(&self) -> bool {
         match self {
             Self::Merkle(_) | Self::NkLength { .. } => false,
-            Self::Quote(q) => matches!(
-                q,
-                VerifyError::MissingPcr { .. } | VerifyError::PcrDigestMismatch
-            ),
+            Self::Quote(q) => match q {
+                VerifyError::MissingPcr { .. } | VerifyError::PcrDigestMismatch => true,
+                VerifyError::Parse(_)
+                | VerifyError::BadMagic { .. }
+                | VerifyError::NotAQuote { .. }
+                | VerifyError::SchemeMismatch { .. }
+                | VerifyError::SignatureInvalid
+                | VerifyError::ExtraDataMismatch => false,
+            },
             Self::EventLog(_)
             | Self::EventLogBankMissing { .. }
             | Self::EventLogMismatch { .. }
             | Self::ImaMismatch { .. }
             | Self::ImaEntryMismatch { .. }
             | Self::ImaNotQuoted => true,
+        }
+    }
+
+    /// The protocol's refusal code for this failure, decided here once and exhaustively (no
+    /// catch-all arm: a new check must be given its own code, not inherit a neighbour's).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Merkle(_) => ErrorCode::BindingMismatch,
+            Self::NkLength { .. } => ErrorCode::MalformedRequest,
+            Self::Quote(q) => match q {
+                VerifyError::ExtraDataMismatch => ErrorCode::BindingMismatch,
+                VerifyError::MissingPcr { .. } | VerifyError::PcrDigestMismatch => {
+                    ErrorCode::PcrMismatch
+                }
+                VerifyError::Parse(_)
+                | VerifyError::BadMagic { .. }
+                | VerifyError::NotAQuote { .. }
+                | VerifyError::SchemeMismatch { .. }
+                | VerifyError::SignatureInvalid => ErrorCode::QuoteInvalid,
+            },
+            Self::EventLog(_)
+            | Self::EventLogBankMissing { .. }
+            | Self::EventLogMismatch { .. } => ErrorCode::EventLogMismatch,
+            Self::ImaMismatch { .. } | Self::ImaEntryMismatch { .. } | Self::ImaNotQuoted => {
+                ErrorCode::ImaLogMismatch
+            }
         }
     }
 }

@@ -117,6 +117,17 @@ pub enum HostQuoteError {
     EventLog(ValidationError),
 }
 
+impl HostQuoteError {
+    /// The protocol's refusal code, the same the attest path gives for the same check.
+    pub fn code(&self) -> crate::proto::v1::ErrorCode {
+        match self {
+            Self::Inclusion(e) => ValidationError::Merkle(e.clone()).code(),
+            Self::Quote(e) => ValidationError::Quote(e.clone()).code(),
+            Self::EventLog(e) => e.code(),
+        }
+    }
+}
+
 /// Checks a provider's answer for this requester.
 ///
 /// Order: the root is recomputed from the requester's own nonce and the proof; the expected

@@ -482,9 +482,12 @@ impl Validate for AttestResponse {
 }
 
 /// Stable, machine-readable failure reasons. New codes are a protocol change.
+///
+/// Deliberately not `#[non_exhaustive]`: the server decides each code's charge and HTTP
+/// status in exhaustive matches (unlock-server's `error.rs`), so a new code does not compile
+/// until it has been given both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum ErrorCode {
     /// The body did not decode or validate.
     MalformedRequest,
@@ -496,6 +499,9 @@ pub enum ErrorCode {
     EkCertUntrusted,
     /// The AK is not a restricted, fixedTPM/fixedParent, sensitiveDataOrigin signing key.
     AkNotAcceptable,
+    /// The agent's AK is pinned (proven once with its EK) and this is another AK: an
+    /// operator must release the pin (`unlockctl ak unpin`) after a TPM's keys really changed.
+    AkNotPinned,
     /// No such registration, or it expired.
     UnknownRegistration,
     /// The activation proof is wrong.
