@@ -209,6 +209,7 @@ fn role_router(state: RoleState) -> Router {
         .route("/admin/v1/enrollments/{agent_id}", get(show).delete(delete))
         .route("/admin/v1/enrollments/{agent_id}/rearm", post(rearm))
         .route("/admin/v1/enrollments/{agent_id}/revoke", post(revoke))
+        .route("/admin/v1/enrollments/{agent_id}/unpin-ak", post(unpin_ak))
         .route(
             v1::admin_path::POLICIES,
             get(policy_list).post(policy_create),
@@ -461,6 +462,14 @@ async fn rearm(
     Path(agent_id): Path<String>,
 ) -> Response {
     on_agent(s, &headers, agent_id, |svc, a, now| svc.rearm(a, now)).await
+}
+
+async fn unpin_ak(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Response {
+    on_agent(s, &headers, agent_id, |svc, a, now| svc.unpin_ak(a, now)).await
 }
 
 async fn revoke(

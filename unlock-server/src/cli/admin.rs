@@ -283,6 +283,10 @@ pub fn revoke(args: &AgentArgs) -> anyhow::Result<()> {
     on_both(args, |c, p| c.post_empty(&format!("{p}/revoke")))
 }
 
+pub fn unpin_ak(args: &AgentArgs) -> anyhow::Result<()> {
+    on_both(args, |c, p| c.post_empty(&format!("{p}/unpin-ak")))
+}
+
 pub fn rearm(args: &AgentArgs) -> anyhow::Result<()> {
     on_both(args, |c, p| c.post_empty(&format!("{p}/rearm")))
 }

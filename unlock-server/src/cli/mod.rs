@@ -38,6 +38,11 @@ enum Command {
     Rearm(admin::AgentArgs),
     /// Delete an agent's enrollment (and its halves) from both roles.
     Delete(admin::AgentArgs),
+    /// Release an agent's pinned AK on both roles, when its AK really changed (an agent
+    /// with another AK template): the next boot registers and pins anew. Until then another
+    /// AK is refused with `ak_not_pinned`. (A TPM replaced or with a new endorsement seed has
+    /// a new EK too: that is a new enrollment, refused with `not_enrolled` until enrolled.)
+    UnpinAk(admin::AgentArgs),
     /// Inspect UEFI measured-boot event logs.
     Eventlog {
         #[command(subcommand)]
@@ -60,6 +65,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Revoke(a) => admin::revoke(&a),
         Command::Rearm(a) => admin::rearm(&a),
         Command::Delete(a) => admin::delete(&a),
+        Command::UnpinAk(a) => admin::unpin_ak(&a),
         Command::Eventlog { command } => eventlog::run(command),
         Command::Policy { command } => policy::run(command),
     };

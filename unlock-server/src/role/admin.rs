@@ -139,6 +139,21 @@ impl RoleService {
         self.show(agent_id)
     }
 
+    /// Releases the agent's AK pin: its next registration pins the AK it then proves.
+    pub fn unpin_ak(&self, agent_id: &str, _now: i64) -> Result<EnrollmentInfo, ApiError> {
+        let n = self
+            .store
+            .unpin_ak(agent_id)
+            .map_err(|e| store_not_found(e, agent_id))?;
+        tracing::warn!(
+            role = self.role.as_str(),
+            agent_id,
+            unpinned = n,
+            "AK pin released by an operator"
+        );
+        self.show(agent_id)
+    }
+
     /// Revokes: nothing is released until re-armed.
     pub fn revoke(&self, agent_id: &str, now: i64) -> Result<EnrollmentInfo, ApiError> {
         self.store

@@ -3,7 +3,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use verifier_core::evidence::{self, Expected, Submitted, ValidationError};
-use verifier_core::keysplit::{seal_share, wrap_context, Share};
+use verifier_core::keysplit::{seal_share, wrap_context, NkPublic, Share};
 use verifier_core::makecred::make_credential;
 use verifier_core::policy::{Evaluator, Policy};
 use verifier_core::proto::v1::{
@@ -16,11 +16,12 @@ use verifier_core::proto::Base64Bytes;
 use verifier_core::quote::AkPublic;
 use verifier_core::wire::{HashAlg, Public, Signature};
 
+use super::ticket::Ticket;
 use super::{random_id, RoleService};
 use crate::error::{ApiError, Charge};
 use crate::store::{
-    EnrollmentState, NewChallenge, Refusal, Registration, ReleaseDecision, ReleaseRequest,
-    StoreError,
+    Enrollment, EnrollmentState, NewChallenge, Refusal, Registration, ReleaseDecision,
+    ReleaseRequest, StoreError,
 };
 
 impl RoleService {
@@ -52,6 +53,7 @@ impl RoleService {
             .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ak_pub: {e}")))?;
         let ak = AkPublic::try_from(ak_public)
             .map_err(|e| ApiError::new(ErrorCode::AkNotAcceptable, e.to_string()))?;
+        self.check_ak_pin(agent_id.as_str(), ak.name())?;
 
         let mut secret = zeroize::Zeroizing::new([0u8; 32]);
         aws_lc_rs::rand::fill(secret.as_mut()).map_err(|_| ApiError::internal("RNG failed"))?;
@@ -80,6 +82,19 @@ impl RoleService {
             credential_blob: Base64Bytes::new(tpm2b_contents(&made.credential_blob)?),
             encrypted_secret: Base64Bytes::new(tpm2b_contents(&made.encrypted_secret)?),
         })
+    }
+
+    /// An agent has one AK, pinned at its first activation: the agent derives the same
+    /// primary key at every boot, so another AK under the same EK means another AK template
+    /// (an operator's decision to accept) or someone with access to the TPM made a key of
+    /// their own. Refused before any MakeCredential is spent on it.
+    fn check_ak_pin(&self, agent_id: &str, ak_name: &[u8]) -> Result<(), ApiError> {
+        let pinned = self.store.activated_aks(agent_id)?;
+        if pinned.is_empty() || pinned.iter().any(|(name, _)| name.as_slice() == ak_name) {
+            Ok(())
+        } else {
+            Err(ak_not_pinned(agent_id))
+        }
     }
 
     fn check_ek_cert(&self, cert: Option<&[u8]>, ek: &Public, now: i64) -> Result<(), ApiError> {
@@ -144,14 +159,20 @@ impl RoleService {
                 "the activation proof is wrong: the AK is not in the enrolled TPM",
             ));
         }
-        self.store
-            .activate_ak(&reg.agent_id, &reg.ak_name, &reg.ak_pub, now)?;
-        tracing::info!(role = self.role.as_str(), agent_id = %reg.agent_id, "AK activated");
+        if !self
+            .store
+            .activate_ak(&reg.agent_id, &reg.ak_name, &reg.ak_pub, now)?
+        {
+            return Err(ak_not_pinned(&reg.agent_id));
+        }
+        tracing::info!(role = self.role.as_str(), agent_id = %reg.agent_id, "AK activated and pinned");
         let agent_id = AgentId::try_from(reg.agent_id).map_err(ApiError::internal)?;
         Ok(ActivateResponse { agent_id })
     }
 
     /// A fresh nonce for an agent whose AK is activated, and the PCRs its policy needs.
+    /// Writes nothing: the challenge id is a ticket ([`super::ticket`]) the attest step
+    /// verifies, and the challenge is stored only when it is used.
     pub fn challenge(
         &self,
         req: &ChallengeRequest,
@@ -199,20 +220,14 @@ impl RoleService {
                 pcrs: b.indexes().collect(),
             })
             .collect();
-        let mut nonce = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::internal("RNG failed"))?;
-        let challenge_id = random_id()?;
         let expires_at = now.saturating_add(secs(self.settings.challenge_ttl_secs));
-        self.store.insert_challenge(&NewChallenge {
-            challenge_id: challenge_id.as_str().to_owned(),
-            agent_id: agent_id.to_owned(),
-            ak_name: req.ak_name.as_bytes().to_vec(),
-            nonce,
-            expires_at,
-        })?;
+        let issued = self
+            .tickets
+            .issue(agent_id, req.ak_name.as_bytes(), expires_at)
+            .map_err(ApiError::internal)?;
         Ok(ChallengeResponse {
-            challenge_id,
-            nonce: Base64Bytes::new(nonce.to_vec()),
+            challenge_id: issued.id,
+            nonce: Base64Bytes::new(issued.nonce.to_vec()),
             pcr_selection: selection,
             hash_alg: HashAlg::Sha256,
             expires_at: u64::try_from(expires_at).unwrap_or(0),
@@ -220,31 +235,104 @@ impl RoleService {
         })
     }
 
-    /// The unlock path: validate, evaluate the policy, release atomically. Returns the JSON
-    /// body of the answer (stored, so a retry of the same evidence gets the very same bytes).
+    /// The unlock path: the ticket, the failure budget, the evidence, the policy, then the
+    /// release, decided atomically by the store (the one durable write of an attestation).
+    /// Returns the JSON body of the answer (stored, so a retry of the same evidence gets the
+    /// very same bytes).
     pub fn attest(&self, req: &AttestRequest, now: i64) -> Result<Vec<u8>, ApiError> {
-        let challenge_id = req.challenge_id.as_str();
-        let ch = self.store.challenge(challenge_id)?.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::UnknownChallenge,
-                "no such challenge; request a new one",
-            )
-        })?;
+        let Ticketed {
+            challenge,
+            enrollment,
+            ak,
+        } = self.open_ticket(req.challenge_id.as_str())?;
         // The same challenge, quote, signature and NK are the same attestation however the
         // body is serialized (a retry of the same evidence gets the stored answer).
         let evidence_hash = req.evidence_digest();
-        // A used or expired challenge is decided by the store alone: an identical retry gets
-        // its stored answer, anything else is refused, and no crypto is spent on it.
-        if ch.used.is_some() || ch.expires_at <= now {
-            return self.release(&ch.agent_id, challenge_id, 0, &evidence_hash, now, None);
+        // A used or expired challenge is decided by a read alone: an identical retry gets
+        // its stored answer, anything else is refused; no crypto, no write.
+        if let Some(used) = self.store.challenge(&challenge.challenge_id)? {
+            let decision =
+                crate::store::used_challenge_decision(&used, &challenge.agent_id, &evidence_hash);
+            return self.answer(&challenge, 0, decision, false);
         }
-        // Consecutive failures (since the agent's last release) within the window are counted
-        // in the database, so the limit holds across replicas.
+        if challenge.expires_at <= now {
+            return Err(ApiError::new(
+                ErrorCode::ChallengeExpired,
+                Refusal::ChallengeExpired.to_string(),
+            ));
+        }
+        self.check_failure_budget(&challenge.agent_id, now)?;
+        let refuse = |e: ApiError| self.record_refusal(&challenge, e, now);
+        let (reset_count, nk) = self
+            .validate(req, &challenge, &enrollment, &ak)
+            .map_err(refuse)?;
+        let policy = Policy::from_json(&enrollment.policy).map_err(ApiError::internal)?;
+        // The host requirement comes last (it costs a round trip to the provider, which a
+        // machine that fails its own rules should not cause) and before the release: a
+        // refused host check is a refusal like the ones above, recorded for the rate limit
+        // and consuming no release, so the machine may try again once the host is back.
+        if let Some(host_policy) = policy.host() {
+            let host = super::host::check(host_policy).map_err(refuse)?;
+            tracing::info!(
+                role = self.role.as_str(),
+                agent_id = %challenge.agent_id,
+                challenge_id = %challenge.challenge_id,
+                provider = host_policy.provider(),
+                host_batch_size = host.batch_size,
+                host_reset_count = host.reset_count,
+                "host quote fresh, by the pinned AK, and accepted by the host rules"
+            );
+        }
+        self.release(&challenge, reset_count, &evidence_hash, now, &nk)
+    }
+
+    /// The challenge a ticket stands for: its agent's enrollment and the activated AK it was
+    /// issued for. Anything that is not a ticket this role issued is an unknown challenge.
+    fn open_ticket(&self, challenge_id: &str) -> Result<Ticketed, ApiError> {
+        let unknown = || {
+            ApiError::new(
+                ErrorCode::UnknownChallenge,
+                "no such challenge (not issued by this role, or by an older server); request a new one",
+            )
+        };
+        let ticket = Ticket::parse(challenge_id).ok_or_else(unknown)?;
+        for enrollment in self.store.enrollments_by_ref(&ticket.agent_ref)? {
+            for (ak_name, ak_pub) in self.store.activated_aks(&enrollment.agent_id)? {
+                let Some(nonce) = self.tickets.open(&ticket, &enrollment.agent_id, &ak_name) else {
+                    continue;
+                };
+                let ak = Public::parse(&ak_pub)
+                    .map_err(ApiError::internal)
+                    .and_then(|p| AkPublic::try_from(p).map_err(ApiError::internal))?;
+                return Ok(Ticketed {
+                    challenge: NewChallenge {
+                        challenge_id: challenge_id.to_owned(),
+                        agent_id: enrollment.agent_id.clone(),
+                        ak_name,
+                        nonce,
+                        expires_at: ticket.expires_at,
+                    },
+                    enrollment,
+                    ak,
+                });
+            }
+        }
+        Err(unknown())
+    }
+
+    /// Consecutive failures (since the agent's last release) within the window are counted
+    /// in the database, so the limit holds across replicas.
+    fn check_failure_budget(&self, agent_id: &str, now: i64) -> Result<(), ApiError> {
         let failures = self
             .store
-            .recent_refusals(&ch.agent_id, now.saturating_sub(FAILURE_WINDOW_SECS))?;
+            .recent_refusals(agent_id, now.saturating_sub(FAILURE_WINDOW_SECS))?;
         if failures >= MAX_CONSECUTIVE_FAILURES {
-            tracing::warn!(role = self.role.as_str(), agent_id = %ch.agent_id, failures, "rate limited");
+            tracing::warn!(
+                role = self.role.as_str(),
+                agent_id,
+                failures,
+                "rate limited"
+            );
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
                 format!(
@@ -252,70 +340,59 @@ impl RoleService {
                 ),
             ));
         }
-        let refuse = |e: ApiError| -> ApiError {
-            tracing::info!(role = self.role.as_str(), agent_id = %ch.agent_id, challenge_id, code = ?e.code, charge = ?e.charge, reason = %e.message, "refused");
-            // Only evidence the agent's AK signed for this challenge counts against it and is
-            // written to its attempt log; the rest anyone could have sent (the source pays,
-            // the log line stays), and the host check's refusals are about the host (written,
-            // not counted).
-            let evidence_failure = e.charge == Charge::Agent;
-            let host = matches!(
-                e.code,
-                ErrorCode::HostUnreachable
-                    | ErrorCode::HostQuoteInvalid
-                    | ErrorCode::HostPolicyDenied
-            );
-            if !evidence_failure && !host {
-                return e;
-            }
-            if let Err(err) = self.store.record_refusal(
-                &ch.agent_id,
-                Some(challenge_id),
-                &e.message,
-                evidence_failure,
-                now,
-            ) {
-                return ApiError::internal(err);
-            }
-            e
-        };
-        let enrollment = self
-            .store
-            .enrollment(&ch.agent_id)?
-            .ok_or_else(|| ApiError::new(ErrorCode::NotEnrolled, "agent is not enrolled"))?;
-        let ak_pub = self
-            .store
-            .activated_ak(&ch.agent_id, &ch.ak_name)?
-            .ok_or_else(|| {
-                refuse(ApiError::new(
-                    ErrorCode::UnknownAgent,
-                    "the challenge's AK is no longer activated",
-                ))
-            })?;
-        let ak = Public::parse(&ak_pub)
-            .map_err(ApiError::internal)
-            .and_then(|p| AkPublic::try_from(p).map_err(ApiError::internal))?;
-        let signature = Signature::parse(req.signature.as_bytes()).map_err(|e| {
-            refuse(ApiError::new(
-                ErrorCode::QuoteInvalid,
-                format!("signature: {e}"),
-            ))
-        })?;
-        let pcrs = req.pcr_values().map_err(|e| refuse(e.into()))?;
-        let nk = req.nk_pub.to_keysplit().map_err(|e| refuse(e.into()))?;
-        let proof = req.inclusion.to_merkle().map_err(|e| refuse(e.into()))?;
-        let ima = match &req.ima_log {
-            Some(l) => Some(l.parse().map_err(|e| {
-                refuse(ApiError::new(
-                    ErrorCode::ImaLogMismatch,
-                    format!("IMA log: {e}"),
-                ))
-            })?),
-            None => None,
-        };
+        Ok(())
+    }
+
+    /// Logs a refusal of the attest path and writes the ones that belong in the agent's
+    /// attempt log: only evidence the agent's AK signed for this challenge counts against
+    /// it; the rest anyone could have sent (the source pays, the log line stays), and the
+    /// host check's refusals are about the host (written, not counted).
+    fn record_refusal(&self, ch: &NewChallenge, e: ApiError, now: i64) -> ApiError {
+        tracing::info!(role = self.role.as_str(), agent_id = %ch.agent_id, challenge_id = %ch.challenge_id, code = ?e.code, charge = ?e.charge, reason = %e.message, "refused");
+        let evidence_failure = e.charge == Charge::Agent;
+        let host = matches!(
+            e.code,
+            ErrorCode::HostUnreachable | ErrorCode::HostQuoteInvalid | ErrorCode::HostPolicyDenied
+        );
+        if !evidence_failure && !host {
+            return e;
+        }
+        match self.store.record_refusal(
+            &ch.agent_id,
+            Some(&ch.challenge_id),
+            &e.message,
+            evidence_failure,
+            now,
+        ) {
+            Ok(()) => e,
+            Err(err) => ApiError::internal(err),
+        }
+    }
+
+    /// verifier-core's validation against the challenge's AK and nonce, then the signer's
+    /// hierarchy; the verified resetCount and NK, or the refusal (not yet recorded).
+    fn validate(
+        &self,
+        req: &AttestRequest,
+        ch: &NewChallenge,
+        enrollment: &Enrollment,
+        ak: &AkPublic,
+    ) -> Result<(u32, NkPublic), ApiError> {
+        let signature = Signature::parse(req.signature.as_bytes())
+            .map_err(|e| ApiError::new(ErrorCode::QuoteInvalid, format!("signature: {e}")))?;
+        let pcrs = req.pcr_values()?;
+        let nk = req.nk_pub.to_keysplit()?;
+        let proof = req.inclusion.to_merkle()?;
+        let ima =
+            match &req.ima_log {
+                Some(l) => Some(l.parse().map_err(|e| {
+                    ApiError::new(ErrorCode::ImaLogMismatch, format!("IMA log: {e}"))
+                })?),
+                None => None,
+            };
         let validated = evidence::validate(
             Expected {
-                ak: &ak,
+                ak,
                 nonce: &ch.nonce,
             },
             Submitted {
@@ -328,90 +405,57 @@ impl RoleService {
                 ima_log: ima.as_ref(),
             },
         )
-        .map_err(|e| refuse(validation_error(&e)))?;
+        .map_err(|e| validation_error(&e))?;
         // The resetCount names the boot session only for an AK in the endorsement hierarchy
         // (elsewhere clockInfo is obfuscated), and activation with the EK does not prove the
         // hierarchy: the signed qualifiedSigner does.
         let ek = Public::parse(&enrollment.ek_pub).map_err(ApiError::internal)?;
         if !validated.quote().signed_in_endorsement_hierarchy(Some(&ek)) {
-            return Err(refuse(
-                ApiError::new(
-                    ErrorCode::AkNotAcceptable,
-                    "the quote's qualifiedSigner puts the AK outside the endorsement hierarchy \
-                     (neither a primary key there nor a child of the enrolled EK)",
-                )
-                .by_agent(),
-            ));
+            return Err(ApiError::new(
+                ErrorCode::AkNotAcceptable,
+                "the quote's qualifiedSigner puts the AK outside the endorsement hierarchy \
+                 (neither a primary key there nor a child of the enrolled EK)",
+            )
+            .by_agent());
         }
         let policy = Policy::from_json(&enrollment.policy).map_err(ApiError::internal)?;
         let verdict = policy.evaluate(&validated);
         if !verdict.accepted() {
-            return Err(refuse(
-                ApiError::new(ErrorCode::PolicyDenied, verdict.to_string()).by_agent(),
-            ));
+            return Err(ApiError::new(ErrorCode::PolicyDenied, verdict.to_string()).by_agent());
         }
-        // The host requirement comes last (it costs a round trip to the provider, which a
-        // machine that fails its own rules should not cause) and before the release: a
-        // refused host check is a refusal like the ones above, recorded for the rate limit
-        // and consuming no release, so the machine may try again once the host is back.
-        if let Some(host_policy) = policy.host() {
-            let host = super::host::check(host_policy).map_err(refuse)?;
-            tracing::info!(
-                role = self.role.as_str(),
-                agent_id = %ch.agent_id,
-                challenge_id,
-                provider = host_policy.provider(),
-                host_batch_size = host.batch_size,
-                host_reset_count = host.reset_count,
-                "host quote fresh, by the pinned AK, and accepted by the host rules"
-            );
-        }
-        let reset_count = validated.quote().reset_count();
-        self.release(
-            &ch.agent_id,
-            challenge_id,
-            reset_count,
-            &evidence_hash,
-            now,
-            Some(&nk),
-        )
+        Ok((validated.quote().reset_count(), nk))
     }
 
+    /// The release, decided by the store in one transaction (which also stores the
+    /// challenge as used): `seal` makes the answer for the count the store decides.
     fn release(
         &self,
-        agent_id: &str,
-        challenge_id: &str,
+        ch: &NewChallenge,
         reset_count: u32,
         evidence_hash: &[u8; 32],
         now: i64,
-        nk: Option<&verifier_core::keysplit::NkPublic>,
+        nk: &NkPublic,
     ) -> Result<Vec<u8>, ApiError> {
         let role = self.role;
-        let nk_hash = nk.map(|k| {
-            let d = HashAlg::Sha256.hash(k.as_bytes());
-            let mut h = [0u8; 32];
-            for (o, b) in h.iter_mut().zip(d.as_bytes()) {
-                *o = *b;
-            }
-            h
-        });
+        let nk_digest = HashAlg::Sha256.hash(nk.as_bytes());
+        let nk_hash = <[u8; 32]>::try_from(nk_digest.as_bytes()).map_err(ApiError::internal)?;
         let decision = self.store.release(
             &ReleaseRequest {
-                challenge_id,
-                agent_id,
+                challenge: ch,
                 reset_count,
                 evidence_hash,
-                nk_hash,
+                nk_hash: Some(nk_hash),
                 now,
             },
             |enr, count| {
-                // Only reached for a fresh, validated challenge (nk is Some then).
-                let nk = nk.ok_or_else(|| StoreError::Seal("no NK for a fresh release".into()))?;
                 let share = self
                     .master
-                    .unwrap_share(&enr.share_wrapped, &wrap_context(role.as_str(), agent_id))
+                    .unwrap_share(
+                        &enr.share_wrapped,
+                        &wrap_context(role.as_str(), &ch.agent_id),
+                    )
                     .map_err(|e| StoreError::Seal(e.to_string()))?;
-                let sealed = seal_share(nk, role.as_str(), challenge_id.as_bytes(), &share)
+                let sealed = seal_share(nk, role.as_str(), ch.challenge_id.as_bytes(), &share)
                     .map_err(|e| StoreError::Seal(e.to_string()))?;
                 let payload = match role {
                     Role::Verifier => Some(Base64Bytes::new(enr.payload_ct.clone().ok_or_else(
@@ -434,6 +478,20 @@ impl RoleService {
                     .map_err(|e| StoreError::Seal(e.to_string()))
             },
         )?;
+        self.answer(ch, reset_count, decision, true)
+    }
+
+    /// A release decision as the agent's answer, logged once. `validated`: the evidence was
+    /// verified (its AK signed it), so a refusal here is charged to the agent.
+    fn answer(
+        &self,
+        ch: &NewChallenge,
+        reset_count: u32,
+        decision: ReleaseDecision,
+        validated: bool,
+    ) -> Result<Vec<u8>, ApiError> {
+        let role = self.role.as_str();
+        let (agent_id, challenge_id) = (ch.agent_id.as_str(), ch.challenge_id.as_str());
         match decision {
             ReleaseDecision::Released {
                 response,
@@ -442,7 +500,7 @@ impl RoleService {
             } => {
                 self.metrics.release(session_terminated);
                 tracing::info!(
-                    role = role.as_str(),
+                    role,
                     agent_id,
                     challenge_id,
                     reset_count,
@@ -454,7 +512,7 @@ impl RoleService {
             }
             ReleaseDecision::Resealed { response } => {
                 tracing::info!(
-                    role = role.as_str(),
+                    role,
                     agent_id,
                     challenge_id,
                     reset_count,
@@ -464,7 +522,7 @@ impl RoleService {
             }
             ReleaseDecision::Retried { response } => {
                 tracing::info!(
-                    role = role.as_str(),
+                    role,
                     agent_id,
                     challenge_id,
                     "identical retry: same answer, not counted"
@@ -472,13 +530,19 @@ impl RoleService {
                 Ok(response)
             }
             ReleaseDecision::Refused(r) => {
-                tracing::info!(role = role.as_str(), agent_id, challenge_id, reason = %r, "refused");
-                let e = ApiError::new(refusal_code(&r), r.to_string());
-                // With an NK the evidence was validated: the agent's AK signed it.
-                Err(if nk.is_some() { e.by_agent() } else { e })
+                tracing::info!(role, agent_id, challenge_id, reason = %r, "refused");
+                let e = ApiError::new(r.code(), r.to_string());
+                Err(if validated { e.by_agent() } else { e })
             }
         }
     }
+}
+
+/// A challenge whose ticket verified, with what attesting to it needs.
+struct Ticketed {
+    challenge: NewChallenge,
+    enrollment: Enrollment,
+    ak: AkPublic,
 }
 
 /// Failed attestations of one agent, since its last release, after which it is refused with
@@ -492,6 +556,16 @@ pub const FAILURE_WINDOW_SECS: i64 = 300;
 
 fn registration_context(agent_id: &str, registration_id: &str) -> Vec<u8> {
     format!("registrar|{agent_id}|{registration_id}").into_bytes()
+}
+
+fn ak_not_pinned(agent_id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::AkNotPinned,
+        format!(
+            "agent {agent_id} has another AK pinned (proven with its EK at its first activation); \
+             if the machine's AK really changed, an operator runs `unlockctl unpin-ak {agent_id}`"
+        ),
+    )
 }
 
 fn secs(s: u64) -> i64 {
@@ -514,17 +588,5 @@ fn validation_error(e: &ValidationError) -> ApiError {
         refusal.by_agent()
     } else {
         refusal
-    }
-}
-
-fn refusal_code(r: &Refusal) -> ErrorCode {
-    match r {
-        Refusal::ChallengeUnknown => ErrorCode::UnknownChallenge,
-        Refusal::ChallengeExpired => ErrorCode::ChallengeExpired,
-        Refusal::NonceReused => ErrorCode::ChallengeUsed,
-        Refusal::NotEnrolled | Refusal::Revoked => ErrorCode::NotEnrolled,
-        Refusal::AgentTerminated | Refusal::MaxBootsReached { .. } => ErrorCode::AgentTerminated,
-        Refusal::SessionTerminated { .. } => ErrorCode::SessionTerminated,
-        Refusal::ResetCountWentBackwards { .. } => ErrorCode::ResetCountRegressed,
     }
 }

@@ -12,6 +12,8 @@ mod agent;
 mod host;
 mod policies;
 pub mod provider;
+/// Challenge ids that are authenticated tickets (no write to issue one).
+pub mod ticket;
 
 pub use agent::{FAILURE_WINDOW_SECS, MAX_CONSECUTIVE_FAILURES};
 
@@ -44,6 +46,7 @@ pub struct RoleService {
     role: Role,
     store: Store,
     master: MasterKey,
+    tickets: ticket::TicketKey,
     settings: RoleSettings,
     metrics: RoleMetrics,
 }
@@ -54,6 +57,7 @@ impl RoleService {
         Self {
             role,
             store,
+            tickets: ticket::TicketKey::derive(&master, role),
             master,
             settings,
             metrics: RoleMetrics::default(),

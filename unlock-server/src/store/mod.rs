@@ -247,8 +247,8 @@ impl Store {
             c.execute(
                 "INSERT INTO enrollments (agent_id, ek_pub, policy, max_attestations, max_boots,
                     share_wrapped, payload_ct, state, boots_used, created_at, updated_at,
-                    policy_name, policy_version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'armed', 0, ?8, ?8, ?9, ?10)",
+                    policy_name, policy_version, agent_ref)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'armed', 0, ?8, ?8, ?9, ?10, substr(?1, 1, 24))",
                 args![
                     &e.agent_id,
                     &e.ek_pub,
@@ -275,6 +275,20 @@ impl Store {
     /// The enrollment of `agent_id`, if any.
     pub fn enrollment(&self, agent_id: &str) -> Result<Option<Enrollment>, StoreError> {
         self.read(|c| load_enrollment(c, agent_id))
+    }
+
+    /// The enrollments whose agent id starts with `agent_ref` (a challenge ticket's
+    /// reference: 24 hex characters, so in practice one at most).
+    pub fn enrollments_by_ref(&self, agent_ref: &str) -> Result<Vec<Enrollment>, StoreError> {
+        self.read(|c| {
+            c.query(
+                &format!("{ENROLLMENT_SELECT} WHERE e.agent_ref = ?1"),
+                args![agent_ref],
+            )?
+            .iter()
+            .map(enrollment_from_row)
+            .collect()
+        })
     }
 
     /// All enrollments (without their wrapped secrets), ordered by agent id.
@@ -449,15 +463,29 @@ impl Store {
         })
     }
 
-    /// Records that `ak_name` is proven to be in the TPM of `agent_id`'s EK.
+    /// Records that `ak_name` is proven to be in the TPM of `agent_id`'s EK, and pins it:
+    /// `false` (nothing written) when another AK is pinned for the agent already. In one
+    /// transaction, so two registrations of different AKs racing cannot both pin.
     pub fn activate_ak(
         &self,
         agent_id: &str,
         ak_name: &[u8],
         ak_pub: &[u8],
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.write(|c| {
+            let lock = format!(
+                "SELECT 1 FROM enrollments WHERE agent_id = ?1{}",
+                c.dialect().for_update()
+            );
+            c.query(&lock, args![agent_id])?;
+            let other = c.query_opt(
+                "SELECT 1 FROM aks WHERE agent_id = ?1 AND ak_name <> ?2",
+                args![agent_id, ak_name],
+            )?;
+            if other.is_some() {
+                return Ok(false);
+            }
             c.execute(
                 "INSERT INTO aks (agent_id, ak_name, ak_pub, activated_at)
                  VALUES (?1, ?2, ?3, ?4)
@@ -465,7 +493,18 @@ impl Store {
                     SET ak_pub = excluded.ak_pub, activated_at = excluded.activated_at",
                 args![agent_id, ak_name, ak_pub, now],
             )?;
-            Ok(())
+            Ok(true)
+        })
+    }
+
+    /// Releases the agent's AK pin (an operator's decision after the TPM's keys really
+    /// changed): the next activation pins again. How many AKs were unpinned.
+    pub fn unpin_ak(&self, agent_id: &str) -> Result<u64, StoreError> {
+        self.write(|c| {
+            if load_enrollment(c, agent_id)?.is_none() {
+                return Err(StoreError::NotFound(agent_id.to_owned()));
+            }
+            c.execute("DELETE FROM aks WHERE agent_id = ?1", args![agent_id])
         })
     }
 
@@ -485,8 +524,23 @@ impl Store {
         })
     }
 
-    /// Stores a fresh challenge.
-    pub fn insert_challenge(&self, ch: &NewChallenge) -> Result<(), StoreError> {
+    /// The activated AKs of `agent_id`: (name, public area).
+    pub fn activated_aks(&self, agent_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.read(|c| {
+            c.query(
+                "SELECT ak_name, ak_pub FROM aks WHERE agent_id = ?1 ORDER BY activated_at",
+                args![agent_id],
+            )?
+            .iter()
+            .map(|row| Ok((row.blob(0, "aks")?, row.blob(1, "aks")?)))
+            .collect()
+        })
+    }
+
+    /// Stores an unused challenge, as servers before tickets did at issue (tests of the purge
+    /// of such rows).
+    #[cfg(test)]
+    pub(crate) fn insert_legacy_challenge(&self, ch: &NewChallenge) -> Result<(), StoreError> {
         self.write(|c| {
             c.execute(
                 "INSERT INTO challenges (challenge_id, agent_id, ak_name, nonce, expires_at)
@@ -503,7 +557,7 @@ impl Store {
         })
     }
 
-    /// A challenge by id.
+    /// A used challenge by id (only used challenges are stored: issuing one writes nothing).
     pub fn challenge(&self, challenge_id: &str) -> Result<Option<Challenge>, StoreError> {
         self.read(|c| load_challenge(c, challenge_id))
     }
@@ -550,14 +604,14 @@ impl Store {
                 "SELECT 1 FROM enrollments WHERE agent_id = ?1{}",
                 c.dialect().for_update()
             );
-            c.query(&lock, args![req.agent_id])?;
+            c.query(&lock, args![req.agent_id()])?;
             let decision = release_in(c, req, seal)?;
             match &decision {
                 ReleaseDecision::Released { .. } => {
                     c.execute(
                         "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
                          VALUES (?1, ?2, ?3, 'released', 'released')",
-                        args![req.agent_id, req.challenge_id, req.now],
+                        args![req.agent_id(), req.challenge_id(), req.now],
                     )?;
                 }
                 ReleaseDecision::Retried { .. } => {}
@@ -565,7 +619,7 @@ impl Store {
                     c.execute(
                         "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
                          VALUES (?1, ?2, ?3, 'released', 'same NK: re-sealed, not counted')",
-                        args![req.agent_id, req.challenge_id, req.now],
+                        args![req.agent_id(), req.challenge_id(), req.now],
                     )?;
                 }
                 ReleaseDecision::Refused(r) => {
@@ -573,7 +627,7 @@ impl Store {
                     c.execute(
                         "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
                          VALUES (?1, ?2, ?3, 'refused', ?4)",
-                        args![req.agent_id, req.challenge_id, req.now, reason.as_str()],
+                        args![req.agent_id(), req.challenge_id(), req.now, reason.as_str()],
                     )?;
                 }
             }
@@ -610,27 +664,18 @@ fn release_in(
     req: &ReleaseRequest<'_>,
     seal: impl FnOnce(&Enrollment, ReleaseCount) -> Result<Vec<u8>, StoreError>,
 ) -> Result<ReleaseDecision, StoreError> {
-    let Some(ch) = load_challenge(c, req.challenge_id)? else {
-        return Ok(ReleaseDecision::Refused(Refusal::ChallengeUnknown));
-    };
-    if ch.agent_id != req.agent_id {
-        return Ok(ReleaseDecision::Refused(Refusal::ChallengeUnknown));
+    // Under the agent's lock: a challenge used by a concurrent request is seen here.
+    if let Some(used) = load_challenge(c, req.challenge_id())? {
+        return Ok(used_challenge_decision(
+            &used,
+            req.agent_id(),
+            req.evidence_hash,
+        ));
     }
-    if let Some(used) = &ch.used {
-        return Ok(match &used.evidence_hash {
-            Some(h) if h.as_slice() == req.evidence_hash.as_slice() => match &used.response {
-                Some(resp) => ReleaseDecision::Retried {
-                    response: resp.clone(),
-                },
-                None => ReleaseDecision::Refused(Refusal::NonceReused),
-            },
-            _ => ReleaseDecision::Refused(Refusal::NonceReused),
-        });
-    }
-    if ch.expires_at <= req.now {
+    if req.challenge.expires_at <= req.now {
         return Ok(ReleaseDecision::Refused(Refusal::ChallengeExpired));
     }
-    let Some(enr) = load_enrollment(c, req.agent_id)? else {
+    let Some(enr) = load_enrollment(c, req.agent_id())? else {
         return Ok(ReleaseDecision::Refused(Refusal::NotEnrolled));
     };
     if enr.state == EnrollmentState::Revoked {
@@ -639,7 +684,7 @@ fn release_in(
     let session = c
         .query_opt(
             "SELECT releases, state, nks FROM sessions WHERE agent_id = ?1 AND reset_count = ?2",
-            args![req.agent_id, req.reset_count],
+            args![req.agent_id(), req.reset_count],
         )?
         .map(|row| {
             Ok::<_, StoreError>((
@@ -661,10 +706,7 @@ fn release_in(
                     terminated: SessionState::parse(state) != Some(SessionState::Open),
                 },
             )?;
-            c.execute(
-                "UPDATE challenges SET used_at = ?2, evidence_hash = ?3, response = ?4 WHERE challenge_id = ?1",
-                args![req.challenge_id, req.now, req.evidence_hash.as_slice(), &response],
-            )?;
+            insert_used_challenge(c, req, &response)?;
             return Ok(ReleaseDecision::Resealed { response });
         }
     }
@@ -681,7 +723,7 @@ fn release_in(
     let latest = c
         .query_one(
             "SELECT MAX(reset_count) FROM sessions WHERE agent_id = ?1",
-            args![req.agent_id],
+            args![req.agent_id()],
         )?
         .opt_int(0, "sessions")?;
     if let Some(latest) = latest {
@@ -698,7 +740,7 @@ fn release_in(
             if enr.boots_used >= max {
                 c.execute(
                     "UPDATE enrollments SET state = 'terminated', updated_at = ?2 WHERE agent_id = ?1",
-                    args![req.agent_id, req.now],
+                    args![req.agent_id(), req.now],
                 )?;
                 return Ok(ReleaseDecision::Refused(Refusal::MaxBootsReached {
                     max_boots: max,
@@ -730,7 +772,7 @@ fn release_in(
          ON CONFLICT (agent_id, reset_count) DO UPDATE
             SET releases = excluded.releases, state = excluded.state,
                 last_release_at = excluded.last_release_at, nks = excluded.nks",
-        args![req.agent_id, req.reset_count, releases, state, req.now, &nks],
+        args![req.agent_id(), req.reset_count, releases, state, req.now, &nks],
     )?;
     if new_session {
         let boots_used = enr.boots_used + 1;
@@ -738,7 +780,7 @@ fn release_in(
         c.execute(
             "UPDATE enrollments SET boots_used = ?2, state = ?3, updated_at = ?4 WHERE agent_id = ?1",
             args![
-                req.agent_id,
+                req.agent_id(),
                 boots_used,
                 if agent_done { "terminated" } else { "armed" },
                 req.now
@@ -747,18 +789,64 @@ fn release_in(
     } else if terminated && enr.max_boots.is_some_and(|m| enr.boots_used >= m) {
         c.execute(
             "UPDATE enrollments SET state = 'terminated', updated_at = ?2 WHERE agent_id = ?1",
-            args![req.agent_id, req.now],
+            args![req.agent_id(), req.now],
         )?;
     }
-    c.execute(
-        "UPDATE challenges SET used_at = ?2, evidence_hash = ?3, response = ?4 WHERE challenge_id = ?1",
-        args![req.challenge_id, req.now, req.evidence_hash.as_slice(), &response],
-    )?;
+    insert_used_challenge(c, req, &response)?;
     Ok(ReleaseDecision::Released {
         response,
         releases: u32::try_from(releases).map_err(|_| corrupt_session())?,
         session_terminated: terminated,
     })
+}
+
+/// What a challenge that is already used decides: the stored answer again for the same
+/// evidence (however re-serialized, see `AttestRequest::evidence_digest`), a refusal for
+/// anything else. A read decides it: no write, whoever asks.
+pub fn used_challenge_decision(
+    used: &Challenge,
+    agent_id: &str,
+    evidence_hash: &[u8; 32],
+) -> ReleaseDecision {
+    if used.agent_id != agent_id {
+        return ReleaseDecision::Refused(Refusal::ChallengeUnknown);
+    }
+    match used.used.as_ref() {
+        Some(UsedChallenge {
+            evidence_hash: Some(h),
+            response: Some(response),
+            ..
+        }) if h.as_slice() == evidence_hash.as_slice() => ReleaseDecision::Retried {
+            response: response.clone(),
+        },
+        _ => ReleaseDecision::Refused(Refusal::NonceReused),
+    }
+}
+
+/// Stores the challenge as used, with the evidence's identity and the answer: the single
+/// durable record of a challenge, written in the release transaction that used it.
+fn insert_used_challenge(
+    c: &mut dyn Conn,
+    req: &ReleaseRequest<'_>,
+    response: &[u8],
+) -> Result<(), StoreError> {
+    let ch = req.challenge;
+    c.execute(
+        "INSERT INTO challenges (challenge_id, agent_id, ak_name, nonce, expires_at, used_at,
+            evidence_hash, response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        args![
+            &ch.challenge_id,
+            &ch.agent_id,
+            &ch.ak_name,
+            ch.nonce.as_slice(),
+            ch.expires_at,
+            req.now,
+            req.evidence_hash.as_slice(),
+            response
+        ],
+    )?;
+    Ok(())
 }
 
 fn corrupt_session() -> StoreError {

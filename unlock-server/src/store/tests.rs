@@ -78,23 +78,32 @@ fn enrolled_in(db: &Db, max_attestations: u32, max_boots: Option<u32>) -> Store 
     s
 }
 
-fn challenge(s: &Store, id: &str, expires_at: i64) {
-    s.insert_challenge(&NewChallenge {
+thread_local! {
+    /// The tickets a test issued: id → expiry. Issuing a challenge writes nothing to the
+    /// store (the role's ticket carries it); the store sees it first in the release.
+    static ISSUED: std::cell::RefCell<std::collections::HashMap<String, i64>> =
+        std::cell::RefCell::default();
+}
+
+fn challenge(_s: &Store, id: &str, expires_at: i64) {
+    ISSUED.with(|m| m.borrow_mut().insert(id.to_owned(), expires_at));
+}
+
+fn issued(agent: &str, id: &str) -> NewChallenge {
+    NewChallenge {
         challenge_id: id.into(),
-        agent_id: AGENT.into(),
+        agent_id: agent.into(),
         ak_name: vec![0, 11],
         nonce: [5; 32],
-        expires_at,
-    })
-    .unwrap();
+        expires_at: ISSUED.with(|m| m.borrow().get(id).copied().unwrap_or(100)),
+    }
 }
 
 fn attest(s: &Store, id: &str, reset_count: u32, evidence: u8) -> ReleaseDecision {
     let h = [evidence; 32];
     s.release(
         &ReleaseRequest {
-            challenge_id: id,
-            agent_id: AGENT,
+            challenge: &issued(AGENT, id),
             reset_count,
             evidence_hash: &h,
             nk_hash: None,
@@ -109,8 +118,7 @@ fn attest_nk(s: &Store, id: &str, reset_count: u32, evidence: u8, nk: u8) -> Rel
     let h = [evidence; 32];
     s.release(
         &ReleaseRequest {
-            challenge_id: id,
-            agent_id: AGENT,
+            challenge: &issued(AGENT, id),
             reset_count,
             evidence_hash: &h,
             nk_hash: Some([nk; 32]),
@@ -240,8 +248,37 @@ both!(expired_and_unknown_challenges_refused, |db| {
         attest(&s, "old", 1, 1),
         ReleaseDecision::Refused(Refusal::ChallengeExpired)
     );
+    // A challenge another agent used is not this agent's.
+    let other = issued("another-agent", "theirs");
+    s.enroll(
+        &NewEnrollment {
+            agent_id: "another-agent".into(),
+            ek_pub: vec![4],
+            policy: "{}".into(),
+            max_attestations: 1,
+            max_boots: None,
+            share_wrapped: vec![9; 48],
+            payload_ct: None,
+        },
+        0,
+    )
+    .unwrap();
+    let h = [1u8; 32];
+    let used = s
+        .release(
+            &ReleaseRequest {
+                challenge: &other,
+                reset_count: 1,
+                evidence_hash: &h,
+                nk_hash: None,
+                now: 10,
+            },
+            |_, _| Ok(b"theirs".to_vec()),
+        )
+        .unwrap();
+    assert!(matches!(used, ReleaseDecision::Released { .. }));
     assert_eq!(
-        attest(&s, "nope", 1, 1),
+        attest(&s, "theirs", 1, 1),
         ReleaseDecision::Refused(Refusal::ChallengeUnknown)
     );
     assert!(
@@ -319,8 +356,7 @@ both!(seal_failure_releases_nothing, |db| {
     let h = [1; 32];
     let r = s.release(
         &ReleaseRequest {
-            challenge_id: "c1",
-            agent_id: AGENT,
+            challenge: &issued(AGENT, "c1"),
             reset_count: 1,
             evidence_hash: &h,
             nk_hash: None,
@@ -330,7 +366,14 @@ both!(seal_failure_releases_nothing, |db| {
     );
     assert!(r.is_err());
     assert!(s.sessions(AGENT).unwrap().is_empty());
-    assert!(s.challenge("c1").unwrap().unwrap().used.is_none());
+    assert!(
+        s.challenge("c1").unwrap().is_none(),
+        "a failed release leaves the challenge unused (not stored)"
+    );
+    assert!(matches!(
+        attest(&s, "c1", 1, 1),
+        ReleaseDecision::Released { releases: 1, .. }
+    ));
 });
 
 both!(fifty_concurrent_attests_release_exactly_once, |db| {
@@ -572,7 +615,7 @@ both!(
                             })
                             .unwrap();
                             if i % 5 == 0 {
-                                s.insert_challenge(&NewChallenge {
+                                s.insert_legacy_challenge(&NewChallenge {
                                     challenge_id: format!("c{i}"),
                                     agent_id: AGENT.into(),
                                     ak_name: vec![0, 11],
@@ -659,7 +702,8 @@ both!(
     |db| {
         let s = enrolled_in(&db, 1, None);
         challenge(&s, "c1", 100);
-        challenge(&s, "unused", 100);
+        // An unused challenge row, as servers before tickets stored at issue.
+        s.insert_legacy_challenge(&issued(AGENT, "unused")).unwrap();
         let ReleaseDecision::Released { response, .. } = attest(&s, "c1", 1, 1) else {
             panic!("not released")
         };
@@ -682,10 +726,21 @@ both!(
         assert_eq!(c.challenges, 0);
         let c = s.purge(100 + p.used_challenge_retention + 1, &p).unwrap();
         assert_eq!(c.challenges, 1);
-        assert_eq!(
-            attest(&s, "c1", 1, 1),
-            ReleaseDecision::Refused(Refusal::ChallengeUnknown)
-        );
+        // The row is gone; the ticket's own expiry refuses it now (nothing is released).
+        let h = [1u8; 32];
+        let late = s
+            .release(
+                &ReleaseRequest {
+                    challenge: &issued(AGENT, "c1"),
+                    reset_count: 1,
+                    evidence_hash: &h,
+                    nk_hash: None,
+                    now: 100 + p.used_challenge_retention + 1,
+                },
+                |_, _| Ok(b"again".to_vec()),
+            )
+            .unwrap();
+        assert_eq!(late, ReleaseDecision::Refused(Refusal::ChallengeExpired));
         assert_eq!(s.sessions(AGENT).unwrap()[0].releases, 1);
     }
 );
@@ -801,16 +856,6 @@ both!(purge_concurrent_with_releases_fails_none, |db| {
         let s = db.open();
         for agent in AGENTS {
             enroll_agent(&s, agent, 1);
-            for boot in 1..=BOOTS {
-                s.insert_challenge(&NewChallenge {
-                    challenge_id: format!("{agent}-{boot}"),
-                    agent_id: agent.into(),
-                    ak_name: vec![1],
-                    nonce: [u8::try_from(boot).unwrap(); 32],
-                    expires_at: 100,
-                })
-                .unwrap();
-            }
         }
         // Expired junk for the purgers to chew on.
         for i in 0..1000 {
@@ -823,7 +868,7 @@ both!(purge_concurrent_with_releases_fails_none, |db| {
                 expires_at: 0,
             })
             .unwrap();
-            s.insert_challenge(&NewChallenge {
+            s.insert_legacy_challenge(&NewChallenge {
                 challenge_id: format!("junk{i}"),
                 agent_id: "a2".into(),
                 ak_name: vec![1],
@@ -872,8 +917,7 @@ both!(purge_concurrent_with_releases_fails_none, |db| {
                     let d = s
                         .release(
                             &ReleaseRequest {
-                                challenge_id: &id,
-                                agent_id: agent,
+                                challenge: &issued(agent, &id),
                                 reset_count: boot,
                                 evidence_hash: &h,
                                 nk_hash: None,

@@ -187,7 +187,7 @@ impl fmt::Debug for Registration {
 /// A challenge to store.
 #[derive(Debug, Clone)]
 pub struct NewChallenge {
-    /// Random id.
+    /// The ticket (see `role::ticket`).
     pub challenge_id: String,
     /// Agent it was issued to.
     pub agent_id: String,
@@ -230,10 +230,8 @@ pub struct UsedChallenge {
 /// Inputs of the atomic release decision; all evidence checks have passed before this.
 #[derive(Debug, Clone)]
 pub struct ReleaseRequest<'a> {
-    /// Challenge answered.
-    pub challenge_id: &'a str,
-    /// Agent (from the verified AK binding).
-    pub agent_id: &'a str,
+    /// The challenge answered, as its verified ticket says (stored as used on release).
+    pub challenge: &'a NewChallenge,
     /// resetCount from the verified quote.
     pub reset_count: u32,
     /// The evidence's identity (`AttestRequest::evidence_digest`), for idempotent retries.
@@ -243,6 +241,18 @@ pub struct ReleaseRequest<'a> {
     pub nk_hash: Option<[u8; 32]>,
     /// Unix seconds.
     pub now: i64,
+}
+
+impl ReleaseRequest<'_> {
+    /// The agent the challenge was issued to.
+    pub fn agent_id(&self) -> &str {
+        &self.challenge.agent_id
+    }
+
+    /// The challenge's id (its ticket).
+    pub fn challenge_id(&self) -> &str {
+        &self.challenge.challenge_id
+    }
 }
 
 /// The count a release will have, handed to the sealing step so the answer can say it.
@@ -315,6 +325,22 @@ pub enum Refusal {
         /// The bound.
         max_boots: u32,
     },
+}
+
+impl Refusal {
+    /// The protocol's code for this refusal (exhaustive: one place).
+    pub fn code(&self) -> verifier_core::proto::v1::ErrorCode {
+        use verifier_core::proto::v1::ErrorCode;
+        match self {
+            Self::ChallengeUnknown => ErrorCode::UnknownChallenge,
+            Self::ChallengeExpired => ErrorCode::ChallengeExpired,
+            Self::NonceReused => ErrorCode::ChallengeUsed,
+            Self::NotEnrolled | Self::Revoked => ErrorCode::NotEnrolled,
+            Self::AgentTerminated | Self::MaxBootsReached { .. } => ErrorCode::AgentTerminated,
+            Self::SessionTerminated { .. } => ErrorCode::SessionTerminated,
+            Self::ResetCountWentBackwards { .. } => ErrorCode::ResetCountRegressed,
+        }
+    }
 }
 
 impl fmt::Display for Refusal {
