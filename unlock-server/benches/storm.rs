@@ -7,11 +7,18 @@
 //! over the replica processes (from /proc/<pid>/stat) next to the server's crypto floor per
 //! boot measured in the same run, and each replica's peak memory.
 //!
-//! A boot is what `benches/attest.rs` does (register + activate with both roles, a challenge
-//! from each, one quote, attest to both, open the halves, decrypt), on a fresh TLS
-//! connection; with two replicas each request goes to the next replica in turn. Like the
-//! real agent, a boot whose connection fails or that gets a 5xx is retried (whole boot,
-//! backoff capped at 1 s); refusals are not retried and fail the bench.
+//! Two boot shapes, each configuration runs both (`UNLOCK_STORM_SHAPES`, default `v1,v2`),
+//! each on its own fresh fleet:
+//! - `v1`, the first boot (and every boot before the AK was pinned): register + activate
+//!   with both roles, a challenge from each, one quote, attest to both, open the halves,
+//!   decrypt: 8 requests.
+//! - `v2`, every later boot: the AK was registered and pinned before the storm (at the
+//!   agents' first boot), so a boot is a challenge from each role, one quote, attest to
+//!   both, open, decrypt: 4 requests and, on the server, one durable write per role.
+//!
+//! Each boot runs on a fresh TLS connection; with two replicas each request goes to the next
+//! replica in turn. Like the real agent, a boot whose connection fails or that gets a 5xx is
+//! retried (whole boot, backoff capped at 1 s); refusals are not retried and fail the bench.
 //!
 //! In the same run, the same storm shape (one thread per client, one barrier) drives N
 //! `clevis decrypt` style key recoveries against Debian's Tang (`storm/tang.rs`), and the
@@ -60,17 +67,55 @@ const ROLES: [Role; 2] = [Role::Verifier, Role::Tenant];
 /// Client threads enrolling (and creating the simulated agents) before a storm.
 const ENROLLERS: usize = 4;
 
-/// One full boot over a fresh connection (one per replica it reaches).
-fn boot(fleet: &Fleet, agent: &mut SimAgent) -> Result<(), Failure> {
-    let client = fleet.client();
+/// The boot shapes (see the file's head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Registration in the boot.
+    V1,
+    /// The AK registered and pinned before: challenges and attests only.
+    V2,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::V2 => "v2",
+        }
+    }
+}
+
+/// Register + activate with both roles.
+fn register(
+    fleet: &Fleet,
+    client: &ureq::Agent,
+    agent: &mut SimAgent,
+    first: bool,
+) -> Result<(), Failure> {
     let e = |e: verifier_core::sim::SimError| Failure::Answer(e.to_string());
     let reg_req = agent.register_request();
     for role in ROLES {
-        let reg: RegisterResponse =
-            post(&client, &fleet.url(role, path::REGISTER), None, &reg_req)?;
+        let url = |p| {
+            if first {
+                fleet.first_url(role, p)
+            } else {
+                fleet.url(role, p)
+            }
+        };
+        let reg: RegisterResponse = post(client, &url(path::REGISTER), None, &reg_req)?;
         let act = agent.activate_request(&reg).map_err(e)?;
-        let ok: ActivateResponse = post(&client, &fleet.url(role, path::ACTIVATE), None, &act)?;
+        let ok: ActivateResponse = post(client, &url(path::ACTIVATE), None, &act)?;
         agent.check_activation(&ok).map_err(e)?;
+    }
+    Ok(())
+}
+
+/// One boot of `shape` over a fresh connection (one per replica it reaches).
+fn boot(fleet: &Fleet, agent: &mut SimAgent, shape: Shape) -> Result<(), Failure> {
+    let client = fleet.client();
+    let e = |e: verifier_core::sim::SimError| Failure::Answer(e.to_string());
+    if shape == Shape::V1 {
+        register(fleet, &client, agent, false)?;
     }
     let ch_req = agent.challenge_request();
     let mut challenges: Vec<ChallengeResponse> = Vec::with_capacity(2);
@@ -94,8 +139,9 @@ fn boot(fleet: &Fleet, agent: &mut SimAgent) -> Result<(), Failure> {
     agent.extend_release_pcr().map_err(e)
 }
 
-/// `n` fresh simulated agents, each enrolled with both roles (through the first replica).
-fn enroll(fleet: &Fleet, n: usize, policy: &PolicyDocument) -> Vec<SimAgent> {
+/// `n` fresh simulated agents, each enrolled with both roles (through the first replica),
+/// and for `Shape::V2` registered too (their AK pinned, as after a first boot).
+fn enroll(fleet: &Fleet, n: usize, policy: &PolicyDocument, shape: Shape) -> Vec<SimAgent> {
     let agents = Mutex::new(Vec::with_capacity(n));
     std::thread::scope(|s| {
         for w in 0..ENROLLERS {
@@ -103,7 +149,7 @@ fn enroll(fleet: &Fleet, n: usize, policy: &PolicyDocument) -> Vec<SimAgent> {
             s.spawn(move || {
                 let admin = fleet.client();
                 for _ in (w..n).step_by(ENROLLERS) {
-                    let agent = SimAgent::new().unwrap();
+                    let mut agent = SimAgent::new().unwrap();
                     // A bound above one, so a boot retried after a lost connection is not
                     // refused.
                     let reqs = enroll_requests(
@@ -126,6 +172,12 @@ fn enroll(fleet: &Fleet, n: usize, policy: &PolicyDocument) -> Vec<SimAgent> {
                             panic!("enrollment failed: {e}")
                         });
                     }
+                    if shape == Shape::V2 {
+                        register(fleet, &admin, &mut agent, true).unwrap_or_else(|e| {
+                            let (Failure::Answer(e) | Failure::Transport(e)) = e;
+                            panic!("registration failed: {e}")
+                        });
+                    }
                     agents.lock().unwrap().push(agent);
                 }
             });
@@ -137,6 +189,7 @@ fn enroll(fleet: &Fleet, n: usize, policy: &PolicyDocument) -> Vec<SimAgent> {
 /// What one configuration measured.
 struct Run {
     setup: Setup,
+    shape: Shape,
     out: Outcome,
     /// PostgreSQL's CPU seconds over the storm (`None` on SQLite).
     db_cpu: Option<f64>,
@@ -145,10 +198,11 @@ struct Run {
 
 /// Starts `setup` on a fresh database, enrolls `n` agents and boots them all at once;
 /// `None` when the configuration is skipped (PostgreSQL with `UNLOCK_SKIP_POSTGRES=1`).
-fn run(setup: Setup, n: usize, ticks: f64) -> Option<Run> {
+fn run(setup: Setup, shape: Shape, n: usize, ticks: f64) -> Option<Run> {
     println!(
-        "storm bench [{}]: starting {}",
+        "storm bench [{}/{}]: starting {}",
         setup.name,
+        shape.name(),
         setup.describe()
     );
     let Some(fleet) = Fleet::start(setup) else {
@@ -160,13 +214,13 @@ fn run(setup: Setup, n: usize, ticks: f64) -> Option<Run> {
         setup.name
     );
     let policy = SimAgent::new().unwrap().learn_policy();
-    let agents = enroll(&fleet, n, &policy);
+    let agents = enroll(&fleet, n, &policy, shape);
     println!("storm bench [{}]: {n} agents start at once", setup.name);
     let db0 = fleet.db_cpu_secs(ticks);
     let out = storm(
         agents,
         || fleet.cpu_secs(ticks),
-        |agent, t0| with_retries(t0, || boot(&fleet, agent)),
+        |agent, t0| with_retries(t0, || boot(&fleet, agent, shape)),
     );
     out.assert_ok(n, "boots");
     out.print("full boots", "boot");
@@ -179,6 +233,7 @@ fn run(setup: Setup, n: usize, ticks: f64) -> Option<Run> {
     }
     Some(Run {
         setup,
+        shape,
         out,
         db_cpu,
         peak_mib: fleet.peak_rss_mib(),
@@ -216,16 +271,49 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ticks = harness::clock_ticks();
 
+    let shapes = shapes();
     let runs: Vec<Run> = setups()
         .into_iter()
-        .filter_map(|s| run(s, n, ticks))
+        .flat_map(|s| shapes.iter().map(move |&shape| (s, shape)))
+        .filter_map(|(s, shape)| run(s, shape, n, ticks))
         .collect();
-    let floor = floor::crypto_floor();
+    let floors = [
+        (Shape::V1, floor::crypto_floor(true)),
+        (Shape::V2, floor::crypto_floor(false)),
+    ];
     let tang = tang_storm(n, ticks);
-    print_summary(n, cores, floor, &runs, tang.as_ref());
+    print_summary(n, cores, &floors, &runs, tang.as_ref());
 }
 
-fn print_summary(n: usize, cores: usize, floor: f64, runs: &[Run], tang: Option<&Outcome>) {
+/// The shapes named in `UNLOCK_STORM_SHAPES` (both by default).
+fn shapes() -> Vec<Shape> {
+    let Ok(list) = std::env::var("UNLOCK_STORM_SHAPES") else {
+        return vec![Shape::V1, Shape::V2];
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|name| match name {
+            "v1" => Shape::V1,
+            "v2" => Shape::V2,
+            other => panic!("UNLOCK_STORM_SHAPES: unknown shape {other:?}; known: v1, v2"),
+        })
+        .collect()
+}
+
+fn print_summary(
+    n: usize,
+    cores: usize,
+    floors: &[(Shape, f64)],
+    runs: &[Run],
+    tang: Option<&Outcome>,
+) {
+    let floor_of = |shape: Shape| {
+        floors
+            .iter()
+            .find(|(s, _)| *s == shape)
+            .map_or(f64::NAN, |(_, f)| *f)
+    };
     println!();
     println!(
         "Boot storm: {n} simulated agents started at once, {cores} cores shared by the \
@@ -233,12 +321,15 @@ fn print_summary(n: usize, cores: usize, floor: f64, runs: &[Run], tang: Option<
          turn; server CPU summed over replicas (PG ms/op: the PostgreSQL cluster's own CPU, \
          not in CPU ms/op; SQLite runs inside the replicas)."
     );
+    for &(shape, floor) in floors {
+        println!(
+            "  server crypto floor per {} boot (one thread, same run): {:.2} ms ({floor:.0} boots/s)",
+            shape.name(),
+            1e3 / floor
+        );
+    }
     println!(
-        "  server crypto floor per boot (one thread, same run): {:.2} ms ({floor:.0} boots/s)",
-        1e3 / floor
-    );
-    println!(
-        "  {:<8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>10} {:>9} {:>8} {:>13} {:>9}",
+        "  {:<10} {:>8} {:>8} {:>7} {:>7} {:>7} {:>10} {:>9} {:>8} {:>13} {:>9}",
         "config",
         "last s",
         "boots/s",
@@ -260,9 +351,9 @@ fn print_summary(n: usize, cores: usize, floor: f64, runs: &[Run], tang: Option<
             .db_cpu
             .map_or("-".to_owned(), |c| format!("{:.2}", c * 1e3 / n as f64));
         row(
-            r.setup.name,
+            &format!("{}/{}", r.setup.name, r.shape.name()),
             &r.out,
-            &format!("{:.1}x", r.out.cpu_ms() * floor / 1e3),
+            &format!("{:.1}x", r.out.cpu_ms() * floor_of(r.shape) / 1e3),
             &db,
             &peak.join("+"),
             &ratio,
@@ -283,7 +374,7 @@ fn print_summary(n: usize, cores: usize, floor: f64, runs: &[Run], tang: Option<
 
 fn row(name: &str, o: &Outcome, vs_floor: &str, db: &str, peak: &str, ratio: &str) {
     println!(
-        "  {name:<8} {:>8.2} {:>8.0} {:>7.2} {:>7.2} {:>7} {:>10.2} {vs_floor:>9} {db:>8} {peak:>13} {ratio:>9}",
+        "  {name:<10} {:>8.2} {:>8.0} {:>7.2} {:>7.2} {:>7} {:>10.2} {vs_floor:>9} {db:>8} {peak:>13} {ratio:>9}",
         o.last().as_secs_f64(),
         o.per_sec(),
         o.p(0.5).as_secs_f64(),

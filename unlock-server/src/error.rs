@@ -37,7 +37,8 @@ pub enum Charge {
 impl ApiError {
     /// A refusal with a reason. Its charge is decided here, once, from the code: the
     /// refusals of forged input that cost the server work (a body that does not decode, an
-    /// EK certificate or AK to check, a wrong activation proof, a quote whose signature or
+    /// EK certificate or AK to check, an AK other than the agent's pinned one, a wrong
+    /// activation proof, a quote whose signature or
     /// binding does not verify) and bodies slower than the minimum rate (holding memory is
     /// what a slow body costs) are charged to the source; refusals of state (unknown,
     /// expired or used challenge, terminated session, not enrolled) are cheap, decided by a
@@ -54,6 +55,7 @@ impl ApiError {
             | ErrorCode::ActivationFailed
             | ErrorCode::QuoteInvalid
             | ErrorCode::BindingMismatch
+            | ErrorCode::AkNotPinned
             | ErrorCode::RequestTimeout => Charge::Source,
             // Decided by a read of state, by a limit that already counted, or the server's
             // own condition; evidence failures the AK signed are moved to the agent by
@@ -61,7 +63,6 @@ impl ApiError {
             ErrorCode::Unauthorized
             | ErrorCode::UnknownAgent
             | ErrorCode::NotEnrolled
-            | ErrorCode::AkNotPinned
             | ErrorCode::UnknownChallenge
             | ErrorCode::ChallengeExpired
             | ErrorCode::ChallengeUsed

@@ -102,13 +102,14 @@ fn a_key_planted_at_the_ak_handle_is_replaced_by_the_derived_ak() {
 
 #[test]
 fn an_owner_hierarchy_ak_activated_with_the_real_ek_is_refused() {
-    let m = Machine::new();
-    let server = Server::start(TOFU);
-    let (agent_id, _) = m.enroll(&server, &m.policy_now(false), &["--max-attestations", "3"]);
+    // One machine per case: the first AK a machine activates is its pinned AK.
     for (hierarchy, expect) in [
         (AkHierarchy::Owner, Some("ak_not_acceptable")),
         (AkHierarchy::Endorsement, None),
     ] {
+        let m = Machine::new();
+        let server = Server::start(TOFU);
+        let (agent_id, _) = m.enroll(&server, &m.policy_now(false), &[]);
         let mut d = Driver::unregistered(&m, &server);
         // swtpm has three transient slots and no resource manager: unload as we go.
         let ak = d.tpm.create_primary_ak(hierarchy).unwrap();
@@ -123,22 +124,149 @@ fn an_owner_hierarchy_ak_activated_with_the_real_ek_is_refused() {
         let nk = NkPrivate::generate().unwrap();
         let req = d.attest_requests(&[&ch], &nk, None).remove(0);
         let (status, body) = d.attest("verifier", &req);
+        let released = server.releases(&agent_id, "verifier").len();
         match expect {
-            Some(c) => assert_eq!((status, code(&body).as_str()), (403, c), "{hierarchy:?}"),
-            None => assert_eq!(
-                status,
-                200,
-                "{hierarchy:?}: {}",
-                String::from_utf8_lossy(&body)
-            ),
+            Some(c) => {
+                assert_eq!((status, code(&body).as_str()), (403, c), "{hierarchy:?}");
+                assert_eq!(released, 0);
+            }
+            None => {
+                assert_eq!(
+                    status,
+                    200,
+                    "{hierarchy:?}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                assert_eq!(released, 1);
+            }
         }
-        let Driver {
-            mut tpm, ek, ak, ..
-        } = d;
-        tpm.flush_ak(ak).unwrap();
-        tpm.flush_ek(ek).unwrap();
     }
-    // Only the endorsement-hierarchy AK released.
-    let s = server.releases(&agent_id, "verifier");
-    assert_eq!(s.iter().map(|x| x.1).sum::<u64>(), 1, "{s:?}");
+}
+
+/// Write transactions of `role`'s database so far (SQLite group commit: every write the
+/// role makes goes through it).
+fn db_writes(server: &Server, role: &str) -> u64 {
+    support::raw::metric(
+        &server.metrics(),
+        &format!("unlock_db_requests_total{{role=\"{role}\"}}"),
+    )
+}
+
+const NO_PURGE: &[&str] = &["--allow-ek-without-cert", "--purge-interval-secs", "0"];
+
+#[test]
+fn a_later_boot_costs_one_database_write_per_role_and_challenges_none() {
+    let mut m = Machine::new();
+    let server = Server::start(NO_PURGE);
+    let (_, payload) = m.enroll(&server, &m.policy_now(true), &[]);
+    unlocks(&m, &server, &payload);
+    m.reboot();
+    let before = [db_writes(&server, "verifier"), db_writes(&server, "tenant")];
+    // Challenges alone: nothing written, however many a stranger asks for.
+    let d = Driver::registered(&m, &server);
+    for _ in 0..20 {
+        d.challenge("verifier");
+        d.challenge("tenant");
+    }
+    assert_eq!(
+        [db_writes(&server, "verifier"), db_writes(&server, "tenant")],
+        before,
+        "challenges wrote to the database"
+    );
+    d.release();
+    let err = unlocks(&m, &server, &payload);
+    let after = [db_writes(&server, "verifier"), db_writes(&server, "tenant")];
+    assert_eq!(
+        [after[0] - before[0], after[1] - before[1]],
+        [1, 1],
+        "durable writes of one boot, per role:\n{err}"
+    );
+}
+
+#[test]
+fn forged_or_expired_challenges_are_refused_without_a_database_write() {
+    let m = Machine::new();
+    let server = Server::start(&[
+        "--allow-ek-without-cert",
+        "--purge-interval-secs",
+        "0",
+        "--challenge-ttl-secs",
+        "1",
+    ]);
+    let (agent_id, _) = m.enroll(&server, &m.policy_now(false), &[]);
+    let mut d = Driver::new(&m, &server);
+    let writes = db_writes(&server, "verifier");
+    let nk = NkPrivate::generate().unwrap();
+    // Forged: every character position of a real ticket altered in turn (a sample of them:
+    // first, middle, last) and a made-up id.
+    let ch = d.challenge("verifier");
+    let id = ch.challenge_id.as_str().to_owned();
+    let mut forged_ids: Vec<String> = [0, id.len() / 2, id.len() - 2]
+        .iter()
+        .map(|&i| {
+            let mut b = id.clone().into_bytes();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(b).unwrap()
+        })
+        .collect();
+    forged_ids.push("0123456789abcdef0123456789abcdef".into());
+    for forged in &forged_ids {
+        let mut ch = ch.clone();
+        ch.challenge_id = verifier_core::proto::v1::Id::try_from(forged.clone()).unwrap();
+        let req = d.attest_requests(&[&ch], &nk, None).remove(0);
+        let (status, body) = d.attest("verifier", &req);
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (404, "unknown_challenge"),
+            "{forged}"
+        );
+    }
+    // Expired: a real ticket, used after its lifetime.
+    let ch = d.challenge("verifier");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let req = d.attest_requests(&[&ch], &nk, None).remove(0);
+    let (status, body) = d.attest("verifier", &req);
+    assert_eq!((status, code(&body).as_str()), (403, "challenge_expired"));
+    assert_eq!(db_writes(&server, "verifier"), writes, "a refusal wrote");
+    assert!(server.releases(&agent_id, "verifier").is_empty());
+}
+
+#[test]
+fn a_different_ak_than_the_pinned_one_is_refused_until_an_operator_unpins() {
+    let mut m = Machine::new();
+    let server = Server::start(TOFU);
+    let (agent_id, payload) = m.enroll(&server, &m.policy_now(false), &["--max-attestations", "3"]);
+    unlocks(&m, &server, &payload);
+    m.reboot();
+    // Another AK of the same TPM (a child of the real EK, in the endorsement hierarchy,
+    // activatable): refused at registration, before any MakeCredential.
+    let d = Driver::unregistered(&m, &server);
+    for role in ["verifier", "tenant"] {
+        let (status, body) = d.try_register(role);
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (403, "ak_not_pinned"),
+            "{role}"
+        );
+    }
+    // The machine's own boot is unaffected.
+    unlocks(&m, &server, &payload);
+    // The operator unpins: the other AK may now register and is pinned in its turn, and
+    // the machine's derived AK is the one refused.
+    let out = server.unlockctl(&["unpin-ak", &agent_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut d = d;
+    for role in ["verifier", "tenant"] {
+        let reg = d.register(role);
+        d.activate(role, &reg);
+    }
+    d.release();
+    m.reboot();
+    let out = m.agent(&server, None, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ak_not_pinned"), "{}", stderr(&out));
 }

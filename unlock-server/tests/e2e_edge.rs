@@ -50,8 +50,13 @@ fn lockout_attempts(server: &Server, raw: &Raw, victim: &Machine, rounds: usize)
     // The stranger's AK: a genuine restricted key, but from another TPM.
     let other = Machine::new();
     let mut theirs = Driver::unregistered(&other, server);
-    // The name of an AK the victim really activated (a previous boot's, say).
-    let old_ak = Driver::new(victim, server).ak.name().to_vec();
+    // The name of the AK the victim activated (at its first boot: the caller booted it).
+    let old_ak = {
+        let d = Driver::registered(victim, server);
+        let name = d.ak.name().to_vec();
+        d.release();
+        name
+    };
     let mut seen = Vec::new();
     for _ in 0..rounds {
         for role in ["verifier", "tenant"] {
@@ -116,19 +121,26 @@ fn strangers_failures_never_count_against_the_machine() {
         TOFU,
         with_limits("source_failure_burst = 100000\nglobal_failure_burst = 100000"),
     );
-    let m = Machine::new();
+    let mut m = Machine::new();
     let (agent_id, payload) = m.enroll(&server, &m.policy_now(true), &[]);
+    agent_unlocks(&m, &server, &payload);
+    m.reboot();
     let raw = Raw::new(&server);
     let seen = lockout_attempts(&server, &raw, &m, 50);
     assert!(!seen.contains(&429), "the stranger was throttled: {seen:?}");
-    // 50 rounds x 2 roles of: registration, wrong activation, challenge, forged attest.
-    assert_eq!(seen.len(), 400, "{seen:?}");
+    // 50 rounds x 2 roles of: registration of another AK (refused: the machine's AK is
+    // pinned, so no MakeCredential and no activation to try), challenge, forged attest.
+    assert_eq!(seen.len(), 300, "{seen:?}");
     assert_eq!(seen.iter().filter(|s| **s == 403).count(), 200, "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| **s == 200).count(), 100, "{seen:?}");
     // Nothing the stranger sent was written to the machine's attempt log (each refusal is a
     // log line and a charge to the stranger's address), and the machine unlocks at once.
     let st = server.status(&agent_id);
     for role in ["verifier", "tenant"] {
-        assert_eq!(st[role]["attempts"].as_array().unwrap().len(), 0, "{st}");
+        let attempts = st[role]["attempts"].as_array().unwrap();
+        // The first boot's release only.
+        assert_eq!(attempts.len(), 1, "{st}");
+        assert_eq!(attempts[0]["released"], true, "{st}");
     }
     agent_unlocks(&m, &server, &payload);
 }
@@ -136,8 +148,10 @@ fn strangers_failures_never_count_against_the_machine() {
 #[test]
 fn a_failing_source_is_throttled_and_the_machine_still_unlocks() {
     let server = Server::start(TOFU);
-    let m = Machine::new();
+    let mut m = Machine::new();
     let (_, payload) = m.enroll(&server, &m.policy_now(true), &[]);
+    agent_unlocks(&m, &server, &payload);
+    m.reboot();
     let raw = Raw::new(&server);
     let started = Instant::now();
     let seen = lockout_attempts(&server, &raw, &m, 50);

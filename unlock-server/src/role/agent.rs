@@ -48,12 +48,13 @@ impl RoleService {
                 "EK differs from the enrolled EK",
             ));
         }
-        self.check_ek_cert(req.ek_cert.as_ref().map(Base64Bytes::as_bytes), &ek, now)?;
         let ak_public = Public::parse(req.ak_pub.as_bytes())
             .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ak_pub: {e}")))?;
         let ak = AkPublic::try_from(ak_public)
             .map_err(|e| ApiError::new(ErrorCode::AkNotAcceptable, e.to_string()))?;
+        // The pin (a read) before the certificate chain (the costly check).
         self.check_ak_pin(agent_id.as_str(), ak.name())?;
+        self.check_ek_cert(req.ek_cert.as_ref().map(Base64Bytes::as_bytes), &ek, now)?;
 
         let mut secret = zeroize::Zeroizing::new([0u8; 32]);
         aws_lc_rs::rand::fill(secret.as_mut()).map_err(|_| ApiError::internal("RNG failed"))?;

@@ -579,6 +579,40 @@ impl Driver {
         }
     }
 
+    /// The machine's own AK (derived in the endorsement hierarchy, persistent, pinned by an
+    /// earlier agent run), nothing sent yet.
+    pub fn registered(m: &Machine, server: &Server) -> Self {
+        let mut d = Self::unregistered(m, server);
+        let (ak, _) = d.tpm.primary_ak().unwrap();
+        let child = std::mem::replace(&mut d.ak, ak);
+        d.tpm.flush_ak(child).unwrap();
+        d
+    }
+
+    /// Unloads the driver's keys (swtpm has three transient slots and no resource manager,
+    /// and the agent needs them).
+    pub fn release(self) {
+        let Driver {
+            mut tpm, ek, ak, ..
+        } = self;
+        tpm.flush_ak(ak).unwrap();
+        tpm.flush_ek(ek).unwrap();
+    }
+
+    /// Registers with `role`; the raw status and body.
+    pub fn try_register(&self, role: &str) -> (u16, Vec<u8>) {
+        let req = RegisterRequest {
+            ek_pub: Base64Bytes::new(self.ek.public().to_vec()),
+            ek_cert: None,
+            ak_pub: Base64Bytes::new(self.ak.public().to_vec()),
+        };
+        post(
+            &self.http,
+            &self.url(role, v1::path::REGISTER),
+            &v1::encode(&req).unwrap(),
+        )
+    }
+
     pub fn url(&self, role: &str, path: &str) -> String {
         format!("{}/{role}{path}", self.url)
     }

@@ -88,7 +88,8 @@ impl SimAgent {
     pub fn reboot(&mut self) -> Result<(), SimError> {
         self.tpm.reboot();
         measure_firmware(&mut self.tpm)?;
-        self.ak = SoftwareAk::generate_ecc_p256()?;
+        // The AK survives the reboot, as the real agent's does (a primary key derived from
+        // the endorsement seed): the roles pin an agent's AK at its first activation.
         self.pending = None;
         Ok(())
     }
