@@ -121,7 +121,10 @@ impl TicketKey {
         ctx.update(salt);
         let full = ctx.sign();
         let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&full.as_ref()[..TAG_LEN]);
+        // HMAC-SHA256 is 32 bytes: the zip takes the first TAG_LEN.
+        for (t, b) in tag.iter_mut().zip(full.as_ref()) {
+            *t = *b;
+        }
         tag
     }
 
@@ -131,7 +134,9 @@ impl TicketKey {
         ctx.update(salt);
         ctx.update(tag);
         let mut nonce = [0u8; 32];
-        nonce.copy_from_slice(ctx.sign().as_ref());
+        for (n, b) in nonce.iter_mut().zip(ctx.sign().as_ref()) {
+            *n = *b;
+        }
         nonce
     }
 }

@@ -525,7 +525,7 @@ impl Store {
     }
 
     /// The activated AKs of `agent_id`: (name, public area).
-    pub fn activated_aks(&self, agent_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn activated_aks(&self, agent_id: &str) -> Result<Vec<AkRow>, StoreError> {
         self.read(|c| {
             c.query(
                 "SELECT ak_name, ak_pub FROM aks WHERE agent_id = ?1 ORDER BY activated_at",

@@ -255,6 +255,9 @@ impl ReleaseRequest<'_> {
     }
 }
 
+/// An activated AK: its name and public area (TPMT_PUBLIC).
+pub type AkRow = (Vec<u8>, Vec<u8>);
+
 /// The count a release will have, handed to the sealing step so the answer can say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReleaseCount {

@@ -121,7 +121,7 @@ impl HostQuoteError {
     /// The protocol's refusal code, the same the attest path gives for the same check.
     pub fn code(&self) -> crate::proto::v1::ErrorCode {
         match self {
-            Self::Inclusion(e) => ValidationError::Merkle(e.clone()).code(),
+            Self::Inclusion(e) => ValidationError::Merkle(*e).code(),
             Self::Quote(e) => ValidationError::Quote(e.clone()).code(),
             Self::EventLog(e) => e.code(),
         }
