@@ -120,7 +120,14 @@ impl Fleet {
             }
         };
         let config = dir.path().join("config.toml");
-        std::fs::write(&config, "").unwrap();
+        // The load generator is one address standing for N machines: its connections and
+        // bodies get the whole server, not one source's share (the per-source limits are for
+        // strangers, and tested in tests/e2e_edge.rs).
+        std::fs::write(
+            &config,
+            "[limits]\nmax_connections_per_source = 8192\nmax_body_bytes_per_source = 67108864\n",
+        )
+        .unwrap();
         let first_state = dir.path().join("r0/state");
         let mut replicas = Vec::with_capacity(setup.replicas);
         for i in 0..setup.replicas {
