@@ -104,6 +104,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Register and activate this TPM's AK with every role now, and keep the EK and AK in
+    /// the TPM, so that the roles pin the AK at enrollment and the first boot already goes
+    /// straight to the challenges (`unlockctl bind` runs it). Attests nothing.
+    Register,
     /// Extend the release PCR (and nothing else), so that no quote later in this boot
     /// passes the release policy. Run by the dracut module before switch-root on every path,
     /// whether or not a key was released; ignores rd.unlock=0. Talks to no server.
@@ -173,6 +177,26 @@ pub fn run(cli: Cli) -> ExitCode {
                     say(&format!(
                         "EK public area written to {} (agent id {agent_id})",
                         out.display()
+                    ));
+                    ExitCode::from(EXIT_UNLOCKED)
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Some(Command::Register) => {
+            let config = match config::load(&source, &cmdline) {
+                Ok(Loaded::Run(c)) => c,
+                Ok(Loaded::Skip) => {
+                    say("register: the kernel command line says rd.unlock=0; nothing done");
+                    return ExitCode::from(EXIT_UNLOCKED);
+                }
+                Err(e) => return fail(&FlowError::Config(e)),
+            };
+            let mut steps = Steps::new(cli.verbose);
+            match flow::register(&config, &mut steps, started) {
+                Ok(agent_id) => {
+                    say(&format!(
+                        "registered: AK activated and pinned with every role (agent id {agent_id})"
                     ));
                     ExitCode::from(EXIT_UNLOCKED)
                 }

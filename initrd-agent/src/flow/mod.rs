@@ -168,6 +168,46 @@ pub fn unlock(config: &Config, steps: &mut Steps, started: Instant) -> Result<Un
     result
 }
 
+/// Registration alone (at enrollment, `initrd-agent register`): the AK derived from the
+/// endorsement seed and the EK, registered and activated with every role, kept in the TPM.
+/// The roles pin this AK; the first boot then reads both back and goes to the challenges.
+pub fn register(
+    config: &Config,
+    steps: &mut Steps,
+    started: Instant,
+) -> Result<AgentId, FlowError> {
+    let client = Client::new(config, started + config.timeout)?;
+    let mut tpm = Tpm::open(&config.tcti)?;
+    let ak = tpm.create_primary_ak(AkHierarchy::Endorsement)?;
+    let result = tpm
+        .create_ek(config.ek)
+        .map_err(FlowError::from)
+        .and_then(|ek| {
+            let r = tpm
+                .read_ek_cert(config.ek)
+                .map_err(FlowError::from)
+                .and_then(|cert| {
+                    let agent_id = AgentId::of_ek(ek.public());
+                    let roles = endpoints(config);
+                    register_all(
+                        &client,
+                        &mut tpm,
+                        (&ek, &ak),
+                        cert,
+                        &roles,
+                        &agent_id,
+                        steps,
+                    )?;
+                    keep_keys(&mut tpm, &ek, &ak);
+                    Ok(agent_id)
+                });
+            let _ = tpm.flush_ek(ek);
+            r
+        });
+    let _ = tpm.flush_ak(ak);
+    result
+}
+
 /// The boot: with the EK and AK the TPM keeps (read back, nothing derived), straight to
 /// the challenges, since both roles pinned the AK when it was first activated. Only when a
 /// role does not know them (the first boot after enrollment, a replaced TPM, an evicted

@@ -1,7 +1,9 @@
 //! `unlockctl bind`: on the machine itself, the `clevis luks bind` experience. Reads the EK
 //! from the TPM (through `initrd-agent ek`, so unlockctl links no TPM stack), makes a fresh
 //! random LUKS key, enrolls it with both roles, then adds it to a key slot of the LUKS
-//! device or image. If adding the slot fails, the enrollment is rolled back.
+//! device or image. If adding the slot fails, the enrollment is rolled back. Last, it has
+//! the agent register its AK (`initrd-agent register`), so both roles pin the AK at
+//! enrollment.
 //!
 //! The new key exists on disk only in a 0400 file in a 0700 directory on tmpfs (`/run`, or
 //! `/dev/shm`), for the moment cryptsetup reads it, and is removed right after.
@@ -40,6 +42,9 @@ pub struct BindArgs {
     /// Kernel command line file for the agent (tests) [default: /proc/cmdline].
     #[arg(long, hide = true)]
     pub agent_cmdline_file: Option<PathBuf>,
+    /// Do not register the AK now (the first boot does, with the agent's configuration).
+    #[arg(long)]
+    pub no_register: bool,
     /// Extra argument for `cryptsetup luksAddKey` (repeatable), e.g. `--cryptsetup-arg=--pbkdf=pbkdf2`.
     #[arg(long = "cryptsetup-arg", allow_hyphen_values = true)]
     pub cryptsetup_args: Vec<String>,
@@ -141,5 +146,32 @@ pub fn bind(args: &BindArgs) -> anyhow::Result<()> {
         "bound {}: a new key slot opens it, and agent {agent_id} receives that key at boot",
         args.device.display()
     );
+
+    // 5. The AK: registered and activated now, so both roles pin it at enrollment and the
+    //    first boot goes straight to the challenges. Not fatal: the first boot registers
+    //    if this could not (the roles unreachable with the agent's configuration).
+    if args.no_register {
+        return Ok(());
+    }
+    let mut cmd = Command::new(&args.agent);
+    if let Some(c) = &args.agent_config {
+        cmd.arg("--config").arg(c);
+    }
+    if let Some(c) = &args.agent_cmdline_file {
+        cmd.arg("--cmdline-file").arg(c);
+    }
+    match cmd.arg("register").env("TSS2_LOG", "all+NONE").output() {
+        Ok(out) if out.status.success() => {
+            println!("AK registered and pinned with both roles (as the agent is configured)");
+        }
+        Ok(out) => eprintln!(
+            "unlockctl: note: the AK was not registered now ({}); the first boot registers it",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => eprintln!(
+            "unlockctl: note: cannot run {} register ({e}); the first boot registers the AK",
+            args.agent.display()
+        ),
+    }
     Ok(())
 }
