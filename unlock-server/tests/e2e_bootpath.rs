@@ -270,3 +270,31 @@ fn a_different_ak_than_the_pinned_one_is_refused_until_an_operator_unpins() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("ak_not_pinned"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_previous_boots_quote_is_refused_in_the_next_boot() {
+    let mut m = Machine::new();
+    let server = Server::start(TOFU);
+    let (agent_id, payload) = m.enroll(&server, &m.policy_now(false), &["--max-attestations", "3"]);
+    unlocks(&m, &server, &payload);
+    // Boot 2: someone records the agent's attestation (quote, proof, NK) ...
+    m.reboot();
+    let mut d = Driver::registered(&m, &server);
+    let nk = NkPrivate::generate().unwrap();
+    let ch = d.challenge("verifier");
+    let recorded = d.attest_requests(&[&ch], &nk, None).remove(0);
+    assert_eq!(d.attest("verifier", &recorded).0, 200);
+    d.release();
+    // ... and presents it in boot 3, for a fresh challenge of that boot.
+    m.reboot();
+    let d = Driver::registered(&m, &server);
+    let fresh = d.challenge("verifier");
+    let mut replay = recorded.clone();
+    replay.challenge_id = fresh.challenge_id.clone();
+    let (status, body) = d.attest("verifier", &replay);
+    assert_eq!((status, code(&body).as_str()), (403, "binding_mismatch"));
+    d.release();
+    // Sessions: boot 1 (the agent) and boot 2 (the recorded attestation); none for boot 3.
+    let sessions = server.releases(&agent_id, "verifier");
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+}
