@@ -17,8 +17,8 @@ use zeroize::Zeroizing;
 
 use super::client::{Connection, RoleClient};
 
-/// How to enroll (shared by `enroll` and `bind`).
-#[derive(Debug, Args)]
+/// How to enroll (shared by `enroll`, `bind` and `enroll-inventory`).
+#[derive(Debug, Clone, Args)]
 pub struct EnrollOptions {
     #[command(flatten)]
     pub conn: Connection,
@@ -114,7 +114,20 @@ pub fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
             args.payload.display()
         );
     }
-    enroll_bytes(&args.opts, ek, &payload).map(drop)
+    let agent_id = enroll_bytes(&args.opts, ek, &payload)?;
+    println!("{}", enrolled_line(&agent_id, &args.opts));
+    Ok(())
+}
+
+/// What `enroll` and `bind` print for a new enrollment.
+pub fn enrolled_line(agent_id: &AgentId, opts: &EnrollOptions) -> String {
+    format!(
+        "enrolled agent {agent_id} (verifier holds V and the payload ciphertext, tenant holds U; max_attestations {}{})",
+        opts.max_attestations,
+        opts.max_boots
+            .map(|b| format!(", max_boots {b}"))
+            .unwrap_or_default()
+    )
 }
 
 /// Enrolls `ek` (TPMT_PUBLIC) with `payload` as the secret: K_b, U and V are made here;
@@ -160,13 +173,6 @@ pub fn enroll_bytes(opts: &EnrollOptions, ek: Vec<u8>, payload: &[u8]) -> anyhow
             Err(_) => "the tenant role refused AND rolling back the verifier enrollment failed: run `unlockctl delete`",
         }));
     }
-    println!(
-        "enrolled agent {agent_id} (verifier holds V and the payload ciphertext, tenant holds U; max_attestations {}{})",
-        opts.max_attestations,
-        opts.max_boots
-            .map(|b| format!(", max_boots {b}"))
-            .unwrap_or_default()
-    );
     Ok(agent_id)
 }
 
@@ -179,7 +185,7 @@ pub fn delete_both(conn: &Connection, agent_id: &AgentId) -> anyhow::Result<()> 
     v.and(t)
 }
 
-fn agent_path(agent_id: &str) -> String {
+pub fn agent_path(agent_id: &str) -> String {
     format!("{}/{agent_id}", admin_path::ENROLLMENTS)
 }
 

@@ -119,6 +119,7 @@ pub fn bind(args: &BindArgs) -> anyhow::Result<()> {
 
     // 3. Enroll first: if the server refuses, the device is untouched.
     let agent_id = enroll_bytes(&args.opts, ek, &key)?;
+    println!("{}", super::admin::enrolled_line(&agent_id, &args.opts));
 
     // 4. Add the key slot; on failure, undo the enrollment.
     let mut cs = Command::new("cryptsetup");

@@ -11,7 +11,7 @@ use verifier_core::proto::v1::{self, ErrorResponse, Role, Validate};
 use zeroize::Zeroizing;
 
 /// Where the roles are and how to reach them.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
     /// Base URL of a server running both roles (the roles are at URL/verifier and URL/tenant).
     #[arg(long, env = "UNLOCK_SERVER", default_value = "https://127.0.0.1:8443")]
@@ -169,6 +169,23 @@ impl RoleClient {
             .call()
             .with_context(|| format!("{} role at {}", self.role.as_str(), self.base))?;
         self.answer(resp)
+    }
+
+    /// `GET path`, `None` when the role answers 404 (no such enrollment, policy, ...).
+    pub fn get_opt<Resp: DeserializeOwned + Validate>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<Option<Resp>> {
+        let resp = self
+            .agent
+            .get(&self.url(path))
+            .header("Authorization", &self.auth())
+            .call()
+            .with_context(|| format!("{} role at {}", self.role.as_str(), self.base))?;
+        if resp.status() == ureq::http::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.answer(resp).map(Some)
     }
 
     /// `DELETE path`.

@@ -10,6 +10,7 @@ mod admin;
 mod bind;
 mod client;
 mod eventlog;
+mod inventory;
 mod policy;
 
 /// Operator CLI of the TPM-attested network disk unlock service.
@@ -25,6 +26,9 @@ enum Command {
     /// Enroll a machine: make K_b, split it, deposit V + payload ciphertext with the
     /// verifier role and U with the tenant role.
     Enroll(admin::EnrollArgs),
+    /// Enroll many machines from a CSV inventory (EK and payload file per row); machines
+    /// already enrolled are skipped, so re-running after a failure enrolls what is missing.
+    EnrollInventory(inventory::InventoryArgs),
     /// On the machine itself: read the EK from the TPM, add a fresh random key to a LUKS
     /// key slot of --device, and enroll that key (the `clevis luks bind` experience).
     Bind(bind::BindArgs),
@@ -59,6 +63,7 @@ enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Enroll(a) => admin::enroll(&a),
+        Command::EnrollInventory(a) => inventory::run(&a),
         Command::Bind(a) => bind::bind(&a),
         Command::List(a) => admin::list(&a),
         Command::Status(a) => admin::status(&a),
