@@ -214,6 +214,7 @@ fn role_router(state: RoleState) -> Router {
             v1::admin_path::POLICIES,
             get(policy_list).post(policy_create),
         )
+        .route(v1::admin_path::AUDIT, get(audit))
         .route("/admin/v1/policies/{name}", get(policy_show))
         .route("/admin/v1/policies/{name}/versions", post(policy_update))
         .route("/admin/v1/policies/{name}/diff", get(policy_diff))
@@ -493,7 +494,7 @@ async fn delete(
         Err(e) => return ApiError::new(ErrorCode::MalformedRequest, e).into_response(),
     };
     let svc = s.svc.clone();
-    match blocking(move || svc.delete(agent_id.as_str())).await {
+    match blocking(move || svc.delete(agent_id.as_str(), crate::role::unix_now())).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     }
@@ -506,6 +507,30 @@ struct VersionQuery {
     version: Option<u32>,
     from: Option<u32>,
     to: Option<u32>,
+}
+
+/// `?after=SEQ&limit=N&agent=ID` of the audit trail.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+    agent: Option<String>,
+}
+
+async fn audit(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    admin_get(s, &headers, move |svc| {
+        svc.audit(
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(crate::store::AUDIT_PAGE),
+            q.agent.as_deref(),
+        )
+    })
+    .await
 }
 
 /// Runs an admin action that needs no body (token checked first).

@@ -6,6 +6,7 @@
 //! trust inputs and returns typed verdicts. See `ARCHITECTURE.md` at the workspace root.
 //!
 //! Layout, by domain noun:
+//! - [`audit`]: the audit trail's records and their hash chain.
 //! - [`wire`]: the bounded reader and the TPM 2.0 structures we (un)marshal.
 //! - [`quote`]: quote verification and AK checks, returning [`quote::VerifiedQuote`].
 //! - [`makecred`]: TPM2_MakeCredential in software (RSA and ECC EKs).
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod ekcert;
 mod error;
 pub mod eventlog;

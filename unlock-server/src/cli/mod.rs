@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod audit;
 mod bind;
 mod client;
 mod eventlog;
@@ -52,6 +53,12 @@ enum Command {
         #[command(subcommand)]
         command: eventlog::EventlogCommand,
     },
+    /// The hash-chained audit trail of each role: verify it, tell one machine's story,
+    /// export it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Learn and check policies offline; manage named, versioned policies on the server.
     Policy {
         #[command(subcommand)]
@@ -73,6 +80,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::UnpinAk(a) => admin::unpin_ak(&a),
         Command::Eventlog { command } => eventlog::run(command),
         Command::Policy { command } => policy::run(command),
+        Command::Audit { command } => audit::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

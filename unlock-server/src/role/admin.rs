@@ -140,10 +140,10 @@ impl RoleService {
     }
 
     /// Releases the agent's AK pin: its next registration pins the AK it then proves.
-    pub fn unpin_ak(&self, agent_id: &str, _now: i64) -> Result<EnrollmentInfo, ApiError> {
+    pub fn unpin_ak(&self, agent_id: &str, now: i64) -> Result<EnrollmentInfo, ApiError> {
         let n = self
             .store
-            .unpin_ak(agent_id)
+            .unpin_ak(agent_id, now)
             .map_err(|e| store_not_found(e, agent_id))?;
         tracing::warn!(
             role = self.role.as_str(),
@@ -152,6 +152,25 @@ impl RoleService {
             "AK pin released by an operator"
         );
         self.show(agent_id)
+    }
+
+    /// A page of the audit trail (oldest first) and the chain's head.
+    pub fn audit(
+        &self,
+        after: i64,
+        limit: u32,
+        agent_id: Option<&str>,
+    ) -> Result<verifier_core::audit::AuditPage, ApiError> {
+        if let Some(a) = agent_id {
+            verifier_core::proto::v1::AgentId::try_from(a.to_owned())
+                .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("agent: {e}")))?;
+        }
+        let (records, head_seq, head_hash) = self.store.audit_page(after, limit, agent_id)?;
+        Ok(verifier_core::audit::AuditPage {
+            records,
+            head_seq,
+            head_hash: hex::encode(head_hash),
+        })
     }
 
     /// Revokes: nothing is released until re-armed.
@@ -164,9 +183,9 @@ impl RoleService {
     }
 
     /// Deletes the enrollment and the wrapped share.
-    pub fn delete(&self, agent_id: &str) -> Result<(), ApiError> {
+    pub fn delete(&self, agent_id: &str, now: i64) -> Result<(), ApiError> {
         self.store
-            .delete(agent_id)
+            .delete(agent_id, now)
             .map_err(|e| store_not_found(e, agent_id))?;
         tracing::info!(role = self.role.as_str(), agent_id, "deleted");
         Ok(())

@@ -15,6 +15,7 @@
 //! registrations and challenges, aged attempts and old boot sessions), in short batches that
 //! never take an agent's lock.
 
+mod audit;
 pub(crate) mod db;
 mod pg;
 mod policies;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use db::{args, Conn, Row};
 
+pub use audit::{Actor, MAX_PAGE as AUDIT_PAGE};
 pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
 pub use purge::{PurgeCounts, PurgePolicy};
 pub use types::*;
@@ -262,7 +264,18 @@ impl Store {
                     policy_ref.map(|(_, v)| v),
                 ],
             )?;
-            Ok(())
+            audit::append(
+                c,
+                now,
+                "enroll",
+                Some(&e.agent_id),
+                Actor::Admin,
+                &serde_json::json!({
+                    "policy": policy_ref.map(|(n, v)| format!("{n} v{v}")),
+                    "max_attestations": e.max_attestations,
+                    "max_boots": e.max_boots,
+                }),
+            )
         });
         match r {
             Err(err) if err.is_unique_violation() => {
@@ -380,7 +393,14 @@ impl Store {
             if n == 0 {
                 return Err(StoreError::NotFound(agent_id.to_owned()));
             }
-            Ok(())
+            audit::append(
+                c,
+                now,
+                "state",
+                Some(agent_id),
+                Actor::Admin,
+                &serde_json::json!({"state": state.as_str()}),
+            )
         })
     }
 
@@ -397,12 +417,19 @@ impl Store {
                 return Err(StoreError::NotFound(agent_id.to_owned()));
             }
             c.execute("DELETE FROM sessions WHERE agent_id = ?1", args![agent_id])?;
-            Ok(())
+            audit::append(
+                c,
+                now,
+                "rearm",
+                Some(agent_id),
+                Actor::Admin,
+                &serde_json::json!({}),
+            )
         })
     }
 
     /// Deletes every trace of an agent's enrollment and keys.
-    pub fn delete(&self, agent_id: &str) -> Result<(), StoreError> {
+    pub fn delete(&self, agent_id: &str, now: i64) -> Result<(), StoreError> {
         self.write(|c| {
             let n = c.execute(
                 "DELETE FROM enrollments WHERE agent_id = ?1",
@@ -417,7 +444,15 @@ impl Store {
                     args![agent_id],
                 )?;
             }
-            Ok(())
+            // The audit trail keeps the agent's records: they outlive the enrollment.
+            audit::append(
+                c,
+                now,
+                "delete",
+                Some(agent_id),
+                Actor::Admin,
+                &serde_json::json!({}),
+            )
         })
     }
 
@@ -493,18 +528,35 @@ impl Store {
                     SET ak_pub = excluded.ak_pub, activated_at = excluded.activated_at",
                 args![agent_id, ak_name, ak_pub, now],
             )?;
+            audit::append(
+                c,
+                now,
+                "ak_activated",
+                Some(agent_id),
+                Actor::Agent,
+                &serde_json::json!({"ak_name": hex::encode(ak_name)}),
+            )?;
             Ok(true)
         })
     }
 
     /// Releases the agent's AK pin (an operator's decision after the TPM's keys really
     /// changed): the next activation pins again. How many AKs were unpinned.
-    pub fn unpin_ak(&self, agent_id: &str) -> Result<u64, StoreError> {
+    pub fn unpin_ak(&self, agent_id: &str, now: i64) -> Result<u64, StoreError> {
         self.write(|c| {
             if load_enrollment(c, agent_id)?.is_none() {
                 return Err(StoreError::NotFound(agent_id.to_owned()));
             }
-            c.execute("DELETE FROM aks WHERE agent_id = ?1", args![agent_id])
+            let n = c.execute("DELETE FROM aks WHERE agent_id = ?1", args![agent_id])?;
+            audit::append(
+                c,
+                now,
+                "ak_unpinned",
+                Some(agent_id),
+                Actor::Admin,
+                &serde_json::json!({"unpinned": n}),
+            )?;
+            Ok(n)
         })
     }
 
@@ -582,7 +634,14 @@ impl Store {
                  VALUES (?1, ?2, ?3, 'refused', ?4, ?5)",
                 args![agent_id, challenge_id, now, reason, counted],
             )?;
-            Ok(())
+            audit::append(
+                c,
+                now,
+                "refusal",
+                Some(agent_id),
+                Actor::Agent,
+                &serde_json::json!({"challenge_id": challenge_id, "reason": reason, "counted": evidence_failure}),
+            )
         })
     }
 
@@ -607,11 +666,28 @@ impl Store {
             c.query(&lock, args![req.agent_id()])?;
             let decision = release_in(c, req, seal)?;
             match &decision {
-                ReleaseDecision::Released { .. } => {
+                ReleaseDecision::Released {
+                    releases,
+                    session_terminated,
+                    ..
+                } => {
                     c.execute(
                         "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
                          VALUES (?1, ?2, ?3, 'released', 'released')",
                         args![req.agent_id(), req.challenge_id(), req.now],
+                    )?;
+                    audit::append(
+                        c,
+                        req.now,
+                        "release",
+                        Some(req.agent_id()),
+                        Actor::Agent,
+                        &serde_json::json!({
+                            "challenge_id": req.challenge_id(),
+                            "reset_count": req.reset_count,
+                            "releases": releases,
+                            "session_terminated": session_terminated,
+                        }),
                     )?;
                 }
                 ReleaseDecision::Retried { .. } => {}
@@ -621,6 +697,17 @@ impl Store {
                          VALUES (?1, ?2, ?3, 'released', 'same NK: re-sealed, not counted')",
                         args![req.agent_id(), req.challenge_id(), req.now],
                     )?;
+                    audit::append(
+                        c,
+                        req.now,
+                        "reseal",
+                        Some(req.agent_id()),
+                        Actor::Agent,
+                        &serde_json::json!({
+                            "challenge_id": req.challenge_id(),
+                            "reset_count": req.reset_count,
+                        }),
+                    )?;
                 }
                 ReleaseDecision::Refused(r) => {
                     let reason = r.to_string();
@@ -628,6 +715,18 @@ impl Store {
                         "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
                          VALUES (?1, ?2, ?3, 'refused', ?4)",
                         args![req.agent_id(), req.challenge_id(), req.now, reason.as_str()],
+                    )?;
+                    audit::append(
+                        c,
+                        req.now,
+                        "refusal",
+                        Some(req.agent_id()),
+                        Actor::Agent,
+                        &serde_json::json!({
+                            "challenge_id": req.challenge_id(),
+                            "reason": reason,
+                            "reset_count": req.reset_count,
+                        }),
                     )?;
                 }
             }

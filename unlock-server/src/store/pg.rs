@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_purge_indexes.sql"),
     include_str!("../../migrations/postgres/0005_session_nks.sql"),
     include_str!("../../migrations/postgres/0006_stateless_challenges.sql"),
+    include_str!("../../migrations/postgres/0007_audit.sql"),
 ];
 
 /// Key of the advisory lock that serializes migrations of replicas starting together.

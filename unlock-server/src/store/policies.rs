@@ -65,10 +65,18 @@ impl Store {
             c.execute(
                 "INSERT INTO policies (name, version, document, created_at) VALUES (?1, 1, ?2, ?3)",
                 args![name, document, now],
+            )?;
+            super::audit::append(
+                c,
+                now,
+                "policy_create",
+                None,
+                super::Actor::Admin,
+                &serde_json::json!({"name": name, "version": 1}),
             )
         });
         match r {
-            Ok(_) => Ok(1),
+            Ok(()) => Ok(1),
             Err(e) if e.is_unique_violation() => Err(StoreError::PolicyExists(name.to_owned())),
             Err(e) => Err(e),
         }
@@ -94,6 +102,14 @@ impl Store {
             c.execute(
                 "INSERT INTO policies (name, version, document, created_at) VALUES (?1, ?2, ?3, ?4)",
                 args![name, next, document, now],
+            )?;
+            super::audit::append(
+                c,
+                now,
+                "policy_version",
+                None,
+                super::Actor::Admin,
+                &serde_json::json!({"name": name, "version": next}),
             )?;
             version_u32(next)
         })
@@ -236,6 +252,19 @@ impl Store {
                         "UPDATE enrollments SET policy_name = ?2, policy_version = ?3,
                             policy = ?4, updated_at = ?5 WHERE agent_id = ?1",
                         args![&agent_id, name, version, &document, now],
+                    )?;
+                }
+                if !dry_run {
+                    super::audit::append(
+                        c,
+                        now,
+                        "policy_apply",
+                        Some(&agent_id),
+                        super::Actor::Admin,
+                        &serde_json::json!({
+                            "to": format!("{name} v{version}"),
+                            "from": from.as_ref().map(|(n, v)| format!("{n} v{v}")),
+                        }),
                     )?;
                 }
                 moved.push(AppliedMove {

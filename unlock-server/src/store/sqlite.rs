@@ -34,6 +34,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_purge_indexes.sql"),
     include_str!("../../migrations/0005_session_nks.sql"),
     include_str!("../../migrations/0006_stateless_challenges.sql"),
+    include_str!("../../migrations/0007_audit.sql"),
 ];
 
 /// How long a committer waits for requests already queued on the connection to join its

@@ -17,6 +17,9 @@ pub mod admin_path {
     /// `GET /{name}[?version=N]`, `POST /{name}/versions` ([`super::PolicyUpdateRequest`]),
     /// `GET /{name}/diff?from=A&to=B`, `POST /{name}/apply` ([`super::PolicyApplyRequest`]).
     pub const POLICIES: &str = "/admin/v1/policies";
+    /// `GET ?after=SEQ&limit=N[&agent=ID]`: the audit trail, a page of
+    /// [`crate::audit::AuditPage`].
+    pub const AUDIT: &str = "/admin/v1/audit";
 }
 
 /// A version of a named policy. Versions are immutable; enrollments stay on the version
