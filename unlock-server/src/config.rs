@@ -94,6 +94,9 @@ pub struct FileConfig {
     pub session_retention_secs: Option<u64>,
     /// Seconds a used challenge (an identical retry's answer) is kept after it expired.
     pub used_challenge_retention_secs: Option<u64>,
+    /// Failure actions: a webhook told of refusals, lockouts, TERMINATED sessions and
+    /// revocations (`[webhook]`, see `webhook::WebhookConfig`).
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 /// The resolved configuration.
@@ -132,6 +135,8 @@ pub struct Config {
     pub limits: crate::net::Limits,
     /// When expired rows are purged and what is kept.
     pub purge: PurgeSettings,
+    /// The failure-action webhook, if configured.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 /// The provider role's settings.
@@ -482,7 +487,11 @@ impl Config {
                 "purge_interval_secs must be at most 86400 (0 switches the purge off)",
             ));
         }
+        if let Some(w) = &file.webhook {
+            w.validate().map_err(ConfigError::Invalid)?;
+        }
         Ok(Self {
+            webhook: file.webhook.clone(),
             limits,
             purge,
             provider,

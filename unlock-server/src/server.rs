@@ -152,6 +152,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     // Expiry and purge of the roles' databases (purge.rs), until the runtime stops.
     let _purge = crate::purge::spawn(roles.clone(), config.purge);
+    // Failure actions, delivered from the audit trail (webhook.rs), off the unlock path.
+    let _webhook = match &config.webhook {
+        Some(w) => {
+            let (secret, created) = load_or_create_hex(&w.secret_file, 32)?;
+            if created {
+                tracing::warn!(path = %w.secret_file.display(), "created the webhook secret (give it to the receiver to check X-Unlock-Signature)");
+            }
+            Some(crate::webhook::spawn(roles.clone(), w.clone(), secret)?)
+        }
+        None => None,
+    };
     let (token, created) = load_or_create_hex(&config.admin_token_file, 32)?;
     if created {
         tracing::warn!(path = %config.admin_token_file.display(), "created the admin token (give it to unlockctl with --token-file)");

@@ -98,3 +98,37 @@ pub fn generate_self_signed(
     write_new(cert_path, cert.pem().as_bytes())?;
     Ok(())
 }
+
+/// An HTTP client agent trusting `ca` (PEM; or the web PKI roots), rustls on aws-lc-rs,
+/// `timeout_secs` per request, statuses returned rather than raised (for `unlockctl` and the
+/// webhook deliverer).
+pub fn client_agent(ca: Option<&Path>, timeout_secs: u64) -> anyhow::Result<ureq::Agent> {
+    use anyhow::Context as _;
+    use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+    let mut tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        );
+    if let Some(ca) = ca {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("cannot read CA file {}", ca.display()))?;
+        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            anyhow::bail!("{}: no PEM certificate found", ca.display());
+        }
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+    }
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(std::time::Duration::from_secs(timeout_secs)))
+        .build()
+        .new_agent())
+}

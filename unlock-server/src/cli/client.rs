@@ -1,10 +1,8 @@
 //! HTTP(S) client for the roles' admin APIs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use verifier_core::proto::v1::{self, ErrorResponse, Role, Validate};
@@ -90,34 +88,9 @@ fn read_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
-/// An HTTP agent trusting `ca` (or the web PKI roots), with rustls on aws-lc-rs.
+/// An HTTP agent trusting `ca` (or the web PKI roots) (one definition, in the library).
 pub fn http_agent(ca: Option<&Path>) -> anyhow::Result<ureq::Agent> {
-    use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
-    let mut tls = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        );
-    if let Some(ca) = ca {
-        let pem =
-            std::fs::read(ca).with_context(|| format!("cannot read CA file {}", ca.display()))?;
-        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if certs.is_empty() {
-            bail!("{}: no PEM certificate found", ca.display());
-        }
-        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
-    }
-    Ok(ureq::Agent::config_builder()
-        .tls_config(tls.build())
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .new_agent())
+    unlock_server::tls::client_agent(ca, 30)
 }
 
 impl RoleClient {

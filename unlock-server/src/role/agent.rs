@@ -358,14 +358,23 @@ impl RoleService {
         if !evidence_failure && !host {
             return e;
         }
-        match self.store.record_refusal(
+        match self.store.record_refusal_watching(
             &ch.agent_id,
             Some(&ch.challenge_id),
             &e.message,
             evidence_failure,
             now,
+            Some((
+                now.saturating_sub(FAILURE_WINDOW_SECS),
+                MAX_CONSECUTIVE_FAILURES,
+            )),
         ) {
-            Ok(()) => e,
+            Ok(locked_out) => {
+                if locked_out {
+                    tracing::warn!(role = self.role.as_str(), agent_id = %ch.agent_id, failures = MAX_CONSECUTIVE_FAILURES, "locked out: further attestations are refused until the window passes");
+                }
+                e
+            }
             Err(err) => ApiError::internal(err),
         }
     }

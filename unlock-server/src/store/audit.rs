@@ -110,6 +110,39 @@ impl Store {
         })
     }
 
+    /// Takes the webhook delivery lease for `holder` until `until` if it is free (expired or
+    /// already ours); the cursor (last delivered seq) when taken.
+    pub fn take_webhook_lease(
+        &self,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE webhook_cursor SET holder = ?1, lease_until = ?3
+                 WHERE id = 1 AND (lease_until < ?2 OR holder = ?1)",
+                args![holder, now, until],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let row = c.query_one("SELECT seq FROM webhook_cursor WHERE id = 1", &[])?;
+            Ok(Some(row.int(0, "webhook_cursor")?))
+        })
+    }
+
+    /// Records that everything up to `seq` was delivered (only by the lease holder).
+    pub fn advance_webhook_cursor(&self, holder: &str, seq: i64) -> Result<bool, StoreError> {
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE webhook_cursor SET seq = ?2 WHERE id = 1 AND holder = ?1 AND seq < ?2",
+                args![holder, seq],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
     /// Overwrites one record's detail in place (tests: what an attacker with database
     /// access would do, for `audit verify` to find).
     #[cfg(test)]

@@ -364,18 +364,7 @@ impl Store {
     /// only refusals at or after `since`: the input of the failed-attempt rate limit. The log is in the database,
     /// so every replica sees the same count.
     pub fn recent_refusals(&self, agent_id: &str, since: i64) -> Result<u32, StoreError> {
-        self.read(|c| {
-            // Distinct challenges: copies of one quote replayed with mangled logs (by whoever
-            // can read the agent's bodies) count once, as the one challenge the agent quoted.
-            let row = c.query_one(
-                "SELECT COUNT(DISTINCT challenge_id) FROM attempts
-                 WHERE agent_id = ?1 AND evidence_failure = 1 AND at >= ?2
-                   AND id > COALESCE((SELECT MAX(id) FROM attempts
-                                      WHERE agent_id = ?1 AND result = 'released'), 0)",
-                args![agent_id, since],
-            )?;
-            Ok(u32::try_from(row.int(0, "attempts")?).unwrap_or(u32::MAX))
-        })
+        self.read(|c| count_recent_refusals(c, agent_id, since))
     }
 
     /// Changes the enrollment state (revoke). Returns `NotFound` for an unknown agent.
@@ -627,6 +616,23 @@ impl Store {
         evidence_failure: bool,
         now: i64,
     ) -> Result<(), StoreError> {
+        self.record_refusal_watching(agent_id, challenge_id, reason, evidence_failure, now, None)
+            .map(drop)
+    }
+
+    /// [`Self::record_refusal`], and with `lockout = Some((since, max))` also whether this
+    /// refusal is the one that locks the agent out (its `max`-th counted refusal since
+    /// `since`): then a `lockout` record joins the audit trail in the same transaction.
+    /// Returns whether it locked the agent out.
+    pub fn record_refusal_watching(
+        &self,
+        agent_id: &str,
+        challenge_id: Option<&str>,
+        reason: &str,
+        evidence_failure: bool,
+        now: i64,
+        lockout: Option<(i64, u32)>,
+    ) -> Result<bool, StoreError> {
         let counted = i64::from(evidence_failure);
         self.write(|c| {
             c.execute(
@@ -641,7 +647,23 @@ impl Store {
                 Some(agent_id),
                 Actor::Agent,
                 &serde_json::json!({"challenge_id": challenge_id, "reason": reason, "counted": evidence_failure}),
-            )
+            )?;
+            let Some((since, max)) = lockout.filter(|_| evidence_failure) else {
+                return Ok(false);
+            };
+            let failures = count_recent_refusals(c, agent_id, since)?;
+            if failures != max {
+                return Ok(false);
+            }
+            audit::append(
+                c,
+                now,
+                "lockout",
+                Some(agent_id),
+                Actor::Agent,
+                &serde_json::json!({"failures": failures, "since": since}),
+            )?;
+            Ok(true)
         })
     }
 
@@ -946,6 +968,20 @@ fn insert_used_challenge(
         ],
     )?;
     Ok(())
+}
+
+/// Counted refusals of `agent_id` since `since` and since its last release.
+fn count_recent_refusals(c: &mut dyn Conn, agent_id: &str, since: i64) -> Result<u32, StoreError> {
+    // Distinct challenges: copies of one quote replayed with mangled logs (by whoever can read
+    // the agent's bodies) count once, as the one challenge the agent quoted.
+    let row = c.query_one(
+        "SELECT COUNT(DISTINCT challenge_id) FROM attempts
+         WHERE agent_id = ?1 AND evidence_failure = 1 AND at >= ?2
+           AND id > COALESCE((SELECT MAX(id) FROM attempts
+                              WHERE agent_id = ?1 AND result = 'released'), 0)",
+        args![agent_id, since],
+    )?;
+    Ok(u32::try_from(row.int(0, "attempts")?).unwrap_or(u32::MAX))
 }
 
 fn corrupt_session() -> StoreError {

@@ -31,6 +31,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_session_nks.sql"),
     include_str!("../../migrations/postgres/0006_stateless_challenges.sql"),
     include_str!("../../migrations/postgres/0007_audit.sql"),
+    include_str!("../../migrations/postgres/0008_webhook_cursor.sql"),
 ];
 
 /// Key of the advisory lock that serializes migrations of replicas starting together.

@@ -35,6 +35,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_session_nks.sql"),
     include_str!("../../migrations/0006_stateless_challenges.sql"),
     include_str!("../../migrations/0007_audit.sql"),
+    include_str!("../../migrations/0008_webhook_cursor.sql"),
 ];
 
 /// How long a committer waits for requests already queued on the connection to join its
