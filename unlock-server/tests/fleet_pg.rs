@@ -156,6 +156,24 @@ impl Fleet {
     }
 }
 
+/// The whole audit chain of `schema`, checked: one unbroken chain however many replicas
+/// appended to it.
+fn audit_chain(pg: &PgCluster, schema: &str) -> Vec<verifier_core::audit::AuditRecord> {
+    let store = unlock_server::store::Store::open_postgres(&pg.url(), schema).unwrap();
+    let mut all: Vec<verifier_core::audit::AuditRecord> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |r| r.seq);
+        let (page, _, _) = store.audit_page(after, 1000, None).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        all.extend(page);
+    }
+    verifier_core::audit::verify_chain(&all, 1, verifier_core::audit::GENESIS)
+        .unwrap_or_else(|e| panic!("{schema}: {e}"));
+    all
+}
+
 /// `(agent_id, releases)` of every session of `schema`, and the released attempts per agent.
 fn db_releases(pg: &PgCluster, schema: &str) -> (HashMap<String, Vec<i64>>, HashMap<String, i64>) {
     let mut c = pg.client();
@@ -262,6 +280,11 @@ fn three_replicas_release_exactly_the_bound_under_500_concurrent_attests() {
             assert_eq!(sessions[&id], vec![i64::from(*max)], "{schema} {id}");
             assert_eq!(attempts[&id], i64::from(*max), "{schema} {id}");
         }
+        // Three replicas appended concurrently: one chain, a record per release.
+        let chain = audit_chain(&pg, schema);
+        let releases = chain.iter().filter(|r| r.kind == "release").count();
+        let bound: usize = agents.iter().map(|(_, m)| *m as usize).sum();
+        assert_eq!(releases, bound, "{schema}");
     }
 }
 
@@ -349,6 +372,12 @@ fn replica_kill9_and_postgres_restart_mid_load_keep_the_bound_and_every_enrollme
             .unwrap()
             .get(0);
         assert_eq!(n, AGENTS as i64, "{schema}: enrollments lost");
+        // A replica killed mid-write and the database restarted leave no gap: the chain is
+        // whole and every counted release has its record (they commit together).
+        let chain = audit_chain(&pg, schema);
+        let records = chain.iter().filter(|r| r.kind == "release").count();
+        let counted: i64 = sessions.values().flatten().sum();
+        assert_eq!(records as i64, counted, "{schema}");
     }
     // Every agent unlocks in a new boot, on the surviving replicas.
     for (i, a) in agents.iter().enumerate() {
