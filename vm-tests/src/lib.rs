@@ -33,4 +33,4 @@ pub use console::{AgentRun, Boot, LATER_READY};
 pub use env::Env;
 pub use server::Server;
 pub use tpm::Tpm;
-pub use vm::{Firmware, VmConfig};
+pub use vm::{Firmware, Generator, VmConfig};
