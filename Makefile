@@ -39,7 +39,7 @@ vm-deps:
 
 ## QEMU + swtpm boots of the real initramfs with the dracut module and with the
 ## initramfs-tools integration (vm-tests/README.md).
-## As root (dracut); about 8-10 min under TCG on 2 cores.
+## As root (dracut, mkinitramfs in a mount namespace); about 8-10 min under TCG on 2 cores.
 vm-test: deps vm-deps
 	$(CARGO) test -p vm-tests -- --nocapture
 
