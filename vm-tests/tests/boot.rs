@@ -542,3 +542,76 @@ fn initramfs_tools_refused_falls_back() {
     let st = e.server.status(&e.tpm.agent_id);
     assert!(sessions(&st, "verifier").is_empty(), "{st}");
 }
+
+/// initramfs-tools, the attacker's side of the latch: the relay is down while the initramfs
+/// runs, so the keyscript falls back to the passphrase (typed by the test hook) and the boot
+/// reaches the real root with nothing released. There the relay comes up and the agent runs
+/// again, as any code later in that boot could: the release PCR, extended by the keyscript
+/// and by init-bottom, gets it refused; nothing is released.
+#[test]
+fn initramfs_tools_fallback_boot_cannot_release_later() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture_of(art, Generator::InitramfsTools, Firmware::Bios, &[]);
+    let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
+    let mut cfg = VmConfig::new(
+        "initramfs_tools_fallback_boot_cannot_release_later",
+        Some(e.server.port),
+    );
+    cfg.generator = Generator::InitramfsTools;
+    cfg.relay_opens_on = Some(LATER_READY);
+    cfg.unlock_timeout = 10;
+    cfg.test_mode = Some("later");
+    let b = boot(art, &e.tpm, &cfg);
+    assert!(!b.timed_out, "{}: boot hung\n{}", b.name, b.tail(60));
+
+    let runs = b.agent_runs();
+    assert_eq!(runs.len(), 2, "expected two agent runs\n{}", b.tail(60));
+    assert!(
+        runs[0].status.starts_with("server unreachable"),
+        "initramfs run: {}\n{}",
+        runs[0].status,
+        b.tail(60)
+    );
+    let (typed_at, _) = b
+        .line_with(ASKPASS_TYPED)
+        .unwrap_or_else(|| panic!("askpass never asked\n{}", b.tail(60)));
+    let (root_at, root) = b
+        .root_line()
+        .unwrap_or_else(|| panic!("passphrase fallback did not reach the root\n{}", b.tail(60)));
+    let (ready_at, _) = b
+        .line_with(LATER_READY)
+        .unwrap_or_else(|| panic!("the root did not run the staged agent\n{}", b.tail(60)));
+    // Both latches (keyscript, init-bottom) before the root's code ran.
+    let latches = b.latches();
+    assert_eq!(latches.len(), 2, "{latches:?}\n{}", b.tail(60));
+    assert!(
+        runs[0].at <= latches[0].0
+            && latches[0].0 <= typed_at
+            && latches[1].0 < ready_at
+            && ready_at < runs[1].at
+            && runs[1].at < root_at,
+        "order: initramfs run {:?}, latches {latches:?}, prompt {typed_at:?}, root ready \
+         {ready_at:?}, root run {:?}, marker {root_at:?}",
+        runs[0].at,
+        runs[1].at
+    );
+    assert!(
+        runs[1].status.starts_with("refused by") && runs[1].status.contains("release_pcr"),
+        "run in the booted root: expected a refusal for the release PCR, got: {}\n{}",
+        runs[1].status,
+        b.tail(60)
+    );
+    assert!(
+        root.contains("keys=[]"),
+        "a key file is in the root's /run: {root}"
+    );
+    let st = e.server.status(&e.tpm.agent_id);
+    for role in ["verifier", "tenant"] {
+        let s = sessions(&st, role);
+        assert!(s.iter().all(|x| x.releases == 0), "{role}: {s:?}");
+    }
+    assert!(
+        !refusals(&st, "verifier").is_empty(),
+        "the verifier recorded no refusal: {st}"
+    );
+}
