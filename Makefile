@@ -21,6 +21,9 @@ lint: deps
 	shellcheck scripts/*.sh .ci/run
 	shellcheck -s bash dracut-module/91unlock/module-setup.sh.in vm-tests/dracut/99unlock-test/module-setup.sh
 	shellcheck dracut-module/91unlock/*.sh vm-tests/dracut/99unlock-test/*.sh
+	shellcheck initramfs-tools/hooks/initrd-agent initramfs-tools/scripts/*/initrd-agent \
+		initramfs-tools/keyscript vm-tests/initramfs-tools/build-initramfs.sh \
+		vm-tests/initramfs-tools/hooks/unlock-test vm-tests/initramfs-tools/scripts/*/unlock-test
 
 ## Runs each cargo-fuzz target for FUZZ_SECONDS.
 fuzz-smoke:
@@ -34,8 +37,9 @@ ci: lint test fuzz-smoke
 vm-deps:
 	./scripts/install-vm-deps.sh
 
-## QEMU + swtpm boots of the real initramfs with the dracut module (vm-tests/README.md).
-## As root (dracut); about 8-10 min under TCG on 2 cores.
+## QEMU + swtpm boots of the real initramfs with the dracut module and with the
+## initramfs-tools integration (vm-tests/README.md).
+## As root (dracut, mkinitramfs in a mount namespace); about 8-10 min under TCG on 2 cores.
 vm-test: deps vm-deps
 	$(CARGO) test -p vm-tests -- --nocapture
 

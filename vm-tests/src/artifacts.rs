@@ -56,7 +56,29 @@ retries = 10
 ";
 
 /// Bump to rebuild the root image when the way it is made changes.
-const ROOT_VERSION: &str = "root-v2";
+const ROOT_VERSION: &str = "root-v3";
+
+/// The crypttab name of the root volume in the initramfs-tools image
+/// (`root=/dev/mapper/root_crypt`).
+pub const CRYPTTAB_NAME: &str = "root_crypt";
+/// Where the initramfs-tools keyscript has the agent write the key (tmpfs) before it hands it
+/// to cryptsetup on its standard output.
+pub const KEYSCRIPT_KEY_FILE: &str = "/run/initrd-agent/key";
+
+/// `/etc/initramfs-tools/initramfs.conf` of the test image: only the listed modules (the
+/// virtio devices, dm-crypt and its ciphers, ext4, fw_cfg; cryptroot adds its own), busybox,
+/// zstd. `RESUME=none`: the build host's swap has nothing to do with the guest.
+const ITOOLS_CONF: &str = "\
+MODULES=list
+BUSYBOX=y
+KEYMAP=n
+COMPRESS=zstd
+DEVICE=
+NFSROOT=auto
+RUNSIZE=10%
+FSTYPE=ext4
+RESUME=none
+";
 
 /// The encrypted root disk.
 #[derive(Debug, Clone)]
@@ -96,6 +118,10 @@ pub struct Artifacts {
     pub root: RootImage,
     /// How long preparing took (0 when everything came from the cache but the cargo check).
     pub prepare_time: Duration,
+    /// The agent's `/etc/initrd-agent` (config.toml, ca.pem).
+    pub agent_conf: PathBuf,
+    /// The initramfs-tools initramfs, built on first use ([`Artifacts::initramfs_tools`]).
+    itools_initrd: OnceLock<PathBuf>,
 }
 
 impl Artifacts {
@@ -132,7 +158,17 @@ impl Artifacts {
             initrd,
             root,
             prepare_time,
+            agent_conf: conf,
+            itools_initrd: OnceLock::new(),
         }
+    }
+
+    /// The initramfs-tools initramfs (Debian's mkinitramfs with our hook, boot scripts and
+    /// keyscript, `/etc/crypttab` naming the root disk with the keyscript), built on first
+    /// use and cached like the dracut one.
+    pub fn initramfs_tools(&self) -> &Path {
+        self.itools_initrd
+            .get_or_init(|| itools_initramfs(self.env, &self.agent, &self.agent_conf, &self.root))
     }
 }
 
@@ -460,6 +496,106 @@ fn initramfs(env: &Env, agent: &Path, conf: &Path, kmods: &Path) -> PathBuf {
     out
 }
 
+/// What an administrator installs before `update-initramfs -u`, staged as `usr/` and `etc/`
+/// trees that `build-initramfs.sh` lays over the host's: `make -C initramfs-tools
+/// install-hooks` (hook, boot scripts, keyscript), the agent in `/usr/bin`, its config,
+/// `/etc/crypttab` with the keyscript, initramfs-tools' configuration and the test-only
+/// hook `vm-tests/initramfs-tools`.
+fn stage_itools(env: &Env, agent: &Path, conf: &Path, root: &RootImage, stage: &Path) {
+    run(
+        Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(env.workspace.join("initramfs-tools"))
+            .arg("install-hooks")
+            .arg(format!("DESTDIR={}", stage.display())),
+        "make -C initramfs-tools install-hooks",
+    );
+    let bin = stage.join("usr/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(agent, bin.join("initrd-agent")).unwrap();
+    let etc = stage.join("etc");
+    let agent_etc = etc.join("initrd-agent");
+    std::fs::create_dir_all(&agent_etc).unwrap();
+    for f in ["config.toml", "ca.pem"] {
+        std::fs::copy(conf.join(f), agent_etc.join(f)).unwrap();
+    }
+    std::fs::write(
+        etc.join("crypttab"),
+        format!(
+            "# vm-tests: the root disk, unlocked by initrd-agent through the keyscript\n\
+             {CRYPTTAB_NAME} UUID={} none luks,initramfs,keyscript=/usr/lib/initrd-agent/keyscript\n",
+            root.uuid
+        ),
+    )
+    .unwrap();
+    let it = etc.join("initramfs-tools");
+    std::fs::create_dir_all(it.join("conf.d")).unwrap();
+    std::fs::write(it.join("initramfs.conf"), ITOOLS_CONF).unwrap();
+    let modules: String = GUEST_MODULES
+        .iter()
+        .filter(|m| !matches!(**m, "efivarfs" | "autofs4"))
+        .map(|m| format!("{m}\n"))
+        .collect();
+    std::fs::write(it.join("modules"), modules).unwrap();
+    let test_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("initramfs-tools");
+    for f in ["hooks/unlock-test", "scripts/init-premount/unlock-test"] {
+        let dst = it.join(f);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(test_src.join(f), &dst).unwrap();
+    }
+}
+
+/// The initramfs-tools initramfs, built by `vm-tests/initramfs-tools/build-initramfs.sh` in
+/// a private mount namespace (initramfs-tools conflicts with the host's dracut, so its
+/// unpacked packages are overlaid on /usr and /etc there), for the host kernel.
+fn itools_initramfs(env: &Env, agent: &Path, conf: &Path, root: &RootImage) -> PathBuf {
+    let stage = tempfile::tempdir_in(&env.cache).unwrap();
+    let staged = stage.path().join("stage");
+    stage_itools(env, agent, conf, root, &staged);
+    let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("initramfs-tools/build-initramfs.sh");
+    let packages = std::fs::read(env.initramfs_tools.join("packages")).unwrap_or_default();
+    let mut parts: Vec<Vec<u8>> = vec![
+        b"itools-v1".to_vec(),
+        env.kver.as_bytes().to_vec(),
+        packages,
+        std::fs::read(&build).unwrap(),
+    ];
+    parts.extend(tree_parts(&staged));
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let key = hash_parts(&refs);
+    let out = env.cache.join(format!("itools-initrd-{}.img", &key[..16]));
+    if out.is_file() {
+        return out;
+    }
+    let tmp = stage.path().join("initrd.img");
+    let t = Instant::now();
+    run(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private"])
+            .arg(&build)
+            .arg(&env.initramfs_tools)
+            .arg(&staged)
+            .arg(&env.kver)
+            .arg(&tmp)
+            .env("TMPDIR", stage.path()),
+        "build-initramfs.sh (mkinitramfs)",
+    );
+    eprintln!(
+        "vm-tests: initramfs-tools initramfs built in {:.1} s ({:.1} MB)",
+        t.elapsed().as_secs_f64(),
+        std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+    );
+    for e in std::fs::read_dir(&env.cache).unwrap().map(Result::unwrap) {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("itools-initrd-") && n.ends_with(".img") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    std::fs::copy(&tmp, &out).unwrap();
+    out
+}
+
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     aws_lc_rs::rand::fill(&mut b).expect("system RNG");
@@ -474,7 +610,7 @@ fn root_init(token: &str) -> String {
         "#!/bin/busybox sh\n\
          /bin/busybox mount -t proc proc /proc\n\
          if [ -f /run/unlock-test/later/run.sh ]; then /bin/busybox sh /run/unlock-test/later/run.sh; fi\n\
-         keys=\"$(/bin/busybox ls /run/cryptsetup-keys.d 2>/dev/null | /bin/busybox tr '\\n' ' ')\"\n\
+         keys=\"$(/bin/busybox find /run/cryptsetup-keys.d /run/initrd-agent -type f 2>/dev/null | /bin/busybox tr '\\n' ' ')\"\n\
          /bin/busybox echo \"ROOT-UNLOCKED-OK {token} keys=[$keys]\" > /dev/console\n\
          /bin/busybox sync\n\
          /bin/busybox poweroff -f\n"

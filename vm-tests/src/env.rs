@@ -20,7 +20,13 @@ const TOOLS: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     ("depmod", "kmod"),
     ("modprobe", "kmod"),
+    ("unshare", "util-linux"),
 ];
+
+/// The initramfs-tools packages unpacked by `scripts/install-vm-deps.sh` (initramfs-tools
+/// conflicts with dracut, so it is not installed); `VM_TEST_INITRAMFS_TOOLS` overrides it.
+pub const INITRAMFS_TOOLS_VAR: &str = "VM_TEST_INITRAMFS_TOOLS";
+const INITRAMFS_TOOLS_DEFAULT: &str = "/opt/unlock-vm-tests/initramfs-tools";
 
 const BUSYBOX: &str = "/bin/busybox";
 /// OVMF without Secure Boot keys (4 MB flash layout), Debian's `ovmf` package.
@@ -45,6 +51,9 @@ pub struct Env {
     pub busybox: PathBuf,
     /// Use KVM instead of TCG.
     pub kvm: bool,
+    /// The unpacked initramfs-tools packages (`root/usr`, `root/etc`), see
+    /// [`INITRAMFS_TOOLS_VAR`].
+    pub initramfs_tools: PathBuf,
 }
 
 impl Env {
@@ -72,6 +81,16 @@ impl Env {
             if !Path::new(f).is_file() {
                 missing.push(format!("{f} (ovmf)"));
             }
+        }
+        let initramfs_tools = std::env::var_os(INITRAMFS_TOOLS_VAR)
+            .map_or_else(|| PathBuf::from(INITRAMFS_TOOLS_DEFAULT), PathBuf::from);
+        let mkinitramfs = initramfs_tools.join("root/usr/sbin/mkinitramfs");
+        if !mkinitramfs.is_file() {
+            missing.push(format!(
+                "{} (initramfs-tools, initramfs-tools-core, cryptsetup-initramfs, klibc-utils, \
+                 libklibc unpacked by scripts/install-vm-deps.sh)",
+                mkinitramfs.display()
+            ));
         }
         let kernel = guest_kernel();
         if kernel.is_none() {
@@ -106,6 +125,7 @@ impl Env {
             kernel,
             busybox: PathBuf::from(BUSYBOX),
             kvm: std::env::var(ACCEL_VAR).as_deref() == Ok("kvm"),
+            initramfs_tools,
         })
     }
 

@@ -16,7 +16,7 @@ use verifier_core::wire::HashAlg;
 
 use crate::artifacts::Artifacts;
 use crate::tpm::Tpm;
-use crate::vm::{boot, Firmware, VmConfig};
+use crate::vm::{boot, Firmware, Generator, VmConfig};
 
 /// What a capture boot saw (sha256 bank).
 #[derive(Debug, Clone)]
@@ -110,15 +110,27 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-type CaptureKey = (bool, Vec<String>);
+type CaptureKey = (Generator, bool, Vec<String>);
 /// One capture per key, booted by the first test that asks; the others wait for it.
 type CaptureCell = Arc<OnceLock<Arc<Captured>>>;
 
-/// The evidence of a capture boot with `firmware` and `extra` kernel parameters, booted
-/// once per process and shared (the PCRs do not depend on which TPM measures them).
+/// The evidence of a capture boot of the dracut initramfs with `firmware` and `extra` kernel
+/// parameters, booted once per process and shared (the PCRs do not depend on which TPM
+/// measures them).
 pub fn capture(art: &Artifacts, firmware: Firmware, extra: &[&str]) -> Arc<Captured> {
+    capture_of(art, Generator::Dracut, firmware, extra)
+}
+
+/// [`capture`] of the initramfs that `generator` built.
+pub fn capture_of(
+    art: &Artifacts,
+    generator: Generator,
+    firmware: Firmware,
+    extra: &[&str],
+) -> Arc<Captured> {
     static CACHE: OnceLock<Mutex<HashMap<CaptureKey, CaptureCell>>> = OnceLock::new();
     let key = (
+        generator,
         firmware == Firmware::Uefi,
         extra.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
     );
@@ -131,7 +143,12 @@ pub fn capture(art: &Artifacts, firmware: Firmware, extra: &[&str]) -> Arc<Captu
         .clone();
     cell.get_or_init(|| {
         let name = format!(
-            "capture-{}{}",
+            "capture-{}{}{}",
+            if generator == Generator::InitramfsTools {
+                "itools-"
+            } else {
+                ""
+            },
             if firmware == Firmware::Uefi {
                 "uefi"
             } else {
@@ -149,6 +166,7 @@ pub fn capture(art: &Artifacts, firmware: Firmware, extra: &[&str]) -> Arc<Captu
         let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
         let tpm = Tpm::provision(art, ca.path());
         let mut cfg = VmConfig::new(&name, None);
+        cfg.generator = generator;
         cfg.firmware = firmware;
         cfg.test_mode = Some("capture");
         cfg.extra_cmdline

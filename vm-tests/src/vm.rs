@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::artifacts::{Artifacts, GUEST_SERVER_IP, GUEST_SERVER_PORT};
+use crate::artifacts::{Artifacts, CRYPTTAB_NAME, GUEST_SERVER_IP, GUEST_SERVER_PORT};
 use crate::console::{clean, Boot};
 use crate::env::{OVMF_CODE, OVMF_VARS};
 use crate::tpm::Tpm;
@@ -30,9 +30,20 @@ pub enum Firmware {
     Uefi,
 }
 
+/// Which initramfs generator built the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Generator {
+    /// dracut with `dracut-module/91unlock` (systemd in the initramfs).
+    Dracut,
+    /// Debian's initramfs-tools with `initramfs-tools/` (the crypttab keyscript).
+    InitramfsTools,
+}
+
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
+    /// The initramfs: dracut's or initramfs-tools'.
+    pub generator: Generator,
     /// Scenario name (console log `target/vm-tests/logs/<name>.log`).
     pub name: String,
     /// Firmware.
@@ -48,7 +59,8 @@ pub struct VmConfig {
     /// Kernel command line parameters appended to the standard ones.
     pub extra_cmdline: Vec<String>,
     /// Test switch of the `99unlock-test` module (fw_cfg, not measured): `capture`, `again`,
-    /// `later` (see `dracut/99unlock-test/module-setup.sh`).
+    /// `later` (see `dracut/99unlock-test/module-setup.sh`); of the initramfs-tools test hook:
+    /// `capture`, `askpass` (see `initramfs-tools/hooks/unlock-test`).
     pub test_mode: Option<&'static str>,
     /// Hard limit.
     pub timeout: Duration,
@@ -61,6 +73,7 @@ impl VmConfig {
     pub fn new(name: &str, server_port: Option<u16>) -> Self {
         Self {
             name: name.to_owned(),
+            generator: Generator::Dracut,
             firmware: Firmware::Bios,
             server_port,
             relay_opens_on: None,
@@ -77,6 +90,9 @@ impl VmConfig {
 
     /// The kernel command line.
     pub fn cmdline(&self, art: &Artifacts) -> String {
+        if self.generator == Generator::InitramfsTools {
+            return self.itools_cmdline();
+        }
         let uuid = &art.root.uuid;
         let mut p = vec![
             "console=ttyS0".to_owned(),
@@ -88,6 +104,24 @@ impl VmConfig {
             // No passphrase prompt in tests: without the key, cryptsetup fails at once.
             format!("rd.luks.options={uuid}=headless=true"),
             format!("root=/dev/mapper/luks-{uuid}"),
+            "rootfstype=ext4".into(),
+            "ro".into(),
+            "ip=dhcp".into(),
+            format!("rd.unlock.server=https://{GUEST_SERVER_IP}:{GUEST_SERVER_PORT}"),
+            format!("rd.unlock.timeout={}", self.unlock_timeout),
+        ];
+        p.extend(self.extra_cmdline.iter().cloned());
+        p.join(" ")
+    }
+
+    /// initramfs-tools: the root volume comes from the image's crypttab (keyscript), so no
+    /// `rd.luks.*`; `panic=-1` makes a failed boot reboot at once (QEMU `-no-reboot`: exit).
+    fn itools_cmdline(&self) -> String {
+        let mut p = vec![
+            "console=ttyS0".to_owned(),
+            "quiet".into(),
+            "panic=-1".into(),
+            format!("root=/dev/mapper/{CRYPTTAB_NAME}"),
             "rootfstype=ext4".into(),
             "ro".into(),
             "ip=dhcp".into(),
@@ -170,10 +204,14 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
         let cpu = std::env::var("VM_TEST_CPU").unwrap_or_else(|_| "max".into());
         cmd.args(["-accel", "tcg", "-cpu", &cpu]);
     }
+    let initrd = match cfg.generator {
+        Generator::Dracut => art.initrd.as_path(),
+        Generator::InitramfsTools => art.initramfs_tools(),
+    };
     cmd.arg("-kernel")
         .arg(&env.kernel)
         .arg("-initrd")
-        .arg(&art.initrd)
+        .arg(initrd)
         .arg("-append")
         .arg(cfg.cmdline(art))
         .arg("-drive")
@@ -207,7 +245,7 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
     if let Some(mode) = cfg.test_mode {
         cmd.arg("-fw_cfg")
             .arg(format!("name=opt/org.unlock-test/mode,string={mode}"));
-        if mode == "later" {
+        if mode == "later" || mode == "askpass" {
             // What a person would type at the passphrase prompt (the fallback of `later`).
             cmd.arg("-fw_cfg").arg(format!(
                 "name=opt/org.unlock-test/passphrase,file={}",

@@ -14,10 +14,11 @@
 
 use std::time::Duration;
 
-use vm_tests::policy::capture;
+use vm_tests::artifacts::KEYSCRIPT_KEY_FILE;
+use vm_tests::policy::{capture, capture_of};
 use vm_tests::server::{refusals, sessions};
 use vm_tests::vm::boot;
-use vm_tests::{Artifacts, Boot, Firmware, Server, Tpm, VmConfig, LATER_READY};
+use vm_tests::{Artifacts, Boot, Firmware, Generator, Server, Tpm, VmConfig, LATER_READY};
 
 /// PCRs 0-7: the firmware's measurements (under SeaBIOS several are bare separators, under
 /// OVMF all are meaningful).
@@ -25,6 +26,14 @@ const FIRMWARE_PCRS: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
 /// Slack on top of `rd.unlock.timeout` for the agent's own exit and the console.
 const AGENT_SLACK: Duration = Duration::from_secs(3);
+
+/// The initramfs-tools test hook prints this when askpass asks (its passfifo appeared) and it
+/// "types" the passphrase (`vm-tests/initramfs-tools/scripts/init-premount/unlock-test`).
+const ASKPASS_TYPED: &str = "UNLOCK-TEST-ASKPASS";
+
+/// From the agent's status line to the passphrase prompt of the initramfs-tools fallback
+/// (the keyscript's latch, then askpass): seconds, not the agent's budget again.
+const FALLBACK_PROMPT_WITHIN: Duration = Duration::from_secs(5);
 
 fn artifacts() -> Option<&'static Artifacts> {
     let art = Artifacts::get();
@@ -354,4 +363,255 @@ fn not_enrolled_refused() {
     );
     let st = e.server.status(&e.tpm.agent_id);
     assert!(sessions(&st, "verifier").is_empty(), "{st}");
+}
+
+/// initramfs-tools (Debian's mkinitramfs, cryptsetup-initramfs): `/etc/crypttab` names the
+/// root with `keyscript=/usr/lib/initrd-agent/keyscript`; the keyscript runs the agent, which
+/// writes the key to tmpfs, and hands it to cryptsetup on stdout. The policy is learned from
+/// a capture boot of the same initramfs-tools image.
+#[test]
+fn initramfs_tools_unlocks_root() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture_of(art, Generator::InitramfsTools, Firmware::Bios, &[]);
+    let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
+    let mut cfg = VmConfig::new("initramfs_tools_unlocks_root", Some(e.server.port));
+    cfg.generator = Generator::InitramfsTools;
+    let b = boot(art, &e.tpm, &cfg);
+    assert!(!b.timed_out, "{}: boot hung\n{}", b.name, b.tail(60));
+    let run = b.agent();
+    assert!(
+        run.unlocked() && run.status.contains(KEYSCRIPT_KEY_FILE),
+        "{}: agent: {}\n{}",
+        b.name,
+        run.status,
+        b.tail(60)
+    );
+    let (root_at, root) = b
+        .root_line()
+        .unwrap_or_else(|| panic!("{}: root not reached\n{}", b.name, b.tail(60)));
+    assert!(run.at < root_at, "{}: the agent ran after the root", b.name);
+    // The keyscript removed the key after handing it over; init-bottom removed its directory.
+    assert!(
+        root.contains("keys=[]"),
+        "{}: a key file survived into the root: {root}",
+        b.name
+    );
+    // The agent extended the release PCR before it wrote the key; init-bottom's latch
+    // extended it once more before the real root.
+    let latch_at = assert_latched_before(&b, root_at);
+    assert!(
+        run.at < latch_at,
+        "{}: init-bottom latch at {latch_at:?} before the agent's status at {:?}",
+        b.name,
+        run.at
+    );
+
+    let st = e.server.status(&e.tpm.agent_id);
+    for role in ["verifier", "tenant"] {
+        let s = sessions(&st, role);
+        assert_eq!(s.len(), 1, "{role}: {s:?}");
+        assert_eq!(s[0].releases, 1, "{role}: {s:?}");
+    }
+}
+
+/// The initramfs-tools fallback: one agent run whose status starts with `status` within
+/// `budget` (+ slack), then the keyscript's latch, askpass asking within seconds (the test
+/// hook types the passphrase into its fifo), the disk opened with the passphrase, the root
+/// reached with no key file in `/run`, and init-bottom's latch between the prompt and the
+/// root.
+fn assert_itools_fell_back(b: &Boot, status: &str, budget: Duration) {
+    assert!(!b.timed_out, "{}: boot hung\n{}", b.name, b.tail(60));
+    let runs = b.agent_runs();
+    assert_eq!(
+        runs.len(),
+        1,
+        "{}: expected one agent run\n{}",
+        b.name,
+        b.tail(60)
+    );
+    let run = &runs[0];
+    assert!(
+        run.status.starts_with(status),
+        "{}: expected '{status}…', got: {}\n{}",
+        b.name,
+        run.status,
+        b.tail(60)
+    );
+    let started = run
+        .started
+        .unwrap_or_else(|| panic!("{}: the agent printed no step\n{}", b.name, b.tail(60)));
+    let took = run.at.saturating_sub(started);
+    assert!(
+        took <= budget + AGENT_SLACK,
+        "{}: the agent took {took:?} with a budget of {budget:?}",
+        b.name
+    );
+
+    let (typed_at, _) = b.line_with(ASKPASS_TYPED).unwrap_or_else(|| {
+        panic!(
+            "{}: askpass never asked for the passphrase\n{}",
+            b.name,
+            b.tail(60)
+        )
+    });
+    let (root_at, root) = b.root_line().unwrap_or_else(|| {
+        panic!(
+            "{}: the passphrase did not open the root\n{}",
+            b.name,
+            b.tail(60)
+        )
+    });
+    assert!(
+        root.contains("keys=[]"),
+        "{}: a key file is in the root's /run: {root}",
+        b.name
+    );
+    // The keyscript's latch (before the prompt), then init-bottom's (before the root).
+    let latches = b.latches();
+    assert_eq!(
+        latches.len(),
+        2,
+        "{}: expected the keyscript's and init-bottom's latch: {latches:?}\n{}",
+        b.name,
+        b.tail(60)
+    );
+    assert!(
+        latches.iter().all(|(_, l)| *l == "release PCR 15 extended"),
+        "{}: {latches:?}",
+        b.name
+    );
+    assert!(
+        run.at <= latches[0].0 && latches[0].0 <= typed_at,
+        "{}: order: agent {:?}, keyscript latch {:?}, prompt {typed_at:?}",
+        b.name,
+        run.at,
+        latches[0].0
+    );
+    assert!(
+        typed_at < latches[1].0 && latches[1].0 < root_at,
+        "{}: order: prompt {typed_at:?}, init-bottom latch {:?}, root {root_at:?}",
+        b.name,
+        latches[1].0
+    );
+    let to_prompt = typed_at.saturating_sub(run.at);
+    assert!(
+        to_prompt <= FALLBACK_PROMPT_WITHIN,
+        "{}: {to_prompt:?} from the agent's status to the passphrase prompt",
+        b.name
+    );
+    eprintln!(
+        "vm-tests: {}: agent gave up after {:.2} s, passphrase prompt {:.2} s later, root at {:.1} s",
+        b.name,
+        took.as_secs_f64(),
+        to_prompt.as_secs_f64(),
+        root_at.as_secs_f64()
+    );
+}
+
+/// initramfs-tools, nothing answers at the server's address: the agent gives up within
+/// `rd.unlock.timeout`, the keyscript extends the release PCR and asks for the passphrase
+/// (askpass) within seconds; the test hook "types" it into askpass's fifo, cryptsetup opens
+/// the disk with it, and init-bottom latches again before the real root.
+#[test]
+fn initramfs_tools_server_down_falls_back() {
+    let Some(art) = artifacts() else { return };
+    let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let tpm = Tpm::provision(art, ca.path());
+    let mut cfg = VmConfig::new("initramfs_tools_server_down_falls_back", None);
+    cfg.generator = Generator::InitramfsTools;
+    cfg.unlock_timeout = 10;
+    cfg.test_mode = Some("askpass");
+    let b = boot(art, &tpm, &cfg);
+    assert_itools_fell_back(&b, "server unreachable", Duration::from_secs(10));
+}
+
+/// initramfs-tools, the server up but this machine not enrolled: refused, then the same
+/// fallback (latch, passphrase prompt, root); nothing recorded for the enrolled machine.
+#[test]
+fn initramfs_tools_refused_falls_back() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture_of(art, Generator::InitramfsTools, Firmware::Bios, &[]);
+    let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
+    let other = Tpm::provision(art, e._ca.path());
+    assert_ne!(other.agent_id, e.tpm.agent_id);
+    let mut cfg = VmConfig::new("initramfs_tools_refused_falls_back", Some(e.server.port));
+    cfg.generator = Generator::InitramfsTools;
+    cfg.test_mode = Some("askpass");
+    let b = boot(art, &other, &cfg);
+    assert_itools_fell_back(&b, "refused by", Duration::from_secs(30));
+    let st = e.server.status(&e.tpm.agent_id);
+    assert!(sessions(&st, "verifier").is_empty(), "{st}");
+}
+
+/// initramfs-tools, the attacker's side of the latch: the relay is down while the initramfs
+/// runs, so the keyscript falls back to the passphrase (typed by the test hook) and the boot
+/// reaches the real root with nothing released. There the relay comes up and the agent runs
+/// again, as any code later in that boot could: the release PCR, extended by the keyscript
+/// and by init-bottom, gets it refused; nothing is released.
+#[test]
+fn initramfs_tools_fallback_boot_cannot_release_later() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture_of(art, Generator::InitramfsTools, Firmware::Bios, &[]);
+    let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
+    let mut cfg = VmConfig::new(
+        "initramfs_tools_fallback_boot_cannot_release_later",
+        Some(e.server.port),
+    );
+    cfg.generator = Generator::InitramfsTools;
+    cfg.relay_opens_on = Some(LATER_READY);
+    cfg.unlock_timeout = 10;
+    cfg.test_mode = Some("later");
+    let b = boot(art, &e.tpm, &cfg);
+    assert!(!b.timed_out, "{}: boot hung\n{}", b.name, b.tail(60));
+
+    let runs = b.agent_runs();
+    assert_eq!(runs.len(), 2, "expected two agent runs\n{}", b.tail(60));
+    assert!(
+        runs[0].status.starts_with("server unreachable"),
+        "initramfs run: {}\n{}",
+        runs[0].status,
+        b.tail(60)
+    );
+    let (typed_at, _) = b
+        .line_with(ASKPASS_TYPED)
+        .unwrap_or_else(|| panic!("askpass never asked\n{}", b.tail(60)));
+    let (root_at, root) = b
+        .root_line()
+        .unwrap_or_else(|| panic!("passphrase fallback did not reach the root\n{}", b.tail(60)));
+    let (ready_at, _) = b
+        .line_with(LATER_READY)
+        .unwrap_or_else(|| panic!("the root did not run the staged agent\n{}", b.tail(60)));
+    // Both latches (keyscript, init-bottom) before the root's code ran.
+    let latches = b.latches();
+    assert_eq!(latches.len(), 2, "{latches:?}\n{}", b.tail(60));
+    assert!(
+        runs[0].at <= latches[0].0
+            && latches[0].0 <= typed_at
+            && latches[1].0 < ready_at
+            && ready_at < runs[1].at
+            && runs[1].at < root_at,
+        "order: initramfs run {:?}, latches {latches:?}, prompt {typed_at:?}, root ready \
+         {ready_at:?}, root run {:?}, marker {root_at:?}",
+        runs[0].at,
+        runs[1].at
+    );
+    assert!(
+        runs[1].status.starts_with("refused by") && runs[1].status.contains("release_pcr"),
+        "run in the booted root: expected a refusal for the release PCR, got: {}\n{}",
+        runs[1].status,
+        b.tail(60)
+    );
+    assert!(
+        root.contains("keys=[]"),
+        "a key file is in the root's /run: {root}"
+    );
+    let st = e.server.status(&e.tpm.agent_id);
+    for role in ["verifier", "tenant"] {
+        let s = sessions(&st, role);
+        assert!(s.iter().all(|x| x.releases == 0), "{role}: {s:?}");
+    }
+    assert!(
+        !refusals(&st, "verifier").is_empty(),
+        "the verifier recorded no refusal: {st}"
+    );
 }
