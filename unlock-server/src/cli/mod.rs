@@ -59,6 +59,20 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Print a shell completion script (e.g. `unlockctl completions bash >
+    /// /etc/bash_completion.d/unlockctl`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (unlockctl.1 and one per subcommand, unlockctl-<sub>.1) into a
+    /// directory.
+    Man {
+        /// Output directory (created if absent).
+        #[arg(long, value_name = "DIR")]
+        out_dir: std::path::PathBuf,
+    },
     /// Learn and check policies offline; manage named, versioned policies on the server.
     Policy {
         #[command(subcommand)]
@@ -81,6 +95,17 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Eventlog { command } => eventlog::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Audit { command } => audit::run(command),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "unlockctl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { out_dir } => man_pages(&out_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,4 +115,27 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `unlockctl man`: the top page and one page per subcommand (and sub-subcommand), named as
+/// git's are (`unlockctl-policy-apply.1`).
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fn write(cmd: clap::Command, name: String, dir: &std::path::Path) -> anyhow::Result<usize> {
+        let cmd = cmd.name(name.clone());
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut n = 1;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            n += write(sub.clone(), format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(n)
+    }
+    let n = write(Cli::command(), "unlockctl".to_owned(), dir)?;
+    println!("{n} man pages written to {}", dir.display());
+    Ok(())
 }
