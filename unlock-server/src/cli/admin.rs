@@ -53,6 +53,9 @@ pub struct EnrollArgs {
     /// The secret to release (the LUKS key file), at most 64 KiB.
     #[arg(long)]
     pub payload: PathBuf,
+    /// Print JSON (`{"agent_id": ...}`) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Commands that name one agent.
@@ -115,7 +118,18 @@ pub fn enroll(args: &EnrollArgs) -> anyhow::Result<()> {
         );
     }
     let agent_id = enroll_bytes(&args.opts, ek, &payload)?;
-    println!("{}", enrolled_line(&agent_id, &args.opts));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "agent_id": agent_id,
+                "max_attestations": args.opts.max_attestations,
+                "max_boots": args.opts.max_boots,
+            })
+        );
+    } else {
+        println!("{}", enrolled_line(&agent_id, &args.opts));
+    }
     Ok(())
 }
 
