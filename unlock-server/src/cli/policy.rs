@@ -41,6 +41,61 @@ pub(super) enum PolicyCommand {
     Diff(DiffArgs),
     /// Move enrollments to a version: shows the changes, applies with --yes.
     Apply(ApplyArgs),
+    /// Allow the boot that the given files will make: predicts its measurements (kernel
+    /// Authenticode digest, initrd, command line, EFI applications) and adds them to a
+    /// named policy's next version (shown as a diff; stored with --yes) or a policy file.
+    Allow(AllowArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum BootPathArg {
+    /// Firmware, systemd-boot or shim start the kernel's EFI stub; the stub measures the
+    /// command line and the initrd into PCR 9.
+    EfiStub,
+    /// shim + grub: grub measures the kernel and initrd files into PCR 9 and its
+    /// `kernel_cmdline:` text into PCR 8 (give --cmdline as grub measures it: the kernel's
+    /// path, then the arguments).
+    Grub,
+    /// OVMF booting QEMU's -kernel/-initrd/-append (QEMU patches the kernel's setup header,
+    /// OVMF appends ` initrd=initrd` to the command line).
+    QemuDirect,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct AllowArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Named policy to add a version to (on both roles).
+    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+    policy: Option<String>,
+    /// A policy file instead of a named policy (offline; the new document goes to --out or
+    /// stdout).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Where to write the new document (with --file).
+    #[arg(long, requires = "file")]
+    out: Option<PathBuf>,
+    /// The kernel image (PE/EFI stub).
+    #[arg(long)]
+    kernel: PathBuf,
+    /// The initrd the boot loader passes.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// The kernel command line, as the boot loader passes it.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// An EFI application started before the kernel (shim, grub, systemd-boot); repeat.
+    #[arg(long = "efi-app")]
+    efi_apps: Vec<PathBuf>,
+    /// How the machine boots the kernel.
+    #[arg(long, value_enum, default_value = "efi-stub")]
+    boot_path: BootPathArg,
+    /// Guest memory in MiB (qemu-direct: QEMU places the initrd below it).
+    #[arg(long, default_value_t = 768)]
+    qemu_memory_mib: u64,
+    /// Store the new version (without it, only show the diff).
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -176,6 +231,7 @@ pub(super) fn run(command: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::List(a) => list(&a),
         PolicyCommand::Diff(a) => diff_cmd(&a),
         PolicyCommand::Apply(a) => apply(&a),
+        PolicyCommand::Allow(a) => allow(&a),
     }
 }
 
@@ -482,6 +538,155 @@ fn apply(a: &ApplyArgs) -> anyhow::Result<()> {
         v.moved.len(),
         t.moved.len(),
         v.to
+    );
+    Ok(())
+}
+
+/// The banks a document's prediction-fed rules use: the measured-boot bank and those of PCR 9
+/// rules.
+fn prediction_banks(doc: &PolicyDocument) -> anyhow::Result<Vec<HashAlg>> {
+    let mut banks = Vec::new();
+    let mut add = |name: &str| -> anyhow::Result<()> {
+        let alg = HashAlg::from_name(name).with_context(|| format!("bank {name}"))?;
+        if !banks.contains(&alg) {
+            banks.push(alg);
+        }
+        Ok(())
+    };
+    if let Some(mb) = &doc.measured_boot {
+        add(mb.bank.as_deref().unwrap_or("sha256"))?;
+    }
+    for r in doc.pcrs.iter().filter(|r| r.index == 9) {
+        add(&r.bank)?;
+    }
+    Ok(banks)
+}
+
+fn read_file(p: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+}
+
+/// The predictions for `doc`'s banks from the files `a` names.
+pub(super) fn predictions(
+    a: &AllowArgs,
+    doc: &PolicyDocument,
+) -> anyhow::Result<Vec<verifier_core::predict::Prediction>> {
+    use verifier_core::predict::{predict, BootFiles, BootPath};
+    let kernel = read_file(&a.kernel)?;
+    let initrd = a.initrd.as_deref().map(read_file).transpose()?;
+    let apps = a
+        .efi_apps
+        .iter()
+        .map(|p| read_file(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let app_refs: Vec<&[u8]> = apps.iter().map(Vec::as_slice).collect();
+    let files = BootFiles {
+        kernel: &kernel,
+        initrd: initrd.as_deref(),
+        cmdline: a.cmdline.as_deref(),
+        efi_apps: &app_refs,
+    };
+    let path = match a.boot_path {
+        BootPathArg::EfiStub => BootPath::EfiStub,
+        BootPathArg::Grub => BootPath::Grub,
+        BootPathArg::QemuDirect => BootPath::QemuDirect {
+            ram_below_4g: a
+                .qemu_memory_mib
+                .checked_mul(1 << 20)
+                .context("--qemu-memory-mib is too large")?,
+        },
+    };
+    prediction_banks(doc)?
+        .into_iter()
+        .map(|alg| {
+            predict(&files, path, alg).with_context(|| {
+                format!(
+                    "{}: cannot predict its measurement",
+                    a.kernel.display()
+                )
+            })
+        })
+        .collect()
+}
+
+fn print_prediction(preds: &[verifier_core::predict::Prediction]) {
+    for p in preds {
+        for (rule, items) in [
+            ("boot_applications (PCR 4)", &p.boot_applications),
+            ("kernels (PCR 9)", &p.kernels),
+            ("initrds (PCR 9)", &p.initrds),
+        ] {
+            for i in items {
+                println!("predicted {}: {rule} {} {}", p.alg, i.what, i.digest);
+            }
+        }
+        if let Some(c) = &p.cmdline {
+            println!("predicted {}: kernel_cmdline {c:?}", p.alg);
+        }
+        if let Some(v) = &p.pcr9 {
+            println!("predicted {}: PCR 9 {v}", p.alg);
+        }
+    }
+}
+
+fn allow(a: &AllowArgs) -> anyhow::Result<()> {
+    if let Some(file) = &a.file {
+        let old = read_policy_file(file)?.document().clone();
+        let preds = predictions(a, &old)?;
+        let w = verifier_core::policy::widen(&old, &preds)
+            .with_context(|| format!("{}", file.display()))?;
+        for n in &w.notes {
+            eprintln!("unlockctl: note: {n}");
+        }
+        eprint!("{}", w.diff);
+        let mut json = serde_json::to_string_pretty(&w.document)?;
+        json.push('\n');
+        match &a.out {
+            Some(p) => {
+                std::fs::write(p, json).with_context(|| format!("cannot write {}", p.display()))?
+            }
+            None => std::io::stdout().write_all(json.as_bytes())?,
+        }
+        return Ok(());
+    }
+    let policy_name = a.policy.as_deref().context("--policy or --file")?;
+    let (verifier, tenant) = a.conn.clients()?;
+    let (old, from) = named(&verifier, &tenant, policy_name, None)?;
+    let preds = predictions(a, &old)?;
+    print_prediction(&preds);
+    let w = verifier_core::policy::widen(&old, &preds).with_context(|| format!("{from}"))?;
+    for n in &w.notes {
+        println!("note: {n}");
+    }
+    if w.diff.is_empty() {
+        println!("{from} already allows this boot: nothing to do");
+        return Ok(());
+    }
+    println!("changes from {from}:");
+    print!("{}", w.diff);
+    if !a.yes {
+        println!("dry run: nothing stored; re-run with --yes to add the next version");
+        return Ok(());
+    }
+    let n = name(policy_name)?;
+    let req = PolicyUpdateRequest {
+        document: w.document,
+    };
+    let path = format!("{}/versions", policy_path(&n));
+    let v: PolicyVersionInfo = verifier.post(&path, &req)?;
+    let t: PolicyVersionInfo = tenant
+        .post(&path, &req)
+        .context("the verifier role has the new version, the tenant role does not")?;
+    if v.policy != t.policy {
+        bail!(
+            "the roles numbered the new version differently ({} vs {}): their histories differ",
+            v.policy,
+            t.policy
+        );
+    }
+    println!(
+        "stored {}; move machines with `unlockctl policy apply {} --version {} --all`",
+        v.policy, v.policy.name, v.policy.version
     );
     Ok(())
 }
