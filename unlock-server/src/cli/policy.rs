@@ -599,12 +599,8 @@ pub(super) fn predictions(
     prediction_banks(doc)?
         .into_iter()
         .map(|alg| {
-            predict(&files, path, alg).with_context(|| {
-                format!(
-                    "{}: cannot predict its measurement",
-                    a.kernel.display()
-                )
-            })
+            predict(&files, path, alg)
+                .with_context(|| format!("{}: cannot predict its measurement", a.kernel.display()))
         })
         .collect()
 }

@@ -29,6 +29,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_attempt_failures.sql"),
     include_str!("../../migrations/postgres/0004_purge_indexes.sql"),
     include_str!("../../migrations/postgres/0005_session_nks.sql"),
+    include_str!("../../migrations/postgres/0006_pending_changes.sql"),
 ];
 
 /// Key of the advisory lock that serializes migrations of replicas starting together.

@@ -33,6 +33,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_attempt_failures.sql"),
     include_str!("../../migrations/0004_purge_indexes.sql"),
     include_str!("../../migrations/0005_session_nks.sql"),
+    include_str!("../../migrations/0006_pending_changes.sql"),
 ];
 
 /// How long a committer waits for requests already queued on the connection to join its
