@@ -45,6 +45,25 @@ pub(super) enum PolicyCommand {
     /// Authenticode digest, initrd, command line, EFI applications) and adds them to a
     /// named policy's next version (shown as a diff; stored with --yes) or a policy file.
     Allow(AllowArgs),
+    /// List the policy changes machines asked for, with what approving each would change.
+    Pending(ListArgs),
+    /// Approve a pending change (on both roles): the next version of the machine's policy
+    /// allows it, and the machine (or with --fleet every enrollment of the policy) moves to it.
+    Approve(DecideArgs),
+    /// Reject a pending change (on both roles).
+    Reject(DecideArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct DecideArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// The change's id (as `policy pending` prints it; a unique prefix of 8 or more characters
+    /// is enough).
+    id: String,
+    /// With approve: move every enrollment of the policy, not only the machine that asked.
+    #[arg(long)]
+    fleet: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -232,6 +251,9 @@ pub(super) fn run(command: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::Diff(a) => diff_cmd(&a),
         PolicyCommand::Apply(a) => apply(&a),
         PolicyCommand::Allow(a) => allow(&a),
+        PolicyCommand::Pending(a) => pending(&a),
+        PolicyCommand::Approve(a) => decide(&a, true),
+        PolicyCommand::Reject(a) => decide(&a, false),
     }
 }
 
@@ -684,5 +706,103 @@ fn allow(a: &AllowArgs) -> anyhow::Result<()> {
         "stored {}; move machines with `unlockctl policy apply {} --version {} --all`",
         v.policy, v.policy.name, v.policy.version
     );
+    Ok(())
+}
+
+fn pending(a: &ListArgs) -> anyhow::Result<()> {
+    use verifier_core::proto::v1::{PendingList, ADMIN_PENDING_PATH};
+    let (verifier, tenant) = a.conn.clients()?;
+    let v: PendingList = verifier.get(ADMIN_PENDING_PATH)?;
+    let t: PendingList = tenant.get(ADMIN_PENDING_PATH)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v.changes)?);
+        return Ok(());
+    }
+    if v.changes.is_empty() {
+        println!("no policy changes were submitted");
+    }
+    for c in &v.changes {
+        let on_tenant = t.changes.iter().find(|x| x.id == c.id);
+        println!(
+            "{}  {}  agent {}  submitted at {}  {:?}{}",
+            c.id,
+            c.state.as_str().to_uppercase(),
+            c.change.agent_id,
+            c.submitted_at,
+            c.change.note,
+            match on_tenant {
+                None => "  (not on the tenant role: the machine must submit there too)".to_owned(),
+                Some(x) if x.state != c.state => format!("  (tenant: {})", x.state.as_str()),
+                Some(_) => String::new(),
+            }
+        );
+        if let Some(p) = &c.policy {
+            println!("    on {p}; approving adds to the latest version:");
+        }
+        if let Some(d) = &c.diff {
+            for line in d.to_string().lines() {
+                println!("    {line}");
+            }
+        }
+        if let Some(p) = &c.problem {
+            println!("    cannot be approved: {p}");
+        }
+        if let Some(r) = &c.result {
+            println!("    allowed by {r}");
+        }
+    }
+    Ok(())
+}
+
+fn decide(a: &DecideArgs, approve: bool) -> anyhow::Result<()> {
+    use verifier_core::proto::v1::{
+        PendingChangeInfo, PendingDecisionRequest, PendingList, PendingState, ADMIN_PENDING_PATH,
+    };
+    if a.fleet && !approve {
+        bail!("--fleet goes with approve");
+    }
+    let (verifier, tenant) = a.conn.clients()?;
+    let listed: PendingList = verifier.get(ADMIN_PENDING_PATH)?;
+    let matches: Vec<&PendingChangeInfo> = listed
+        .changes
+        .iter()
+        .filter(|c| a.id.len() >= 8 && c.id.starts_with(&a.id.to_lowercase()))
+        .collect();
+    let change = match matches.as_slice() {
+        [one] => *one,
+        [] => bail!("no change {} (`unlockctl policy pending` lists them; give 8 or more characters)", a.id),
+        _ => bail!("{} names {} changes: give more characters", a.id, matches.len()),
+    };
+    if change.state != PendingState::Pending {
+        bail!("change {} is already {}", change.id, change.state.as_str());
+    }
+    if let Some(p) = &change.problem {
+        if approve {
+            bail!("change {} cannot be approved: {p}", change.id);
+        }
+    }
+    println!("{} from agent {} ({:?})", change.id, change.change.agent_id, change.change.note);
+    if let Some(d) = &change.diff {
+        print!("{d}");
+    }
+    let req = PendingDecisionRequest {
+        approve,
+        fleet: a.fleet,
+    };
+    let path = format!("{ADMIN_PENDING_PATH}/{}/decide", change.id);
+    let v: PendingChangeInfo = verifier.post(&path, &req)?;
+    let t: PendingChangeInfo = tenant.post(&path, &req).context(
+        "decided on the verifier role only; the tenant role refused (has the machine submitted there?)",
+    )?;
+    match (&v.result, &t.result) {
+        (Some(x), Some(y)) if x != y => bail!(
+            "the roles allowed it in different versions ({x} vs {y}): their histories differ"
+        ),
+        (Some(x), _) => println!(
+            "approved: {x} allows it; {} moved to it",
+            if a.fleet { "every enrollment of the policy" } else { "the machine" }
+        ),
+        (None, _) => println!("rejected on both roles"),
+    }
     Ok(())
 }
