@@ -116,7 +116,11 @@ pub fn change(
         .map_err(FlowError::Predict)?;
     Ok(ProposedChange::from_predictions(
         agent_id,
-        args.note.chars().filter(|c| !c.is_control()).take(200).collect(),
+        args.note
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect(),
         &preds,
     ))
 }
@@ -145,10 +149,12 @@ pub fn request(
     // Any PCR will do: the quote is the signature, its PCRs are not judged.
     let selection = BankSelection::new(HashAlg::Sha256, &[0])
         .and_then(|b| PcrSelection::new(vec![b]))
-        .ok_or(FlowError::Change(verifier_core::proto::ProtoError::Invalid {
-            field: "pcrs",
-            reason: "selection",
-        }))?;
+        .ok_or(FlowError::Change(
+            verifier_core::proto::ProtoError::Invalid {
+                field: "pcrs",
+                reason: "selection",
+            },
+        ))?;
     let quoted = tpm.quote_with_pcrs(&ak, &digest, &selection);
     let ak_name = ak.name().to_vec();
     let _ = tpm.flush_ak(ak);

@@ -770,8 +770,15 @@ fn decide(a: &DecideArgs, approve: bool) -> anyhow::Result<()> {
         .collect();
     let change = match matches.as_slice() {
         [one] => *one,
-        [] => bail!("no change {} (`unlockctl policy pending` lists them; give 8 or more characters)", a.id),
-        _ => bail!("{} names {} changes: give more characters", a.id, matches.len()),
+        [] => bail!(
+            "no change {} (`unlockctl policy pending` lists them; give 8 or more characters)",
+            a.id
+        ),
+        _ => bail!(
+            "{} names {} changes: give more characters",
+            a.id,
+            matches.len()
+        ),
     };
     if change.state != PendingState::Pending {
         bail!("change {} is already {}", change.id, change.state.as_str());
@@ -781,7 +788,10 @@ fn decide(a: &DecideArgs, approve: bool) -> anyhow::Result<()> {
             bail!("change {} cannot be approved: {p}", change.id);
         }
     }
-    println!("{} from agent {} ({:?})", change.id, change.change.agent_id, change.change.note);
+    println!(
+        "{} from agent {} ({:?})",
+        change.id, change.change.agent_id, change.change.note
+    );
     if let Some(d) = &change.diff {
         print!("{d}");
     }
@@ -795,12 +805,16 @@ fn decide(a: &DecideArgs, approve: bool) -> anyhow::Result<()> {
         "decided on the verifier role only; the tenant role refused (has the machine submitted there?)",
     )?;
     match (&v.result, &t.result) {
-        (Some(x), Some(y)) if x != y => bail!(
-            "the roles allowed it in different versions ({x} vs {y}): their histories differ"
-        ),
+        (Some(x), Some(y)) if x != y => {
+            bail!("the roles allowed it in different versions ({x} vs {y}): their histories differ")
+        }
         (Some(x), _) => println!(
             "approved: {x} allows it; {} moved to it",
-            if a.fleet { "every enrollment of the policy" } else { "the machine" }
+            if a.fleet {
+                "every enrollment of the policy"
+            } else {
+                "the machine"
+            }
         ),
         (None, _) => println!("rejected on both roles"),
     }
