@@ -20,7 +20,7 @@ lint: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run
 	shellcheck -s bash dracut-module/91unlock/module-setup.sh.in vm-tests/dracut/99unlock-test/module-setup.sh
-	shellcheck dracut-module/91unlock/*.sh vm-tests/dracut/99unlock-test/*.sh
+	shellcheck dracut-module/91unlock/*.sh dracut-module/hooks/*.sh vm-tests/dracut/99unlock-test/*.sh
 
 ## Runs each cargo-fuzz target for FUZZ_SECONDS.
 fuzz-smoke:

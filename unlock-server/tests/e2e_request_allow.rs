@@ -194,3 +194,93 @@ fn update_is_pending_until_approved_then_unlocks_and_the_old_boot_still_does() {
     let t = ok(&server.unlockctl(&["policy", "pending"]));
     assert_eq!(t.matches("agent ").count(), 1, "{t}");
 }
+
+/// The machine-side hook (`dracut-module/hooks/unlock-request-allow.sh`), called as
+/// initramfs-tools' post-update hook (`KERNEL_VERSION INITRD`): it finds the kernel of that
+/// version, runs `initrd-agent request-allow`, and the change is pending with the new
+/// initrd's PCR 9. A failing agent never fails the hook.
+#[test]
+fn the_update_hook_submits_the_new_initramfs() {
+    let mut m = Machine::new();
+    let server = Server::start(TOFU);
+    let dir = tempfile::tempdir().unwrap();
+    boot(&mut m, b"old");
+    let policy = m.policy_now(true).replacen(
+        r#""pcrs":["#,
+        &format!(
+            r#""pcrs":[{{"bank":"sha256","index":9,"allowed":["{}"]}},"#,
+            pcr9(&m)
+        ),
+        1,
+    );
+    let pf = dir.path().join("policy.json");
+    std::fs::write(&pf, &policy).unwrap();
+    ok(&server.unlockctl(&["policy", "create", "fleet", "--file", pf.to_str().unwrap()]));
+    let (ek, _) = m.export_ek(&server);
+    let payload = dir.path().join("payload");
+    std::fs::write(&payload, b"k").unwrap();
+    ok(&server.unlockctl(&[
+        "enroll",
+        "--ek-pub",
+        ek.to_str().unwrap(),
+        "--payload",
+        payload.to_str().unwrap(),
+        "--policy-name",
+        "fleet",
+    ]));
+    assert!(text(&m.agent(&server, None, &[])).contains("unlocked"));
+
+    let new_rd = dir.path().join("initrd.img-new");
+    std::fs::write(&new_rd, b"rebuilt").unwrap();
+    let k = kernel();
+    let kver = k
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_start_matches("vmlinuz-");
+    let cfg = m.config(&server, None);
+    let conf = dir.path().join("request-allow.conf");
+    let hook = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dracut-module/hooks/unlock-request-allow.sh");
+    let run = |agent: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "AGENT={agent}\nBOOT_PATH=efi-stub\nCMDLINE=\"{CMDLINE}\"\nEXTRA_ARGS=\"--config {} --cmdline-file {}\"\n",
+                cfg.display(),
+                m.dir.path().join("cmdline").display()
+            ),
+        )
+        .unwrap();
+        std::process::Command::new("sh")
+            .arg(&hook)
+            .arg(kver)
+            .arg(&new_rd)
+            .env("UNLOCK_REQUEST_ALLOW_CONF", &conf)
+            .env("TSS2_LOG", "all+NONE")
+            .output()
+            .unwrap()
+    };
+    // An agent that fails: the hook says so and still succeeds.
+    let out = run("/bin/false");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("request-allow failed"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(support::agent_bin().to_str().unwrap());
+    assert!(text(&out).contains("submitted"), "{}", text(&out));
+    // What it asked for is exactly the boot of that kernel with the new initrd.
+    let mut expected = verifier_core::wire::Digest::zero(HashAlg::Sha256);
+    expected.extend(load_options_digest(CMDLINE, HashAlg::Sha256).as_bytes());
+    expected.extend(HashAlg::Sha256.hash(b"rebuilt").as_bytes());
+    let t = ok(&server.unlockctl(&["policy", "pending"]));
+    assert!(
+        t.contains("PENDING") && t.contains(&expected.to_hex()),
+        "{t}"
+    );
+    assert!(t.contains(&format!("{kver} initrd.img-new")), "{t}");
+}
