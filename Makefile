@@ -20,7 +20,7 @@ lint: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run
 	shellcheck -s bash dracut-module/91unlock/module-setup.sh.in vm-tests/dracut/99unlock-test/module-setup.sh
-	shellcheck dracut-module/91unlock/*.sh vm-tests/dracut/99unlock-test/*.sh
+	shellcheck dracut-module/91unlock/*.sh dracut-module/hooks/*.sh vm-tests/dracut/99unlock-test/*.sh
 	shellcheck initramfs-tools/hooks/initrd-agent initramfs-tools/scripts/*/initrd-agent \
 		initramfs-tools/keyscript vm-tests/initramfs-tools/build-initramfs.sh \
 		vm-tests/initramfs-tools/hooks/unlock-test vm-tests/initramfs-tools/scripts/*/unlock-test

@@ -90,6 +90,13 @@ for f in "$testdata"/ekcert/*/*.pem; do
         base64 -d >"fuzz/corpus/ekcert/seed-$(basename "$f" .pem).der" ||
         echo "fuzz-smoke: no DER seed from $f" >&2
 done
+# authenticode: a real signed PE (the kernel, truncated to keep the corpus small) and a
+# minimal PE32+ header.
+mkdir -p fuzz/corpus/authenticode
+for k in /boot/vmlinuz-*; do
+    [ -f "$k" ] && head -c 65536 "$k" >"fuzz/corpus/authenticode/seed-$(basename "$k")-head" && break
+done
+cp tests/data/ovmf-qemu-direct/binary_bios_measurements.bin fuzz/corpus/authenticode/seed-not-pe
 mkdir -p fuzz/corpus/policy
 printf '%s' '{"version":1,"pcrs":[{"bank":"sha256","index":7,"allowed":["'"$(printf '%064d' 0)"'"]}],"release_pcr":{"bank":"sha256","index":15},"require_event_log":true}' \
     >fuzz/corpus/policy/seed-basic.json

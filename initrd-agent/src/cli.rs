@@ -115,6 +115,10 @@ pub enum Command {
     /// Host mode: serve host TPM quotes to many requesters, one quote per batch
     /// (POST /v1/provider/quote, GET /v1/provider/ak). Keeps running. See docs/provider.md.
     Provider(crate::provider::ProviderArgs),
+    /// On the installed system after an update: predict the next boot's measurements from
+    /// the new kernel/initrd and ask both roles, authenticated by this TPM's AK, to allow
+    /// them. The change waits for an operator (`unlockctl policy approve`).
+    RequestAllow(crate::allow::AllowArgs),
 }
 
 fn say(line: &str) {
@@ -228,6 +232,29 @@ pub fn run(cli: Cli) -> ExitCode {
                     say(&format!("provider: {e}"));
                     ExitCode::from(3)
                 }
+            }
+        }
+        Some(Command::RequestAllow(args)) => {
+            let config = match config::load(&source, &cmdline) {
+                Ok(Loaded::Run(c)) => c,
+                Ok(Loaded::Skip) => {
+                    say("request-allow: rd.unlock=0 on this boot's command line: no server to ask");
+                    return ExitCode::from(3);
+                }
+                Err(e) => return fail(&FlowError::Config(e)),
+            };
+            match crate::allow::request(&config, &args, &cmdline) {
+                Ok(answers) => {
+                    for (role, a) in &answers {
+                        say(&format!(
+                            "request-allow: {role}: change {} is {}",
+                            a.id,
+                            a.state.as_str()
+                        ));
+                    }
+                    ExitCode::from(EXIT_UNLOCKED)
+                }
+                Err(e) => fail(&e),
             }
         }
         Some(Command::Unlock) | None => {

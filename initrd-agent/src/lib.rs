@@ -11,6 +11,7 @@
 //! initramfs) and [`cli`] (arguments, console lines, exit codes).
 #![forbid(unsafe_code)]
 
+pub mod allow;
 pub mod cli;
 pub mod config;
 pub mod evidence;

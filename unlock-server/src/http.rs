@@ -205,6 +205,9 @@ fn role_router(state: RoleState) -> Router {
         .route(v1::path::ACTIVATE, post(activate))
         .route(v1::path::CHALLENGE, post(challenge))
         .route(v1::path::ATTEST, post(attest))
+        .route(v1::PENDING_PATH, post(pending_submit))
+        .route(v1::ADMIN_PENDING_PATH, get(pending_list))
+        .route("/admin/v1/pending/{id}/decide", post(pending_decide))
         .route(v1::admin_path::ENROLLMENTS, get(list).post(enroll))
         .route("/admin/v1/enrollments/{agent_id}", get(show).delete(delete))
         .route("/admin/v1/enrollments/{agent_id}/rearm", post(rearm))
@@ -361,6 +364,31 @@ async fn challenge(
     body: Body,
 ) -> Response {
     agent_json(&s, peer, body, RoleService::challenge).await
+}
+
+/// A machine's own request for a policy change (authenticated by its AK's quote over it).
+async fn pending_submit(
+    State(s): State<RoleState>,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+) -> Response {
+    agent_json(&s, peer, body, RoleService::submit_pending).await
+}
+
+async fn pending_list(State(s): State<RoleState>, headers: HeaderMap) -> Response {
+    admin_get(s, &headers, |svc| svc.list_pending()).await
+}
+
+async fn pending_decide(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    admin_post(&s, &headers, body, StatusCode::OK, move |svc, req, now| {
+        svc.decide_pending(&id, req, now)
+    })
+    .await
 }
 
 async fn attest(State(s): State<RoleState>, peer: Option<Extension<Peer>>, body: Body) -> Response {

@@ -599,3 +599,24 @@ pub fn policy(data: &[u8]) {
         let _ = (p.selection(), p.release_pcr());
     }
 }
+
+/// PE images (kernels, shim, grub, systemd-boot) as `unlockctl policy allow` reads them:
+/// the Authenticode digest, the signed digests and QEMU's setup-header patch never panic,
+/// the digest is deterministic, and an image whose digest was computed keeps its length
+/// under the patch.
+pub fn authenticode(data: &[u8]) {
+    const T: &str = "authenticode";
+    let first = crate::predict::authenticode(data, HashAlg::Sha256);
+    same(
+        T,
+        "authenticode is deterministic",
+        &first,
+        &crate::predict::authenticode(data, HashAlg::Sha256),
+    );
+    let _ = crate::predict::signed_digests(data);
+    let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+    if let Ok(img) = crate::predict::qemu_direct_boot_image(data, Some(len / 2 + 1), 768 << 20) {
+        same(T, "patched image keeps its length", &data.len(), &img.len());
+        let _ = crate::predict::authenticode(&img, HashAlg::Sha1);
+    }
+}

@@ -17,6 +17,8 @@
 //! - [`keysplit`]: K_b = U xor V, payload encryption, share wrapping and HPKE sealing to NK.
 //! - [`merkle`]: RFC 6962 Merkle tree over the roles' nonces, bound into one quote.
 //! - [`provider`]: checking a host quote shared by a batch of requesters (provider mode).
+//! - [`predict`]: the digests the next boot will measure, computed from the files an update
+//!   installs (Authenticode for PCR 4, the EFI stub's and grub's PCR 8/9 events).
 //! - [`source`]: who a network client is for limits (IPv4 address or IPv6 /64), and capped
 //!   per-source counts.
 #![forbid(unsafe_code)]
@@ -32,6 +34,7 @@ pub mod keysplit;
 pub mod makecred;
 pub mod merkle;
 pub mod policy;
+pub mod predict;
 pub mod proto;
 pub mod provider;
 pub mod quote;

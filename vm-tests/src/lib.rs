@@ -28,6 +28,7 @@ pub mod env;
 pub mod policy;
 pub mod server;
 pub mod tpm;
+pub mod update;
 pub mod vm;
 
 pub use artifacts::Artifacts;

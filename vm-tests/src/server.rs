@@ -126,6 +126,46 @@ impl Server {
         );
     }
 
+    /// Stores `policy` as the named policy `name` (v1) and enrolls a TPM's EK with it.
+    pub fn enroll_named(&self, ek_pub: &Path, name: &str, policy: &str, extra: &[&str]) {
+        let pol = self.dir.path().join(format!("named-{name}.json"));
+        std::fs::write(&pol, policy).unwrap();
+        let out = self.unlockctl(&["policy", "create", name, "--file", pol.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "unlockctl policy create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut args = vec![
+            "enroll".to_owned(),
+            "--ek-pub".into(),
+            ek_pub.display().to_string(),
+            "--payload".into(),
+            self.art.root.passphrase.display().to_string(),
+            "--policy-name".into(),
+            name.to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.unlockctl(&refs);
+        assert!(
+            out.status.success(),
+            "unlockctl enroll failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The agent configuration lines that reach this server from the host (both roles).
+    pub fn agent_config(&self) -> String {
+        format!(
+            "verifier_url = \"{u}/verifier\"\ntenant_url = \"{u}/tenant\"\nca_bundle = \"{}\"\n",
+            self.art.tls_cert.display(),
+            u = self.url
+        )
+    }
+
     /// `unlockctl status <agent_id> --json`: both roles' view of the agent.
     pub fn status(&self, agent_id: &str) -> serde_json::Value {
         let out = self.unlockctl(&["status", agent_id, "--json"]);

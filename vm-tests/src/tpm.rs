@@ -142,6 +142,43 @@ impl Tpm {
 /// area, exactly as an operator would on the machine (`initrd-agent ek --out`). The EK is
 /// derived from the endorsement seed, so the VM's agent will present the same key.
 fn export_ek(art: &Artifacts, dir: &Path, state: &Path) -> (PathBuf, String) {
+    let ek_pub = dir.join("ek.pub");
+    let out = host_agent(
+        art,
+        dir,
+        state,
+        "",
+        &["ek", "--out", ek_pub.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "initrd-agent ek failed: {stderr}");
+    let agent_id = stderr
+        .split("agent id ")
+        .nth(1)
+        .and_then(|s| s.get(..64))
+        .unwrap_or_else(|| panic!("no agent id in {stderr:?}"))
+        .to_owned();
+    (ek_pub, agent_id)
+}
+
+impl Tpm {
+    /// Runs the release `initrd-agent` on the host against this TPM (swtpm on TCP over the
+    /// same state, between boots): what the installed system would run on the machine, with
+    /// `config` (TOML lines) added to the TPM settings. The TPM keeps what it kept at the last
+    /// boot (the persistent AK the roles activated).
+    pub fn host_agent(&self, art: &Artifacts, config: &str, args: &[&str]) -> std::process::Output {
+        host_agent(art, self.dir.path(), &self.state(), config, args)
+    }
+}
+
+/// Runs `initrd-agent args` with swtpm serving `state` on TCP for the duration.
+fn host_agent(
+    art: &Artifacts,
+    dir: &Path,
+    state: &Path,
+    config: &str,
+    args: &[&str],
+) -> std::process::Output {
     for _ in 0..20 {
         let port = free_port_pair();
         let mut child = Command::new("swtpm")
@@ -177,20 +214,18 @@ fn export_ek(art: &Artifacts, dir: &Path, state: &Path) -> (PathBuf, String) {
         let cfg = dir.join("host-agent.toml");
         std::fs::write(
             &cfg,
-            format!("tcti = \"swtpm:host=127.0.0.1,port={port}\"\nek = \"rsa\"\n"),
+            format!("tcti = \"swtpm:host=127.0.0.1,port={port}\"\nek = \"rsa\"\n{config}"),
         )
         .unwrap();
         let cmdline = dir.join("host-cmdline");
         std::fs::write(&cmdline, "").unwrap();
-        let ek_pub = dir.join("ek.pub");
         let out = Command::new(&art.agent)
             .arg("--config")
             .arg(&cfg)
             .arg("--cmdline-file")
             .arg(&cmdline)
-            .arg("ek")
-            .arg("--out")
-            .arg(&ek_pub)
+            .args(args)
+            .env("TSS2_LOG", "all+NONE")
             .output()
             .unwrap();
         // SIGTERM: swtpm saves its state on the way out.
@@ -199,15 +234,7 @@ fn export_ek(art: &Artifacts, dir: &Path, state: &Path) -> (PathBuf, String) {
             .arg(child.id().to_string())
             .status();
         let _ = child.wait();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "initrd-agent ek failed: {stderr}");
-        let agent_id = stderr
-            .split("agent id ")
-            .nth(1)
-            .and_then(|s| s.get(..64))
-            .unwrap_or_else(|| panic!("no agent id in {stderr:?}"))
-            .to_owned();
-        return (ek_pub, agent_id);
+        return out;
     }
     panic!("could not start swtpm on a free TCP port");
 }

@@ -39,6 +39,10 @@ pub enum Generator {
     InitramfsTools,
 }
 
+/// Guest memory, MiB (QEMU places the initrd below it, which the update scenarios' PCR 4
+/// prediction models).
+pub const GUEST_RAM_MIB: u64 = 768;
+
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -66,6 +70,8 @@ pub struct VmConfig {
     pub timeout: Duration,
     /// Print every console line as it arrives (default: `VM_TEST_CONSOLE=1`).
     pub echo: bool,
+    /// Another initramfs than the artifacts' (an update scenario's changed one).
+    pub initrd: Option<std::path::PathBuf>,
 }
 
 impl VmConfig {
@@ -85,6 +91,7 @@ impl VmConfig {
             test_mode: None,
             timeout: BOOT_TIMEOUT,
             echo: std::env::var("VM_TEST_CONSOLE").as_deref() == Ok("1"),
+            initrd: None,
         }
     }
 
@@ -196,7 +203,14 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
         "none",
         "-no-reboot",
     ])
-    .args(["-machine", "pc", "-m", "768", "-smp", "1"])
+    .args([
+        "-machine",
+        "pc",
+        "-m",
+        &GUEST_RAM_MIB.to_string(),
+        "-smp",
+        "1",
+    ])
     .args(["-serial", "stdio"]);
     if env.kvm {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
@@ -211,7 +225,7 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
     cmd.arg("-kernel")
         .arg(&env.kernel)
         .arg("-initrd")
-        .arg(initrd)
+        .arg(cfg.initrd.as_deref().unwrap_or(initrd))
         .arg("-append")
         .arg(cfg.cmdline(art))
         .arg("-drive")

@@ -14,9 +14,12 @@
 
 use std::time::Duration;
 
+use verifier_core::predict::{load_options_digest, STUB_INITRD_TAG, STUB_LOAD_OPTIONS_TAG};
+use verifier_core::wire::HashAlg;
 use vm_tests::artifacts::KEYSCRIPT_KEY_FILE;
 use vm_tests::policy::{capture, capture_of};
 use vm_tests::server::{refusals, sessions};
+use vm_tests::update;
 use vm_tests::vm::boot;
 use vm_tests::{Artifacts, Boot, Firmware, Generator, Server, Tpm, VmConfig, LATER_READY};
 
@@ -171,11 +174,198 @@ fn uefi_measured_boot() {
         "the OVMF event log does not cover PCRs 0-7: {:?}",
         cap.replayed.keys()
     );
+    // What the files predict is what OVMF and the kernel's EFI stub measured in this very
+    // boot: the kernel's Authenticode digest (of the image as QEMU patched it) in PCR 4, the
+    // load options and the initrd in PCR 9, and PCR 9's value.
+    let cmdline = VmConfig::new("uefi_measured_boot", None).cmdline(art);
+    let p = update::predicted(art, &art.initrd, &cmdline);
+    let log = update::logged(&cap.event_log);
+    let apps: Vec<_> = p.boot_applications.iter().map(|x| x.digest).collect();
+    assert_eq!(log.boot_applications, apps, "PCR 4 boot applications");
+    assert_eq!(
+        log.pcr9_events,
+        [
+            (
+                Some(STUB_LOAD_OPTIONS_TAG),
+                load_options_digest(p.cmdline.as_deref().unwrap(), HashAlg::Sha256)
+            ),
+            (Some(STUB_INITRD_TAG), p.initrds[0].digest),
+        ],
+        "PCR 9 events"
+    );
+    assert_eq!(log.pcr9, p.pcr9, "PCR 9");
+
     let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
     let mut cfg = VmConfig::new("uefi_measured_boot", Some(e.server.port));
     cfg.firmware = Firmware::Uefi;
     let b = boot(art, &e.tpm, &cfg);
     assert_unlocked(art, &b);
+}
+
+/// The update scenarios' policy: the firmware PCRs and PCR 9 pinned to the capture's values,
+/// and PCR 4's boot applications (the kernel) as measured-boot reference state.
+fn update_policy(cap: &vm_tests::policy::Captured) -> String {
+    let apps: Vec<String> = update::logged(&cap.event_log)
+        .boot_applications
+        .iter()
+        .map(|d| format!("\"{}\"", d.to_hex()))
+        .collect();
+    let pinned = cap.policy(&[0, 1, 2, 3, 5, 6, 7, 9]);
+    let body = pinned.strip_suffix('}').unwrap();
+    format!(
+        r#"{body},"measured_boot":{{"pcrs":[4],"boot_applications":[{}]}}}}"#,
+        apps.join(",")
+    )
+}
+
+/// `initrd-agent request-allow` run on the host against the machine's TPM (its state between
+/// boots: what the installed system would run), for the changed initramfs.
+fn request_allow(art: &Artifacts, e: &Enrolled, initrd: &std::path::Path) -> std::process::Output {
+    let cmdline = VmConfig::new("request-allow", None).cmdline(art);
+    e.tpm.host_agent(
+        art,
+        &e.server.agent_config(),
+        &[
+            "request-allow",
+            "--kernel",
+            art.env.kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--cmdline",
+            &cmdline,
+            "--boot-path",
+            "qemu-direct",
+            "--qemu-memory-mib",
+            &vm_tests::vm::GUEST_RAM_MIB.to_string(),
+            "--note",
+            "vm-tests: initramfs update",
+        ],
+    )
+}
+
+#[test]
+fn kernel_update_preauthorized_unlocks() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture(art, Firmware::Uefi, &[]);
+    let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let tpm = Tpm::provision(art, ca.path());
+    let server = Server::start(art, &tpm.ek_ca);
+    server.enroll_named(
+        &tpm.ek_pub,
+        "fleet",
+        &update_policy(&cap),
+        &["--max-attestations", "1"],
+    );
+    let e = Enrolled {
+        _ca: ca,
+        tpm,
+        server,
+    };
+    // The boot as enrolled (registers the AK the machine will sign its request with).
+    let mut cfg = VmConfig::new("kernel_update_preauthorized_unlocks-1", Some(e.server.port));
+    cfg.firmware = Firmware::Uefi;
+    assert_unlocked(art, &boot(art, &e.tpm, &cfg));
+
+    // The update: a changed initramfs. The machine asks; an operator approves.
+    let work = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let updated = update::changed_initrd(art, work.path());
+    let out = request_allow(art, &e, &updated);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "request-allow: {said}");
+    let id = said
+        .split("verifier: change ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no change id in {said}"))
+        .to_owned();
+    assert!(said.contains("is pending"), "{said}");
+    let out = e.server.unlockctl(&["policy", "pending"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        listed.contains(&id) && listed.contains("PENDING"),
+        "{listed}"
+    );
+    // Only allowances: PCR 4's new kernel image digest and PCR 9's new value.
+    assert!(
+        listed.contains("WIDENS   measured_boot.boot_applications: added")
+            && listed.contains("WIDENS   pcrs[sha256:9].allowed: added")
+            && !listed.contains("narrows")
+            && !listed.contains("CHANGES"),
+        "{listed}"
+    );
+    let out = e.server.unlockctl(&["policy", "approve", &id]);
+    assert!(
+        out.status.success(),
+        "approve: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The previous configuration stays allowed: v2 only added to v1.
+    let out = e
+        .server
+        .unlockctl(&["policy", "diff", "fleet", "--from", "1"]);
+    let diff = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        diff.contains("fleet v1 -> fleet v2") && !diff.contains("removed"),
+        "{diff}"
+    );
+
+    // Reboot into the update: unlocks.
+    let mut cfg = VmConfig::new("kernel_update_preauthorized_unlocks-2", Some(e.server.port));
+    cfg.firmware = Firmware::Uefi;
+    cfg.initrd = Some(updated);
+    assert_unlocked(art, &boot(art, &e.tpm, &cfg));
+}
+
+#[test]
+fn unapproved_update_refused() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture(art, Firmware::Uefi, &[]);
+    let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let tpm = Tpm::provision(art, ca.path());
+    let server = Server::start(art, &tpm.ek_ca);
+    server.enroll_named(
+        &tpm.ek_pub,
+        "fleet",
+        &update_policy(&cap),
+        &["--max-attestations", "1"],
+    );
+    let e = Enrolled {
+        _ca: ca,
+        tpm,
+        server,
+    };
+    let work = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let updated = update::changed_initrd(art, work.path());
+    // Before the machine ever registered its AK, nothing it sends is the machine's: refused.
+    let out = request_allow(art, &e, &updated);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success() && said.contains("unknown_agent"),
+        "request-allow without an activated AK: {said}"
+    );
+    let out = e.server.unlockctl(&["policy", "pending"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no policy changes"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The update boots without approval: refused, naming the rules, and falls back.
+    let mut cfg = VmConfig::new("unapproved_update_refused", Some(e.server.port));
+    cfg.firmware = Firmware::Uefi;
+    cfg.initrd = Some(updated);
+    let b = boot(art, &e.tpm, &cfg);
+    assert_fell_back(&b, Duration::from_secs(u64::from(cfg.unlock_timeout)));
+    let run = b.agent();
+    assert!(
+        run.status.starts_with("refused by verifier: policy_denied")
+            && run.status.contains("pcr sha256:9")
+            && run.status.contains("measured_boot.boot_applications"),
+        "expected a refusal naming PCR 9 and the boot applications, got: {}",
+        run.status
+    );
+    let st = e.server.status(&e.tpm.agent_id);
+    assert!(sessions(&st, "verifier").iter().all(|s| s.releases == 0));
 }
 
 #[test]

@@ -102,6 +102,20 @@ pub enum FlowError {
     /// without being written, so a boot whose PCR still looks unreleased never has it.
     #[error("extending the release PCR failed, key not written: {0}")]
     Extend(TpmError),
+    /// Reading a file to predict its measurement (`request-allow`) failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Input {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The files do not give a prediction (`request-allow`: not a PE kernel, ...).
+    #[error("cannot predict the boot's measurements: {0}")]
+    Predict(verifier_core::predict::PredictError),
+    /// The change could not be encoded.
+    #[error("cannot encode the policy change: {0}")]
+    Change(verifier_core::proto::ProtoError),
     /// Writing the evidence file (`evidence --out`) failed.
     #[error("cannot write {}: {source}", path.display())]
     Output {

@@ -41,6 +41,80 @@ pub(super) enum PolicyCommand {
     Diff(DiffArgs),
     /// Move enrollments to a version: shows the changes, applies with --yes.
     Apply(ApplyArgs),
+    /// Allow the boot that the given files will make: predicts its measurements (kernel
+    /// Authenticode digest, initrd, command line, EFI applications) and adds them to a
+    /// named policy's next version (shown as a diff; stored with --yes) or a policy file.
+    Allow(AllowArgs),
+    /// List the policy changes machines asked for, with what approving each would change.
+    Pending(ListArgs),
+    /// Approve a pending change (on both roles): the next version of the machine's policy
+    /// allows it, and the machine (or with --fleet every enrollment of the policy) moves to it.
+    Approve(DecideArgs),
+    /// Reject a pending change (on both roles).
+    Reject(DecideArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct DecideArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// The change's id (as `policy pending` prints it; a unique prefix of 8 or more characters
+    /// is enough).
+    id: String,
+    /// With approve: move every enrollment of the policy, not only the machine that asked.
+    #[arg(long)]
+    fleet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum BootPathArg {
+    /// Firmware, systemd-boot or shim start the kernel's EFI stub; the stub measures the
+    /// command line and the initrd into PCR 9.
+    EfiStub,
+    /// shim + grub: grub measures the kernel and initrd files into PCR 9 and its
+    /// `kernel_cmdline:` text into PCR 8 (give --cmdline as grub measures it: the kernel's
+    /// path, then the arguments).
+    Grub,
+    /// OVMF booting QEMU's -kernel/-initrd/-append (QEMU patches the kernel's setup header,
+    /// OVMF appends ` initrd=initrd` to the command line).
+    QemuDirect,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct AllowArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Named policy to add a version to (on both roles).
+    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+    policy: Option<String>,
+    /// A policy file instead of a named policy (offline; the new document goes to --out or
+    /// stdout).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Where to write the new document (with --file).
+    #[arg(long, requires = "file")]
+    out: Option<PathBuf>,
+    /// The kernel image (PE/EFI stub).
+    #[arg(long)]
+    kernel: PathBuf,
+    /// The initrd the boot loader passes.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// The kernel command line, as the boot loader passes it.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// An EFI application started before the kernel (shim, grub, systemd-boot); repeat.
+    #[arg(long = "efi-app")]
+    efi_apps: Vec<PathBuf>,
+    /// How the machine boots the kernel.
+    #[arg(long, value_enum, default_value = "efi-stub")]
+    boot_path: BootPathArg,
+    /// Guest memory in MiB (qemu-direct: QEMU places the initrd below it).
+    #[arg(long, default_value_t = 768)]
+    qemu_memory_mib: u64,
+    /// Store the new version (without it, only show the diff).
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -176,6 +250,10 @@ pub(super) fn run(command: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::List(a) => list(&a),
         PolicyCommand::Diff(a) => diff_cmd(&a),
         PolicyCommand::Apply(a) => apply(&a),
+        PolicyCommand::Allow(a) => allow(&a),
+        PolicyCommand::Pending(a) => pending(&a),
+        PolicyCommand::Approve(a) => decide(&a, true),
+        PolicyCommand::Reject(a) => decide(&a, false),
     }
 }
 
@@ -483,5 +561,262 @@ fn apply(a: &ApplyArgs) -> anyhow::Result<()> {
         t.moved.len(),
         v.to
     );
+    Ok(())
+}
+
+/// The banks a document's prediction-fed rules use: the measured-boot bank and those of PCR 9
+/// rules.
+fn prediction_banks(doc: &PolicyDocument) -> anyhow::Result<Vec<HashAlg>> {
+    let mut banks = Vec::new();
+    let mut add = |name: &str| -> anyhow::Result<()> {
+        let alg = HashAlg::from_name(name).with_context(|| format!("bank {name}"))?;
+        if !banks.contains(&alg) {
+            banks.push(alg);
+        }
+        Ok(())
+    };
+    if let Some(mb) = &doc.measured_boot {
+        add(mb.bank.as_deref().unwrap_or("sha256"))?;
+    }
+    for r in doc.pcrs.iter().filter(|r| r.index == 9) {
+        add(&r.bank)?;
+    }
+    Ok(banks)
+}
+
+fn read_file(p: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+}
+
+/// The predictions for `doc`'s banks from the files `a` names.
+pub(super) fn predictions(
+    a: &AllowArgs,
+    doc: &PolicyDocument,
+) -> anyhow::Result<Vec<verifier_core::predict::Prediction>> {
+    use verifier_core::predict::{predict, BootFiles, BootPath};
+    let kernel = read_file(&a.kernel)?;
+    let initrd = a.initrd.as_deref().map(read_file).transpose()?;
+    let apps = a
+        .efi_apps
+        .iter()
+        .map(|p| read_file(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let app_refs: Vec<&[u8]> = apps.iter().map(Vec::as_slice).collect();
+    let files = BootFiles {
+        kernel: &kernel,
+        initrd: initrd.as_deref(),
+        cmdline: a.cmdline.as_deref(),
+        efi_apps: &app_refs,
+    };
+    let path = match a.boot_path {
+        BootPathArg::EfiStub => BootPath::EfiStub,
+        BootPathArg::Grub => BootPath::Grub,
+        BootPathArg::QemuDirect => BootPath::QemuDirect {
+            ram_below_4g: a
+                .qemu_memory_mib
+                .checked_mul(1 << 20)
+                .context("--qemu-memory-mib is too large")?,
+        },
+    };
+    prediction_banks(doc)?
+        .into_iter()
+        .map(|alg| {
+            predict(&files, path, alg)
+                .with_context(|| format!("{}: cannot predict its measurement", a.kernel.display()))
+        })
+        .collect()
+}
+
+fn print_prediction(preds: &[verifier_core::predict::Prediction]) {
+    for p in preds {
+        for (rule, items) in [
+            ("boot_applications (PCR 4)", &p.boot_applications),
+            ("kernels (PCR 9)", &p.kernels),
+            ("initrds (PCR 9)", &p.initrds),
+        ] {
+            for i in items {
+                println!("predicted {}: {rule} {} {}", p.alg, i.what, i.digest);
+            }
+        }
+        if let Some(c) = &p.cmdline {
+            println!("predicted {}: kernel_cmdline {c:?}", p.alg);
+        }
+        if let Some(v) = &p.pcr9 {
+            println!("predicted {}: PCR 9 {v}", p.alg);
+        }
+    }
+}
+
+fn allow(a: &AllowArgs) -> anyhow::Result<()> {
+    if let Some(file) = &a.file {
+        let old = read_policy_file(file)?.document().clone();
+        let preds = predictions(a, &old)?;
+        let w = verifier_core::policy::widen(&old, &preds)
+            .with_context(|| format!("{}", file.display()))?;
+        for n in &w.notes {
+            eprintln!("unlockctl: note: {n}");
+        }
+        eprint!("{}", w.diff);
+        let mut json = serde_json::to_string_pretty(&w.document)?;
+        json.push('\n');
+        match &a.out {
+            Some(p) => {
+                std::fs::write(p, json).with_context(|| format!("cannot write {}", p.display()))?
+            }
+            None => std::io::stdout().write_all(json.as_bytes())?,
+        }
+        return Ok(());
+    }
+    let policy_name = a.policy.as_deref().context("--policy or --file")?;
+    let (verifier, tenant) = a.conn.clients()?;
+    let (old, from) = named(&verifier, &tenant, policy_name, None)?;
+    let preds = predictions(a, &old)?;
+    print_prediction(&preds);
+    let w = verifier_core::policy::widen(&old, &preds).with_context(|| format!("{from}"))?;
+    for n in &w.notes {
+        println!("note: {n}");
+    }
+    if w.diff.is_empty() {
+        println!("{from} already allows this boot: nothing to do");
+        return Ok(());
+    }
+    println!("changes from {from}:");
+    print!("{}", w.diff);
+    if !a.yes {
+        println!("dry run: nothing stored; re-run with --yes to add the next version");
+        return Ok(());
+    }
+    let n = name(policy_name)?;
+    let req = PolicyUpdateRequest {
+        document: w.document,
+    };
+    let path = format!("{}/versions", policy_path(&n));
+    let v: PolicyVersionInfo = verifier.post(&path, &req)?;
+    let t: PolicyVersionInfo = tenant
+        .post(&path, &req)
+        .context("the verifier role has the new version, the tenant role does not")?;
+    if v.policy != t.policy {
+        bail!(
+            "the roles numbered the new version differently ({} vs {}): their histories differ",
+            v.policy,
+            t.policy
+        );
+    }
+    println!(
+        "stored {}; move machines with `unlockctl policy apply {} --version {} --all`",
+        v.policy, v.policy.name, v.policy.version
+    );
+    Ok(())
+}
+
+fn pending(a: &ListArgs) -> anyhow::Result<()> {
+    use verifier_core::proto::v1::{PendingList, ADMIN_PENDING_PATH};
+    let (verifier, tenant) = a.conn.clients()?;
+    let v: PendingList = verifier.get(ADMIN_PENDING_PATH)?;
+    let t: PendingList = tenant.get(ADMIN_PENDING_PATH)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v.changes)?);
+        return Ok(());
+    }
+    if v.changes.is_empty() {
+        println!("no policy changes were submitted");
+    }
+    for c in &v.changes {
+        let on_tenant = t.changes.iter().find(|x| x.id == c.id);
+        println!(
+            "{}  {}  agent {}  submitted at {}  {:?}{}",
+            c.id,
+            c.state.as_str().to_uppercase(),
+            c.change.agent_id,
+            c.submitted_at,
+            c.change.note,
+            match on_tenant {
+                None => "  (not on the tenant role: the machine must submit there too)".to_owned(),
+                Some(x) if x.state != c.state => format!("  (tenant: {})", x.state.as_str()),
+                Some(_) => String::new(),
+            }
+        );
+        if let Some(p) = &c.policy {
+            println!("    on {p}; approving adds to the latest version:");
+        }
+        if let Some(d) = &c.diff {
+            for line in d.to_string().lines() {
+                println!("    {line}");
+            }
+        }
+        if let Some(p) = &c.problem {
+            println!("    cannot be approved: {p}");
+        }
+        if let Some(r) = &c.result {
+            println!("    allowed by {r}");
+        }
+    }
+    Ok(())
+}
+
+fn decide(a: &DecideArgs, approve: bool) -> anyhow::Result<()> {
+    use verifier_core::proto::v1::{
+        PendingChangeInfo, PendingDecisionRequest, PendingList, PendingState, ADMIN_PENDING_PATH,
+    };
+    if a.fleet && !approve {
+        bail!("--fleet goes with approve");
+    }
+    let (verifier, tenant) = a.conn.clients()?;
+    let listed: PendingList = verifier.get(ADMIN_PENDING_PATH)?;
+    let matches: Vec<&PendingChangeInfo> = listed
+        .changes
+        .iter()
+        .filter(|c| a.id.len() >= 8 && c.id.starts_with(&a.id.to_lowercase()))
+        .collect();
+    let change = match matches.as_slice() {
+        [one] => *one,
+        [] => bail!(
+            "no change {} (`unlockctl policy pending` lists them; give 8 or more characters)",
+            a.id
+        ),
+        _ => bail!(
+            "{} names {} changes: give more characters",
+            a.id,
+            matches.len()
+        ),
+    };
+    if change.state != PendingState::Pending {
+        bail!("change {} is already {}", change.id, change.state.as_str());
+    }
+    if let Some(p) = &change.problem {
+        if approve {
+            bail!("change {} cannot be approved: {p}", change.id);
+        }
+    }
+    println!(
+        "{} from agent {} ({:?})",
+        change.id, change.change.agent_id, change.change.note
+    );
+    if let Some(d) = &change.diff {
+        print!("{d}");
+    }
+    let req = PendingDecisionRequest {
+        approve,
+        fleet: a.fleet,
+    };
+    let path = format!("{ADMIN_PENDING_PATH}/{}/decide", change.id);
+    let v: PendingChangeInfo = verifier.post(&path, &req)?;
+    let t: PendingChangeInfo = tenant.post(&path, &req).context(
+        "decided on the verifier role only; the tenant role refused (has the machine submitted there?)",
+    )?;
+    match (&v.result, &t.result) {
+        (Some(x), Some(y)) if x != y => {
+            bail!("the roles allowed it in different versions ({x} vs {y}): their histories differ")
+        }
+        (Some(x), _) => println!(
+            "approved: {x} allows it; {} moved to it",
+            if a.fleet {
+                "every enrollment of the policy"
+            } else {
+                "the machine"
+            }
+        ),
+        (None, _) => println!("rejected on both roles"),
+    }
     Ok(())
 }

@@ -10,12 +10,14 @@ mod admin;
 mod agent;
 /// The guest policy's host check (part of the attest path).
 mod host;
+mod pending;
 mod policies;
 pub mod provider;
 /// Challenge ids that are authenticated tickets (no write to issue one).
 pub mod ticket;
 
 pub use agent::{FAILURE_WINDOW_SECS, MAX_CONSECUTIVE_FAILURES};
+pub use pending::MAX_PENDING_PER_AGENT;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

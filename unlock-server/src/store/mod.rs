@@ -17,6 +17,7 @@
 
 mod audit;
 pub(crate) mod db;
+mod pending;
 mod pg;
 mod policies;
 mod purge;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use db::{args, Conn, Row};
 
 pub use audit::{Actor, MAX_PAGE as AUDIT_PAGE};
+pub use pending::{PendingRow, Submitted};
 pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
 pub use purge::{PurgeCounts, PurgePolicy};
 pub use types::*;
@@ -121,6 +123,14 @@ pub enum StoreError {
     /// No such named policy (or version).
     #[error("no policy {0}")]
     PolicyNotFound(String),
+    /// The agent already has as many undecided policy changes as allowed.
+    #[error("agent {agent_id} already has {max} pending policy changes: an operator must decide them first")]
+    TooManyPending {
+        /// The agent.
+        agent_id: String,
+        /// The cap.
+        max: u32,
+    },
     /// A stored value is not what this program wrote (corruption or manual edit).
     #[error("corrupt row in {table}: {what}")]
     Corrupt {

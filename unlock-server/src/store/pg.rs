@@ -32,6 +32,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0006_stateless_challenges.sql"),
     include_str!("../../migrations/postgres/0007_audit.sql"),
     include_str!("../../migrations/postgres/0008_webhook_cursor.sql"),
+    include_str!("../../migrations/postgres/0009_pending_changes.sql"),
 ];
 
 /// Key of the advisory lock that serializes migrations of replicas starting together.

@@ -1307,3 +1307,84 @@ both!(
         verifier_core::audit::verify_chain(&records, 1, verifier_core::audit::GENESIS).unwrap();
     }
 );
+
+// Pending policy changes: stored once per id, capped per agent (the cap holds under
+// concurrent submissions), decided once, and only for an enrolled agent.
+both!(
+    pending_changes_are_capped_deduplicated_and_decided_once,
+    |db| {
+        let s = enrolled_in(&db, 1, None);
+        let max = 3;
+        assert!(matches!(
+            s.submit_pending("id-x", "not-enrolled", "{}", max, 1),
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            s.submit_pending("id-0", AGENT, "{\"n\":0}", max, 1)
+                .unwrap(),
+            Submitted::New
+        );
+        // The same change again: the row it made, not a second one.
+        assert_eq!(
+            s.submit_pending("id-0", AGENT, "{\"n\":0}", max, 2)
+                .unwrap(),
+            Submitted::Exists("pending".into())
+        );
+        // Concurrent submissions of distinct changes from several connections: never more
+        // than `max` pending, whatever the interleaving.
+        let handles: Vec<_> = (1..8)
+            .map(|i| {
+                let s = db.open();
+                std::thread::spawn(move || {
+                    s.submit_pending(&format!("id-{i}"), AGENT, "{}", max, 3)
+                })
+            })
+            .collect();
+        let mut refused = 0;
+        for h in handles {
+            match h.join().unwrap() {
+                Ok(Submitted::New) => {}
+                Err(StoreError::TooManyPending { max: m, .. }) => {
+                    assert_eq!(m, max);
+                    refused += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(refused, 7 - (max as usize - 1));
+        let pending = s.pending_changes(Some(AGENT)).unwrap();
+        assert_eq!(pending.len(), max as usize);
+        assert!(pending.iter().all(|r| r.state == "pending"));
+
+        // Decided once; a decision frees a slot; a replay of a decided change gets the decision.
+        assert!(s.decide_pending("id-0", false, None, 5).unwrap());
+        assert!(!s.decide_pending("id-0", true, Some(("p", 2)), 6).unwrap());
+        let r = s.pending_change("id-0").unwrap().unwrap();
+        assert_eq!(
+            (r.state.as_str(), r.decided_at, r.result),
+            ("rejected", Some(5), None)
+        );
+        assert_eq!(
+            s.submit_pending("id-0", AGENT, "{\"n\":0}", max, 7)
+                .unwrap(),
+            Submitted::Exists("rejected".into())
+        );
+        let other = pending.iter().find(|r| r.id != "id-0").unwrap().id.clone();
+        assert!(s
+            .decide_pending(&other, true, Some(("fleet", 2)), 8)
+            .unwrap());
+        assert_eq!(
+            s.pending_change(&other).unwrap().unwrap().result,
+            Some(("fleet".into(), 2))
+        );
+        assert_eq!(
+            s.submit_pending("id-new", AGENT, "{}", max, 9).unwrap(),
+            Submitted::New
+        );
+        // A restarted server (another connection) sees the same rows.
+        assert_eq!(
+            db.open().pending_changes(None).unwrap().len(),
+            max as usize + 1
+        );
+    }
+);

@@ -5,7 +5,7 @@
 //! Only events of covered PCRs are read (the caller checked those PCRs against the quote).
 //! Event *data* is bound to what was measured only where the digest is a hash of it: the
 //! variables (checked by the log's findings) and grub's and systemd's command lines (checked
-//! here). Which PCR-9 file is the kernel or the initrd comes from grub's order of events
+//! here), and the Linux EFI stub's load options by hashing a rule's text. Which PCR-9 file is the kernel or the initrd comes from grub's order of events
 //! across PCRs 8 and 9, which the quote does not attest: see `docs/policy.md`.
 
 use std::borrow::Cow;
@@ -14,6 +14,7 @@ use std::fmt;
 use crate::eventlog::{
     EventData, EventLog, EventType, Finding, Guid, IplForm, SignatureList, VariableValue,
 };
+use crate::predict::{STUB_INITRD_TAG, STUB_LOAD_OPTIONS_TAG};
 use crate::wire::{Digest, HashAlg, PCR_COUNT};
 
 /// PCRs the measured-boot rules read.
@@ -201,6 +202,10 @@ pub(crate) struct Cmdline<'a> {
     pub(crate) text: Cow<'a, str>,
     /// The text is what was hashed into the PCR (otherwise it is only the log's word).
     pub(crate) bound: bool,
+    /// The Linux EFI stub's load options (PCR 9): the log records only the digest (of the
+    /// UTF-16LE text with its NUL), so `text` is empty and a rule matches by hashing its own
+    /// exact text.
+    pub(crate) stub_digest: Option<Digest>,
 }
 
 /// A key database as measured.
@@ -311,12 +316,14 @@ pub(crate) fn read<'a>(
                             event: e.index(),
                             text: ipl.text,
                             bound,
+                            stub_digest: None,
                         });
                     }
                     IplForm::Utf16 => state.cmdlines.push(Cmdline {
                         event: e.index(),
                         text: ipl.text,
                         bound: !mismatched(e.index()),
+                        stub_digest: None,
                     }),
                     IplForm::Text => {
                         if let Some(rest) = ipl.text.strip_prefix("grub_kernel_cmdline ") {
@@ -325,6 +332,7 @@ pub(crate) fn read<'a>(
                                 event: e.index(),
                                 text: Cow::Owned(rest.to_owned()),
                                 bound,
+                                stub_digest: None,
                             });
                         }
                     }
@@ -347,6 +355,24 @@ pub(crate) fn read<'a>(
                     }
                     Pending::Initrd => state.initrds.push(measured),
                     Pending::None => {}
+                }
+            }
+            // The Linux EFI stub (started by firmware, systemd-boot or shim) measures what it
+            // was given: the load options (the command line) and the initrd it loaded
+            // through LoadFile2. The event data is only a label; the digest is of the data.
+            (PCR_GRUB_FILES, EventType::EV_EVENT_TAG) => {
+                let EventData::EventTag { id, .. } = e.decode() else {
+                    continue;
+                };
+                match id {
+                    STUB_INITRD_TAG => state.initrds.push(measured),
+                    STUB_LOAD_OPTIONS_TAG => state.cmdlines.push(Cmdline {
+                        event: e.index(),
+                        text: Cow::Borrowed(""),
+                        bound: true,
+                        stub_digest: Some(digest),
+                    }),
+                    _ => {}
                 }
             }
             (PCR_UKI, EventType::EV_IPL) => {

@@ -70,6 +70,15 @@ impl CmdlineRule {
             Self::Regex(r) => r.is_match(text),
         }
     }
+
+    /// Whether the Linux EFI stub's load-options digest is of this rule's text (only an
+    /// exact rule names a text that can be hashed).
+    pub(super) fn matches_load_options(&self, measured: &crate::wire::Digest) -> bool {
+        match self {
+            Self::Exact(s) => crate::predict::load_options_digest(s, measured.alg()) == *measured,
+            Self::Regex(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -311,7 +320,10 @@ fn measured_boot(doc: &MeasuredBootDocument) -> Result<MeasuredBoot, PolicyError
         needs.push(("kernels and initrds", &[PCR_GRUB_FILES, PCR_UKI]));
     }
     if mb.cmdline.is_some() {
-        needs.push(("kernel_cmdline", &[PCR_GRUB_CMD, PCR_SD_CMDLINE]));
+        needs.push((
+            "kernel_cmdline",
+            &[PCR_GRUB_CMD, PCR_GRUB_FILES, PCR_SD_CMDLINE],
+        ));
     }
     mb.covered = match &doc.pcrs {
         Some(list) => {

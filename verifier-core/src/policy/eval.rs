@@ -338,11 +338,18 @@ fn cmdlines(
     state: &BootState<'_>,
 ) -> Result<String, String> {
     if state.cmdlines.is_empty() {
-        return Err("no kernel command line is measured (PCR 8 or 12)".into());
+        return Err("no kernel command line is measured (PCR 8, 9 or 12)".into());
     }
     let mut bad = Vec::new();
     for c in &state.cmdlines {
-        if !c.bound {
+        if let Some(d) = &c.stub_digest {
+            if !rules.iter().any(|r| r.matches_load_options(d)) {
+                bad.push(format!(
+                    "event {}: the EFI stub's load options ({d}) match no exact rule (the log records no text, so no regex can match it)",
+                    c.event
+                ));
+            }
+        } else if !c.bound {
             bad.push(format!(
                 "event {}: the text is not what was measured (digest differs)",
                 c.event

@@ -330,7 +330,16 @@ fn reference(
     mb.kernels = digests(&state.kernels);
     mb.initrds = digests(&state.initrds);
     let mut cmdlines: Vec<CmdlineRuleDocument> = Vec::new();
+    let mut unlearnable = false;
     for c in &state.cmdlines {
+        if c.stub_digest.is_some() {
+            unlearnable = true;
+            notes.push(format!(
+                "event {} is the Linux EFI stub's load options, which the log records without its text: kernel_cmdline not learned (add the exact line with `unlockctl policy allow --cmdline`)",
+                c.event
+            ));
+            continue;
+        }
         if !c.bound {
             notes.push(format!(
                 "command line of event {} is not what was measured: not learned",
@@ -343,7 +352,7 @@ fn reference(
             cmdlines.push(rule);
         }
     }
-    if !cmdlines.is_empty() && state.cmdlines.iter().all(|c| c.bound) {
+    if !cmdlines.is_empty() && !unlearnable && state.cmdlines.iter().all(|c| c.bound) {
         mb.kernel_cmdline = Some(cmdlines);
     }
     // Cover exactly what the learned rules need, plus whatever the operator asked for.

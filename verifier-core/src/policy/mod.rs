@@ -25,6 +25,7 @@ mod document;
 mod eval;
 mod host;
 mod learn;
+mod widen;
 
 use std::fmt;
 
@@ -38,6 +39,7 @@ pub use document::{
 };
 pub use host::{HostPolicy, DEFAULT_HOST_TIMEOUT_MS, MAX_HOST_TIMEOUT_MS};
 pub use learn::{learn, LearnError, LearnMode, LearnOptions, Learned};
+pub use widen::{check_only_allows_more, widen, WidenError, Widened};
 
 use crate::evidence::ValidatedEvidence;
 use crate::wire::{HashAlg, PcrSelection};

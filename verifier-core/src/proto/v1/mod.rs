@@ -14,6 +14,7 @@ mod attest;
 mod common;
 mod evidence;
 mod host_link;
+mod pending;
 mod provider;
 mod register;
 
@@ -33,6 +34,11 @@ pub use evidence::{CapturedClock, CapturedEvidence, EVIDENCE_FORMAT};
 pub use host_link::{
     HostHelloRequest, HostHelloResponse, HostJob, HostNextRequest, HostQuotePost, HOST_HELLO_PATH,
     HOST_NEXT_PATH, HOST_RESULT_PATH,
+};
+pub use pending::{
+    Allowance, PendingChangeInfo, PendingDecisionRequest, PendingList, PendingState,
+    PendingSubmitRequest, PendingSubmitResponse, ProposedChange, ADMIN_PENDING_PATH, MAX_BANKS,
+    MAX_CMDLINE, MAX_DIGESTS, MAX_NOTE, PENDING_PATH,
 };
 pub use provider::{
     inclusion_to_wire, HostAkResponse, HostQuoteRequest, HostQuoteResponse, HOST_AK_PATH,

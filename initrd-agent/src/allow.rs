@@ -1,0 +1,183 @@
+//! `initrd-agent request-allow`: on the installed system, after a kernel or initramfs
+//! update, ask both roles to allow the boot the new files will make.
+//!
+//! The machine predicts the measurements from the files ([`verifier_core::predict`], in the
+//! SHA-1, SHA-256 and SHA-384 banks, since it does not know which its policy uses), and
+//! submits them as a [`ProposedChange`] quoted by its AK: the same AK the roles activated at
+//! its first unlock (persistent at its handle, or derived again from the endorsement seed).
+//! The quote is the machine's signature of the change: the AK is a restricted key, so
+//! only this TPM can make a quote whose qualifyingData is the change's digest. The roles
+//! only store the change as pending; an operator approves it (`unlockctl policy approve`).
+//!
+//! Run by the kernel-install plugin `dracut-module/kernel-install/50-unlock.install` (and
+//! usable by hand). Why here and not in `unlockctl`: this binary already holds the TPM code
+//! (the AK, quotes checked with verifier-core before sending), the TLS client and the
+//! configuration (`/etc/initrd-agent/config.toml`, `rd.unlock.server=` from /proc/cmdline)
+//! the machine unlocks with, so the change reaches the same roles as the unlock does.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use verifier_core::predict::{predict, BootFiles, BootPath};
+use verifier_core::proto::v1::{
+    AgentId, PcrBank, PendingSubmitRequest, PendingSubmitResponse, ProposedChange, PENDING_PATH,
+};
+use verifier_core::proto::Base64Bytes;
+use verifier_core::wire::{BankSelection, HashAlg, PcrSelection};
+
+use crate::config::Config;
+use crate::flow::FlowError;
+use crate::http::Client;
+use crate::tpm::Tpm;
+
+/// How the machine boots the kernel (see `verifier_core::predict::BootPath`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BootPathArg {
+    /// Firmware, systemd-boot or shim start the kernel's EFI stub.
+    EfiStub,
+    /// shim + grub.
+    Grub,
+    /// OVMF with QEMU's -kernel/-initrd/-append.
+    QemuDirect,
+}
+
+/// `request-allow` arguments.
+#[derive(Debug, Args)]
+pub struct AllowArgs {
+    /// The kernel image the next boot starts.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: PathBuf,
+    /// Its initrd.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// The command line the boot loader will pass (default: this boot's /proc/cmdline).
+    #[arg(long)]
+    pub cmdline: Option<String>,
+    /// An EFI application started before the kernel (shim, grub, systemd-boot); repeat.
+    #[arg(long = "efi-app", value_name = "FILE")]
+    pub efi_apps: Vec<PathBuf>,
+    /// How the machine boots the kernel.
+    #[arg(long, value_enum, default_value = "efi-stub")]
+    pub boot_path: BootPathArg,
+    /// Guest memory in MiB (qemu-direct).
+    #[arg(long, default_value_t = 768)]
+    pub qemu_memory_mib: u64,
+    /// For the operator: what was installed.
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, FlowError> {
+    std::fs::read(p).map_err(|source| FlowError::Input {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// The banks predicted: those a policy may name (SHA-512 PCR banks are rare).
+const BANKS: [HashAlg; 3] = [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384];
+
+/// The change for `args`, as this machine (`agent_id`) asks for it.
+pub fn change(
+    args: &AllowArgs,
+    agent_id: AgentId,
+    proc_cmdline: &str,
+) -> Result<ProposedChange, FlowError> {
+    let kernel = read(&args.kernel)?;
+    let initrd = args.initrd.as_deref().map(read).transpose()?;
+    let apps = args
+        .efi_apps
+        .iter()
+        .map(|p| read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let app_refs: Vec<&[u8]> = apps.iter().map(Vec::as_slice).collect();
+    let cmdline = args
+        .cmdline
+        .clone()
+        .unwrap_or_else(|| proc_cmdline.trim_end().to_owned());
+    let files = BootFiles {
+        kernel: &kernel,
+        initrd: initrd.as_deref(),
+        cmdline: Some(&cmdline),
+        efi_apps: &app_refs,
+    };
+    let path = match args.boot_path {
+        BootPathArg::EfiStub => BootPath::EfiStub,
+        BootPathArg::Grub => BootPath::Grub,
+        BootPathArg::QemuDirect => BootPath::QemuDirect {
+            ram_below_4g: args.qemu_memory_mib.saturating_mul(1 << 20),
+        },
+    };
+    let preds = BANKS
+        .into_iter()
+        .map(|alg| predict(&files, path, alg))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(FlowError::Predict)?;
+    Ok(ProposedChange::from_predictions(
+        agent_id,
+        args.note
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect(),
+        &preds,
+    ))
+}
+
+/// Predicts, quotes the change with the AK and submits it to both roles. Returns each role's
+/// answer (the change's id and state).
+pub fn request(
+    config: &Config,
+    args: &AllowArgs,
+    proc_cmdline: &str,
+) -> Result<Vec<(&'static str, PendingSubmitResponse)>, FlowError> {
+    let deadline = Instant::now() + config.timeout.max(Duration::from_secs(30));
+    let mut tpm = Tpm::open(&config.tcti)?;
+    let agent_id = match tpm.persistent_ek_id(config.ek)? {
+        Some(id) => id,
+        None => {
+            let ek = tpm.create_ek(config.ek)?;
+            let id = AgentId::of_ek(ek.public());
+            let _ = tpm.flush_ek(ek);
+            id
+        }
+    };
+    let change = change(args, agent_id, proc_cmdline)?;
+    let digest = change.digest().map_err(FlowError::Change)?;
+    let (ak, _) = tpm.primary_ak()?;
+    // Any PCR will do: the quote is the signature, its PCRs are not judged.
+    let selection = BankSelection::new(HashAlg::Sha256, &[0])
+        .and_then(|b| PcrSelection::new(vec![b]))
+        .ok_or(FlowError::Change(
+            verifier_core::proto::ProtoError::Invalid {
+                field: "pcrs",
+                reason: "selection",
+            },
+        ))?;
+    let quoted = tpm.quote_with_pcrs(&ak, &digest, &selection);
+    let ak_name = ak.name().to_vec();
+    let _ = tpm.flush_ak(ak);
+    let quoted = quoted?;
+    let req = PendingSubmitRequest {
+        change,
+        ak_name: Base64Bytes::new(ak_name),
+        quote: Base64Bytes::new(quoted.quote.attest),
+        signature: Base64Bytes::new(quoted.quote.signature),
+        pcrs: crate::flow::pcr_banks(&selection, &quoted.pcrs)
+            .into_iter()
+            .collect::<Vec<PcrBank>>(),
+    };
+    let client = Client::new(config, deadline)?;
+    let mut out = Vec::new();
+    for (role, base) in [
+        ("verifier", config.verifier_url.as_str()),
+        ("tenant", config.tenant_url.as_str()),
+    ] {
+        let r: PendingSubmitResponse = client
+            .post(base, PENDING_PATH, &req)
+            .map_err(|source| FlowError::Http { role, source })?;
+        out.push((role, r));
+    }
+    Ok(out)
+}

@@ -1,0 +1,231 @@
+//! Policy changes a machine asks for itself (`POST /v1/policy/pending`), and their approval
+//! or rejection by an operator (`/admin/v1/pending`).
+//!
+//! The machine proves who it is with the AK this role activated for it: a quote whose
+//! extraData is the change's digest ([`ProposedChange::digest`]). Nothing changes until an
+//! operator approves; approval appends the submitted digests to allowlists the agent's named
+//! policy already has ([`widen`]: never a new rule, never a removal), adds that as the next
+//! version and moves the agent (or, with `fleet`, every enrollment of the policy) to it.
+
+use verifier_core::policy::{diff, widen, PolicyDocument};
+use verifier_core::proto::v1::{
+    ErrorCode, Id, PendingChangeInfo, PendingDecisionRequest, PendingList, PendingState,
+    PendingSubmitRequest, PendingSubmitResponse, PolicyRef, ProposedChange,
+};
+use verifier_core::quote::{verify_quote, AkPublic};
+use verifier_core::wire::{Public, Signature};
+
+use super::RoleService;
+use crate::error::ApiError;
+use crate::store::{PendingRow, StoreError, Submitted};
+
+/// Most undecided changes one agent may have on a role.
+pub const MAX_PENDING_PER_AGENT: u32 = 8;
+
+/// The new document for a change, against the agent's policy as it stands: (the agent's
+/// current version, the latest version of its policy, the widened document).
+struct Plan {
+    current: PolicyRef,
+    current_doc: PolicyDocument,
+    latest: PolicyRef,
+    widened: PolicyDocument,
+}
+
+impl RoleService {
+    /// A machine's submission: verified against its activated AK, then stored as pending.
+    pub fn submit_pending(
+        &self,
+        req: &PendingSubmitRequest,
+        now: i64,
+    ) -> Result<PendingSubmitResponse, ApiError> {
+        let agent_id = req.change.agent_id.as_str();
+        let digest = req.change.digest()?;
+        let ak_pub = self
+            .store
+            .activated_ak(agent_id, req.ak_name.as_bytes())?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnknownAgent,
+                    "this AK is not activated for the agent: register and activate first",
+                )
+            })?;
+        let ak = Public::parse(&ak_pub)
+            .map_err(ApiError::internal)
+            .and_then(|p| AkPublic::try_from(p).map_err(ApiError::internal))?;
+        let signature = Signature::parse(req.signature.as_bytes())
+            .map_err(|e| ApiError::new(ErrorCode::QuoteInvalid, format!("signature: {e}")))?;
+        let pcrs = req.pcr_values()?;
+        verify_quote(&ak, &digest, req.quote.as_bytes(), &signature, &pcrs).map_err(|e| {
+            ApiError::new(
+                ErrorCode::QuoteInvalid,
+                format!("the change is not quoted by the agent's AK: {e}"),
+            )
+        })?;
+        let id = hex::encode(digest);
+        let text = serde_json::to_string(&req.change).map_err(ApiError::internal)?;
+        let state = match self
+            .store
+            .submit_pending(&id, agent_id, &text, MAX_PENDING_PER_AGENT, now)
+        {
+            Ok(Submitted::New) => {
+                tracing::info!(role = self.role.as_str(), agent_id, id, note = %req.change.note, "policy change submitted, pending approval");
+                PendingState::Pending
+            }
+            Ok(Submitted::Exists(s)) => PendingState::parse(&s).ok_or_else(|| {
+                ApiError::internal(format!("pending_changes.state {s:?} is not a state"))
+            })?,
+            Err(StoreError::TooManyPending { agent_id, max }) => {
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("agent {agent_id} already has {max} pending policy changes: an operator must decide them first"),
+                ))
+            }
+            Err(StoreError::NotFound(a)) => {
+                return Err(ApiError::new(
+                    ErrorCode::NotEnrolled,
+                    format!("agent {a} is not enrolled"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(PendingSubmitResponse { id, state })
+    }
+
+    fn plan(&self, change: &ProposedChange) -> Result<Plan, String> {
+        let agent_id = change.agent_id.as_str();
+        let enrollment = self
+            .store
+            .enrollment(agent_id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("agent {agent_id} is no longer enrolled"))?;
+        let Some((name, version)) = enrollment.policy_ref else {
+            return Err("the agent is enrolled with an inline policy: enroll it with a named policy (`unlockctl policy apply NAME --agent ...`) to approve changes".into());
+        };
+        let parse = |text: &str| -> Result<PolicyDocument, String> {
+            serde_json::from_str(text).map_err(|e| e.to_string())
+        };
+        let current_doc = parse(&enrollment.policy)?;
+        let latest = self.store.policy(&name, None).map_err(|e| e.to_string())?;
+        let preds = change.predictions().map_err(|e| e.to_string())?;
+        let widened = widen(&parse(&latest.document)?, &preds).map_err(|e| e.to_string())?;
+        let id = |n: &str| Id::try_from(n.to_owned()).map_err(|e| e.to_string());
+        Ok(Plan {
+            current: PolicyRef {
+                name: id(&name)?,
+                version,
+            },
+            current_doc,
+            latest: PolicyRef {
+                name: id(&latest.name)?,
+                version: latest.version,
+            },
+            widened: widened.document,
+        })
+    }
+
+    fn pending_info(&self, row: PendingRow) -> Result<PendingChangeInfo, ApiError> {
+        let change: ProposedChange =
+            serde_json::from_str(&row.change).map_err(ApiError::internal)?;
+        let state = PendingState::parse(&row.state)
+            .ok_or_else(|| ApiError::internal("pending_changes.state is not a state"))?;
+        let (policy, diff, problem) = if state == PendingState::Pending {
+            match self.plan(&change) {
+                Ok(p) => (
+                    Some(p.current),
+                    Some(diff(&p.current_doc, &p.widened)),
+                    None,
+                ),
+                Err(e) => (None, None, Some(e)),
+            }
+        } else {
+            (None, None, None)
+        };
+        let result = match row.result {
+            Some((n, version)) => Some(PolicyRef {
+                name: Id::try_from(n).map_err(ApiError::internal)?,
+                version,
+            }),
+            None => None,
+        };
+        Ok(PendingChangeInfo {
+            id: row.id,
+            change,
+            submitted_at: row.submitted_at,
+            state,
+            policy,
+            diff,
+            problem,
+            decided_at: row.decided_at,
+            result,
+        })
+    }
+
+    /// Every change this role holds, newest first; a pending one with what approving it
+    /// would change for its machine.
+    pub fn list_pending(&self) -> Result<PendingList, ApiError> {
+        let changes = self
+            .store
+            .pending_changes(None)?
+            .into_iter()
+            .map(|r| self.pending_info(r))
+            .collect::<Result<_, _>>()?;
+        Ok(PendingList { changes })
+    }
+
+    /// Approves (adds the widened version, moves the agent or the fleet to it) or rejects.
+    pub fn decide_pending(
+        &self,
+        id: &str,
+        req: &PendingDecisionRequest,
+        now: i64,
+    ) -> Result<PendingChangeInfo, ApiError> {
+        let row = self.store.pending_change(id)?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("no pending change {id}"),
+            )
+        })?;
+        if row.state != PendingState::Pending.as_str() {
+            return Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("change {id} is already {}", row.state),
+            ));
+        }
+        let change: ProposedChange =
+            serde_json::from_str(&row.change).map_err(ApiError::internal)?;
+        if !req.approve {
+            self.store.decide_pending(id, false, None, now)?;
+            tracing::info!(role = self.role.as_str(), agent_id = %change.agent_id, id, "policy change rejected");
+        } else {
+            let plan = self
+                .plan(&change)
+                .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e))?;
+            let latest_doc =
+                self.policy_version(plan.latest.name.as_str(), Some(plan.latest.version))?;
+            // Already allowed by the latest version: nothing to add.
+            let target = if latest_doc.document == plan.widened {
+                plan.latest.version
+            } else {
+                let text = serde_json::to_string(&plan.widened).map_err(ApiError::internal)?;
+                self.store
+                    .add_policy_version(plan.latest.name.as_str(), &text, now)?
+            };
+            let agents = [change.agent_id.as_str().to_owned()];
+            self.store.apply_policy(
+                plan.latest.name.as_str(),
+                target,
+                (!req.fleet).then_some(&agents[..]),
+                false,
+                now,
+            )?;
+            self.store
+                .decide_pending(id, true, Some((plan.latest.name.as_str(), target)), now)?;
+            tracing::info!(role = self.role.as_str(), agent_id = %change.agent_id, id, policy = %plan.latest.name, version = target, fleet = req.fleet, "policy change approved");
+        }
+        let row = self
+            .store
+            .pending_change(id)?
+            .ok_or_else(|| ApiError::internal("the decided change is gone"))?;
+        self.pending_info(row)
+    }
+}
