@@ -16,6 +16,7 @@
 //! - [`keysplit`]: K_b = U xor V, payload encryption, share wrapping and HPKE sealing to NK.
 //! - [`merkle`]: RFC 6962 Merkle tree over the roles' nonces, bound into one quote.
 //! - [`provider`]: checking a host quote shared by a batch of requesters (provider mode).
+//! - [`tpm2`]: the agent's TPM commands and the decoding of their responses (no I/O).
 //! - [`source`]: who a network client is for limits (IPv4 address or IPv6 /64), and capped
 //!   per-source counts.
 #![forbid(unsafe_code)]
@@ -34,6 +35,7 @@ pub mod proto;
 pub mod provider;
 pub mod quote;
 pub mod source;
+pub mod tpm2;
 pub mod wire;
 
 #[doc(hidden)]
@@ -43,3 +45,9 @@ pub mod sim;
 pub mod fuzzing;
 
 pub use error::{Error, ParseError};
+
+/// The event extended into the release PCR (by the agent after a release and by the
+/// initramfs latch on every way out of the initramfs): each active bank is extended with
+/// that bank's digest of these bytes, so the resulting values are predictable. The one
+/// definition, shared by the agent, the policy and the simulator.
+pub const RELEASE_EVENT: &[u8] = b"unlock/v1 released";

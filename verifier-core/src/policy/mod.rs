@@ -50,11 +50,7 @@ pub const POLICY_VERSION: u32 = 1;
 /// "must be initial" rule refuses any later quote in the same boot.
 pub const DEFAULT_RELEASE_PCR: u8 = 15;
 
-/// The event extended into the release PCR (by the agent after a release and by the
-/// initramfs latch on every way out of the initramfs): each active bank is extended with
-/// that bank's digest of these bytes, so the resulting values are predictable. The one
-/// definition, shared by the agent and the simulator.
-pub const RELEASE_EVENT: &[u8] = b"unlock/v1 released";
+pub use crate::RELEASE_EVENT;
 
 /// Evaluates claims. Implement [`Evaluator::evaluate_claims`]; the server calls
 /// [`Evaluator::evaluate`] with validated evidence only.
