@@ -11,7 +11,7 @@ build: deps
 	$(CARGO) build --workspace --all-targets
 
 ## The agent for the initramfs: one statically linked, stripped executable (no TPM or crypto
-## library beside it) at target/<host triple>/release/initrd-agent; prints its size.
+## library beside it) at target/<host triple>/agent-static/initrd-agent; prints its size.
 agent-static:
 	CARGO=$(CARGO) ./scripts/build-agent-static.sh
 

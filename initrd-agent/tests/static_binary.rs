@@ -36,7 +36,7 @@ fn static_agent() -> Option<PathBuf> {
                 .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
         })
         .expect("rustc -vV names the host triple");
-    let bin = target.join(host).join("release/initrd-agent");
+    let bin = target.join(host).join("agent-static/initrd-agent");
     assert!(
         bin.is_file(),
         "{} is missing: build it with `make agent-static` (scripts/build-agent-static.sh), \
@@ -109,12 +109,19 @@ fn initramfs_agent_is_static_stripped_and_within_budget() {
     };
     let elf = std::fs::read(&bin).unwrap();
     let l = linking(&elf);
-    assert!(!l.interpreter, "{}: has a program interpreter", bin.display());
+    assert!(
+        !l.interpreter,
+        "{}: has a program interpreter",
+        bin.display()
+    );
     assert_eq!(l.needed, 0, "{}: needs shared libraries", bin.display());
     assert!(!l.symtab, "{}: is not stripped", bin.display());
     let size = elf.len() as u64;
     eprintln!("static initrd-agent: {size} bytes (budget {BUDGET})");
-    assert!(size <= BUDGET, "{size} bytes is over the {BUDGET}-byte budget");
+    assert!(
+        size <= BUDGET,
+        "{size} bytes is over the {BUDGET}-byte budget"
+    );
 }
 
 /// The checker itself, on a binary that is certainly dynamic: the test binary running it.

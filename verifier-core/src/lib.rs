@@ -19,17 +19,26 @@
 //! - [`tpm2`]: the agent's TPM commands and the decoding of their responses (no I/O).
 //! - [`source`]: who a network client is for limits (IPv4 address or IPv6 /64), and capped
 //!   per-source counts.
+//!
+//! Cargo features: `server` (default) is everything the unlock server and `unlockctl` use:
+//! `policy` (the policy engine, with the regex crate), `ekcert` (EK certificate chains)
+//! and `sim` (the software TPM and agent of tests and benches). The initramfs agent builds
+//! without them (`default-features = false`), so none of that is linked into it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod crypto;
+#[cfg(feature = "ekcert")]
 pub mod ekcert;
 mod error;
 pub mod eventlog;
 pub mod evidence;
 pub mod ima;
 pub mod keysplit;
+#[cfg(feature = "aws-lc")]
 pub mod makecred;
 pub mod merkle;
+#[cfg(feature = "policy")]
 pub mod policy;
 pub mod proto;
 pub mod provider;
@@ -38,9 +47,11 @@ pub mod source;
 pub mod tpm2;
 pub mod wire;
 
+#[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
 
+#[cfg(feature = "server")]
 #[doc(hidden)]
 pub mod fuzzing;
 
@@ -51,3 +62,8 @@ pub use error::{Error, ParseError};
 /// that bank's digest of these bytes, so the resulting values are predictable. The one
 /// definition, shared by the agent, the policy and the simulator.
 pub const RELEASE_EVENT: &[u8] = b"unlock/v1 released";
+
+/// The default release PCR: the agent extends it before it writes a released key, and the
+/// initramfs extends it again ("latch") before it leaves, released or not, so the policy's
+/// "must be initial" rule refuses any later quote in the same boot.
+pub const DEFAULT_RELEASE_PCR: u8 = 15;

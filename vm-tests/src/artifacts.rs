@@ -195,7 +195,7 @@ fn cargo_build(env: &Env) -> Bins {
         "scripts/build-agent-static.sh (the static initrd-agent) failed"
     );
     let dir = env.target.join("release");
-    let static_dir = env.target.join(host_triple()).join("release");
+    let static_dir = env.target.join(host_triple()).join("agent-static");
     let bin_in = |dir: &Path, n: &str| {
         let p = dir.join(n);
         assert!(p.is_file(), "{} missing after cargo build", p.display());

@@ -45,10 +45,7 @@ use crate::wire::{HashAlg, PcrSelection};
 /// Schema version of the policy document this build understands.
 pub const POLICY_VERSION: u32 = 1;
 
-/// The default release PCR: the agent extends it before it writes a released key, and the
-/// initramfs extends it again ("latch") before it leaves, released or not, so the policy's
-/// "must be initial" rule refuses any later quote in the same boot.
-pub const DEFAULT_RELEASE_PCR: u8 = 15;
+pub use crate::DEFAULT_RELEASE_PCR;
 
 pub use crate::RELEASE_EVENT;
 

@@ -9,6 +9,7 @@
 //! The quote's `extraData` binding is [`crate::merkle::quote_extra_data`], computed over the
 //! Merkle root of the roles' nonces and [`NkPublic::key`]'s bytes.
 
+#[cfg(feature = "policy")]
 mod admin;
 mod attest;
 mod common;
@@ -17,6 +18,7 @@ mod host_link;
 mod provider;
 mod register;
 
+#[cfg(feature = "policy")]
 pub use admin::{
     admin_path, AttemptRecord, EnrollRequest, EnrollmentInfo, EnrollmentList, MovedAgent,
     PinnedAgent, PolicyApplyRequest, PolicyApplyResponse, PolicyCreateRequest, PolicyDiffInfo,
