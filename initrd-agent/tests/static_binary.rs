@@ -5,6 +5,13 @@
 //! (PT_INTERP) and without any DT_NEEDED entry (no shared library at all, so nothing for
 //! the dracut module to copy beside it), stripped and at most [`BUDGET`] bytes.
 //! `UNLOCK_SKIP_STATIC_AGENT=1` skips it (explicit opt-out, like the swtpm tests).
+// Test code reading our own build output: a malformed ELF must fail the test loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::path::PathBuf;
 
