@@ -232,7 +232,9 @@ fn nv_read_public_must_describe_the_index_asked_for() {
 fn fuzz_entry_point_survives_garbage() {
     for code in ALL_CODES {
         for len in 0u32..64 {
-            let bytes: Vec<u8> = (0..len).map(|i| u8::try_from((i * 37 + len) % 256).unwrap()).collect();
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| u8::try_from((i * 37 + len) % 256).unwrap())
+                .collect();
             fuzz_decode(code, len % 2 == 0, &bytes);
         }
     }
