@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 20
 
-.PHONY: deps build test lint fuzz-smoke bench ci vm-deps vm-test demo
+.PHONY: deps build agent-static test lint fuzz-smoke bench ci vm-deps vm-test demo
 
 deps:
 	./scripts/install-deps.sh
@@ -10,10 +10,19 @@ deps:
 build: deps
 	$(CARGO) build --workspace --all-targets
 
+## The agent for the initramfs: one statically linked, stripped executable (no TPM or crypto
+## library beside it) at target/<host triple>/agent-static/initrd-agent; prints its size.
+agent-static:
+	CARGO=$(CARGO) ./scripts/build-agent-static.sh
+
 ## Installs what is needed, then runs every test of the workspace: unit, test data, swtpm,
 ## PostgreSQL, and the QEMU boots of vm-tests (UNLOCK_SKIP_VM=1 skips those, locally only).
-test: deps vm-deps
+## The static agent is built first: initrd-agent/tests/static_binary.rs checks it.
+test: deps vm-deps agent-static
 	$(CARGO) test --workspace --no-fail-fast
+	# The swtpm end-to-end suites again, with the static agent that goes into the initramfs.
+	UNLOCK_AGENT_BIN="$${CARGO_TARGET_DIR:-target}/$$(rustc -vV | sed -n 's/^host: //p')/agent-static/initrd-agent" \
+		$(CARGO) test -p unlock-server --test e2e_swtpm --test e2e_bootpath --no-fail-fast
 
 lint: deps
 	$(CARGO) fmt --all -- --check
@@ -38,9 +47,9 @@ vm-deps:
 	./scripts/install-vm-deps.sh
 
 ## QEMU + swtpm boots of the real initramfs with the dracut module and with the
-## initramfs-tools integration (vm-tests/README.md).
-## As root (dracut, mkinitramfs in a mount namespace); about 8-10 min under TCG on 2 cores.
-vm-test: deps vm-deps
+## initramfs-tools integration, the static agent inside (vm-tests/README.md).
+## As root (dracut, mkinitramfs in a mount namespace); about 10-12 min under TCG on 2 cores.
+vm-test: deps vm-deps agent-static
 	$(CARGO) test -p vm-tests -- --nocapture
 
 ## One VM unlocking its disk against a local unlock-server, console shown.

@@ -97,6 +97,11 @@ for k in /boot/vmlinuz-*; do
     [ -f "$k" ] && head -c 65536 "$k" >"fuzz/corpus/authenticode/seed-$(basename "$k")-head" && break
 done
 cp tests/data/ovmf-qemu-direct/binary_bios_measurements.bin fuzz/corpus/authenticode/seed-not-pe
+# tpm_response: command index (u8), sessions flag (u8), response. FlushContext success;
+# ReadPublic of an empty handle (TPM_RC_HANDLE); NV_Read with a password acknowledgement.
+hexseed tpm_response flush-ok 080080010000000a00000000
+hexseed tpm_response readpublic-missing 0b0080010000000a0000018b
+hexseed tpm_response nvread-ok 0301800200000018000000000000000500030102030000010000
 mkdir -p fuzz/corpus/policy
 printf '%s' '{"version":1,"pcrs":[{"bank":"sha256","index":7,"allowed":["'"$(printf '%064d' 0)"'"]}],"release_pcr":{"bank":"sha256","index":15},"require_event_log":true}' \
     >fuzz/corpus/policy/seed-basic.json

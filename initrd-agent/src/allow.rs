@@ -18,7 +18,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
 use verifier_core::predict::{predict, BootFiles, BootPath};
 use verifier_core::proto::v1::{
     AgentId, PcrBank, PendingSubmitRequest, PendingSubmitResponse, ProposedChange, PENDING_PATH,
@@ -32,7 +31,7 @@ use crate::http::Client;
 use crate::tpm::Tpm;
 
 /// How the machine boots the kernel (see `verifier_core::predict::BootPath`).
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootPathArg {
     /// Firmware, systemd-boot or shim start the kernel's EFI stub.
     EfiStub,
@@ -42,30 +41,36 @@ pub enum BootPathArg {
     QemuDirect,
 }
 
-/// `request-allow` arguments.
-#[derive(Debug, Args)]
+/// `request-allow` arguments (parsed by `cli.rs`, see its usage text).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowArgs {
-    /// The kernel image the next boot starts.
-    #[arg(long, value_name = "FILE")]
+    /// The kernel image the next boot starts (`--kernel FILE`, required).
     pub kernel: PathBuf,
-    /// Its initrd.
-    #[arg(long, value_name = "FILE")]
+    /// Its initrd (`--initrd FILE`).
     pub initrd: Option<PathBuf>,
-    /// The command line the boot loader will pass (default: this boot's /proc/cmdline).
-    #[arg(long)]
+    /// The command line the boot loader will pass (`--cmdline TEXT`; default: this boot's
+    /// /proc/cmdline).
     pub cmdline: Option<String>,
-    /// An EFI application started before the kernel (shim, grub, systemd-boot); repeat.
-    #[arg(long = "efi-app", value_name = "FILE")]
+    /// EFI applications started before the kernel (`--efi-app FILE`, repeatable).
     pub efi_apps: Vec<PathBuf>,
-    /// How the machine boots the kernel.
-    #[arg(long, value_enum, default_value = "efi-stub")]
+    /// How the machine boots the kernel (`--boot-path efi-stub|grub|qemu-direct`).
     pub boot_path: BootPathArg,
-    /// Guest memory in MiB (qemu-direct).
-    #[arg(long, default_value_t = 768)]
+    /// Guest memory in MiB (`--qemu-memory-mib N`, qemu-direct) [default: 768].
     pub qemu_memory_mib: u64,
-    /// For the operator: what was installed.
-    #[arg(long, default_value = "")]
+    /// For the operator: what was installed (`--note TEXT`).
     pub note: String,
+}
+
+impl BootPathArg {
+    /// Parses `efi-stub`, `grub` or `qemu-direct`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "efi-stub" => Some(Self::EfiStub),
+            "grub" => Some(Self::Grub),
+            "qemu-direct" => Some(Self::QemuDirect),
+            _ => None,
+        }
+    }
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, FlowError> {

@@ -40,7 +40,7 @@ pub const DEFAULT_STEP_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_RETRIES: u32 = 3;
 /// Default release PCR (DESIGN section 2, step 5): the one the policies learned by
 /// `unlockctl policy learn` require at its initial value.
-pub use verifier_core::policy::DEFAULT_RELEASE_PCR;
+pub use verifier_core::DEFAULT_RELEASE_PCR;
 /// Default UEFI event log location.
 pub const DEFAULT_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 /// Default IMA list location.

@@ -1,4 +1,4 @@
-//! HTTPS to the roles: ureq on rustls with the aws-lc-rs provider, trusting only the
+//! HTTPS to the roles: ureq on rustls with the ring provider, trusting only the
 //! configured CA bundle.
 //!
 //! Every request has a deadline (the step timeout, cut to what is left of the overall
@@ -12,7 +12,6 @@
 //! server logs under it and a failure's console line prints it, so an operator can go from
 //! the console of a machine that did not unlock to the server's log lines about it.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::pem::PemObject;
@@ -186,9 +185,7 @@ impl Client {
         };
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
+            .unversioned_rustls_crypto_provider(crate::tls::provider())
             .root_certs(RootCerts::from(roots))
             .build();
         let agent = ureq::Agent::config_builder()
@@ -353,9 +350,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// failing RNG yields a fixed marker rather than no request: the id is for logs only.
 fn new_request_id() -> String {
     let mut b = [0u8; 12];
-    // The aws-lc-rs RNG, reached through rustls (already linked for TLS).
-    let rng = rustls::crypto::aws_lc_rs::default_provider().secure_random;
-    match rng.fill(&mut b) {
+    match crate::tls::fill_random(&mut b) {
         Ok(()) => b.iter().map(|x| format!("{x:02x}")).collect(),
         Err(_) => "agent-no-rng".to_owned(),
     }

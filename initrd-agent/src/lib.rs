@@ -5,7 +5,7 @@
 //! with the same code before sending it.
 //!
 //! Modules: [`config`] (TOML + kernel command line), [`tpm`] (EK, AK, activation, PCRs,
-//! quote, release extend), [`http`] (ureq + rustls/aws-lc-rs with deadlines and retries),
+//! quote, release extend), [`http`] (ureq + rustls/ring with deadlines and retries),
 //! [`flow`] (the protocol), [`keyfile`] (atomic 0400 write), [`logs`] (event log, IMA),
 //! [`evidence`] (offline capture), [`latch`] (the release-PCR extend on every way out of the
 //! initramfs) and [`cli`] (arguments, console lines, exit codes).
@@ -21,6 +21,7 @@ pub mod keyfile;
 pub mod latch;
 pub mod logs;
 pub mod provider;
+pub mod tls;
 pub mod tpm;
 
 pub use cli::{run, Cli};

@@ -72,6 +72,13 @@ fn activate_round_trip(kind: EkKind) {
         .is_err());
 }
 
+/// The high-range P-384 EK: a SHA-384 policy session with PolicySecret and PolicyOR for
+/// Create, Load and ActivateCredential.
+#[test]
+fn ecc_p384_ek_activates_our_credential() {
+    activate_round_trip(EkKind::EccP384);
+}
+
 #[test]
 fn rsa_ek_activates_our_credential() {
     activate_round_trip(EkKind::Rsa2048);

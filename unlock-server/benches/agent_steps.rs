@@ -6,6 +6,11 @@
 //! the same run: the baseline evicts the kept EK and AK before every boot (so every boot
 //! derives both and registers with both roles, as every v1 boot did), then the v2 path
 //! (both read back from the TPM, straight to the challenges); the last line is the ratio.
+//!
+//! `UNLOCK_BENCH_AGENTS=label=/path/agent,label2=/path/agent2` also runs the v2 boots with
+//! each of those binaries (e.g. the dynamic tss-esapi agent of an older commit and the static
+//! one), on the same machine and server, alternating boot by boot, and prints each one's
+//! exec-to-exit p50 against the first.
 
 #![allow(
     clippy::unwrap_used,
@@ -20,6 +25,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use support::{Machine, Server};
@@ -45,35 +51,43 @@ fn run(m: &mut Machine, server: &Server, boots: usize, forget: bool) -> Figures 
     let mut f = Figures::default();
     let before = server.registrations();
     for _ in 0..boots {
-        m.reboot();
-        if forget {
-            let mut tpm = initrd_agent::tpm::Tpm::open(&m.tcti()).unwrap();
-            tpm.evict_persistent_ak().unwrap();
-            tpm.evict_persistent_ek(initrd_agent::tpm::EkKind::EccP256)
-                .unwrap();
-        }
-        let t = Instant::now();
-        let out = m.agent(server, None, &["--verbose"]);
-        f.wall.push(t.elapsed().as_secs_f64() * 1000.0);
-        let text = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(0), "{text}");
-        for line in text.lines() {
-            // initrd-agent: step <name> <ms> ms
-            let mut w = line.split_whitespace();
-            if let (Some("initrd-agent:"), Some("step"), Some(name), Some(ms)) =
-                (w.next(), w.next(), w.next(), w.next())
-            {
-                if let Ok(ms) = ms.parse::<u64>() {
-                    if !f.order.iter().any(|o| o == name) {
-                        f.order.push(name.to_owned());
-                    }
-                    f.steps.entry(name.to_owned()).or_default().push(ms);
-                }
-            }
-        }
+        boot(m, server, forget, None, &mut f);
     }
     f.registrations = server.registrations() - before;
     f
+}
+
+/// One boot of `m` with the workspace agent or `bin`, its figures added to `f`.
+fn boot(m: &mut Machine, server: &Server, forget: bool, bin: Option<&Path>, f: &mut Figures) {
+    m.reboot();
+    if forget {
+        let mut tpm = initrd_agent::tpm::Tpm::open(&m.tcti()).unwrap();
+        tpm.evict_persistent_ak().unwrap();
+        tpm.evict_persistent_ek(initrd_agent::tpm::EkKind::EccP256)
+            .unwrap();
+    }
+    let t = Instant::now();
+    let out = match bin {
+        None => m.agent(server, None, &["--verbose"]),
+        Some(bin) => m.agent_bin_with(bin, &m.config(server, None), &["--verbose"]),
+    };
+    f.wall.push(t.elapsed().as_secs_f64() * 1000.0);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for line in text.lines() {
+        // initrd-agent: step <name> <ms> ms
+        let mut w = line.split_whitespace();
+        if let (Some("initrd-agent:"), Some("step"), Some(name), Some(ms)) =
+            (w.next(), w.next(), w.next(), w.next())
+        {
+            if let Ok(ms) = ms.parse::<u64>() {
+                if !f.order.iter().any(|o| o == name) {
+                    f.order.push(name.to_owned());
+                }
+                f.steps.entry(name.to_owned()).or_default().push(ms);
+            }
+        }
+    }
 }
 
 fn report(label: &str, f: &mut Figures, boots: usize) -> f64 {
@@ -122,4 +136,40 @@ fn main() {
         boots,
     );
     println!("\nwall time p50, v2 / baseline: {:.2}", k / b);
+    compare_agents(&mut m, &server, boots);
+}
+
+/// The v2 boot with each binary of `UNLOCK_BENCH_AGENTS`, alternating boot by boot.
+fn compare_agents(m: &mut Machine, server: &Server, boots: usize) {
+    let Ok(spec) = std::env::var("UNLOCK_BENCH_AGENTS") else {
+        return;
+    };
+    let agents: Vec<(String, PathBuf)> = spec
+        .split(',')
+        .filter_map(|a| a.split_once('='))
+        .map(|(l, p)| (l.to_owned(), PathBuf::from(p)))
+        .collect();
+    let mut figures: Vec<Figures> = agents.iter().map(|_| Figures::default()).collect();
+    let before = server.registrations();
+    for _ in 0..boots {
+        for ((_, bin), f) in agents.iter().zip(figures.iter_mut()) {
+            boot(m, server, false, Some(bin), f);
+        }
+    }
+    println!(
+        "\n{} registrations during the comparison (0: every build read back the same AK)",
+        server.registrations() - before
+    );
+    let mut p50s = Vec::new();
+    for ((label, bin), f) in agents.iter().zip(figures.iter_mut()) {
+        let label = format!("v2 with {label} ({})", bin.display());
+        p50s.push(report(&label, f, boots));
+    }
+    for ((label, _), p) in agents.iter().zip(&p50s).skip(1) {
+        println!(
+            "exec-to-exit p50, {label} / {}: {:.2}",
+            agents[0].0,
+            p / p50s[0]
+        );
+    }
 }

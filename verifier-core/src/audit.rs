@@ -88,9 +88,9 @@ pub fn record_hash(
     actor: &str,
     detail: &str,
 ) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut ctx = crate::crypto::digest::Context::new(&crate::crypto::digest::SHA256);
     ctx.update(DOMAIN);
-    let field = |ctx: &mut aws_lc_rs::digest::Context, b: &[u8]| {
+    let field = |ctx: &mut crate::crypto::digest::Context, b: &[u8]| {
         ctx.update(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_be_bytes());
         ctx.update(b);
     };

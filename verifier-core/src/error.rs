@@ -80,8 +80,10 @@ pub enum Error {
     Ak(#[from] crate::quote::AkError),
     /// MakeCredential could not be computed.
     #[error(transparent)]
+    #[cfg(feature = "aws-lc")]
     MakeCredential(#[from] crate::makecred::MakeCredentialError),
     /// An EK certificate was refused.
+    #[cfg(feature = "ekcert")]
     #[error(transparent)]
     EkCert(#[from] crate::ekcert::EkCertError),
     /// A UEFI event log could not be parsed.

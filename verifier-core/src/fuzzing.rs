@@ -620,3 +620,17 @@ pub fn authenticode(data: &[u8]) {
         let _ = crate::predict::authenticode(&img, HashAlg::Sha1);
     }
 }
+
+/// TPM responses as the agent decodes them (`crate::tpm2`): byte 0 picks the command (its
+/// response layout), bit 0 of byte 1 whether the command had sessions, the rest is the
+/// response. Decoding must return an error or a value, never panic or allocate unboundedly.
+pub fn tpm_response(data: &[u8]) {
+    let Some(([which, flags], bytes)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let codes = &crate::tpm2::ALL_CODES;
+    let Some(code) = codes.get(usize::from(*which) % codes.len()) else {
+        return;
+    };
+    crate::tpm2::fuzz_decode(*code, flags & 1 == 1, bytes);
+}

@@ -19,32 +19,57 @@
 //! - [`provider`]: checking a host quote shared by a batch of requesters (provider mode).
 //! - [`predict`]: the digests the next boot will measure, computed from the files an update
 //!   installs (Authenticode for PCR 4, the EFI stub's and grub's PCR 8/9 events).
+//! - [`tpm2`]: the agent's TPM commands and the decoding of their responses (no I/O).
 //! - [`source`]: who a network client is for limits (IPv4 address or IPv6 /64), and capped
 //!   per-source counts.
+//!
+//! Cargo features: `server` (default) is everything the unlock server and `unlockctl` use:
+//! `policy` (the policy engine, with the regex crate), `ekcert` (EK certificate chains)
+//! and `sim` (the software TPM and agent of tests and benches). The initramfs agent builds
+//! without them (`default-features = false`), so none of that is linked into it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "server")]
 pub mod audit;
+mod crypto;
+#[cfg(feature = "ekcert")]
 pub mod ekcert;
 mod error;
 pub mod eventlog;
 pub mod evidence;
 pub mod ima;
 pub mod keysplit;
+#[cfg(feature = "aws-lc")]
 pub mod makecred;
 pub mod merkle;
+#[cfg(feature = "policy")]
 pub mod policy;
 pub mod predict;
 pub mod proto;
 pub mod provider;
 pub mod quote;
 pub mod source;
+pub mod tpm2;
 pub mod wire;
 
+#[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
 
+#[cfg(feature = "server")]
 #[doc(hidden)]
 pub mod fuzzing;
 
 pub use error::{Error, ParseError};
+
+/// The event extended into the release PCR (by the agent after a release and by the
+/// initramfs latch on every way out of the initramfs): each active bank is extended with
+/// that bank's digest of these bytes, so the resulting values are predictable. The one
+/// definition, shared by the agent, the policy and the simulator.
+pub const RELEASE_EVENT: &[u8] = b"unlock/v1 released";
+
+/// The default release PCR: the agent extends it before it writes a released key, and the
+/// initramfs extends it again ("latch") before it leaves, released or not, so the policy's
+/// "must be initial" rule refuses any later quote in the same boot.
+pub const DEFAULT_RELEASE_PCR: u8 = 15;

@@ -113,7 +113,7 @@ pub struct Prediction {
 }
 
 /// Adapts an aws-lc-rs hashing context to the `digest::Update` trait `authenticode` feeds.
-struct Hasher(aws_lc_rs::digest::Context);
+struct Hasher(crate::crypto::digest::Context);
 
 impl digest::Update for Hasher {
     fn update(&mut self, data: &[u8]) {
@@ -127,7 +127,7 @@ impl digest::Update for Hasher {
 /// a signature over the image signs.
 pub fn authenticode(image: &[u8], alg: HashAlg) -> Result<Digest, PredictError> {
     use object::read::pe::{PeFile32, PeFile64};
-    let mut h = Hasher(aws_lc_rs::digest::Context::new(alg.ring()));
+    let mut h = Hasher(crate::crypto::digest::Context::new(alg.ring()));
     match PeFile64::parse(image) {
         Ok(pe) => authenticode::authenticode_digest(&pe, &mut h),
         Err(e64) => match PeFile32::parse(image) {

@@ -214,22 +214,53 @@ fn cargo_build(env: &Env) -> Bins {
         status.success(),
         "cargo build --release of initrd-agent, unlock-server, unlockctl, vm-relay failed"
     );
+    // The agent in the initramfs is the static one (what `make agent-static` builds and
+    // the dracut module installs alone, without any library beside it).
+    let static_status = if skip {
+        std::process::ExitStatus::default()
+    } else {
+        Command::new(env.workspace.join("scripts/build-agent-static.sh"))
+            .current_dir(&env.workspace)
+            .env("CARGO", &cargo)
+            .arg("--quiet")
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run scripts/build-agent-static.sh: {e}"))
+    };
+    assert!(
+        static_status.success(),
+        "scripts/build-agent-static.sh (the static initrd-agent) failed"
+    );
     let dir = env.target.join("release");
-    let bin = |n: &str| {
+    let static_dir = env.target.join(host_triple()).join("agent-static");
+    let bin_in = |dir: &Path, n: &str| {
         let p = dir.join(n);
         assert!(p.is_file(), "{} missing after cargo build", p.display());
         p
     };
+    let bin = |n: &str| bin_in(&dir, n);
     eprintln!(
         "vm-tests: release binaries ready ({:.1} s)",
         t.elapsed().as_secs_f64()
     );
     Bins {
-        agent: bin("initrd-agent"),
+        agent: bin_in(&static_dir, "initrd-agent"),
         server: bin("unlock-server"),
         unlockctl: bin("unlockctl"),
         relay: bin("vm-relay"),
     }
+}
+
+/// The host's target triple (where the static agent's build puts it).
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(&rustc)
+        .arg("-vV")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {rustc} -vV: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .unwrap_or_else(|| panic!("{rustc} -vV names no host triple"))
 }
 
 /// Lowercase hex SHA-256 of `parts` (each length-prefixed, so boundaries count).

@@ -9,7 +9,6 @@
 //! provider-labelled quote.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
@@ -135,7 +134,7 @@ pub fn run(
     };
     let tls = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .unversioned_rustls_crypto_provider(crate::tls::provider())
         .root_certs(RootCerts::from(roots))
         .build();
     let http = ureq::Agent::config_builder()

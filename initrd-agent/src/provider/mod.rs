@@ -162,39 +162,47 @@ pub fn start(config: &ProviderConfig) -> Result<Running, ProviderError> {
 }
 
 /// `initrd-agent provider` arguments.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct ProviderArgs {
     /// Connect mode: instead of listening, connect out to `unlock-server --role provider`
     /// at this URL and quote the batches it collects (see docs/provider.md).
-    #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// Connect mode: file holding the host bearer token (the server's host.token).
-    #[arg(long, value_name = "FILE", requires = "server")]
     pub token_file: Option<PathBuf>,
     /// Connect mode: CA bundle (PEM) to trust for an https server.
-    #[arg(long, value_name = "FILE", requires = "server")]
     pub ca: Option<PathBuf>,
     /// Address to listen on (plain HTTP; see docs/provider.md). Ignored with --server.
-    #[arg(long, default_value = "127.0.0.1:8450", value_name = "ADDR:PORT")]
     pub listen: SocketAddr,
     /// How long the first nonce of a batch waits for others, in milliseconds.
-    #[arg(long, default_value_t = 50, value_name = "MS")]
     pub window_ms: u64,
     /// Most requesters answered by one quote (1 turns batching off).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_batch: u32,
     /// Most requests waiting for a quote; more get 503.
-    #[arg(long, default_value_t = 20_000)]
     pub max_pending: u32,
     /// Most open connections; more get 503.
-    #[arg(long, default_value_t = 4096)]
     pub max_connections: u32,
     /// PCRs every host quote covers, `bank:indexes` (e.g. sha256:0-7,14).
-    #[arg(long, default_value = "sha256:0-7", value_name = "SELECTION")]
     pub pcrs: String,
     /// Do not send the host's event log with the answers.
-    #[arg(long)]
     pub no_event_log: bool,
+}
+
+impl Default for ProviderArgs {
+    /// The defaults `initrd-agent provider --help` names.
+    fn default() -> Self {
+        Self {
+            server: None,
+            token_file: None,
+            ca: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8450)),
+            window_ms: 50,
+            max_batch: 1000,
+            max_pending: 20_000,
+            max_connections: 4096,
+            pcrs: "sha256:0-7".to_owned(),
+            no_event_log: false,
+        }
+    }
 }
 
 /// Runs `initrd-agent provider` until killed. The first stdout line names the URL and the

@@ -1,7 +1,7 @@
 //! The host TPM as a [`HostQuoter`]: one EK, one AK under it, quotes through one context.
 //!
-//! The context lives on the batching engine's worker thread (tss-esapi contexts are not
-//! `Send`), so quotes are serialized through it by construction.
+//! The connection lives on the batching engine's worker thread, so quotes are serialized
+//! through it by construction.
 
 use verifier_core::provider::host_extra_data;
 use verifier_core::wire::PcrSelection;
@@ -10,7 +10,7 @@ use super::batch::{HostQuote, HostQuoter};
 use crate::tpm::{Ak, Ek, EkKind, Tpm, TpmError};
 
 /// The host TPM with a loaded AK and the PCR selection every quote covers.
-#[allow(missing_debug_implementations)] // Tpm has no Debug.
+#[derive(Debug)]
 pub struct TpmQuoter {
     tpm: Tpm,
     // Kept loaded as the AK's parent for the life of the provider.

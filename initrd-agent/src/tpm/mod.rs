@@ -1,42 +1,36 @@
-//! The agent's only door to the TPM: endorsement key, EK certificate, attestation key and
-//! credential activation, through `tss-esapi`.
+//! The agent's only door to the TPM: endorsement key, EK certificate, attestation key,
+//! PCRs, quotes and credential activation, as raw TPM 2.0 commands.
+//!
+//! There is no TSS underneath: the dozen commands the agent sends are marshalled and their
+//! responses decoded by `verifier_core::tpm2` (bounded, fuzzed parsing of whatever the TPM
+//! answers), and [`transport`] moves the bytes over `/dev/tpmrm0` or swtpm's socket. That
+//! is what lets the agent be one static executable without libtss2 or libcrypto beside it.
 //!
 //! Everything this module hands out is plain bytes in TPM wire format (TPMT_PUBLIC,
 //! TPM2B_NAME, DER), so the server can check it with `verifier-core` without trusting this
 //! code. Handles stay inside: callers get [`Ek`] and [`Ak`] values that only this module can
 //! use.
 //!
-//! Submodules: `auth` (which authorization each command uses, and why), `pcr` (reads,
-//! active banks, the release extend) and `quote` (TPM2_Quote, re-marshalled exactly as
-//! signed and checked locally with `verifier-core`).
+//! Submodules: `auth` (which authorization each command uses, and why; the key templates),
+//! `pcr` (reads, active banks, the release extend), `quote` (TPM2_Quote, checked locally
+//! with `verifier-core`) and `transport`.
 
 mod auth;
 mod pcr;
 mod quote;
+pub mod transport;
 
 pub use pcr::{full_selection, RELEASE_EVENT};
 pub use quote::{Quote, QuotedPcrs};
 
-use std::str::FromStr;
-
-use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
-use tss_esapi::constants::PropertyTag;
-use tss_esapi::handles::{
-    KeyHandle, NvIndexHandle, NvIndexTpmHandle, ObjectHandle, PersistentTpmHandle, TpmHandle,
-};
-use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
-use tss_esapi::interface_types::dynamic_handles::Persistent;
-use tss_esapi::interface_types::ecc::EccCurve;
-use tss_esapi::interface_types::key_bits::RsaKeyBits;
-use tss_esapi::interface_types::resource_handles::Provision;
-use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
-use tss_esapi::structures::{EncryptedSecret, IdObject};
-use tss_esapi::tcti_ldr::TctiNameConf;
-use tss_esapi::traits::Marshall;
-use tss_esapi::Context;
 use verifier_core::proto::v1::AgentId;
+use verifier_core::tpm2::{
+    self, Auth, Command, CommandCode, KeyPublic, ResponseError, RH_ENDORSEMENT, RH_OWNER,
+};
+use verifier_core::wire::{Public, Writer};
 use zeroize::Zeroizing;
 
+use transport::{Transport, TransportError};
 /// NV index of the RSA-2048 EK certificate (TCG EK Credential Profile, low range).
 pub const RSA_EK_CERT_NV_INDEX: u32 = 0x01c0_0002;
 /// NV index of the ECC NIST P-256 EK certificate (TCG EK Credential Profile, low range).
@@ -76,19 +70,11 @@ pub enum EkKind {
     /// ECC NIST P-256, SHA-256 name, AES-128-CFB (template L-2).
     EccP256,
     /// ECC NIST P-384, SHA-384 name, AES-256-CFB (high range template H-3). Its authPolicy
-    /// is a PolicyOR that [`Tpm::activate_credential`] does not satisfy yet.
+    /// is PolicyOR(PolicySecret(endorsement), PolicyNV), satisfied through the first branch.
     EccP384,
 }
 
 impl EkKind {
-    fn selection(self) -> AsymmetricAlgorithmSelection {
-        match self {
-            Self::Rsa2048 => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
-            Self::EccP256 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
-            Self::EccP384 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
-        }
-    }
-
     /// NV index where manufacturers store this EK's certificate.
     pub fn cert_nv_index(self) -> u32 {
         match self {
@@ -108,16 +94,24 @@ pub enum TpmError {
     Open {
         /// The TCTI configuration string.
         tcti: String,
-        /// What tss-esapi reported.
-        source: tss_esapi::Error,
+        /// What went wrong.
+        source: TransportError,
     },
-    /// A TPM command or tss-esapi call failed.
+    /// A command could not be sent or its response not received.
+    #[error("TPM {op}: {source}")]
+    Transport {
+        /// The command.
+        op: &'static str,
+        /// What went wrong.
+        source: TransportError,
+    },
+    /// The TPM refused a command, or answered with bytes that are not a valid response.
     #[error("TPM {op} failed: {source}")]
     Command {
         /// The operation that failed (for the person reading the console).
         op: &'static str,
-        /// What tss-esapi reported.
-        source: tss_esapi::Error,
+        /// The response code or what is wrong with the response.
+        source: ResponseError,
     },
     /// The operation is not implemented for this EK template.
     #[error("{0}")]
@@ -128,7 +122,7 @@ pub enum TpmError {
     /// A bank asked for is not allocated in this TPM.
     #[error("the TPM has no active PCR bank {}", .0.map_or("at all", |a| a.name()))]
     BankNotActive(Option<verifier_core::wire::HashAlg>),
-    /// The TPM (or tss-esapi) returned something inconsistent.
+    /// The TPM returned something inconsistent.
     #[error("TPM {what} returned unusable output: {reason}")]
     BadOutput {
         /// The command.
@@ -136,7 +130,7 @@ pub enum TpmError {
         /// What was wrong.
         reason: &'static str,
     },
-    /// What tss-esapi marshalled does not parse with verifier-core (so the server would
+    /// What the TPM returned does not parse with verifier-core (so the server would
     /// refuse it too).
     #[error("TPM output does not parse with verifier-core: {0}")]
     Remarshal(verifier_core::ParseError),
@@ -156,20 +150,20 @@ pub enum TpmError {
     },
 }
 
-fn cmd(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+fn cmd(op: &'static str) -> impl FnOnce(ResponseError) -> TpmError {
     move |source| TpmError::Command { op, source }
 }
 
 /// An endorsement key loaded in the TPM.
 #[derive(Debug)]
 pub struct Ek {
-    handle: KeyHandle,
+    handle: u32,
     kind: EkKind,
     public: Vec<u8>,
 }
 
 impl Ek {
-    /// The EK's TPMT_PUBLIC as marshalled by the TPM stack (no size prefix).
+    /// The EK's TPMT_PUBLIC as marshalled by the TPM (no size prefix).
     pub fn public(&self) -> &[u8] {
         &self.public
     }
@@ -190,13 +184,13 @@ impl EkKind {
     }
 }
 
-/// An attestation key (ECC P-256, ECDSA-SHA256, restricted signing) loaded under the EK.
+/// An attestation key (ECC P-256, ECDSA-SHA256, restricted signing), loaded or persistent.
 #[derive(Debug)]
 pub struct Ak {
-    handle: KeyHandle,
+    handle: u32,
     public: Vec<u8>,
     name: Vec<u8>,
-    /// Read back from a persistent handle (closed, never flushed).
+    /// Read back from a persistent handle (never flushed).
     persistent: bool,
 }
 
@@ -212,13 +206,16 @@ impl Ak {
 }
 
 /// A connection to the TPM.
-#[allow(missing_debug_implementations)] // tss_esapi::Context has no Debug.
+#[derive(Debug)]
 pub struct Tpm {
-    ctx: Context,
-    /// TPM commands sent through this module (each call site counts the commands it sends;
-    /// ESYS sends none of its own for the calls the boot path makes).
+    transport: Transport,
+    /// TPM commands sent through this connection (the boot path prints it in debug mode).
     commands: u32,
 }
+
+/// TPM2B_SENSITIVE_CREATE with an empty userAuth and no data: every key the agent makes
+/// has the empty authValue (see `auth`).
+const EMPTY_SENSITIVE_CREATE: [u8; 6] = [0x00, 0x04, 0x00, 0x00, 0x00, 0x00];
 
 impl Tpm {
     /// TPM commands sent so far through this connection.
@@ -226,81 +223,120 @@ impl Tpm {
         self.commands
     }
 
-    fn sent(&mut self, n: u32) {
-        self.commands = self.commands.saturating_add(n);
-    }
-
     /// Connects through a TCTI configuration string such as `device:/dev/tpmrm0` or
     /// `swtpm:host=127.0.0.1,port=2321`.
     pub fn open(tcti: &str) -> Result<Self, TpmError> {
-        let open_err = |source| TpmError::Open {
+        let transport = Transport::open(tcti).map_err(|source| TpmError::Open {
             tcti: tcti.to_owned(),
             source,
-        };
-        let conf = TctiNameConf::from_str(tcti).map_err(open_err)?;
-        let ctx = Context::new(conf).map_err(open_err)?;
-        Ok(Self { ctx, commands: 0 })
+        })?;
+        Ok(Self {
+            transport,
+            commands: 0,
+        })
+    }
+
+    /// Sends `command`, checks the response header and hands the handle and parameter
+    /// area to `decode`. A TPM error code or a malformed response is [`TpmError::Command`]
+    /// naming `op`.
+    fn run<T>(
+        &mut self,
+        op: &'static str,
+        command: &Command,
+        decode: impl FnOnce(Option<u32>, &[u8]) -> Result<T, ResponseError>,
+    ) -> Result<T, TpmError> {
+        let bytes = command.marshal();
+        self.commands = self.commands.saturating_add(1);
+        let response = self
+            .transport
+            .transact(&bytes)
+            .map_err(|source| TpmError::Transport { op, source })?;
+        let parsed = tpm2::Response::parse(&response, command.code(), command.has_sessions())
+            .map_err(cmd(op))?;
+        decode(parsed.handle, parsed.params).map_err(cmd(op))
+    }
+
+    /// TPM2_CreatePrimary of `template` in `hierarchy` with the empty password; returns the
+    /// handle, public area and name.
+    fn create_primary(
+        &mut self,
+        op: &'static str,
+        hierarchy: u32,
+        template: &[u8],
+    ) -> Result<(u32, KeyPublic), TpmError> {
+        let mut c = Command::new(CommandCode::CreatePrimary)
+            .handle(hierarchy)
+            .auth(Auth::password());
+        c.params()
+            .bytes(&EMPTY_SENSITIVE_CREATE)
+            .tpm2b(template)
+            .tpm2b(&[])
+            .u32(0);
+        let (handle, key) = self.run(op, &c, |h, p| {
+            let key = tpm2::create_primary_response(p)?;
+            Ok((h, key))
+        })?;
+        let handle = handle.ok_or(TpmError::BadOutput {
+            what: op,
+            reason: "no object handle",
+        })?;
+        Ok((handle, key))
     }
 
     /// Creates the EK from the default template of `kind` (deterministic: the same TPM
     /// always yields the same key, which is what the EK certificate certifies).
     pub fn create_ek(&mut self, kind: EkKind) -> Result<Ek, TpmError> {
-        let template = ek::create_ek_public_from_default_template_2(kind.selection(), None)
-            .map_err(cmd("EK template"))?;
-        let created = self
-            .ctx
-            .execute_with_session(auth::PASSWORD, |ctx| {
-                ctx.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
-            })
-            .map_err(cmd("CreatePrimary (EK)"))?;
-        self.sent(1);
-        let handle = created.key_handle;
+        let template = auth::ek_template(kind);
         // CreatePrimary returns the public area: no ReadPublic round trip.
-        let public = match created.out_public.marshall() {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = self.ctx.flush_context(handle.into());
-                return Err(TpmError::Command {
-                    op: "marshal EK public",
-                    source: e,
-                });
-            }
-        };
+        let (handle, key) = self.create_primary("CreatePrimary (EK)", RH_ENDORSEMENT, &template)?;
         Ok(Ek {
             handle,
             kind,
-            public,
+            public: key.public,
         })
+    }
+
+    /// TPM2_ReadPublic of `handle`, or `None` when there is no object there.
+    fn read_public(&mut self, handle: u32) -> Result<Option<KeyPublic>, TpmError> {
+        let c = Command::new(CommandCode::ReadPublic).handle(handle);
+        match self.run("ReadPublic", &c, |_, p| tpm2::read_public_response(p)) {
+            Ok(k) => Ok(Some(k)),
+            Err(TpmError::Command { source, .. }) if source.is_missing_handle() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The TPM's TPM_PT_NV_BUFFER_MAX, or the PC Client minimum when it reports none.
+    fn nv_buffer_max(&mut self) -> usize {
+        let mut c = Command::new(CommandCode::GetCapability);
+        c.params()
+            .u32(tpm2::CAP_TPM_PROPERTIES)
+            .u32(tpm2::PT_NV_BUFFER_MAX)
+            .u32(1);
+        self.run("GetCapability (NV buffer size)", &c, |_, p| {
+            tpm2::tpm_property_response(p, tpm2::PT_NV_BUFFER_MAX)
+        })
+        .ok()
+        .flatten()
+        .and_then(|v| usize::try_from(v).ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(MIN_NV_BUFFER_MAX)
+        .min(tpm2::MAX_NV_BUFFER_SIZE)
     }
 
     /// Reads the EK certificate (DER) from its NV index, or `None` when the TPM has none.
     pub fn read_ek_cert(&mut self, kind: EkKind) -> Result<Option<Vec<u8>>, TpmError> {
-        let index =
-            NvIndexTpmHandle::new(kind.cert_nv_index()).map_err(cmd("EK certificate NV index"))?;
-        let present = self
-            .ctx
-            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(index)));
-        self.sent(1);
-        let nv = match present {
-            Ok(handle) => handle,
+        let index = kind.cert_nv_index();
+        let c = Command::new(CommandCode::NvReadPublic).handle(index);
+        let size = match self.run("NV_ReadPublic (EK certificate)", &c, |_, p| {
+            tpm2::nv_read_public_response(p, index)
+        }) {
+            Ok(size) => usize::from(size),
             // No such index: this TPM was provisioned without a certificate.
-            Err(_) => return Ok(None),
+            Err(TpmError::Command { source, .. }) if source.is_missing_handle() => return Ok(None),
+            Err(e) => return Err(e),
         };
-        let nv_handle = NvIndexHandle::from(nv);
-        let (public, _) = self
-            .ctx
-            .execute_without_session(|ctx| ctx.nv_read_public(nv_handle))
-            .map_err(cmd("NV_ReadPublic (EK certificate)"))?;
-        self.sent(2); // NV_ReadPublic, GetCapability (NV buffer size)
-        let size = public.data_size();
-        let chunk = self
-            .ctx
-            .get_tpm_property(PropertyTag::NvBufferMax)
-            .ok()
-            .flatten()
-            .and_then(|v| usize::try_from(v).ok())
-            .filter(|v| *v > 0)
-            .unwrap_or(MIN_NV_BUFFER_MAX);
+        let chunk = self.nv_buffer_max();
         let mut cert = Vec::with_capacity(size);
         while cert.len() < size {
             let len = chunk.min(size - cert.len());
@@ -313,13 +349,14 @@ impl Tpm {
                     })
                 }
             };
-            let part = self
-                .ctx
-                .execute_with_session(auth::PASSWORD, |ctx| {
-                    ctx.nv_read(NvAuth::NvIndex(nv_handle), nv_handle, len16, offset)
-                })
-                .map_err(cmd("NV_Read (EK certificate)"))?;
-            self.sent(1);
+            let mut c = Command::new(CommandCode::NvRead)
+                .handle(index)
+                .handle(index)
+                .auth(Auth::password());
+            c.params().u16(len16).u16(offset);
+            let part = self.run("NV_Read (EK certificate)", &c, |_, p| {
+                tpm2::nv_read_response(p)
+            })?;
             if part.is_empty() || part.len() > len {
                 return Err(TpmError::BadOutput {
                     what: "NV_Read (EK certificate)",
@@ -332,101 +369,57 @@ impl Tpm {
     }
 
     /// Creates and loads an ECC P-256 AK (restricted, sign, fixedTPM, fixedParent,
-    /// sensitiveDataOrigin, userWithAuth; ECDSA-SHA256) as a child of `ek`. Being in the
-    /// endorsement hierarchy keeps the quote's resetCount unobfuscated.
+    /// sensitiveDataOrigin, userWithAuth; ECDSA-SHA256) as a child of `ek` (provider and
+    /// evidence modes; the boot path uses [`Tpm::primary_ak`]).
     pub fn create_ak(&mut self, ek: &Ek) -> Result<Ak, TpmError> {
-        if ek.kind == EkKind::EccP384 {
-            return self.create_ak_high_range(ek);
-        }
-        let template = auth::ak_template()?;
         // One policy session for both commands: a policy session's digest starts over after
         // each use, so it is satisfied again before Load instead of starting a new one.
-        let session = auth::ek_policy_session(&mut self.ctx, false)?;
-        let result = self.create_and_load_ak(ek, template, session);
-        auth::flush(&mut self.ctx, session);
-        self.sent(3); // StartAuthSession, the first PolicySecret, FlushContext (the session)
+        let session = self.ek_policy_session(ek.kind)?;
+        let result = self.create_and_load_ak(ek, &session);
+        self.flush(session.handle);
         result
     }
 
     fn create_and_load_ak(
         &mut self,
         ek: &Ek,
-        template: tss_esapi::structures::Public,
-        session: tss_esapi::interface_types::session_handles::AuthSession,
+        session: &auth::PolicySession,
     ) -> Result<Ak, TpmError> {
-        let created = self
-            .ctx
-            .execute_with_session(Some(session), |ctx| {
-                ctx.create(ek.handle, template, None, None, None, None)
-            })
-            .map_err(cmd("Create (AK)"))?;
-        self.sent(1);
-        let public = created
-            .out_public
-            .marshall()
-            .map_err(cmd("marshal AK public"))?;
-        auth::satisfy_ek_policy(&mut self.ctx, session)?;
-        let handle = self
-            .ctx
-            .execute_with_session(Some(session), |ctx| {
-                ctx.load(ek.handle, created.out_private, created.out_public)
-            })
-            .map_err(cmd("Load (AK)"))?;
-        self.sent(2); // PolicySecret, Load
-                      // The name the TPM returned from Load (ESYS keeps it): no ReadPublic round trip.
-        let name = self.ctx.tr_get_name(handle.into());
-        let name = match name {
-            Ok(n) => n.value().to_vec(),
-            Err(e) => {
-                let _ = self.ctx.flush_context(handle.into());
-                return Err(TpmError::Command {
-                    op: "TR_GetName (AK)",
-                    source: e,
-                });
-            }
-        };
+        let mut c = Command::new(CommandCode::Create)
+            .handle(ek.handle)
+            .auth(session.auth(true));
+        c.params()
+            .bytes(&EMPTY_SENSITIVE_CREATE)
+            .tpm2b(&auth::ak_template())
+            .tpm2b(&[])
+            .u32(0);
+        let created = self.run("Create (AK)", &c, |_, p| tpm2::create_response(p))?;
+        self.satisfy_ek_policy(session)?;
+        let mut c = Command::new(CommandCode::Load)
+            .handle(ek.handle)
+            .auth(session.auth(true));
+        let mut w = Writer::new();
+        w.bytes(&created.private).tpm2b(&created.public);
+        c.params().bytes(w.as_slice());
+        let (handle, name) = self.run("Load (AK)", &c, |h, p| Ok((h, tpm2::load_response(p)?)))?;
+        let handle = handle.ok_or(TpmError::BadOutput {
+            what: "Load (AK)",
+            reason: "no object handle",
+        })?;
+        // The name the TPM returned from Load must be the name of the public area we keep
+        // (it is what the server binds the credential to).
+        let parsed = Public::parse(&created.public).map_err(TpmError::Remarshal)?;
+        if parsed.name() != name {
+            self.flush(handle);
+            return Err(TpmError::BadOutput {
+                what: "Load (AK)",
+                reason: "the loaded object's name is not the name of the created AK",
+            });
+        }
         Ok(Ak {
             handle,
-            public,
+            public: created.public,
             name,
-            persistent: false,
-        })
-    }
-
-    /// [`Tpm::create_ak`] under a high-range EK, whose authPolicy is a PolicyOR: through
-    /// tss-esapi's abstraction (slower, but these EKs cannot activate credentials yet).
-    fn create_ak_high_range(&mut self, ek: &Ek) -> Result<Ak, TpmError> {
-        let created = ak::create_ak_2(
-            &mut self.ctx,
-            ek.handle,
-            HashingAlgorithm::Sha256,
-            AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
-            SignatureSchemeAlgorithm::EcDsa,
-            None,
-            None,
-        )
-        .map_err(cmd("Create (AK)"))?;
-        let handle = ak::load_ak(
-            &mut self.ctx,
-            ek.handle,
-            None,
-            created.out_private,
-            created.out_public,
-        )
-        .map_err(cmd("Load (AK)"))?;
-        self.ak_from_handle(handle)
-    }
-
-    fn ak_from_handle(&mut self, handle: KeyHandle) -> Result<Ak, TpmError> {
-        let (public, name, _) = self
-            .ctx
-            .read_public(handle)
-            .map_err(cmd("ReadPublic (AK)"))?;
-        self.sent(1);
-        Ok(Ak {
-            handle,
-            public: public.marshall().map_err(cmd("marshal AK public"))?,
-            name: name.value().to_vec(),
             persistent: false,
         })
     }
@@ -435,8 +428,9 @@ impl Tpm {
     /// for (`ek`, name of `ak`). `credential_blob` and `encrypted_secret` are the
     /// TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET *with* their size prefixes.
     ///
-    /// The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT), so its authorization is a
-    /// policy session satisfied with the (empty) endorsement auth.
+    /// The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT) (or a PolicyOR with it as a
+    /// branch), so its authorization is a policy session satisfied with the (empty)
+    /// endorsement auth.
     pub fn activate_credential(
         &mut self,
         ak: &Ak,
@@ -458,35 +452,38 @@ impl Tpm {
         blob: &[u8],
         secret: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
-        if ek.kind == EkKind::EccP384 {
-            // FIXME: high-range EKs need a SHA-384 session with PolicySecret + PolicyOR.
-            return Err(TpmError::Unsupported(
-                "ActivateCredential is implemented for the low-range (SHA-256) EK templates only",
-            ));
+        // TPM2B_ID_OBJECT holds at most an integrity HMAC and an encrypted TPM2B_DIGEST;
+        // TPM2B_ENCRYPTED_SECRET at most a TPMU_ENCRYPTED_SECRET (an RSA-2048 block or an
+        // ECC point). Checked here so the server's bytes cannot make an oversized command.
+        if blob.len() > 2 + 64 + 2 + 64 {
+            return Err(TpmError::BadInput {
+                field: "TPM2B_ID_OBJECT",
+                reason: "longer than the TPM allows",
+            });
         }
-        let blob = IdObject::try_from(blob.to_vec()).map_err(|_| TpmError::BadInput {
-            field: "TPM2B_ID_OBJECT",
-            reason: "longer than the TPM allows",
-        })?;
-        let secret =
-            EncryptedSecret::try_from(secret.to_vec()).map_err(|_| TpmError::BadInput {
+        if secret.len() > 512 {
+            return Err(TpmError::BadInput {
                 field: "TPM2B_ENCRYPTED_SECRET",
                 reason: "longer than the TPM allows",
-            })?;
-
-        let session = auth::ek_policy_session(&mut self.ctx, true)?;
-        let digest = self
-            .ctx
-            .execute_with_sessions((auth::PASSWORD, Some(session), None), |ctx| {
-                ctx.activate_credential(ak.handle, ek.handle, blob, secret)
             });
-        // The session is flushed whatever happened; a leaked session slot would make the
-        // next boot step fail for an unrelated reason.
-        auth::flush(&mut self.ctx, session);
-        // StartAuthSession, PolicySecret, ActivateCredential, FlushContext (the session).
-        self.sent(4);
-        let digest = digest.map_err(cmd("ActivateCredential"))?;
-        Ok(Zeroizing::new(digest.value().to_vec()))
+        }
+        let session = self.ek_policy_session(ek.kind)?;
+        // continueSession clear: the TPM flushes the session when the command succeeds.
+        let mut c = Command::new(CommandCode::ActivateCredential)
+            .handle(ak.handle)
+            .handle(ek.handle)
+            .auth(Auth::password())
+            .auth(session.auth(false));
+        c.params().tpm2b(blob).tpm2b(secret);
+        let result = self.run("ActivateCredential", &c, |_, p| {
+            tpm2::activate_credential_response(p)
+        });
+        if result.is_err() {
+            // A failed command leaves the session loaded; a leaked session slot would make
+            // the next boot step fail for an unrelated reason.
+            self.flush(session.handle);
+        }
+        result
     }
 
     /// The AK as a primary key: read back from [`AK_PERSISTENT_HANDLE`] when a key is
@@ -501,34 +498,15 @@ impl Tpm {
         Ok((self.create_primary_ak(AkHierarchy::Endorsement)?, false))
     }
 
-    /// The object at persistent handle `raw`, if any (TPM2_ReadPublic through ESYS).
-    fn persistent(&mut self, raw: u32) -> Result<Option<ObjectHandle>, TpmError> {
-        let handle = PersistentTpmHandle::new(raw).map_err(cmd("persistent handle"))?;
-        let found = self
-            .ctx
-            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)))
-            .ok();
-        self.sent(1); // ReadPublic
-        Ok(found)
-    }
-
     /// TPM2_EvictControl under owner authorization (empty by default): makes a transient
     /// `obj` persistent at `raw`, or removes the persistent `obj` that is at `raw`.
-    fn evict_control(
-        &mut self,
-        obj: ObjectHandle,
-        raw: u32,
-        op: &'static str,
-    ) -> Result<(), TpmError> {
-        let handle = PersistentTpmHandle::new(raw).map_err(cmd("persistent handle"))?;
-        self.ctx
-            .execute_with_session(auth::PASSWORD, |ctx| {
-                ctx.evict_control(Provision::Owner, obj, Persistent::Persistent(handle))
-            })
-            .map(drop)
-            .map_err(cmd(op))?;
-        self.sent(1);
-        Ok(())
+    fn evict_control(&mut self, obj: u32, raw: u32, op: &'static str) -> Result<(), TpmError> {
+        let mut c = Command::new(CommandCode::EvictControl)
+            .handle(RH_OWNER)
+            .handle(obj)
+            .auth(Auth::password());
+        c.params().u32(raw);
+        self.run(op, &c, |_, p| tpm2::empty_response(p))
     }
 
     /// The key at [`AK_PERSISTENT_HANDLE`], if any, with its public area (the agent checks
@@ -536,97 +514,62 @@ impl Tpm {
     /// judge (it pinned the AK's name); a boot whose AK a role does not know derives the AK
     /// and registers that.
     fn persistent_ak(&mut self) -> Result<Option<Ak>, TpmError> {
-        let Some(obj) = self.persistent(AK_PERSISTENT_HANDLE)? else {
-            return Ok(None);
-        };
-        let mut ak = self.ak_from_handle(KeyHandle::from(obj))?;
-        ak.persistent = true;
-        Ok(Some(ak))
+        Ok(self.read_public(AK_PERSISTENT_HANDLE)?.map(|k| Ak {
+            handle: AK_PERSISTENT_HANDLE,
+            public: k.public,
+            name: k.name,
+            persistent: true,
+        }))
     }
 
     /// Derives the AK as a primary key in `hierarchy` with the AK template.
     pub fn create_primary_ak(&mut self, hierarchy: AkHierarchy) -> Result<Ak, TpmError> {
-        let template = auth::ak_template()?;
         let h = match hierarchy {
-            AkHierarchy::Endorsement => Hierarchy::Endorsement,
-            AkHierarchy::Owner => Hierarchy::Owner,
+            AkHierarchy::Endorsement => RH_ENDORSEMENT,
+            AkHierarchy::Owner => RH_OWNER,
         };
-        let created = self
-            .ctx
-            .execute_with_session(auth::PASSWORD, |ctx| {
-                ctx.create_primary(h, template, None, None, None, None)
-            })
-            .map_err(cmd("CreatePrimary (AK)"))?;
-        self.sent(1);
-        let handle = created.key_handle;
-        let public = created.out_public.marshall();
-        let name = self.ctx.tr_get_name(handle.into());
-        match (public, name) {
-            (Ok(public), Ok(name)) => Ok(Ak {
-                handle,
-                public,
-                name: name.value().to_vec(),
-                persistent: false,
-            }),
-            (Err(e), _) | (_, Err(e)) => {
-                let _ = self.ctx.flush_context(handle.into());
-                Err(TpmError::Command {
-                    op: "AK public area and name",
-                    source: e,
-                })
-            }
-        }
+        let (handle, key) = self.create_primary("CreatePrimary (AK)", h, &auth::ak_template())?;
+        Ok(Ak {
+            handle,
+            public: key.public,
+            name: key.name,
+            persistent: false,
+        })
     }
 
     /// Makes a transient AK persistent at [`AK_PERSISTENT_HANDLE`], replacing what is
     /// there. The transient copy stays loaded.
     pub fn persist_ak(&mut self, ak: &Ak) -> Result<(), TpmError> {
-        if let Some(old) = self.persistent(AK_PERSISTENT_HANDLE)? {
+        if self.read_public(AK_PERSISTENT_HANDLE)?.is_some() {
             self.evict_control(
-                old,
+                AK_PERSISTENT_HANDLE,
                 AK_PERSISTENT_HANDLE,
                 "EvictControl (remove the old AK)",
             )?;
         }
         self.evict_control(
-            ak.handle.into(),
+            ak.handle,
             AK_PERSISTENT_HANDLE,
             "EvictControl (persist the AK)",
         )
     }
 
     /// The agent id of the object at the EK's persistent handle, if any, without deriving
-    /// anything. For a SHA-256 name the ReadPublic that made the handle is the only command
-    /// ([`AgentId::of_ek_name`]); otherwise the public area is read and hashed. Whether it
-    /// is the enrolled EK is the server's to say.
+    /// anything: one ReadPublic. Whether it is the enrolled EK is the server's to say.
     pub fn persistent_ek_id(&mut self, kind: EkKind) -> Result<Option<AgentId>, TpmError> {
-        let Some(obj) = self.persistent(kind.persistent_handle())? else {
-            return Ok(None);
-        };
-        let from_name = self
-            .ctx
-            .tr_get_name(obj)
-            .ok()
-            .and_then(|n| AgentId::of_ek_name(n.value()));
-        let id = match from_name {
-            Some(id) => Ok(id),
-            None => self
-                .ak_from_handle(KeyHandle::from(obj))
-                .map(|k| AgentId::of_ek(&k.public)),
-        };
-        let mut obj = obj;
-        let _ = self.ctx.tr_close(&mut obj);
-        id.map(Some)
+        Ok(self
+            .read_public(kind.persistent_handle())?
+            .map(|k| AgentId::of_ek_name(&k.name).unwrap_or_else(|| AgentId::of_ek(&k.public))))
     }
 
     /// Makes the EK persistent at its TCG handle when that handle is free (an object put
     /// there by the platform is never replaced). Returns whether it did.
     pub fn persist_ek_if_free(&mut self, ek: &Ek) -> Result<bool, TpmError> {
         let raw = ek.kind.persistent_handle();
-        if self.persistent(raw)?.is_some() {
+        if self.read_public(raw)?.is_some() {
             return Ok(false);
         }
-        self.evict_control(ek.handle.into(), raw, "EvictControl (persist the EK)")?;
+        self.evict_control(ek.handle, raw, "EvictControl (persist the EK)")?;
         Ok(true)
     }
 
@@ -642,31 +585,36 @@ impl Tpm {
     }
 
     fn evict_persistent(&mut self, raw: u32) -> Result<bool, TpmError> {
-        let Some(old) = self.persistent(raw)? else {
+        if self.read_public(raw)?.is_none() {
             return Ok(false);
-        };
-        self.evict_control(old, raw, "EvictControl (evict)")?;
+        }
+        self.evict_control(raw, raw, "EvictControl (evict)")?;
         Ok(true)
     }
 
-    /// Unloads a key (EK or AK) from the TPM's transient memory.
-    pub fn flush_ek(&mut self, ek: Ek) -> Result<(), TpmError> {
-        self.sent(1);
-        self.ctx
-            .flush_context(ek.handle.into())
-            .map_err(cmd("FlushContext (EK)"))
+    /// TPM2_FlushContext of a transient object or session; nothing more can be done if the
+    /// flush itself fails, so callers that are already failing ignore it.
+    fn flush_handle(&mut self, handle: u32, op: &'static str) -> Result<(), TpmError> {
+        let mut c = Command::new(CommandCode::FlushContext);
+        c.params().u32(handle);
+        self.run(op, &c, |_, p| tpm2::empty_response(p))
     }
 
-    /// Unloads the AK (a persistent AK is only closed: it stays in the TPM).
+    fn flush(&mut self, handle: u32) {
+        let _ = self.flush_handle(handle, "FlushContext");
+    }
+
+    /// Unloads the EK from the TPM's transient memory.
+    pub fn flush_ek(&mut self, ek: Ek) -> Result<(), TpmError> {
+        self.flush_handle(ek.handle, "FlushContext (EK)")
+    }
+
+    /// Unloads the AK (a persistent AK stays in the TPM: nothing is sent).
     pub fn flush_ak(&mut self, ak: Ak) -> Result<(), TpmError> {
         if ak.persistent {
-            let mut obj = ak.handle.into();
-            return self.ctx.tr_close(&mut obj).map_err(cmd("TR_Close (AK)"));
+            return Ok(());
         }
-        self.sent(1);
-        self.ctx
-            .flush_context(ak.handle.into())
-            .map_err(cmd("FlushContext (AK)"))
+        self.flush_handle(ak.handle, "FlushContext (AK)")
     }
 }
 

@@ -1,17 +1,15 @@
 //! TPM2_Quote with the AK, returned as the exact bytes the server verifies.
 //!
-//! tss-esapi hands back the quote as parsed structures; the signature covers the TPM's
-//! marshalling of TPMS_ATTEST, so the agent re-marshals it and immediately checks the result
-//! with `verifier-core` (parse, signature, extraData, PCR digest) before sending anything. A
-//! quote that does not verify here would not verify on the server either.
+//! The TPM's TPMS_ATTEST and TPMT_SIGNATURE are kept as the TPM marshalled them (the
+//! signature covers those bytes), parsed with `verifier-core` on the way in, and checked
+//! (extraData, and with [`Tpm::quote_with_pcrs`] signature and PCR digest) before anything
+//! is sent. A quote that does not verify here would not verify on the server either.
 
-use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::structures::{Data, HashScheme, SignatureScheme};
-use tss_esapi::traits::Marshall;
 use verifier_core::quote::{verify_quote, AkPublic, VerifyError};
-use verifier_core::wire::{Attest, PcrSelection, PcrValues, Public, Signature};
+use verifier_core::tpm2::{self, Auth, Command, CommandCode, ALG_ECDSA};
+use verifier_core::wire::{Attest, HashAlg, PcrSelection, PcrValues, Public, Signature};
 
-use super::{cmd, Ak, Tpm, TpmError};
+use super::{Ak, Tpm, TpmError};
 
 /// A quote as it goes on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,32 +37,26 @@ impl Tpm {
         extra_data: &[u8; 32],
         selection: &PcrSelection,
     ) -> Result<Quote, TpmError> {
-        let tss_sel = super::pcr::to_tss_selection(selection)?;
-        let data = Data::try_from(extra_data.to_vec()).map_err(cmd("qualifyingData"))?;
-        let scheme = SignatureScheme::EcDsa {
-            hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
-        };
-        let (attest, signature) = self
-            .ctx
-            .execute_with_session(super::auth::PASSWORD, |ctx| {
-                ctx.quote(ak.handle, data, scheme, tss_sel)
-            })
-            .map_err(cmd("Quote"))?;
-        self.sent(1);
-        let attest = attest.marshall().map_err(cmd("marshal TPMS_ATTEST"))?;
-        let signature = signature
-            .marshall()
-            .map_err(cmd("marshal TPMT_SIGNATURE"))?;
-        // What we send must parse with the server's parser; extraData must be ours.
-        let parsed = Attest::parse(&attest).map_err(TpmError::Remarshal)?;
-        Signature::parse(&signature).map_err(TpmError::Remarshal)?;
+        let mut c = Command::new(CommandCode::Quote)
+            .handle(ak.handle)
+            .auth(Auth::password());
+        let p = c.params();
+        p.tpm2b(extra_data)
+            .u16(ALG_ECDSA)
+            .u16(HashAlg::Sha256.to_tpm());
+        selection.write(p);
+        let q = self.run("Quote", &c, |_, p| tpm2::quote_response(p))?;
+        let parsed = Attest::parse(&q.attest).map_err(TpmError::Remarshal)?;
         if parsed.extra_data != extra_data {
             return Err(TpmError::BadOutput {
                 what: "Quote",
                 reason: "the TPMS_ATTEST does not carry the qualifyingData we asked for",
             });
         }
-        Ok(Quote { attest, signature })
+        Ok(Quote {
+            attest: q.attest,
+            signature: q.signature,
+        })
     }
 
     /// Quotes, then reads the quoted PCRs and checks them against the quote with

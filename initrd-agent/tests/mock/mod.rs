@@ -101,7 +101,7 @@ impl MockServer {
             .collect();
         let key = PrivateKeyDer::from_pem_slice(key_pem).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
+            rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()

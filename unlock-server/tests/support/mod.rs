@@ -342,12 +342,27 @@ pub fn testdata() -> PathBuf {
     dir
 }
 
+/// Set to an `initrd-agent` binary to test that one instead of building the workspace's:
+/// `make test` runs the swtpm end-to-end suites again with the static initramfs agent.
+pub const AGENT_BIN_VAR: &str = "UNLOCK_AGENT_BIN";
+
 /// The `initrd-agent` binary of this workspace, built (or brought up to date) once per test
-/// process in the same target directory and profile, so a stale binary is never tested.
+/// process in the same target directory and profile, so a stale binary is never tested; or
+/// the binary [`AGENT_BIN_VAR`] names.
 pub fn agent_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
+            if let Some(bin) = std::env::var_os(AGENT_BIN_VAR) {
+                let bin = PathBuf::from(bin);
+                assert!(
+                    bin.is_file(),
+                    "{AGENT_BIN_VAR}={} is not a file",
+                    bin.display()
+                );
+                eprintln!("testing the agent at {}", bin.display());
+                return bin;
+            }
             let exe = std::env::current_exe().unwrap();
             let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
             let bin = profile_dir.join("initrd-agent");
@@ -456,7 +471,12 @@ impl Machine {
 
     /// Runs `initrd-agent --config cfg [args]`.
     pub fn agent_with(&self, cfg: &Path, args: &[&str]) -> Output {
-        Command::new(agent_bin())
+        self.agent_bin_with(&agent_bin(), cfg, args)
+    }
+
+    /// Runs the agent binary `bin` with `--config cfg [args]` (benchmarks comparing builds).
+    pub fn agent_bin_with(&self, bin: &Path, cfg: &Path, args: &[&str]) -> Output {
+        Command::new(bin)
             .arg("--config")
             .arg(cfg)
             .arg("--cmdline-file")

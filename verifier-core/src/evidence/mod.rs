@@ -9,6 +9,7 @@
 use crate::eventlog::{EventLog, EventLogError};
 use crate::ima::MeasurementList;
 use crate::merkle::{self, InclusionProof, MerkleError};
+#[cfg(feature = "policy")]
 use crate::policy::Claims;
 use crate::proto::v1::ErrorCode;
 use crate::quote::{verify_quote, AkPublic, VerifiedQuote, VerifyError};
@@ -68,6 +69,7 @@ impl<'a> ValidatedEvidence<'a> {
         self.ima
     }
     /// The claims a policy evaluates: the quoted PCRs and clock, the replay-checked logs.
+    #[cfg(feature = "policy")]
     pub fn claims(&self) -> Claims<'_> {
         Claims::from_validated(
             self.quote.pcrs(),

@@ -2,8 +2,8 @@
 //! `version (1) || nonce (12) || ciphertext || tag (16)`, under a key derived by HKDF-SHA256
 //! from a 32-byte secret and a purpose label, so one secret never keys two purposes.
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use aws_lc_rs::hkdf;
+use crate::crypto::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use crate::crypto::hkdf;
 use zeroize::Zeroizing;
 
 use super::share::random_nonce;

@@ -5,15 +5,17 @@
 //! is in the quote's extraData) can open it, so a man in the middle who swaps NK gets a
 //! quote that fails validation, and one who does not swap it gets ciphertext only.
 //!
-//! Written on aws-lc-rs primitives (X25519, HMAC-SHA256, AES-GCM) because HKDF's raw PRK is
-//! needed by `LabeledExtract`. Only sequence number 0 is ever used: one message per context.
+//! Written on primitives (HMAC-SHA256 and AES-GCM from the crypto backend, X25519 from
+//! `x25519-dalek`, pure Rust, the same in the server and the static agent) because HKDF's
+//! raw PRK is needed by `LabeledExtract`. Only sequence number 0 is ever used: one message per context.
 
 use std::fmt;
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
-use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
-use aws_lc_rs::hmac;
+use crate::crypto::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+use crate::crypto::hmac;
+use crate::crypto::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
+use x25519_dalek::{PublicKey as X25519Public, StaticSecret as PrivateKey};
 use zeroize::Zeroizing;
 
 use super::KeySplitError;
@@ -39,7 +41,7 @@ const HPKE_SUITE_ID: [u8; 10] = *b"HPKE\x00\x20\x00\x01\x00\x01";
 
 /// The agent's ephemeral key NK: X25519, generated fresh each boot and never stored.
 ///
-/// The private scalar lives inside aws-lc (`EVP_PKEY`), which cleanses it when freed; it is
+/// The private scalar is zeroized when dropped (`x25519-dalek`'s `zeroize` feature); it is
 /// never exported and `Debug` shows only the public half.
 pub struct NkPrivate {
     key: PrivateKey,
@@ -62,16 +64,14 @@ pub struct Sealed {
 impl NkPrivate {
     /// A fresh NK from the operating system's generator.
     pub fn generate() -> Result<Self, KeySplitError> {
-        let key = PrivateKey::generate(&X25519).map_err(|_| KeySplitError::KeyGeneration)?;
-        Self::from_key(key)
+        Self::from_key(generate()?)
     }
 
     /// Imports a raw X25519 private key; only known-answer tests need a fixed NK.
     #[cfg(test)]
     pub(crate) fn from_raw(bytes: &[u8]) -> Result<Self, KeySplitError> {
-        let key = PrivateKey::from_private_key(&X25519, bytes)
-            .map_err(|_| KeySplitError::KeyGeneration)?;
-        Self::from_key(key)
+        let raw = <[u8; 32]>::try_from(bytes).map_err(|_| KeySplitError::KeyGeneration)?;
+        Self::from_key(PrivateKey::from(raw))
     }
 
     fn from_key(key: PrivateKey) -> Result<Self, KeySplitError> {
@@ -187,7 +187,7 @@ pub fn seal(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Sealed, KeySplitError> {
-    let ephemeral = PrivateKey::generate(&X25519).map_err(|_| KeySplitError::KeyGeneration)?;
+    let ephemeral = generate()?;
     seal_with_ephemeral(&ephemeral, nk_pub, info, aad, plaintext)
 }
 
@@ -225,11 +225,18 @@ fn seal_with_ephemeral(
     Ok(Sealed { enc, ciphertext })
 }
 
-fn public_of(key: &PrivateKey) -> Result<NkPublic, KeySplitError> {
-    let public = key
-        .compute_public_key()
+/// A fresh X25519 private key from the operating system's generator (the scalar is
+/// clamped by X25519 itself).
+fn generate() -> Result<PrivateKey, KeySplitError> {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    SystemRandom::new()
+        .fill(raw.as_mut_slice())
         .map_err(|_| KeySplitError::KeyGeneration)?;
-    NkPublic::from_slice(public.as_ref())
+    Ok(PrivateKey::from(*raw))
+}
+
+fn public_of(key: &PrivateKey) -> Result<NkPublic, KeySplitError> {
+    NkPublic::from_slice(X25519Public::from(key).as_bytes())
 }
 
 /// X25519, refusing the all-zero output of a low-order peer key (RFC 9180 section 7.1.4).
@@ -237,16 +244,7 @@ fn diffie_hellman(
     key: &PrivateKey,
     peer: &[u8; NK_PUBLIC_LEN],
 ) -> Result<Zeroizing<[u8; 32]>, KeySplitError> {
-    let dh = agreement::agree(
-        key,
-        UnparsedPublicKey::new(&X25519, peer),
-        KeySplitError::InvalidPublicKey,
-        |secret| {
-            let array =
-                <[u8; 32]>::try_from(secret).map_err(|_| KeySplitError::InvalidPublicKey)?;
-            Ok(Zeroizing::new(array))
-        },
-    )?;
+    let dh = Zeroizing::new(key.diffie_hellman(&X25519Public::from(*peer)).to_bytes());
     if bool::from(dh.as_slice().ct_eq(&[0u8; 32])) {
         return Err(KeySplitError::InvalidPublicKey);
     }
@@ -400,13 +398,13 @@ mod tests {
     fn key_pairs_match_vector() {
         let nk = NkPrivate::from_raw(&h(SK_RM)).unwrap();
         assert_eq!(nk.public().as_bytes(), &h32(PK_RM));
-        let ephemeral = PrivateKey::from_private_key(&X25519, &h(SK_EM)).unwrap();
+        let ephemeral = PrivateKey::from(h32(SK_EM));
         assert_eq!(public_of(&ephemeral).unwrap().as_bytes(), &h32(PK_EM));
     }
 
     #[test]
     fn encap_and_key_schedule_match_vector() {
-        let ephemeral = PrivateKey::from_private_key(&X25519, &h(SK_EM)).unwrap();
+        let ephemeral = PrivateKey::from(h32(SK_EM));
         let dh = diffie_hellman(&ephemeral, &h32(PK_RM)).unwrap();
         let shared = extract_and_expand(&dh, &h32(PK_EM), &h32(PK_RM)).unwrap();
         assert_eq!(hex::encode(shared.as_slice()), SHARED_SECRET);
@@ -417,7 +415,7 @@ mod tests {
 
     #[test]
     fn seal_reproduces_vector_ciphertext() {
-        let ephemeral = PrivateKey::from_private_key(&X25519, &h(SK_EM)).unwrap();
+        let ephemeral = PrivateKey::from(h32(SK_EM));
         let pk_r = NkPublic::from_bytes(h32(PK_RM));
         let sealed = seal_with_ephemeral(&ephemeral, &pk_r, &h(INFO), &h(AAD0), &h(PT)).unwrap();
         assert_eq!(hex::encode(sealed.enc), PK_EM);

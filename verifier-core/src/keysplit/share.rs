@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use crate::crypto::rand::{SecureRandom, SystemRandom};
 use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
 

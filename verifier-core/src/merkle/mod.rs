@@ -13,7 +13,7 @@
 //! rather than a home-grown variant means the proofs are ordinary audit paths that any
 //! Certificate Transparency verifier can check, and the published CT vectors test us.
 
-use aws_lc_rs::digest;
+use crate::crypto::digest;
 
 use crate::wire::Reader;
 use crate::ParseError;

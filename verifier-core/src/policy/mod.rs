@@ -47,16 +47,9 @@ use crate::wire::{HashAlg, PcrSelection};
 /// Schema version of the policy document this build understands.
 pub const POLICY_VERSION: u32 = 1;
 
-/// The default release PCR: the agent extends it before it writes a released key, and the
-/// initramfs extends it again ("latch") before it leaves, released or not, so the policy's
-/// "must be initial" rule refuses any later quote in the same boot.
-pub const DEFAULT_RELEASE_PCR: u8 = 15;
+pub use crate::DEFAULT_RELEASE_PCR;
 
-/// The event extended into the release PCR (by the agent after a release and by the
-/// initramfs latch on every way out of the initramfs): each active bank is extended with
-/// that bank's digest of these bytes, so the resulting values are predictable. The one
-/// definition, shared by the agent and the simulator.
-pub const RELEASE_EVENT: &[u8] = b"unlock/v1 released";
+pub use crate::RELEASE_EVENT;
 
 /// Evaluates claims. Implement [`Evaluator::evaluate_claims`]; the server calls
 /// [`Evaluator::evaluate`] with validated evidence only.

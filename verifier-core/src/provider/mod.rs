@@ -19,16 +19,20 @@
 
 pub mod batch;
 
-use aws_lc_rs::digest;
+use crate::crypto::digest;
 
 use crate::eventlog::EventLog;
 use crate::evidence::ValidationError;
 use crate::merkle::{self, InclusionProof, MerkleError};
+#[cfg(feature = "policy")]
 use crate::policy::{HostPolicy, Verdict};
+#[cfg(feature = "policy")]
 use crate::proto::v1::HostQuoteResponse;
+#[cfg(feature = "policy")]
 use crate::proto::ProtoError;
 use crate::quote::{verify_quote, AkPublic, VerifiedQuote, VerifyError};
 use crate::wire::{PcrValues, Signature};
+#[cfg(feature = "policy")]
 use crate::ParseError;
 
 /// Label of the provider binding. It differs from the agent binding's label (`"unlock/v1"`,
@@ -170,6 +174,7 @@ pub fn validate_host_quote<'a>(
 
 /// Why a provider's answer did not satisfy a policy's `host` section; the variants are the
 /// three different things an operator must fix (the provider, the pin, the host).
+#[cfg(feature = "policy")]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostCheckError {
@@ -188,6 +193,7 @@ pub enum HostCheckError {
 }
 
 /// A provider's answer that passed [`check_host_answer`]: what to record about it.
+#[cfg(feature = "policy")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostAccepted {
     /// The batch's Merkle root (which quote answered us).
@@ -201,6 +207,7 @@ pub struct HostAccepted {
 /// Everything a requester decides about a provider's answer, for a policy's `host` section:
 /// decode it, [`validate_host_quote`] with the policy's pinned AK and the requester's own
 /// `nonce`, then evaluate the host rules. Pure: the caller did the HTTP exchange.
+#[cfg(feature = "policy")]
 pub fn check_host_answer(
     policy: &HostPolicy,
     nonce: &[u8; 32],

@@ -1,7 +1,8 @@
 //! Attestation keys: which TPM keys may sign the quotes we trust, and how they verify.
 
+use crate::crypto::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+#[cfg(feature = "aws-lc")]
 use aws_lc_rs::rsa::RsaPssSaltLength;
-use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 
 use crate::wire::{EccCurve, HashAlg, KeyScheme, ObjectAttributes, Public, Signature};
 
@@ -95,9 +96,10 @@ impl TryFrom<Public> for AkPublic {
                     .ecc_point_uncompressed()
                     .ok_or(AkError::InvalidKey("ECC coordinate longer than the curve"))?;
                 // Parse once now so an off-curve point is refused at registration, not at
-                // the first quote.
-                let alg = ecdsa_alg(curve);
-                signature::ParsedPublicKey::new(alg, &point)
+                // the first quote. (ring, the agent's backend, has no separate parse: there
+                // an off-curve point fails the signature check of the agent's own quote.)
+                #[cfg(feature = "aws-lc")]
+                signature::ParsedPublicKey::new(ecdsa_alg(curve), &point)
                     .map_err(|_| AkError::InvalidKey("ECC point is not on the curve"))?;
                 Key::Ecc { curve, point }
             }
@@ -208,11 +210,11 @@ impl AkPublic {
                 // TPMs use either a digest-sized salt (FIPS, newer TPMs) or the maximum
                 // (older TPMs); both are valid PSS.
                 let key = RsaPublicKeyComponents { n, e };
-                let (digest, max) = match hash {
-                    HashAlg::Sha384 => (&PSS384_DIGEST, &PSS384_MAX),
-                    _ => (&PSS256_DIGEST, &PSS256_MAX),
+                let digest = match hash {
+                    HashAlg::Sha384 => PSS384_DIGEST,
+                    _ => PSS256_DIGEST,
                 };
-                key.verify(digest, message, sig).is_ok() || key.verify(max, message, sig).is_ok()
+                key.verify(digest, message, sig).is_ok() || pss_max_salt(&key, *hash, message, sig)
             }
             (Key::Ecc { curve, point }, Signature::Ecdsa { r, s, .. }) => {
                 match fixed_rs(curve.coordinate_size(), r, s) {
@@ -232,12 +234,35 @@ impl AkPublic {
     }
 }
 
-const PSS256_DIGEST: signature::RsaParameters = signature::RSA_PSS_2048_8192_SHA256;
-const PSS384_DIGEST: signature::RsaParameters = signature::RSA_PSS_2048_8192_SHA384;
+static PSS256_DIGEST: &signature::RsaParameters = &signature::RSA_PSS_2048_8192_SHA256;
+static PSS384_DIGEST: &signature::RsaParameters = &signature::RSA_PSS_2048_8192_SHA384;
+#[cfg(feature = "aws-lc")]
 const PSS256_MAX: signature::RsaParameters =
     signature::RSA_PSS_2048_8192_SHA256.with_pss_salt_length(RsaPssSaltLength::Max);
+#[cfg(feature = "aws-lc")]
 const PSS384_MAX: signature::RsaParameters =
     signature::RSA_PSS_2048_8192_SHA384.with_pss_salt_length(RsaPssSaltLength::Max);
+
+/// RSA-PSS with the maximum salt length (older TPMs). Only aws-lc verifies it; the agent's
+/// ring build only ever checks its own ECDSA AK, so there it is simply not a valid form.
+#[cfg(feature = "aws-lc")]
+fn pss_max_salt(
+    key: &RsaPublicKeyComponents<&Vec<u8>>,
+    hash: HashAlg,
+    message: &[u8],
+    sig: &[u8],
+) -> bool {
+    let max = match hash {
+        HashAlg::Sha384 => &PSS384_MAX,
+        _ => &PSS256_MAX,
+    };
+    key.verify(max, message, sig).is_ok()
+}
+
+#[cfg(not(feature = "aws-lc"))]
+fn pss_max_salt(_: &RsaPublicKeyComponents<&Vec<u8>>, _: HashAlg, _: &[u8], _: &[u8]) -> bool {
+    false
+}
 
 /// `r || s`, each left-padded to `n` bytes; `None` when either is longer than `n`.
 fn fixed_rs(n: usize, r: &[u8], s: &[u8]) -> Option<Vec<u8>> {

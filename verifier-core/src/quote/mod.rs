@@ -18,6 +18,7 @@
 
 mod ak;
 #[doc(hidden)]
+#[cfg(feature = "aws-lc")]
 pub mod software;
 
 use subtle::ConstantTimeEq;

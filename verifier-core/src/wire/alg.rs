@@ -81,24 +81,24 @@ impl HashAlg {
         Self::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    pub(crate) fn ring(self) -> &'static aws_lc_rs::digest::Algorithm {
+    pub(crate) fn ring(self) -> &'static crate::crypto::digest::Algorithm {
         match self {
-            Self::Sha1 => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            Self::Sha256 => &aws_lc_rs::digest::SHA256,
-            Self::Sha384 => &aws_lc_rs::digest::SHA384,
-            Self::Sha512 => &aws_lc_rs::digest::SHA512,
+            Self::Sha1 => &crate::crypto::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            Self::Sha256 => &crate::crypto::digest::SHA256,
+            Self::Sha384 => &crate::crypto::digest::SHA384,
+            Self::Sha512 => &crate::crypto::digest::SHA512,
         }
     }
 
     /// Hashes `data`.
     pub fn hash(self, data: &[u8]) -> Digest {
-        let d = aws_lc_rs::digest::digest(self.ring(), data);
+        let d = crate::crypto::digest::digest(self.ring(), data);
         Digest::from_ring(self, d.as_ref())
     }
 
     /// Hashes the concatenation of `parts` without copying them together.
     pub fn hash_parts(self, parts: &[&[u8]]) -> Digest {
-        let mut ctx = aws_lc_rs::digest::Context::new(self.ring());
+        let mut ctx = crate::crypto::digest::Context::new(self.ring());
         for p in parts {
             ctx.update(p);
         }

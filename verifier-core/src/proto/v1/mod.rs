@@ -9,6 +9,7 @@
 //! The quote's `extraData` binding is [`crate::merkle::quote_extra_data`], computed over the
 //! Merkle root of the roles' nonces and [`NkPublic::key`]'s bytes.
 
+#[cfg(feature = "policy")]
 mod admin;
 mod attest;
 mod common;
@@ -18,6 +19,7 @@ mod pending;
 mod provider;
 mod register;
 
+#[cfg(feature = "policy")]
 pub use admin::{
     admin_path, AttemptRecord, EnrollRequest, EnrollmentInfo, EnrollmentList, MovedAgent,
     PinnedAgent, PolicyApplyRequest, PolicyApplyResponse, PolicyCreateRequest, PolicyDiffInfo,
@@ -36,10 +38,12 @@ pub use host_link::{
     HOST_NEXT_PATH, HOST_RESULT_PATH,
 };
 pub use pending::{
-    Allowance, PendingChangeInfo, PendingDecisionRequest, PendingList, PendingState,
-    PendingSubmitRequest, PendingSubmitResponse, ProposedChange, ADMIN_PENDING_PATH, MAX_BANKS,
-    MAX_CMDLINE, MAX_DIGESTS, MAX_NOTE, PENDING_PATH,
+    Allowance, PendingDecisionRequest, PendingState, PendingSubmitRequest, PendingSubmitResponse,
+    ProposedChange, ADMIN_PENDING_PATH, MAX_BANKS, MAX_CMDLINE, MAX_DIGESTS, MAX_NOTE,
+    PENDING_PATH,
 };
+#[cfg(feature = "policy")]
+pub use pending::{PendingChangeInfo, PendingList};
 pub use provider::{
     inclusion_to_wire, HostAkResponse, HostQuoteRequest, HostQuoteResponse, HOST_AK_PATH,
     HOST_QUOTE_PATH,

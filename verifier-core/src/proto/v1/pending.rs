@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::attest::{bank_values, validate_banks, PcrBank};
 use super::common::AgentId;
-use super::{PolicyRef, Validate, MAX_ATTEST, MAX_PUBLIC, MAX_SIGNATURE};
+#[cfg(feature = "policy")]
+use super::PolicyRef;
+use super::{Validate, MAX_ATTEST, MAX_PUBLIC, MAX_SIGNATURE};
+#[cfg(feature = "policy")]
 use crate::policy::PolicyDiff;
 use crate::predict::{Predicted, Prediction};
 use crate::proto::{Base64Bytes, ProtoError};
@@ -310,6 +313,7 @@ impl Validate for PendingSubmitResponse {
     }
 }
 
+#[cfg(feature = "policy")]
 /// One change, for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +343,7 @@ pub struct PendingChangeInfo {
     pub result: Option<PolicyRef>,
 }
 
+#[cfg(feature = "policy")]
 /// `GET /admin/v1/pending`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -347,12 +352,14 @@ pub struct PendingList {
     pub changes: Vec<PendingChangeInfo>,
 }
 
+#[cfg(feature = "policy")]
 impl Validate for PendingList {
     fn validate(&self) -> Result<(), ProtoError> {
         Ok(())
     }
 }
 
+#[cfg(feature = "policy")]
 impl Validate for PendingChangeInfo {
     fn validate(&self) -> Result<(), ProtoError> {
         Ok(())

@@ -97,8 +97,8 @@ impl Validate for ActivateResponse {
 
 /// The activation proof for `secret` (the credential ActivateCredential returned).
 pub fn activation_proof(secret: &[u8], registration_id: &Id) -> [u8; PROOF_LEN] {
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
-    let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+    let key = crate::crypto::hmac::Key::new(crate::crypto::hmac::HMAC_SHA256, secret);
+    let mut ctx = crate::crypto::hmac::Context::with_key(&key);
     ctx.update(PROOF_LABEL);
     ctx.update(registration_id.as_str().as_bytes());
     <[u8; PROOF_LEN]>::try_from(ctx.sign().as_ref()).unwrap_or_default()
@@ -110,11 +110,11 @@ pub fn verify_activation_proof(
     registration_id: &Id,
     proof: &[u8],
 ) -> Result<(), ProtoError> {
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let key = crate::crypto::hmac::Key::new(crate::crypto::hmac::HMAC_SHA256, secret);
     let mut msg = Vec::with_capacity(PROOF_LABEL.len() + registration_id.as_str().len());
     msg.extend_from_slice(PROOF_LABEL);
     msg.extend_from_slice(registration_id.as_str().as_bytes());
-    aws_lc_rs::hmac::verify(&key, &msg, proof).map_err(|_| ProtoError::Invalid {
+    crate::crypto::hmac::verify(&key, &msg, proof).map_err(|_| ProtoError::Invalid {
         field: "proof",
         reason: "does not prove knowledge of the credential secret",
     })
