@@ -28,9 +28,9 @@
 //! - Revocation is not checked (no network, no CRLs here).
 
 mod cert;
-mod der;
+pub(crate) mod der;
 mod time;
-mod verify;
+pub(crate) mod verify;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

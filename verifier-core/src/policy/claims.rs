@@ -6,6 +6,7 @@ use crate::evidence::{check_event_log, check_ima, ValidationError};
 use crate::ima::{ImaError, MeasurementList};
 use crate::proto::v1::CapturedEvidence;
 use crate::proto::ProtoError;
+use crate::attester::SnpClaims;
 use crate::wire::{ClockInfo, PcrValues};
 
 /// Where claims came from. Policies do not care; reports and `policy check` say it.
@@ -31,6 +32,7 @@ pub struct Claims<'a> {
     clock: Option<ClockInfo>,
     event_log: Option<&'a EventLog<'a>>,
     ima: Option<&'a MeasurementList>,
+    snp: Option<&'a SnpClaims>,
 }
 
 impl<'a> Claims<'a> {
@@ -46,6 +48,16 @@ impl<'a> Claims<'a> {
             clock: Some(clock),
             event_log,
             ima,
+            snp: None,
+        }
+    }
+
+    /// These claims with a verified SEV-SNP report's claims beside them (the vTPM quote and
+    /// the report were verified together by [`crate::attester`]).
+    pub(crate) fn with_snp(self, snp: &'a SnpClaims) -> Self {
+        Self {
+            snp: Some(snp),
+            ..self
         }
     }
 
@@ -59,6 +71,7 @@ impl<'a> Claims<'a> {
             clock: capture.clock,
             event_log: capture.event_log.as_ref(),
             ima: capture.ima.as_ref(),
+            snp: None,
         }
     }
 
@@ -81,6 +94,10 @@ impl<'a> Claims<'a> {
     /// The IMA list, which replays to PCR 10.
     pub fn ima(&self) -> Option<&'a MeasurementList> {
         self.ima
+    }
+    /// The SEV-SNP report's claims, for a confidential VM's evidence.
+    pub fn snp(&self) -> Option<&'a SnpClaims> {
+        self.snp
     }
 }
 

@@ -34,7 +34,8 @@ pub use claims::{CaptureError, Claims, ClaimsSource, UnverifiedCapture};
 pub use diff::{diff, Change, Effect, PolicyDiff};
 pub use document::{
     ClockDocument, CmdlineRuleDocument, DbxDocument, HostDocument, ImaDocument,
-    MeasuredBootDocument, PcrRuleDocument, PolicyDocument, ReleasePcrDocument,
+    MeasuredBootDocument, PcrRuleDocument, PolicyDocument, ReleasePcrDocument, SnpDocument,
+    TcbDocument,
 };
 pub use host::{HostPolicy, DEFAULT_HOST_TIMEOUT_MS, MAX_HOST_TIMEOUT_MS};
 pub use learn::{learn, LearnError, LearnMode, LearnOptions, Learned};
