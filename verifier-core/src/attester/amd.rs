@@ -74,10 +74,17 @@ pub struct AmdRoots {
 impl AmdRoots {
     /// The roots shipped with this crate (Milan, Genoa).
     pub fn shipped() -> Result<Self, EkCertError> {
+        Self::from_pems(&SHIPPED)
+    }
+
+    /// Roots from (product name, ARK PEM, ASK PEM) triples: for product lines this build
+    /// does not ship (an operator adds AMD's published chain for, say, Turin), or to narrow
+    /// the set. Only the ARKs become trust anchors.
+    pub fn from_pems(sets: &[(&'static str, &[u8], &[u8])]) -> Result<Self, EkCertError> {
         let mut arks = TrustStore::new();
         let mut asks = Vec::new();
         let mut products = Vec::new();
-        for (product, ark_pem, ask_pem) in SHIPPED {
+        for &(product, ark_pem, ask_pem) in sets {
             for der in pem_certificates(ark_pem)? {
                 let cert = Certificate::from_der(&der)?;
                 products.push((cert.subject.clone(), product));
