@@ -90,6 +90,10 @@ for f in "$testdata"/ekcert/*/*.pem; do
         base64 -d >"fuzz/corpus/ekcert/seed-$(basename "$f" .pem).der" ||
         echo "fuzz-smoke: no DER seed from $f" >&2
 done
+# SEV-SNP and Azure HCL reports: the real HCL reports, and the SNP report inside one.
+seed hcl_report "$testdata"/quote/trustee-az-snp-vtpm/hcl-report.bin "$testdata"/quote/trustee-az-tdx-vtpm/hcl-report.bin
+mkdir -p fuzz/corpus/snp_report
+tail -c +33 "$testdata"/quote/trustee-az-snp-vtpm/hcl-report.bin | head -c 1184 >fuzz/corpus/snp_report/seed-az-snp
 mkdir -p fuzz/corpus/policy
 printf '%s' '{"version":1,"pcrs":[{"bank":"sha256","index":7,"allowed":["'"$(printf '%064d' 0)"'"]}],"release_pcr":{"bank":"sha256","index":15},"require_event_log":true}' \
     >fuzz/corpus/policy/seed-basic.json

@@ -287,7 +287,9 @@ fn ak_from_jwk(jwk: &Jwk) -> Result<AkPublic, AzureError> {
     };
     let n = b64(&jwk.n, "n")?;
     let e = b64(&jwk.e, "e")?;
-    let n = n.get(n.iter().position(|b| *b != 0).unwrap_or(n.len())..).unwrap_or_default();
+    let n = n
+        .get(n.iter().position(|b| *b != 0).unwrap_or(n.len())..)
+        .unwrap_or_default();
     if e.is_empty() || e.len() > 4 {
         return Err(AkError::InvalidKey("RSA exponent").into());
     }

@@ -214,7 +214,11 @@ fn vcek_of_another_chip_is_refused() {
     let r = real();
     // A genuine Milan VCEK: its chain verifies, but it is another chip's key.
     let other = roots()
-        .verify_vcek(OTHER_CHIP_VCEK, &[], UNIX_EPOCH + Duration::from_secs(1_750_000_000))
+        .verify_vcek(
+            OTHER_CHIP_VCEK,
+            &[],
+            UNIX_EPOCH + Duration::from_secs(1_750_000_000),
+        )
         .unwrap();
     assert_eq!(other.product(), "Milan");
     let report = &r.hcl[HW..HW + snp::REPORT_LEN];
@@ -253,7 +257,11 @@ fn vcek_not_chaining_to_the_shipped_roots_is_refused() {
     ));
     // Out of its validity.
     assert!(matches!(
-        roots().verify_vcek(&r.vcek, &[], UNIX_EPOCH + Duration::from_secs(2_000_000_000)),
+        roots().verify_vcek(
+            &r.vcek,
+            &[],
+            UNIX_EPOCH + Duration::from_secs(2_000_000_000)
+        ),
         Err(VcekError::Chain(EkCertError::Expired { .. }))
     ));
     // The ASK itself is not a VCEK (a CA certificate as the leaf).
@@ -269,7 +277,12 @@ fn edited_runtime_data_is_refused_by_the_hash() {
     let vcek = roots().verify_vcek(&r.vcek, &[], now()).unwrap();
     let json_at = r.hcl.windows(8).position(|w| w == b"{\"keys\":").unwrap();
     // Swap one character of the AK's modulus: an attacker substituting its own AK.
-    let n_at = json_at + r.hcl[json_at..].windows(5).position(|w| w == b"\"n\":\"").unwrap() + 5;
+    let n_at = json_at
+        + r.hcl[json_at..]
+            .windows(5)
+            .position(|w| w == b"\"n\":\"")
+            .unwrap()
+        + 5;
     let mut hcl = r.hcl.clone();
     hcl[n_at] = if hcl[n_at] == b'A' { b'B' } else { b'A' };
     assert!(matches!(
@@ -405,7 +418,10 @@ fn truncated_and_oversized_inputs_are_parse_errors() {
     let parsed = HclReport::parse(&r.hcl).unwrap();
     let end = HW + snp::REPORT_LEN + 20 + parsed.runtime_data.len();
     for len in (0..end).step_by(7) {
-        assert!(azure::verify_hcl_report(&r.hcl[..len], &vcek).is_err(), "{len}");
+        assert!(
+            azure::verify_hcl_report(&r.hcl[..len], &vcek).is_err(),
+            "{len}"
+        );
     }
     let mut big = r.hcl.clone();
     big.resize(azure::MAX_HCL_REPORT + 1, 0);

@@ -1,12 +1,12 @@
 //! What a policy evaluates: [`Claims`], produced by validation on the server and, for the
 //! offline debugging tool only, from captured evidence whose quote signature is not checked.
 
+use crate::attester::SnpClaims;
 use crate::eventlog::EventLog;
 use crate::evidence::{check_event_log, check_ima, ValidationError};
 use crate::ima::{ImaError, MeasurementList};
 use crate::proto::v1::CapturedEvidence;
 use crate::proto::ProtoError;
-use crate::attester::SnpClaims;
 use crate::wire::{ClockInfo, PcrValues};
 
 /// Where claims came from. Policies do not care; reports and `policy check` say it.

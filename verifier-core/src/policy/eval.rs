@@ -164,9 +164,9 @@ fn snp(rules: &SnpRules, claims: &Claims<'_>, out: &mut Sink) {
         match (c.debug_allowed, rules.allow_debug) {
             (false, _) => Ok("guest policy forbids debugging".into()),
             (true, true) => Ok("debugging allowed by the guest policy, and by this policy".into()),
-            (true, false) => Err(
-                "the guest policy lets the host debug the guest (read its memory)".into(),
-            ),
+            (true, false) => {
+                Err("the guest policy lets the host debug the guest (read its memory)".into())
+            }
         },
     );
     out.record(
@@ -190,7 +190,7 @@ fn snp(rules: &SnpRules, claims: &Claims<'_>, out: &mut Sink) {
     if let Some(list) = &rules.measurements {
         out.record(
             "snp.measurement",
-            if list.iter().any(|m| *m == c.measurement) {
+            if list.contains(&c.measurement) {
                 Ok(format!("{} is allowed", hex::encode(&c.measurement)))
             } else {
                 Err(format!(
@@ -220,7 +220,10 @@ fn snp(rules: &SnpRules, claims: &Claims<'_>, out: &mut Sink) {
             if c.vmpl <= max {
                 Ok(format!("VMPL {}", c.vmpl))
             } else {
-                Err(format!("report from VMPL {}, at most {max} allowed", c.vmpl))
+                Err(format!(
+                    "report from VMPL {}, at most {max} allowed",
+                    c.vmpl
+                ))
             },
         );
     }
