@@ -466,3 +466,180 @@ fn evidence_kind_names_round_trip() {
     assert!("sgx".parse::<EvidenceKind>().is_err());
     assert!(EvidenceKind::Tpm.needs_make_credential());
 }
+
+/// A test attester that needs a challenge round (as IBM Secure Execution does): the verifier
+/// makes a per-challenge secret, seals it to the attester's key in the challenge parameters,
+/// and accepts only evidence authenticated under that secret over the nonce and the claimed
+/// PCRs. It proves the interface carries verifier-made parameters and that evidence made for
+/// one challenge is refused for another.
+mod challenge_round {
+    use aws_lc_rs::hmac;
+    use subtle::ConstantTimeEq;
+
+    use super::super::{Challenge, EvidenceKind, EvidenceVerifier, VerifiedClaims};
+    use crate::keysplit::{self, NkPrivate, NkPublic, Sealed};
+    use crate::policy::Claims;
+    use crate::wire::{ClockInfo, Digest, HashAlg, PcrValues};
+
+    const INFO: &[u8] = b"unlock/v1 test challenge round";
+
+    struct SealedSecretVerifier {
+        master: hmac::Key,
+        attester: NkPublic,
+    }
+
+    struct Evidence<'a> {
+        tag: [u8; 32],
+        pcrs: &'a PcrValues,
+    }
+
+    struct Verified {
+        pcrs: PcrValues,
+    }
+
+    impl VerifiedClaims for Verified {
+        fn claims(&self) -> Claims<'_> {
+            Claims::from_validated(
+                &self.pcrs,
+                ClockInfo {
+                    clock: 0,
+                    reset_count: 0,
+                    restart_count: 0,
+                    safe: true,
+                },
+                None,
+                None,
+            )
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("evidence is not authenticated under this challenge's secret")]
+    struct Refused;
+
+    impl SealedSecretVerifier {
+        fn secret(&self, nonce: &[u8; 32]) -> [u8; 32] {
+            let tag = hmac::sign(&self.master, nonce);
+            let mut s = [0u8; 32];
+            s.copy_from_slice(tag.as_ref());
+            s
+        }
+    }
+
+    fn mac(secret: &[u8; 32], nonce: &[u8; 32], pcrs: &PcrValues) -> [u8; 32] {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let mut ctx = hmac::Context::with_key(&key);
+        ctx.update(nonce);
+        for (i, d) in pcrs.iter() {
+            ctx.update(&[i]);
+            ctx.update(d.as_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    impl EvidenceVerifier for SealedSecretVerifier {
+        type Evidence<'a> = Evidence<'a>;
+        type Verified<'a> = Verified;
+        type Error = Refused;
+
+        fn kind(&self) -> EvidenceKind {
+            EvidenceKind::Tpm
+        }
+
+        fn challenge(&self, nonce: [u8; 32]) -> Challenge {
+            let sealed =
+                keysplit::seal(&self.attester, INFO, &nonce, &self.secret(&nonce)).expect("seal");
+            Challenge {
+                nonce,
+                params: Some(sealed.to_bytes()),
+            }
+        }
+
+        fn verify<'a>(
+            &self,
+            challenge: &Challenge,
+            evidence: Self::Evidence<'a>,
+        ) -> Result<Self::Verified<'a>, Self::Error> {
+            let want = mac(
+                &self.secret(&challenge.nonce),
+                &challenge.nonce,
+                evidence.pcrs,
+            );
+            if bool::from(want.ct_eq(&evidence.tag)) {
+                Ok(Verified {
+                    pcrs: evidence.pcrs.clone(),
+                })
+            } else {
+                Err(Refused)
+            }
+        }
+    }
+
+    /// The attester: opens the parameters with its key and authenticates its claims.
+    fn attest(key: &NkPrivate, challenge: &Challenge, pcrs: &PcrValues) -> Option<[u8; 32]> {
+        let sealed = Sealed::from_bytes(challenge.params.as_deref()?).ok()?;
+        let opened = key.open(&sealed, INFO, &challenge.nonce).ok()?;
+        let secret: [u8; 32] = opened.as_slice().try_into().ok()?;
+        Some(mac(&secret, &challenge.nonce, pcrs))
+    }
+
+    #[test]
+    fn evidence_depends_on_the_verifier_made_parameters() {
+        let key = NkPrivate::generate().unwrap();
+        let v = SealedSecretVerifier {
+            master: hmac::Key::new(hmac::HMAC_SHA256, &[9; 32]),
+            attester: key.public(),
+        };
+        let mut pcrs = PcrValues::new();
+        pcrs.insert(7, Digest::filled(HashAlg::Sha256, 0x11));
+        let a = v.challenge([1; 32]);
+        let b = v.challenge([2; 32]);
+        assert!(a.params.is_some());
+
+        let tag_a = attest(&key, &a, &pcrs).unwrap();
+        let ok = v
+            .verify(
+                &a,
+                Evidence {
+                    tag: tag_a,
+                    pcrs: &pcrs,
+                },
+            )
+            .unwrap();
+        assert_eq!(ok.claims().pcrs(), &pcrs);
+
+        // Evidence made for challenge A, presented for challenge B.
+        assert!(v
+            .verify(
+                &b,
+                Evidence {
+                    tag: tag_a,
+                    pcrs: &pcrs
+                }
+            )
+            .is_err());
+        // Evidence for A with other PCRs than it authenticated.
+        let mut other = pcrs.clone();
+        other.insert(8, Digest::filled(HashAlg::Sha256, 0x22));
+        assert!(v
+            .verify(
+                &a,
+                Evidence {
+                    tag: tag_a,
+                    pcrs: &other
+                }
+            )
+            .is_err());
+        // Another attester cannot open A's parameters, so cannot answer them.
+        let stranger = NkPrivate::generate().unwrap();
+        assert!(attest(&stranger, &a, &pcrs).is_none());
+        // Parameters from A with B's nonce do not open (the nonce is the AAD).
+        let spliced = Challenge {
+            nonce: b.nonce,
+            params: a.params.clone(),
+        };
+        assert!(attest(&key, &spliced, &pcrs).is_none());
+    }
+}
