@@ -386,7 +386,7 @@ fn policy_refuses_debug_migration_low_tcb_and_unknown_measurement() {
 
     let strict = Policy::from_json(&format!(
         r#"{{"version":1,"release_pcr":null,"snp":{{"measurements":["{}"],
-            "min_tcb":{{"snp":24,"microcode":219}},"deny_smt":true}}}}"#,
+            "min_tcb":{{"snp":24,"microcode":219}},"require_no_smt":true}}}}"#,
         hex::encode(&genuine.measurement)
     ))
     .unwrap();

@@ -92,7 +92,7 @@ pub struct SnpDocument {
     pub allow_migration_agent: bool,
     /// Refuse a guest policy that allows SMT (sibling-thread side channels).
     #[serde(default, skip_serializing_if = "is_false")]
-    pub deny_smt: bool,
+    pub require_no_smt: bool,
     /// Highest VMPL the report may come from (0 is the most privileged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_vmpl: Option<u32>,

@@ -177,7 +177,7 @@ fn snp(rules: &SnpRules, claims: &Claims<'_>, out: &mut Sink) {
             (true, false) => Err("the guest policy allows a migration agent".into()),
         },
     );
-    if rules.deny_smt {
+    if rules.require_no_smt {
         out.record(
             "snp.smt",
             if c.smt_allowed {
