@@ -137,8 +137,10 @@ fn main() {
             .verify(&RSA_PKCS1_2048_8192_SHA256, &attest, &sig_bytes)
             .unwrap();
     };
+    let cache = verifier_core::attester::amd::VcekCache::new();
     let cached = || {
-        let h = azure::verify_hcl_report(&hcl, &vcek).unwrap();
+        let v = roots.verify_vcek_cached(&cache, &vcek_der, now).unwrap();
+        let h = azure::verify_hcl_report(&hcl, &v).unwrap();
         verify_quote(h.ak(), b"challenge", &attest, &sig, &pcrs).unwrap()
     };
     let full = || {

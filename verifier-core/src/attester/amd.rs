@@ -69,6 +69,45 @@ pub struct AmdRoots {
     asks: Vec<Vec<u8>>,
     /// (ARK subject DER, product name), to say which product a chain ended at.
     products: Vec<(Vec<u8>, &'static str)>,
+    /// Latest notBefore and earliest notAfter over every shipped ARK and ASK: a cached
+    /// VCEK is reused only inside this window and its own validity.
+    roots_window: (i64, i64),
+}
+
+/// Most VCEKs a [`VcekCache`] holds (one per chip and TCB in a fleet); when full it is
+/// cleared, which costs only re-verification.
+pub const VCEK_CACHE_MAX: usize = 4096;
+
+/// Verified VCEKs by the SHA-256 of their DER, so that the chain's RSA-4096 signatures are
+/// checked once per chip and TCB rather than once per attestation. An entry is used only at
+/// a time inside its certificates' validity; the cache belongs to one [`AmdRoots`].
+#[derive(Debug, Default)]
+pub struct VcekCache {
+    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedVcek>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedVcek {
+    vcek: VerifiedVcek,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl VcekCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of cached VCEKs.
+    pub fn len(&self) -> usize {
+        self.map.lock().map_or(0, |m| m.len())
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl AmdRoots {
@@ -92,11 +131,60 @@ impl AmdRoots {
             }
             asks.extend(pem_certificates(ask_pem)?);
         }
+        let mut roots_window = (i64::MIN, i64::MAX);
+        for der in asks.iter().cloned().chain(
+            sets.iter()
+                .flat_map(|(_, ark, _)| pem_certificates(ark).unwrap_or_default()),
+        ) {
+            let (nb, na) = Certificate::from_der(&der)?.validity();
+            roots_window = (roots_window.0.max(nb), roots_window.1.min(na));
+        }
         Ok(Self {
             arks,
             asks,
             products,
+            roots_window,
         })
+    }
+
+    /// [`Self::verify_vcek`] through `cache`: a VCEK verified before (same DER) is reused
+    /// while `now` is inside its and the shipped roots' validity; otherwise it is verified
+    /// and, on success, cached.
+    pub fn verify_vcek_cached(
+        &self,
+        cache: &VcekCache,
+        vcek_der: &[u8],
+        now: SystemTime,
+    ) -> Result<VerifiedVcek, VcekError> {
+        let key = crate::wire::HashAlg::Sha256.hash(vcek_der);
+        let mut id = [0u8; 32];
+        id.copy_from_slice(key.as_bytes());
+        let t = crate::ekcert::unix_seconds(now)?;
+        if let Ok(map) = cache.map.lock() {
+            if let Some(c) = map.get(&id) {
+                if (c.not_before..=c.not_after).contains(&t) {
+                    return Ok(c.vcek.clone());
+                }
+            }
+        }
+        let vcek = self.verify_vcek(vcek_der, &[], now)?;
+        let (nb, na) = Certificate::from_der(vcek_der)
+            .map_err(EkCertError::from)?
+            .validity();
+        if let Ok(mut map) = cache.map.lock() {
+            if map.len() >= VCEK_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(
+                id,
+                CachedVcek {
+                    vcek: vcek.clone(),
+                    not_before: nb.max(self.roots_window.0),
+                    not_after: na.min(self.roots_window.1),
+                },
+            );
+        }
+        Ok(vcek)
     }
 
     /// Product lines whose roots are in this set.

@@ -210,6 +210,9 @@ pub struct AzureSnpVtpmVerifier<'r> {
     pub roots: &'r AmdRoots,
     /// Verification time for the certificate chain.
     pub now: SystemTime,
+    /// Verified VCEKs to reuse (the chain's RSA work once per chip and TCB); `None` verifies
+    /// the chain on every attestation.
+    pub cache: Option<&'r amd::VcekCache>,
 }
 
 /// Verified Azure SEV-SNP vTPM evidence. Only [`AzureSnpVtpmVerifier`] constructs it.
@@ -260,7 +263,12 @@ impl EvidenceVerifier for AzureSnpVtpmVerifier<'_> {
         challenge: &Challenge,
         evidence: Self::Evidence<'a>,
     ) -> Result<Self::Verified<'a>, Self::Error> {
-        let vcek = self.roots.verify_vcek(evidence.vcek, &[], self.now)?;
+        let vcek = match self.cache {
+            Some(cache) => self
+                .roots
+                .verify_vcek_cached(cache, evidence.vcek, self.now)?,
+            None => self.roots.verify_vcek(evidence.vcek, &[], self.now)?,
+        };
         let hcl = azure::verify_hcl_report(evidence.hcl_report, &vcek)?;
         let validated = validate(
             Expected {

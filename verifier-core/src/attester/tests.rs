@@ -146,9 +146,11 @@ fn real_azure_snp_evidence_verifies_end_to_end() {
 fn real_evidence_for_another_nonce_is_refused_at_the_binding() {
     let r = real();
     let roots = roots();
+    let cache = amd::VcekCache::new();
     let v = AzureSnpVtpmVerifier {
         roots: &roots,
         now: now(),
+        cache: Some(&cache),
     };
     let challenge = v.challenge([7; 32]);
     assert_eq!(challenge.params, None);
@@ -170,10 +172,15 @@ fn real_evidence_for_another_nonce_is_refused_at_the_binding() {
     };
     assert_eq!(v.kind(), EvidenceKind::AzureSnpVtpm);
     assert!(!v.kind().needs_make_credential());
-    match v.verify(&challenge, evidence) {
-        Err(AzureSnpVtpmError::Quote(ValidationError::Quote(VerifyError::ExtraDataMismatch))) => {}
-        other => panic!("expected the extraData binding to fail, got {other:?}"),
+    for _ in 0..2 {
+        match v.verify(&challenge, evidence) {
+            Err(AzureSnpVtpmError::Quote(ValidationError::Quote(
+                VerifyError::ExtraDataMismatch,
+            ))) => {}
+            other => panic!("expected the extraData binding to fail, got {other:?}"),
+        }
     }
+    assert_eq!(cache.len(), 1, "the verified VCEK is cached");
 }
 
 #[test]
@@ -226,6 +233,31 @@ fn vcek_of_another_chip_is_refused() {
         snp::verify_report(report, &other),
         Err(SnpError::ChipIdMismatch)
     ));
+}
+
+#[test]
+fn cached_vcek_is_reused_only_inside_its_validity_and_for_the_same_bytes() {
+    let r = real();
+    let roots = roots();
+    let cache = amd::VcekCache::new();
+    let first = roots.verify_vcek_cached(&cache, &r.vcek, now()).unwrap();
+    assert_eq!(cache.len(), 1);
+    assert_eq!(
+        roots.verify_vcek_cached(&cache, &r.vcek, now()).unwrap(),
+        first
+    );
+    // After the VCEK expired, the cache does not answer: the chain check refuses.
+    let later = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+    assert!(matches!(
+        roots.verify_vcek_cached(&cache, &r.vcek, later),
+        Err(VcekError::Chain(EkCertError::Expired { .. }))
+    ));
+    // Other bytes are not looked up as the cached VCEK: a forged copy is verified and refused.
+    let mut forged = r.vcek.clone();
+    let at = forged.len() - 10;
+    forged[at] ^= 1;
+    assert!(roots.verify_vcek_cached(&cache, &forged, now()).is_err());
+    assert_eq!(cache.len(), 1);
 }
 
 #[test]
