@@ -223,10 +223,11 @@ impl AmdRoots {
             snp: spl(OID_SNP_SPL, "1.3.6.1.4.1.3704.1.3.3 (snpSPL)")?,
             microcode: spl(OID_UCODE_SPL, "1.3.6.1.4.1.3704.1.3.8 (ucodeSPL)")?,
         };
+        // Required: it is what ties the VCEK to one chip (a VLEK has none, and VLEK-signed
+        // reports are not accepted).
         let hw_id = match cert.extension(OID_HW_ID) {
-            Some(v) if v.len() == 64 => Some(v.to_vec()),
-            Some(_) => return Err(VcekError::Extension("1.3.6.1.4.1.3704.1.4 (hwID)")),
-            None => None,
+            Some(v) if v.len() == 64 => v.to_vec(),
+            _ => return Err(VcekError::Extension("1.3.6.1.4.1.3704.1.4 (hwID)")),
         };
         // Present in every AMD VCEK; used only for display, so its absence is not fatal.
         let product_name = cert.extension(OID_PRODUCT_NAME).and_then(|v| {
@@ -256,7 +257,7 @@ impl AmdRoots {
 pub struct VerifiedVcek {
     point: Vec<u8>,
     tcb: TcbVersion,
-    hw_id: Option<Vec<u8>>,
+    hw_id: Vec<u8>,
     product: &'static str,
     product_name: Option<String>,
 }
@@ -270,9 +271,9 @@ impl VerifiedVcek {
     pub fn tcb(&self) -> TcbVersion {
         self.tcb
     }
-    /// The chip's hwID (64 bytes), absent in VLEK-style certificates.
-    pub fn hw_id(&self) -> Option<&[u8]> {
-        self.hw_id.as_deref()
+    /// The chip's hwID (64 bytes).
+    pub fn hw_id(&self) -> &[u8] {
+        &self.hw_id
     }
     /// The product line of the root the chain ends at.
     pub fn product(&self) -> &'static str {

@@ -278,7 +278,7 @@ pub enum SnpError {
     #[error("SNP report signature does not verify with the VCEK")]
     SignatureInvalid,
     /// The VCEK was issued for another chip than the report names.
-    #[error("SNP report CHIP_ID does not match the VCEK's hwID (the VCEK is another chip's)")]
+    #[error("SNP report CHIP_ID does not match the VCEK's hwID (the VCEK is another chip's, or the guest masked CHIP_ID)")]
     ChipIdMismatch,
     /// The VCEK was issued for another TCB than the report's REPORTED_TCB.
     #[error("SNP report REPORTED_TCB ({report}) does not match the VCEK's TCB ({vcek})")]
@@ -321,10 +321,11 @@ pub fn verify_report(report: &[u8], vcek: &VerifiedVcek) -> Result<VerifiedSnpRe
     if parsed.signing_key() != 0 || parsed.chip_key_masked() {
         return Err(SnpError::SigningKey(parsed.signing_key()));
     }
-    if let Some(hw_id) = vcek.hw_id() {
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(&parsed.chip_id[..], hw_id)) {
-            return Err(SnpError::ChipIdMismatch);
-        }
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        &parsed.chip_id[..],
+        vcek.hw_id(),
+    )) {
+        return Err(SnpError::ChipIdMismatch);
     }
     if parsed.reported_tcb != vcek.tcb() {
         return Err(SnpError::TcbMismatch {
