@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crate::evidence::{validate, Expected, Submitted, ValidatedEvidence, ValidationError};
 use crate::policy::Claims;
+use crate::proto::v1::ErrorCode;
 use crate::quote::AkPublic;
 
 use amd::{AmdRoots, VcekError};
@@ -37,7 +38,9 @@ use azure::{AzureError, VerifiedHclReport, VmConfiguration};
 use snp::{TcbVersion, VerifiedSnpReport};
 
 /// The kind of evidence an enrollment declares; the server picks the verifier by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Serialized as its name (`"tpm"`, `"azure-snp-vtpm"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum EvidenceKind {
     /// A TPM 2.0 quote by an AK activated with the enrolled EK (MakeCredential).
@@ -201,6 +204,38 @@ pub enum AzureSnpVtpmError {
     /// The vTPM quote (or its logs) failed validation with the vouched-for AK.
     #[error(transparent)]
     Quote(#[from] ValidationError),
+}
+
+impl AzureSnpVtpmError {
+    /// The protocol's refusal code, decided here once and exhaustively (existing codes, so
+    /// a server's exhaustive matches on [`ErrorCode`] stay as they are): an untrusted VCEK is
+    /// an untrusted endorsement (`ek_cert_untrusted`); a report that is malformed, not
+    /// genuine or does not vouch for the AK makes the AK unacceptable (`ak_not_acceptable`);
+    /// the quote's own failures keep their codes.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Vcek(_) => ErrorCode::EkCertUntrusted,
+            Self::Report(r) => match r {
+                AzureError::Parse(_) => ErrorCode::MalformedRequest,
+                AzureError::NotSnp
+                | AzureError::Snp(_)
+                | AzureError::RuntimeDataNotBound
+                | AzureError::RuntimeData(_)
+                | AzureError::Ak(_) => ErrorCode::AkNotAcceptable,
+            },
+            Self::Quote(q) => q.code(),
+        }
+    }
+
+    /// Whether the refused evidence was provably the machine's own (see
+    /// [`ValidationError::signed_by_ak`]): only quote failures after the signature and the
+    /// binding verified; a report or VCEK failure anyone could have sent.
+    pub fn signed_by_ak(&self) -> bool {
+        match self {
+            Self::Vcek(_) | Self::Report(_) => false,
+            Self::Quote(q) => q.signed_by_ak(),
+        }
+    }
 }
 
 /// Azure SEV-SNP CVM evidence verifier.

@@ -174,13 +174,45 @@ fn real_evidence_for_another_nonce_is_refused_at_the_binding() {
     assert!(!v.kind().needs_make_credential());
     for _ in 0..2 {
         match v.verify(&challenge, evidence) {
-            Err(AzureSnpVtpmError::Quote(ValidationError::Quote(
-                VerifyError::ExtraDataMismatch,
-            ))) => {}
+            Err(
+                e
+                @ AzureSnpVtpmError::Quote(ValidationError::Quote(VerifyError::ExtraDataMismatch)),
+            ) => {
+                assert_eq!(e.code(), crate::proto::v1::ErrorCode::BindingMismatch);
+                assert!(!e.signed_by_ak(), "a stranger could replay it");
+            }
             other => panic!("expected the extraData binding to fail, got {other:?}"),
         }
     }
-    assert_eq!(cache.len(), 1, "the verified VCEK is cached");
+    // A forged report through the whole verifier: refused before the quote, not charged
+    // to the machine.
+    let mut hcl = r.hcl.clone();
+    hcl[HW + 0x90] ^= 1;
+    let forged = AzureSnpVtpmEvidence {
+        hcl_report: &hcl,
+        ..evidence
+    };
+    let e = v.verify(&challenge, forged).unwrap_err();
+    assert!(matches!(
+        e,
+        AzureSnpVtpmError::Report(AzureError::Snp(SnpError::SignatureInvalid))
+    ));
+    assert_eq!(e.code(), crate::proto::v1::ErrorCode::AkNotAcceptable);
+    assert!(!e.signed_by_ak());
+    // Another chip's VCEK beside the report.
+    let other = AzureSnpVtpmEvidence {
+        vcek: OTHER_CHIP_VCEK,
+        ..evidence
+    };
+    assert!(matches!(
+        v.verify(&challenge, other).unwrap_err(),
+        AzureSnpVtpmError::Report(AzureError::Snp(SnpError::ChipIdMismatch))
+    ));
+    assert_eq!(
+        cache.len(),
+        2,
+        "both verified VCEKs (this chip's, the other chip's) are cached"
+    );
 }
 
 #[test]
@@ -496,6 +528,14 @@ fn evidence_kind_names_round_trip() {
         assert_eq!(k.as_str().parse::<EvidenceKind>().unwrap(), k);
     }
     assert!("sgx".parse::<EvidenceKind>().is_err());
+    assert_eq!(
+        serde_json::to_string(&EvidenceKind::AzureSnpVtpm).unwrap(),
+        "\"azure-snp-vtpm\""
+    );
+    assert_eq!(
+        serde_json::from_str::<EvidenceKind>("\"tpm\"").unwrap(),
+        EvidenceKind::Tpm
+    );
     assert!(EvidenceKind::Tpm.needs_make_credential());
 }
 
