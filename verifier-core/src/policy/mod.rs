@@ -16,6 +16,9 @@
 //! - `clock`: clockInfo rules (safe, reboots since enrollment, resumes per boot).
 //! - `host`: a fresh quote of the host, from its provider, by a pinned AK, passing the same
 //!   kinds of rules ([`HostPolicy`]); the server asks, [`HostPolicy::evaluate`] decides.
+//! - `snp`: a confidential VM's SEV-SNP report (measurement allowlist, minimum TCB, debug and
+//!   migration agent, SMT, VMPL), read from [`Claims::snp`]; evidence carrying a report is
+//!   held to the section's defaults even without it.
 
 mod boot;
 mod claims;
