@@ -20,6 +20,7 @@
 
 pub mod amd;
 pub mod azure;
+pub mod capture;
 pub mod snp;
 
 use std::fmt;

@@ -715,3 +715,51 @@ mod challenge_round {
         assert!(attest(&key, &spliced, &pcrs).is_none());
     }
 }
+
+#[test]
+fn captured_evidence_gives_offline_claims_and_forgeries_are_refused() {
+    use super::capture::{CaptureError, CheckedAzureCapture};
+    let json = read("quote/trustee-az-snp-vtpm/evidence-v1.json");
+    let c = CheckedAzureCapture::check(&json, &roots(), now()).unwrap();
+    let claims = Claims::unverified_from_capture_azure(&c);
+    assert_eq!(claims.source(), crate::policy::ClaimsSource::CapturedTee);
+    assert_eq!(claims.snp().unwrap().reported_tcb.microcode, 0xdb);
+    assert_eq!(claims.pcrs().bank(HashAlg::Sha256).count(), 24);
+    let policy = Policy::from_json(&format!(
+        r#"{{"version":1,"release_pcr":null,"snp":{{"measurements":["{}"]}}}}"#,
+        hex::encode(&c.snp().measurement)
+    ))
+    .unwrap();
+    assert!(policy.check(&claims).accepted());
+
+    // The capture with one PCR value changed: the quote's digest refuses it.
+    let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    v["tpm_quote"]["pcrs"][0] = serde_json::Value::String("00".repeat(32));
+    let edited = serde_json::to_vec(&v).unwrap();
+    assert!(matches!(
+        CheckedAzureCapture::check(&edited, &roots(), now()),
+        Err(CaptureError::Invalid(AzureSnpVtpmError::Quote(
+            ValidationError::Quote(VerifyError::PcrDigestMismatch)
+        )))
+    ));
+    // Another chip's VCEK in the capture.
+    let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    v["vcek"] = serde_json::Value::String(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(OTHER_CHIP_VCEK),
+    );
+    assert!(matches!(
+        CheckedAzureCapture::check(&serde_json::to_vec(&v).unwrap(), &roots(), now()),
+        Err(CaptureError::Invalid(AzureSnpVtpmError::Report(
+            AzureError::Snp(SnpError::ChipIdMismatch)
+        )))
+    ));
+    // Not the format.
+    assert!(matches!(
+        CheckedAzureCapture::check(b"{}", &roots(), now()),
+        Err(CaptureError::Format(_))
+    ));
+    assert!(matches!(
+        CheckedAzureCapture::check(&vec![b' '; 70_000], &roots(), now()),
+        Err(CaptureError::Format(_))
+    ));
+}

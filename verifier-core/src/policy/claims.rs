@@ -17,6 +17,10 @@ pub enum ClaimsSource {
     VerifiedQuote,
     /// Captured evidence: the logs replay to the captured PCRs, but nothing is signed.
     UnverifiedCapture,
+    /// A captured confidential VM's evidence: the CPU report, its chain and the quote's
+    /// signature verified, but the quote answers someone else's nonce (not fresh, not bound
+    /// to any unlock).
+    CapturedTee,
 }
 
 /// The claims a policy evaluates: PCR values, clock info, the decoded event log and the IMA
@@ -72,6 +76,22 @@ impl<'a> Claims<'a> {
             event_log: capture.event_log.as_ref(),
             ima: capture.ima.as_ref(),
             snp: None,
+        }
+    }
+
+    /// Claims from a checked Azure SEV-SNP vTPM capture, for `unlockctl policy check` and
+    /// `policy learn`. The evidence is genuine but not fresh: never use this on a path that
+    /// releases anything (the server uses [`crate::attester`]'s verified results).
+    pub fn unverified_from_capture_azure(
+        capture: &'a crate::attester::capture::CheckedAzureCapture,
+    ) -> Self {
+        Self {
+            source: ClaimsSource::CapturedTee,
+            pcrs: capture.quote().pcrs(),
+            clock: Some(capture.quote().clock_info()),
+            event_log: None,
+            ima: None,
+            snp: Some(capture.snp()),
         }
     }
 
