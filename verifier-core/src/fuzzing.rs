@@ -650,4 +650,11 @@ pub fn hcl_report(data: &[u8]) {
     if azure::verify_hcl_report(data, fuzz_vcek()).is_ok() {
         violated(T, "a fuzzed HCL report verified with a real VCEK");
     }
+    // The same bytes as a capture (JSON around the parsers above): must not panic. (A real
+    // capture does verify, so there is no invariant on the outcome.)
+    static ROOTS: OnceLock<Option<crate::attester::amd::AmdRoots>> = OnceLock::new();
+    if let Some(roots) = ROOTS.get_or_init(|| crate::attester::amd::AmdRoots::shipped().ok()) {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        let _ = crate::attester::capture::CheckedAzureCapture::check(data, roots, now);
+    }
 }

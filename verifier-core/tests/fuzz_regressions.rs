@@ -225,4 +225,5 @@ fn azure_hcl_reports_from_testdata_pass() {
         fuzzing::hcl_report(&hcl);
         fuzzing::snp_report(&hcl[32..32 + 1184]);
     }
+    fuzzing::hcl_report(&read("quote/trustee-az-snp-vtpm/evidence-v1.json"));
 }
