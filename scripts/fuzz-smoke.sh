@@ -91,7 +91,7 @@ for f in "$testdata"/ekcert/*/*.pem; do
         echo "fuzz-smoke: no DER seed from $f" >&2
 done
 # SEV-SNP and Azure HCL reports: the real HCL reports, and the SNP report inside one.
-seed hcl_report "$testdata"/quote/trustee-az-snp-vtpm/hcl-report.bin "$testdata"/quote/trustee-az-tdx-vtpm/hcl-report.bin
+seed hcl_report "$testdata"/quote/trustee-az-snp-vtpm/hcl-report.bin "$testdata"/quote/trustee-az-tdx-vtpm/hcl-report.bin "$testdata"/quote/trustee-az-snp-vtpm/evidence-v1.json
 mkdir -p fuzz/corpus/snp_report
 tail -c +33 "$testdata"/quote/trustee-az-snp-vtpm/hcl-report.bin | head -c 1184 >fuzz/corpus/snp_report/seed-az-snp
 mkdir -p fuzz/corpus/policy
