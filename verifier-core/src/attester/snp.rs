@@ -309,6 +309,29 @@ impl VerifiedSnpReport {
     }
 }
 
+/// The `REPORT_DATA` a bare SEV-SNP guest (one that requests its report itself, without a
+/// vTPM) puts in its report for an unlock: the quote binding of protocol v1
+/// ([`crate::merkle::quote_extra_data`]: every role's nonce through the Merkle root, and NK)
+/// in the first 32 bytes, zeros after. One definition for the agent and the verifier; on
+/// Azure the binding is the vTPM quote's instead (the HCL owns REPORT_DATA there).
+pub fn unlock_report_data(merkle_root: &[u8; 32], nk_pub: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    let (head, _) = out.split_at_mut(32);
+    head.copy_from_slice(&crate::merkle::quote_extra_data(merkle_root, nk_pub));
+    out
+}
+
+impl VerifiedSnpReport {
+    /// True when the report's REPORT_DATA is exactly `expected` (compared in constant
+    /// time): the report was requested for this challenge and NK.
+    pub fn binds(&self, expected: &[u8; 64]) -> bool {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            &self.report.report_data[..],
+            &expected[..],
+        ))
+    }
+}
+
 /// Verifies `report` (exactly [`REPORT_LEN`] bytes) with a VCEK already verified against
 /// the AMD roots ([`super::amd::AmdRoots::verify_vcek`], which a caller may cache per chip
 /// and TCB). Checks, in order: structure, algorithm, signing key, chip id and reported TCB

@@ -763,3 +763,25 @@ fn captured_evidence_gives_offline_claims_and_forgeries_are_refused() {
         Err(CaptureError::Format(_))
     ));
 }
+
+/// A bare-SNP binding: the real report was requested by the HCL (its REPORT_DATA is the
+/// runtime-data hash), so it binds no challenge of ours; a report whose REPORT_DATA were ours
+/// would, and the comparison is over all 64 bytes.
+#[test]
+fn report_data_binding_refuses_a_report_made_for_something_else() {
+    let r = real();
+    let vcek = roots().verify_vcek(&r.vcek, &[], now()).unwrap();
+    let v = snp::verify_report(&r.hcl[HW..HW + snp::REPORT_LEN], &vcek).unwrap();
+    let nk = [4u8; crate::keysplit::NK_PUBLIC_LEN];
+    let ours = snp::unlock_report_data(&[7; 32], &nk);
+    assert!(!v.binds(&ours));
+    assert_eq!(&ours[32..], &[0u8; 32]);
+    // What it does bind: its own REPORT_DATA, and not with one bit changed.
+    let own = v.report().report_data;
+    assert!(v.binds(&own));
+    let mut near = own;
+    near[63] ^= 1;
+    assert!(!v.binds(&near));
+    // Another NK gives another binding.
+    assert_ne!(ours, snp::unlock_report_data(&[7; 32], &[5u8; 32]));
+}
