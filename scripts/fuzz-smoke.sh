@@ -102,6 +102,10 @@ cp tests/data/ovmf-qemu-direct/binary_bios_measurements.bin fuzz/corpus/authenti
 hexseed tpm_response flush-ok 080080010000000a00000000
 hexseed tpm_response readpublic-missing 0b0080010000000a0000018b
 hexseed tpm_response nvread-ok 0301800200000018000000000000000500030102030000010000
+# SEV-SNP and Azure HCL reports: the real HCL reports, and the SNP report inside one.
+seed hcl_report "$testdata"/quote/trustee-az-snp-vtpm/hcl-report.bin "$testdata"/quote/trustee-az-tdx-vtpm/hcl-report.bin "$testdata"/quote/trustee-az-snp-vtpm/evidence-v1.json
+mkdir -p fuzz/corpus/snp_report
+tail -c +33 "$testdata"/quote/trustee-az-snp-vtpm/hcl-report.bin | head -c 1184 >fuzz/corpus/snp_report/seed-az-snp
 mkdir -p fuzz/corpus/policy
 printf '%s' '{"version":1,"pcrs":[{"bank":"sha256","index":7,"allowed":["'"$(printf '%064d' 0)"'"]}],"release_pcr":{"bank":"sha256","index":15},"require_event_log":true}' \
     >fuzz/corpus/policy/seed-basic.json

@@ -634,3 +634,62 @@ pub fn tpm_response(data: &[u8]) {
     };
     crate::tpm2::fuzz_decode(*code, flags & 1 == 1, bytes);
 }
+
+/// A real VCEK (another chip's, so no fuzzed report can be genuine for it), verified once.
+fn fuzz_vcek() -> &'static crate::attester::amd::VerifiedVcek {
+    static VCEK: OnceLock<crate::attester::amd::VerifiedVcek> = OnceLock::new();
+    VCEK.get_or_init(|| {
+        let Ok(roots) = crate::attester::amd::AmdRoots::shipped() else {
+            violated("snp_report", "the shipped AMD roots do not load");
+        };
+        // 2025-06-15, inside the certificate's validity.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        match roots.verify_vcek(
+            include_bytes!("attester/testdata/vcek-milan-other-chip.der"),
+            &[],
+            now,
+        ) {
+            Ok(v) => v,
+            Err(e) => violated("snp_report", &format!("the fuzz VCEK is refused: {e}")),
+        }
+    })
+}
+
+/// SEV-SNP attestation reports: a parse succeeds only on exactly 1184 bytes, and no input
+/// verifies with a VCEK that did not sign it.
+pub fn snp_report(data: &[u8]) {
+    const T: &str = "snp_report";
+    use crate::attester::snp;
+    if let Ok(r) = snp::SnpReport::parse(data) {
+        if data.len() != snp::REPORT_LEN {
+            violated(T, "a report of the wrong size parsed");
+        }
+        let _ = (r.debug_allowed(), r.signing_key(), r.smt_enabled());
+    }
+    if snp::verify_report(data, fuzz_vcek()).is_ok() {
+        violated(T, "a fuzzed report verified with a real VCEK");
+    }
+}
+
+/// Azure HCL reports: parsing is bounded, the runtime data lies inside the input, and no
+/// input verifies with a VCEK that did not sign its report.
+pub fn hcl_report(data: &[u8]) {
+    const T: &str = "hcl_report";
+    use crate::attester::azure;
+    if let Ok(h) = azure::HclReport::parse(data) {
+        if h.runtime_data.len() > data.len() || h.hw_report.len() != 1184 {
+            violated(T, "parsed slices larger than the input");
+        }
+        let _ = (h.report_data(), h.runtime_data_bound());
+    }
+    if azure::verify_hcl_report(data, fuzz_vcek()).is_ok() {
+        violated(T, "a fuzzed HCL report verified with a real VCEK");
+    }
+    // The same bytes as a capture (JSON around the parsers above): must not panic. (A real
+    // capture does verify, so there is no invariant on the outcome.)
+    static ROOTS: OnceLock<Option<crate::attester::amd::AmdRoots>> = OnceLock::new();
+    if let Some(roots) = ROOTS.get_or_init(|| crate::attester::amd::AmdRoots::shipped().ok()) {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        let _ = crate::attester::capture::CheckedAzureCapture::check(data, roots, now);
+    }
+}

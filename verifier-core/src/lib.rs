@@ -10,6 +10,8 @@
 //! - [`wire`]: the bounded reader and the TPM 2.0 structures we (un)marshal.
 //! - [`quote`]: quote verification and AK checks, returning [`quote::VerifiedQuote`].
 //! - [`makecred`]: TPM2_MakeCredential in software (RSA and ECC EKs).
+//! - [`attester`]: one interface over evidence kinds (TPM quote, Azure SEV-SNP vTPM), the
+//!   SEV-SNP report and AMD certificate chain, the Azure HCL report.
 //! - [`ekcert`]: EK certificate chain validation against a trust store.
 //! - [`eventlog`]: UEFI measured-boot event log parsing, decoding and replay.
 //! - [`ima`]: IMA measurement list parsing and replay.
@@ -30,6 +32,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "server")]
+pub mod attester;
 #[cfg(feature = "server")]
 pub mod audit;
 mod crypto;

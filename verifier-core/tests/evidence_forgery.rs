@@ -438,3 +438,25 @@ fn broken_policy_documents_name_the_field() {
     .unwrap_err();
     assert!(e.to_string().contains("pcrs[0].index"), "{e}");
 }
+
+/// The TPM path through the evidence-verifier interface: the same checks as `validate`, the
+/// challenge is the nonce alone, and the claims come from the verified result.
+#[test]
+fn tpm_path_through_the_attester_interface() {
+    use verifier_core::attester::{EvidenceKind, EvidenceVerifier, TpmQuoteVerifier};
+    let s = scenario();
+    let v = TpmQuoteVerifier { ak: s.ak.ak() };
+    assert_eq!(v.kind(), EvidenceKind::Tpm);
+    for role in 0..2 {
+        let challenge = v.challenge(s.nonces[role]);
+        assert_eq!(challenge.params, None);
+        let ok = v.verify(&challenge, s.submitted(role)).unwrap();
+        assert_eq!(ok.claims().pcrs(), &s.pcrs);
+        assert!(ok.claims().snp().is_none());
+    }
+    // Evidence for role 0's challenge presented under another challenge.
+    assert_eq!(
+        v.verify(&v.challenge([9; 32]), s.submitted(0)).unwrap_err(),
+        ValidationError::Quote(VerifyError::ExtraDataMismatch)
+    );
+}

@@ -40,6 +40,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("sealed", fuzzing::sealed),
     ("ekcert", fuzzing::ekcert),
     ("policy", fuzzing::policy),
+    ("snp_report", fuzzing::snp_report),
+    ("hcl_report", fuzzing::hcl_report),
 ];
 
 /// Minimised inputs that once crashed a target: (target, input as hex).
@@ -210,4 +212,18 @@ fn keysplit_and_merkle_encodings_pass() {
     );
     assert!(verifier_core::policy::Policy::from_json(&policy).is_ok());
     fuzzing::policy(policy.as_bytes());
+}
+
+#[test]
+fn azure_hcl_reports_from_testdata_pass() {
+    for rel in [
+        "quote/trustee-az-snp-vtpm/hcl-report.bin",
+        "quote/trustee-az-tdx-vtpm/hcl-report.bin",
+    ] {
+        let hcl = read(rel);
+        assert!(verifier_core::attester::azure::HclReport::parse(&hcl).is_ok());
+        fuzzing::hcl_report(&hcl);
+        fuzzing::snp_report(&hcl[32..32 + 1184]);
+    }
+    fuzzing::hcl_report(&read("quote/trustee-az-snp-vtpm/evidence-v1.json"));
 }

@@ -110,6 +110,9 @@ pub struct Certificate {
     pub(crate) unknown_critical: Option<Vec<u8>>,
     /// OID of an extension that appears twice (RFC 5280 forbids it).
     pub(crate) duplicate_extension: Option<Vec<u8>>,
+    /// Non-critical extensions this module does not process, as (OID, extnValue contents):
+    /// kept for callers that read vendor extensions (AMD's VCEK TCB and chip id).
+    pub(crate) other_extensions: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Certificate {
@@ -165,6 +168,7 @@ impl Certificate {
             tpm_info: None,
             unknown_critical: None,
             duplicate_extension: None,
+            other_extensions: Vec::new(),
         };
         if let Some(mut ext) = der::optional(&mut tbs, 0xa3, "extensions")? {
             if version != 2 {
@@ -247,7 +251,9 @@ impl Certificate {
             other if critical => {
                 self.unknown_critical.get_or_insert_with(|| other.to_vec());
             }
-            _ => {}
+            other => self
+                .other_extensions
+                .push((other.to_vec(), value.rest().to_vec())),
         }
         Ok(())
     }
@@ -270,6 +276,28 @@ impl Certificate {
     /// notBefore and notAfter as seconds since the Unix epoch.
     pub fn validity(&self) -> (i64, i64) {
         (self.not_before, self.not_after)
+    }
+
+    /// The contents (extnValue) of the non-critical extension `oid` (DER content bytes of
+    /// the OID), when present and not one this module processes itself.
+    pub(crate) fn extension(&self, oid: &[u8]) -> Option<&[u8]> {
+        self.other_extensions
+            .iter()
+            .find(|(o, _)| o.as_slice() == oid)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The SEC1 point of a NIST P-384 subject key, if that is the key.
+    pub(crate) fn p384_point(&self) -> Option<&[u8]> {
+        match &self.key {
+            Key::Ec { curve, point } if curve.as_slice() == OID_P384 => Some(point),
+            _ => None,
+        }
+    }
+
+    /// True when the certificate says it is a CA (basicConstraints cA=TRUE).
+    pub(crate) fn is_ca(&self) -> bool {
+        matches!(self.basic_constraints, Some((true, _)))
     }
 
     /// True when issuer and subject names are identical (a root or self-issued CA).

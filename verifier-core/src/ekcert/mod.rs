@@ -28,9 +28,9 @@
 //! - Revocation is not checked (no network, no CRLs here).
 
 mod cert;
-mod der;
+pub(crate) mod der;
 mod time;
-mod verify;
+pub(crate) mod verify;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -334,7 +334,7 @@ fn strip(b: &[u8]) -> &[u8] {
     b.get(start..).unwrap_or_default()
 }
 
-fn unix_seconds(now: SystemTime) -> Result<i64, EkCertError> {
+pub(crate) fn unix_seconds(now: SystemTime) -> Result<i64, EkCertError> {
     let secs = now
         .duration_since(UNIX_EPOCH)
         .map_err(|_| EkCertError::TimeBeforeEpoch)?

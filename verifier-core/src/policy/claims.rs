@@ -1,6 +1,7 @@
 //! What a policy evaluates: [`Claims`], produced by validation on the server and, for the
 //! offline debugging tool only, from captured evidence whose quote signature is not checked.
 
+use crate::attester::SnpClaims;
 use crate::eventlog::EventLog;
 use crate::evidence::{check_event_log, check_ima, ValidationError};
 use crate::ima::{ImaError, MeasurementList};
@@ -16,6 +17,10 @@ pub enum ClaimsSource {
     VerifiedQuote,
     /// Captured evidence: the logs replay to the captured PCRs, but nothing is signed.
     UnverifiedCapture,
+    /// A captured confidential VM's evidence: the CPU report, its chain and the quote's
+    /// signature verified, but the quote answers someone else's nonce (not fresh, not bound
+    /// to any unlock).
+    CapturedTee,
 }
 
 /// The claims a policy evaluates: PCR values, clock info, the decoded event log and the IMA
@@ -31,6 +36,7 @@ pub struct Claims<'a> {
     clock: Option<ClockInfo>,
     event_log: Option<&'a EventLog<'a>>,
     ima: Option<&'a MeasurementList>,
+    snp: Option<&'a SnpClaims>,
 }
 
 impl<'a> Claims<'a> {
@@ -46,6 +52,16 @@ impl<'a> Claims<'a> {
             clock: Some(clock),
             event_log,
             ima,
+            snp: None,
+        }
+    }
+
+    /// These claims with a verified SEV-SNP report's claims beside them (the vTPM quote and
+    /// the report were verified together by [`crate::attester`]).
+    pub(crate) fn with_snp(self, snp: &'a SnpClaims) -> Self {
+        Self {
+            snp: Some(snp),
+            ..self
         }
     }
 
@@ -59,6 +75,23 @@ impl<'a> Claims<'a> {
             clock: capture.clock,
             event_log: capture.event_log.as_ref(),
             ima: capture.ima.as_ref(),
+            snp: None,
+        }
+    }
+
+    /// Claims from a checked Azure SEV-SNP vTPM capture, for `unlockctl policy check` and
+    /// `policy learn`. The evidence is genuine but not fresh: never use this on a path that
+    /// releases anything (the server uses [`crate::attester`]'s verified results).
+    pub fn unverified_from_capture_azure(
+        capture: &'a crate::attester::capture::CheckedAzureCapture,
+    ) -> Self {
+        Self {
+            source: ClaimsSource::CapturedTee,
+            pcrs: capture.quote().pcrs(),
+            clock: Some(capture.quote().clock_info()),
+            event_log: None,
+            ima: None,
+            snp: Some(capture.snp()),
         }
     }
 
@@ -81,6 +114,10 @@ impl<'a> Claims<'a> {
     /// The IMA list, which replays to PCR 10.
     pub fn ima(&self) -> Option<&'a MeasurementList> {
         self.ima
+    }
+    /// The SEV-SNP report's claims, for a confidential VM's evidence.
+    pub fn snp(&self) -> Option<&'a SnpClaims> {
+        self.snp
     }
 }
 

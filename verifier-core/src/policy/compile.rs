@@ -25,6 +25,66 @@ pub(super) struct Compiled {
     pub(super) measured_boot: Option<MeasuredBoot>,
     pub(super) ima: Option<ImaRules>,
     pub(super) clock: ClockRules,
+    pub(super) snp: SnpRules,
+}
+
+/// SEV-SNP rules: the document's `snp` section, or its defaults when absent (evidence with
+/// an SNP report is always held to at least the defaults).
+#[derive(Debug, Clone, Default)]
+pub(super) struct SnpRules {
+    /// The document has an `snp` section: evidence without an SNP report fails it.
+    pub(super) required: bool,
+    pub(super) measurements: Option<Vec<Vec<u8>>>,
+    pub(super) min_tcb: Option<crate::attester::snp::TcbVersion>,
+    pub(super) allow_debug: bool,
+    pub(super) allow_migration_agent: bool,
+    pub(super) require_no_smt: bool,
+    pub(super) max_vmpl: Option<u32>,
+    pub(super) min_guest_svn: Option<u32>,
+    pub(super) require_azure_secure_boot: bool,
+}
+
+fn snp_rules(doc: Option<&super::document::SnpDocument>) -> Result<SnpRules, PolicyError> {
+    let Some(d) = doc else {
+        return Ok(SnpRules::default());
+    };
+    let measurements = match &d.measurements {
+        None => None,
+        Some(list) if list.is_empty() => {
+            return Err(invalid(
+                "snp.measurements".to_owned(),
+                "empty list: nothing could match (remove the rule to accept any measurement)",
+            ))
+        }
+        Some(list) => Some(
+            list.iter()
+                .enumerate()
+                .map(|(k, m)| match hex::decode(m) {
+                    Ok(b) if b.len() == 48 => Ok(b),
+                    _ => Err(invalid(
+                        format!("snp.measurements[{k}]"),
+                        "must be 96 hex digits (a SHA-384 launch measurement)",
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    Ok(SnpRules {
+        required: true,
+        measurements,
+        min_tcb: d.min_tcb.map(|t| crate::attester::snp::TcbVersion {
+            bootloader: t.bootloader,
+            tee: t.tee,
+            snp: t.snp,
+            microcode: t.microcode,
+        }),
+        allow_debug: d.allow_debug,
+        allow_migration_agent: d.allow_migration_agent,
+        require_no_smt: d.require_no_smt,
+        max_vmpl: d.max_vmpl,
+        min_guest_svn: d.min_guest_svn,
+        require_azure_secure_boot: d.require_azure_secure_boot,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -216,12 +276,14 @@ pub(super) fn compile(doc: &PolicyDocument) -> Result<Compiled, PolicyError> {
             }
         }
     };
+    let snp = snp_rules(doc.snp.as_ref())?;
     Ok(Compiled {
         pcrs,
         release,
         measured_boot,
         ima,
         clock,
+        snp,
     })
 }
 

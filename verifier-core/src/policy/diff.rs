@@ -89,6 +89,37 @@ pub fn diff(old: &PolicyDocument, new: &PolicyDocument) -> PolicyDiff {
     };
     let mut out = Vec::new();
     walk("", &a, &b, &mut out);
+    // The `snp` rules hold at their defaults even without the section, so a section that
+    // appears or goes is compared against the defaults (an added section with
+    // `allow_debug: true` widens), besides the section itself (present: evidence without an
+    // SNP report is refused).
+    let default = || serde_json::to_value(super::SnpDocument::default()).unwrap_or(Value::Null);
+    match (&old.snp, &new.snp) {
+        (None, Some(n)) => {
+            out.retain(|c| c.path != "snp");
+            out.push(Change {
+                path: "snp".into(),
+                effect: Effect::Narrows,
+                detail: "section added: evidence without an SNP report is refused".into(),
+            });
+            if let Ok(n) = serde_json::to_value(n) {
+                walk("snp", &default(), &n, &mut out);
+            }
+        }
+        (Some(o), None) => {
+            out.retain(|c| c.path != "snp");
+            out.push(Change {
+                path: "snp".into(),
+                effect: Effect::Widens,
+                detail: "section removed: evidence without an SNP report is no longer refused"
+                    .into(),
+            });
+            if let Ok(o) = serde_json::to_value(o) {
+                walk("snp", &o, &default(), &mut out);
+            }
+        }
+        _ => {}
+    }
     PolicyDiff { changes: out }
 }
 
@@ -203,7 +234,11 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
             });
         }
         (Value::Number(x), Value::Number(y)) => {
-            let name = last(path);
+            // A component of a minimum (`snp.min_tcb.microcode`) is a minimum itself.
+            let name = match path.rsplit_once('.') {
+                Some((parent, _)) if last(parent).starts_with("min_") => last(parent),
+                _ => last(path),
+            };
             let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
             let effect = if name.starts_with("max_") {
                 if y > x {
@@ -317,5 +352,34 @@ mod tests {
         let b = doc(r#"{"version":1,"measured_boot":{"require_secure_boot":true}}"#);
         let d = diff(&a, &b);
         assert!(!d.may_widen(), "{d}");
+    }
+
+    #[test]
+    fn snp_changes_have_a_direction() {
+        let base = doc(r#"{"version":1}"#);
+        let with = doc(
+            r#"{"version":1,"snp":{"allow_debug":true,"min_tcb":{"microcode":200},"measurements":["a"]}}"#,
+        );
+        let d = diff(&base, &with);
+        let effect = |p: &str| d.changes.iter().find(|c| c.path == p).map(|c| c.effect);
+        assert_eq!(effect("snp"), Some(Effect::Narrows));
+        assert_eq!(effect("snp.allow_debug"), Some(Effect::Widens));
+        assert!(d.may_widen());
+        let raised = doc(
+            r#"{"version":1,"snp":{"allow_debug":true,"min_tcb":{"microcode":210},"measurements":["a","b"]}}"#,
+        );
+        let d = diff(&with, &raised);
+        let effect = |p: &str| d.changes.iter().find(|c| c.path == p).map(|c| c.effect);
+        assert_eq!(effect("snp.min_tcb.microcode"), Some(Effect::Narrows));
+        assert_eq!(effect("snp.measurements"), Some(Effect::Widens));
+        let removed = diff(&with, &base);
+        assert!(removed
+            .changes
+            .iter()
+            .any(|c| c.path == "snp" && c.effect == Effect::Widens));
+        assert!(removed
+            .changes
+            .iter()
+            .any(|c| c.path == "snp.allow_debug" && c.effect == Effect::Narrows));
     }
 }

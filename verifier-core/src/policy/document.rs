@@ -47,6 +47,11 @@ pub struct PolicyDocument {
     /// these rules before anything is released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostDocument>,
+    /// Rules on a confidential VM's SEV-SNP report. Evidence that carries an SNP report is
+    /// always held to at least the defaults of this section (debug and migration agent
+    /// refused), present or not; evidence without one fails a present section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snp: Option<SnpDocument>,
 }
 
 impl Default for PolicyDocument {
@@ -63,8 +68,58 @@ impl Default for PolicyDocument {
             ima: None,
             clock: None,
             host: None,
+            snp: None,
         }
     }
+}
+
+/// Rules on the SEV-SNP attestation report of a confidential VM.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpDocument {
+    /// Allowed launch measurements (96 hex digits each); any one matches. Absent: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurements: Option<Vec<String>>,
+    /// Minimum REPORTED_TCB, each component compared on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tcb: Option<TcbDocument>,
+    /// Accept a guest policy that lets the host debug the guest (never in production: the
+    /// host can then read the guest's memory, and so the released key).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_debug: bool,
+    /// Accept a guest policy that allows a migration agent (which can export the guest).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_migration_agent: bool,
+    /// Refuse a guest policy that allows SMT (sibling-thread side channels).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_no_smt: bool,
+    /// Highest VMPL the report may come from (0 is the most privileged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vmpl: Option<u32>,
+    /// Lowest guest SVN (ID block).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_guest_svn: Option<u32>,
+    /// Azure CVMs: the HCL must state that Secure Boot is enabled.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_azure_secure_boot: bool,
+}
+
+/// A minimum TCB version (security patch levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcbDocument {
+    /// Boot loader SPL.
+    #[serde(default)]
+    pub bootloader: u8,
+    /// TEE (PSP OS) SPL.
+    #[serde(default)]
+    pub tee: u8,
+    /// SNP firmware SPL.
+    #[serde(default)]
+    pub snp: u8,
+    /// Microcode SPL.
+    #[serde(default)]
+    pub microcode: u8,
 }
 
 /// Allowed values of one PCR.

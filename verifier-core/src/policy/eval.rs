@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::boot::{self, BootState, KeyDb, Measured, SigEntry};
-use super::compile::{ClockRules, ImaRules, MeasuredBoot};
+use super::compile::{ClockRules, ImaRules, MeasuredBoot, SnpRules};
 use super::{Claims, Policy, RuleOutcome};
 use crate::eventlog::{EventLog, Finding};
 use crate::wire::{Digest, HashAlg, PCR_COUNT};
@@ -146,6 +146,107 @@ pub(super) fn evaluate(policy: &Policy, claims: &Claims<'_>, out: &mut Sink) {
         ima_rules(ima, claims, out);
     }
     clock(&rules.clock, claims, out);
+    snp(&rules.snp, claims, out);
+}
+
+fn snp(rules: &SnpRules, claims: &Claims<'_>, out: &mut Sink) {
+    let Some(c) = claims.snp() else {
+        if rules.required {
+            out.fail(
+                "snp",
+                "the evidence has no SEV-SNP report (enrolled with another evidence kind?)",
+            );
+        }
+        return;
+    };
+    out.record(
+        "snp.debug",
+        match (c.debug_allowed, rules.allow_debug) {
+            (false, _) => Ok("guest policy forbids debugging".into()),
+            (true, true) => Ok("debugging allowed by the guest policy, and by this policy".into()),
+            (true, false) => {
+                Err("the guest policy lets the host debug the guest (read its memory)".into())
+            }
+        },
+    );
+    out.record(
+        "snp.migration_agent",
+        match (c.migration_agent_allowed, rules.allow_migration_agent) {
+            (false, _) => Ok("no migration agent allowed by the guest policy".into()),
+            (true, true) => Ok("migration agent allowed, and by this policy".into()),
+            (true, false) => Err("the guest policy allows a migration agent".into()),
+        },
+    );
+    if rules.require_no_smt {
+        out.record(
+            "snp.smt",
+            if c.smt_allowed {
+                Err("the guest policy allows SMT".into())
+            } else {
+                Ok("SMT not allowed by the guest policy".into())
+            },
+        );
+    }
+    if let Some(list) = &rules.measurements {
+        out.record(
+            "snp.measurement",
+            if list.contains(&c.measurement) {
+                Ok(format!("{} is allowed", hex::encode(&c.measurement)))
+            } else {
+                Err(format!(
+                    "launch measurement {} is not one of the {} allowed",
+                    hex::encode(&c.measurement),
+                    list.len()
+                ))
+            },
+        );
+    }
+    if let Some(min) = &rules.min_tcb {
+        out.record(
+            "snp.min_tcb",
+            if c.reported_tcb.at_least(min) {
+                Ok(format!("reported TCB {}", c.reported_tcb))
+            } else {
+                Err(format!(
+                    "reported TCB ({}) is below the minimum ({min})",
+                    c.reported_tcb
+                ))
+            },
+        );
+    }
+    if let Some(max) = rules.max_vmpl {
+        out.record(
+            "snp.max_vmpl",
+            if c.vmpl <= max {
+                Ok(format!("VMPL {}", c.vmpl))
+            } else {
+                Err(format!(
+                    "report from VMPL {}, at most {max} allowed",
+                    c.vmpl
+                ))
+            },
+        );
+    }
+    if let Some(min) = rules.min_guest_svn {
+        out.record(
+            "snp.min_guest_svn",
+            if c.guest_svn >= min {
+                Ok(format!("guest SVN {}", c.guest_svn))
+            } else {
+                Err(format!("guest SVN {} is below {min}", c.guest_svn))
+            },
+        );
+    }
+    if rules.require_azure_secure_boot {
+        out.record(
+            "snp.azure_secure_boot",
+            match c.azure {
+                Some(v) if v.secure_boot => Ok("the HCL states Secure Boot is on".into()),
+                Some(_) => Err("the HCL states Secure Boot is off".into()),
+                None => Err("not an Azure CVM (no HCL VM configuration)".into()),
+            },
+        );
+    }
 }
 
 fn clock_safe(claims: &Claims<'_>) -> Result<String, String> {

@@ -120,6 +120,7 @@ pub(super) fn compile(doc: &HostDocument) -> Result<HostPolicy, PolicyError> {
         ima: None,
         clock: None,
         host: None,
+        snp: None,
     };
     let rules = Policy::from_document(inner).map_err(|e| match e {
         PolicyError::Invalid { field, reason } => invalid(&field, reason),

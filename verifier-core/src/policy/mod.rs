@@ -16,6 +16,9 @@
 //! - `clock`: clockInfo rules (safe, reboots since enrollment, resumes per boot).
 //! - `host`: a fresh quote of the host, from its provider, by a pinned AK, passing the same
 //!   kinds of rules ([`HostPolicy`]); the server asks, [`HostPolicy::evaluate`] decides.
+//! - `snp`: a confidential VM's SEV-SNP report (measurement allowlist, minimum TCB, debug and
+//!   migration agent, SMT, VMPL), read from [`Claims::snp`]; evidence carrying a report is
+//!   held to the section's defaults even without it.
 
 mod boot;
 mod claims;
@@ -35,7 +38,8 @@ pub use claims::{CaptureError, Claims, ClaimsSource, UnverifiedCapture};
 pub use diff::{diff, Change, Effect, PolicyDiff};
 pub use document::{
     ClockDocument, CmdlineRuleDocument, DbxDocument, HostDocument, ImaDocument,
-    MeasuredBootDocument, PcrRuleDocument, PolicyDocument, ReleasePcrDocument,
+    MeasuredBootDocument, PcrRuleDocument, PolicyDocument, ReleasePcrDocument, SnpDocument,
+    TcbDocument,
 };
 pub use host::{HostPolicy, DEFAULT_HOST_TIMEOUT_MS, MAX_HOST_TIMEOUT_MS};
 pub use learn::{learn, LearnError, LearnMode, LearnOptions, Learned};
