@@ -16,6 +16,7 @@
 //! never take an agent's lock.
 
 mod audit;
+mod dashboard;
 pub(crate) mod db;
 mod pg;
 mod policies;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use db::{args, Conn, Row};
 
 pub use audit::{Actor, MAX_PAGE as AUDIT_PAGE};
+pub use dashboard::AttemptBucket;
 pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
 pub use purge::{PurgeCounts, PurgePolicy};
 pub use types::*;
