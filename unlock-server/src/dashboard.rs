@@ -312,17 +312,14 @@ pub enum MachineState {
         /// Refused attestations counted in the window.
         failures: u32,
     },
-    /// Its latest boot used up its releases.
-    BootTerminated {
-        /// resetCount of that boot.
-        reset_count: u32,
-    },
     /// Its latest boot released.
     Released {
         /// resetCount of that boot.
         reset_count: u32,
         /// Releases in it.
         releases: u32,
+        /// Whether that boot is TERMINATED (its releases used up).
+        terminated: bool,
     },
     /// May release; no boot released yet.
     Armed,
@@ -342,12 +339,10 @@ impl MachineState {
             };
         }
         match latest {
-            Some(s) if s.state == SessionState::Terminated => Self::BootTerminated {
-                reset_count: s.reset_count,
-            },
-            Some(s) if s.releases > 0 => Self::Released {
+            Some(s) if s.releases > 0 || s.state == SessionState::Terminated => Self::Released {
                 reset_count: s.reset_count,
                 releases: s.releases,
+                terminated: s.state == SessionState::Terminated,
             },
             _ => Self::Armed,
         }
@@ -359,7 +354,6 @@ impl MachineState {
             Self::Revoked => "revoked",
             Self::Terminated => "terminated",
             Self::LockedOut { .. } => "locked-out",
-            Self::BootTerminated { .. } => "boot-terminated",
             Self::Released { .. } => "released",
             Self::Armed => "armed",
         }
@@ -372,13 +366,18 @@ impl MachineState {
             Self::LockedOut { failures } => format!(
                 "locked out ({failures} refused in {FAILURE_WINDOW_SECS} s, limit {MAX_CONSECUTIVE_FAILURES})"
             ),
-            Self::BootTerminated { reset_count } => {
-                format!("boot TERMINATED (resetCount {reset_count}: releases used up)")
-            }
             Self::Released {
                 reset_count,
                 releases,
-            } => format!("released this boot (resetCount {reset_count}, {releases}×)"),
+                terminated,
+            } => format!(
+                "released this boot (resetCount {reset_count}, {releases}×){}",
+                if *terminated {
+                    "; boot TERMINATED"
+                } else {
+                    ""
+                }
+            ),
             Self::Armed => "armed".into(),
         }
     }
@@ -478,7 +477,6 @@ code{font:12px ui-monospace,monospace;word-break:break-all}
 .badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;white-space:nowrap}
 .armed{background:#e3ecfb;color:#1f4fa3}
 .released{background:#dff3e4;color:#17692e}
-.boot-terminated{background:#fff1d6;color:#7a5200}
 .terminated,.revoked{background:#e6e6e6;color:#333}
 .locked-out{background:#fde0de;color:#9b1c13}
 .ok{color:#17692e}.no{color:#9b1c13}
@@ -797,12 +795,17 @@ mod tests {
             MachineState::of(&armed, Some(&open), 0),
             MachineState::Released {
                 reset_count: 7,
-                releases: 1
+                releases: 1,
+                terminated: false
             }
         );
         assert_eq!(
             MachineState::of(&armed, Some(&session(SessionState::Terminated, 1)), 0),
-            MachineState::BootTerminated { reset_count: 7 }
+            MachineState::Released {
+                reset_count: 7,
+                releases: 1,
+                terminated: true
+            }
         );
         assert_eq!(
             MachineState::of(&armed, Some(&open), MAX_CONSECUTIVE_FAILURES),
