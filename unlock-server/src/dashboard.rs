@@ -312,6 +312,11 @@ pub enum MachineState {
         /// Refused attestations counted in the window.
         failures: u32,
     },
+    /// Its last attestation was refused (and the limit has not locked it out yet).
+    Refused {
+        /// Refused attestations counted in the window.
+        failures: u32,
+    },
     /// Its latest boot released.
     Released {
         /// resetCount of that boot.
@@ -327,7 +332,12 @@ pub enum MachineState {
 
 impl MachineState {
     /// Decides the state from the enrollment, its latest session and its failure count.
-    pub fn of(e: &Enrollment, latest: Option<&Session>, recent_failures: u32) -> Self {
+    pub fn of(
+        e: &Enrollment,
+        latest: Option<&Session>,
+        recent_failures: u32,
+        last_refused: bool,
+    ) -> Self {
         match e.state {
             EnrollmentState::Revoked => return Self::Revoked,
             EnrollmentState::Terminated => return Self::Terminated,
@@ -335,6 +345,11 @@ impl MachineState {
         }
         if recent_failures >= MAX_CONSECUTIVE_FAILURES {
             return Self::LockedOut {
+                failures: recent_failures,
+            };
+        }
+        if last_refused {
+            return Self::Refused {
                 failures: recent_failures,
             };
         }
@@ -354,6 +369,7 @@ impl MachineState {
             Self::Revoked => "revoked",
             Self::Terminated => "terminated",
             Self::LockedOut { .. } => "locked-out",
+            Self::Refused { .. } => "refused",
             Self::Released { .. } => "released",
             Self::Armed => "armed",
         }
@@ -365,6 +381,9 @@ impl MachineState {
             Self::Terminated => "TERMINATED (max_boots used up)".into(),
             Self::LockedOut { failures } => format!(
                 "locked out ({failures} refused in {FAILURE_WINDOW_SECS} s, limit {MAX_CONSECUTIVE_FAILURES})"
+            ),
+            Self::Refused { failures } => format!(
+                "last attestation refused ({failures} of {MAX_CONSECUTIVE_FAILURES} before lock-out)"
             ),
             Self::Released {
                 reset_count,
@@ -403,7 +422,12 @@ fn gather(svc: &RoleService, now: i64) -> Result<RoleView, ApiError> {
                 .filter(|latest| latest > v)
         });
         machines.push(MachineView {
-            state: MachineState::of(&e, latest.as_ref(), failures),
+            state: MachineState::of(
+                &e,
+                latest.as_ref(),
+                failures,
+                attempts.first().is_some_and(|a| !a.released),
+            ),
             agent_id: e.agent_id,
             policy_ref: e.policy_ref,
             newer_policy,
@@ -421,6 +445,15 @@ fn gather(svc: &RoleService, now: i64) -> Result<RoleView, ApiError> {
         policies,
         buckets,
     })
+}
+
+/// The first 16 characters of an agent id (64 hex characters; the whole id is the cell's
+/// tooltip and the row's `data-agent`): enough to tell machines apart on screen.
+fn short(agent_id: &str) -> String {
+    match agent_id.char_indices().nth(16) {
+        Some((i, _)) => format!("{}…", agent_id.get(..i).unwrap_or(agent_id)),
+        None => agent_id.to_owned(),
+    }
 }
 
 /// HTML-escapes text for element content and quoted attribute values.
@@ -479,6 +512,7 @@ code{font:12px ui-monospace,monospace;word-break:break-all}
 .released{background:#dff3e4;color:#17692e}
 .terminated,.revoked{background:#e6e6e6;color:#333}
 .locked-out{background:#fde0de;color:#9b1c13}
+.refused{background:#fff1d6;color:#7a5200}
 .ok{color:#17692e}.no{color:#9b1c13}
 ul.att{margin:0;padding-left:16px}
 .limits{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:8px}
@@ -611,8 +645,9 @@ fn machine_row(h: &mut String, m: &MachineView) {
     let key = m.state.key();
     let _ = write!(
         h,
-        "<tr data-agent=\"{id}\" data-state=\"{key}\"><td><code>{id}</code></td>\
+        "<tr data-agent=\"{id}\" data-state=\"{key}\"><td><code title=\"{id}\">{}</code></td>\
          <td><span class=\"badge {key}\">{}</span></td><td>",
+        esc(&short(&m.agent_id)),
         esc(&m.state.words())
     );
     match &m.policy_ref {
@@ -719,7 +754,11 @@ fn chart(h: &mut String, role: &str, buckets: &[AttemptBucket], now: i64) {
         let w = slot - 4;
         let ok_h = scale(*ok);
         let no_h = scale(*no);
-        let label = format!("{} UTC: {ok} released, {no} refused", &utc(*start)[..16]);
+        let when = utc(*start);
+        let label = format!(
+            "{} UTC: {ok} released, {no} refused",
+            when.get(..16).unwrap_or(&when)
+        );
         if ok_h > 0 {
             let _ = write!(
                 h,
@@ -740,7 +779,7 @@ fn chart(h: &mut String, role: &str, buckets: &[AttemptBucket], now: i64) {
                 "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#5b6475\">{}</text>",
                 x + w / 2,
                 base + 14,
-                &utc(*start)[11..16]
+                when.get(11..16).unwrap_or(&when)
             );
         }
     }
@@ -790,9 +829,12 @@ mod tests {
     fn state_puts_the_most_urgent_first() {
         let armed = enrollment(EnrollmentState::Armed);
         let open = session(SessionState::Open, 1);
-        assert_eq!(MachineState::of(&armed, None, 0), MachineState::Armed);
         assert_eq!(
-            MachineState::of(&armed, Some(&open), 0),
+            MachineState::of(&armed, None, 0, false),
+            MachineState::Armed
+        );
+        assert_eq!(
+            MachineState::of(&armed, Some(&open), 0, false),
             MachineState::Released {
                 reset_count: 7,
                 releases: 1,
@@ -800,7 +842,12 @@ mod tests {
             }
         );
         assert_eq!(
-            MachineState::of(&armed, Some(&session(SessionState::Terminated, 1)), 0),
+            MachineState::of(
+                &armed,
+                Some(&session(SessionState::Terminated, 1)),
+                0,
+                false
+            ),
             MachineState::Released {
                 reset_count: 7,
                 releases: 1,
@@ -808,21 +855,29 @@ mod tests {
             }
         );
         assert_eq!(
-            MachineState::of(&armed, Some(&open), MAX_CONSECUTIVE_FAILURES),
+            MachineState::of(&armed, Some(&open), MAX_CONSECUTIVE_FAILURES, false),
             MachineState::LockedOut {
                 failures: MAX_CONSECUTIVE_FAILURES
             }
         );
         assert_eq!(
-            MachineState::of(&armed, Some(&open), MAX_CONSECUTIVE_FAILURES - 1).key(),
+            MachineState::of(&armed, Some(&open), MAX_CONSECUTIVE_FAILURES - 1, false).key(),
             "released"
         );
         assert_eq!(
-            MachineState::of(&enrollment(EnrollmentState::Revoked), None, 99),
+            MachineState::of(&armed, Some(&open), 3, true),
+            MachineState::Refused { failures: 3 }
+        );
+        assert_eq!(
+            MachineState::of(&armed, Some(&open), MAX_CONSECUTIVE_FAILURES, true).key(),
+            "locked-out"
+        );
+        assert_eq!(
+            MachineState::of(&enrollment(EnrollmentState::Revoked), None, 99, false),
             MachineState::Revoked
         );
         assert_eq!(
-            MachineState::of(&enrollment(EnrollmentState::Terminated), None, 99),
+            MachineState::of(&enrollment(EnrollmentState::Terminated), None, 99, false),
             MachineState::Terminated
         );
     }
