@@ -3,7 +3,7 @@
 # (or with sudo available). Skips apt entirely when everything is already present.
 set -eu
 
-PKGS="libtss2-dev swtpm swtpm-tools pkg-config clang shellcheck postgresql cryptsetup-bin openssl tang jose socat clevis"
+PKGS="libtss2-dev swtpm swtpm-tools pkg-config clang shellcheck postgresql cryptsetup-bin openssl tang jose socat clevis chromium"
 
 missing=""
 for p in $PKGS; do

@@ -507,6 +507,7 @@ table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceef2;vertical-align:top}
 th{font-size:12px;color:#5b6475;font-weight:600}
 code{font:12px ui-monospace,monospace;word-break:break-all}
+code.id{white-space:nowrap;word-break:normal}
 .badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;white-space:nowrap}
 .armed{background:#e3ecfb;color:#1f4fa3}
 .released{background:#dff3e4;color:#17692e}
@@ -645,7 +646,7 @@ fn machine_row(h: &mut String, m: &MachineView) {
     let key = m.state.key();
     let _ = write!(
         h,
-        "<tr data-agent=\"{id}\" data-state=\"{key}\"><td><code title=\"{id}\">{}</code></td>\
+        "<tr data-agent=\"{id}\" data-state=\"{key}\"><td><code class=\"id\" title=\"{id}\">{}</code></td>\
          <td><span class=\"badge {key}\">{}</span></td><td>",
         esc(&short(&m.agent_id)),
         esc(&m.state.words())

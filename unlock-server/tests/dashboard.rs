@@ -52,12 +52,48 @@ fn extend_pcr7(m: &Machine) {
 fn fleet() -> Fleet {
     let server = Server::start(TOFU);
 
-    // Unlocks with the real agent.
+    // Unlocks with the real agent; pinned to the named policy `fleet` v1, which then gets
+    // a v2 the machine is not moved to.
     let a = Machine::new();
-    let (unlocked, payload) = a.enroll(&server, &a.policy_now(false), &[]);
+    let (ek, unlocked) = a.export_ek(&server);
+    let file = |name: &str, text: &[u8]| {
+        let p = a.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let v1 = file("v1.json", a.policy_now(false).as_bytes());
+    let v2 = file(
+        "v2.json",
+        a.policy_now(false)
+            .replacen(
+                "\"allowed\":[",
+                &format!("\"allowed\":[\"{}\",", "7c".repeat(32)),
+                1,
+            )
+            .as_bytes(),
+    );
+    let payload = b"the disk key of machine a".to_vec();
+    let pf = file("payload", &payload);
+    for args in [
+        vec!["policy", "create", "fleet", "--file", &v1],
+        vec![
+            "enroll",
+            "--ek-pub",
+            ek.to_str().unwrap(),
+            "--payload",
+            &pf,
+            "--policy-name",
+            "fleet",
+        ],
+    ] {
+        let out = server.unlockctl(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
     let out = a.agent(&server, None, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(std::fs::read(a.key_file()).unwrap(), payload);
+    let out = server.unlockctl(&["policy", "update", "fleet", "--file", &v2]);
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // Refused by its policy: the boot loader (PCR 7) changed after enrollment.
     let b = Machine::new();
@@ -209,6 +245,20 @@ fn check_page(f: &Fleet, page: &str, escape: fn(&str) -> String) {
     assert!(row.contains("released this boot"), "{row}");
     // One release per boot (the default): that boot is TERMINATED.
     assert!(row.contains("boot TERMINATED"), "{row}");
+    // Its policy version, and the newer one it is not on.
+    assert!(row.contains("<code>fleet</code> v1"), "{row}");
+    assert!(row.contains("(v2 available)"), "{row}");
+    let policies = &page[page.find("<table class=\"policies\">").unwrap()..];
+    let policies = &policies[policies.find("<tbody>").unwrap()..];
+    let fleet = &policies[..policies.find("</tr>").unwrap()];
+    assert!(
+        fleet.contains("<code>fleet</code></td><td>v2</td>"),
+        "{fleet}"
+    );
+    assert!(
+        fleet.ends_with("<td>1</td><td>1</td>"),
+        "1 machine, 1 behind: {fleet}"
+    );
 
     let row = machine_row(page, "verifier", &f.refused);
     assert!(row.contains("data-state=\"refused\""), "{row}");
@@ -404,12 +454,26 @@ fn dashboard_in_a_real_headless_browser() {
             "--hide-scrollbars",
         ],
     );
-    let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    assert!(
-        png.len() > 10_000,
-        "a blank screenshot? {} bytes",
-        png.len()
+    // And the whole page, taller (the README's picture, docs/dashboard.png).
+    let full = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-full.png");
+    let _ = std::fs::remove_file(&full);
+    browse(
+        &chromium,
+        &url,
+        &[
+            &format!("--screenshot={}", full.display()),
+            "--window-size=1280,1500",
+            "--hide-scrollbars",
+        ],
     );
-    eprintln!("screenshot: {}", shot.display());
+    for p in [&shot, &full] {
+        let png = std::fs::read(p).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+        assert!(
+            png.len() > 10_000,
+            "a blank screenshot? {} bytes",
+            png.len()
+        );
+        eprintln!("screenshot: {}", p.display());
+    }
 }
