@@ -505,7 +505,7 @@ h2{font-size:16px;margin:0 0 8px}
 h3{font-size:14px;margin:12px 0 6px}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceef2;vertical-align:top;overflow-wrap:anywhere}
-th{font-size:12px;color:#5b6475;font-weight:600}
+th{font-size:12px;color:#5b6475;font-weight:600;overflow-wrap:normal;white-space:nowrap}
 code{font:12px ui-monospace,monospace;word-break:break-all}
 code.id{white-space:nowrap;word-break:normal}
 .badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;white-space:nowrap}
