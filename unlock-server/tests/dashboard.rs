@@ -354,6 +354,51 @@ fn dashboard_shows_the_fleet_escaped_and_only_to_token_holders() {
         pages.push(page);
     }
 
+    // Even text that got past the escaping could not run: no script source is allowed, and
+    // no copy is kept by a cache.
+    let resp = s
+        .http()
+        .get(format!("{}/dashboard", s.url))
+        .header("authorization", &format!("Bearer {read}"))
+        .call()
+        .unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let csp = header("content-security-policy");
+    assert!(csp.starts_with("default-src 'none';"), "{csp}");
+    assert!(!csp.contains("script-src"), "{csp}");
+    assert_eq!(header("cache-control"), "no-store");
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+
+    // What a stranger costs: a refusal takes about what `/healthz` takes (the check comes
+    // before any read); the figures are printed (timing is not asserted: shared CI cores).
+    let http = s.http();
+    let time = |path: &str, auth: Option<&str>, n: u32| {
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let mut req = http.get(format!("{}{path}", s.url));
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let resp = req.call().unwrap();
+            let _ = resp.into_body().read_to_vec().unwrap();
+        }
+        started.elapsed() / n
+    };
+    let healthz = time("/healthz", None, 200);
+    let refused = time("/dashboard", Some(&wrong_bearer), 200);
+    let page = time("/dashboard", Some(&format!("Bearer {read}")), 50);
+    eprintln!(
+        "per request: /healthz {healthz:?}, /dashboard refused {refused:?} ({:.2}x healthz), \
+         /dashboard page (3 machines, 2 roles) {page:?} ({:.2}x healthz)",
+        refused.as_secs_f64() / healthz.as_secs_f64(),
+        page.as_secs_f64() / healthz.as_secs_f64()
+    );
+
     // The read-only token opens nothing else.
     let (st, _, _) = get(
         s,
