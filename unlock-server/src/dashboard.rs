@@ -961,6 +961,65 @@ mod tests {
         assert_eq!(utc(1_798_761_599), "2026-12-31 23:59:59");
     }
 
+    /// A fleet larger than the list: the first [`MAX_MACHINES`] by agent id are listed and
+    /// the rest counted; the time of one page (reads and rendering) is printed.
+    #[test]
+    fn a_large_fleet_is_cut_at_the_cap_and_counted() {
+        use crate::store::{NewEnrollment, Store};
+        use verifier_core::ekcert::TrustStore;
+        use verifier_core::keysplit::MasterKey;
+        use verifier_core::proto::v1::Role;
+
+        let store = Store::open_in_memory().unwrap();
+        let n = MAX_MACHINES + 100;
+        for i in 0..n {
+            let agent_id = format!("{i:064x}");
+            store
+                .enroll(
+                    &NewEnrollment {
+                        agent_id: agent_id.clone(),
+                        ek_pub: vec![1],
+                        policy: "{\"version\":1,\"pcrs\":[]}".into(),
+                        max_attestations: 1,
+                        max_boots: None,
+                        share_wrapped: vec![2],
+                        payload_ct: Some(vec![3]),
+                    },
+                    1_000,
+                )
+                .unwrap();
+            store
+                .record_refusal(&agent_id, Some("c"), "policy: <denied>", true, 1_000)
+                .unwrap();
+        }
+        let svc = RoleService::new(
+            Role::Verifier,
+            store,
+            MasterKey::generate().unwrap(),
+            crate::role::RoleSettings {
+                ek_trust: Arc::new(TrustStore::new()),
+                allow_ek_without_cert: true,
+                challenge_ttl_secs: 60,
+                registration_ttl_secs: 120,
+            },
+        );
+        let started = std::time::Instant::now();
+        let view = gather(&svc, 1_010).unwrap();
+        let page = render(&[view], &Live::default(), 1_010);
+        eprintln!(
+            "page of {n} machines ({MAX_MACHINES} listed), SQLite in memory: {:?}, {} bytes",
+            started.elapsed(),
+            page.len()
+        );
+        assert_eq!(page.matches("<tr data-agent=").count(), MAX_MACHINES);
+        assert!(page.contains(&format!("{:064x}", MAX_MACHINES - 1)));
+        assert!(!page.contains(&format!("{:064x}", MAX_MACHINES)));
+        assert!(page.contains("100 more not listed"), "the rest is counted");
+        assert!(page.contains(&format!("Machines ({n} enrolled)")));
+        assert_eq!(page.matches("data-state=\"refused\"").count(), MAX_MACHINES);
+        assert!(page.contains(&format!("0 released and {n} refused")));
+    }
+
     fn headers(auth: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
