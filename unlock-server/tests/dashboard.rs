@@ -1,6 +1,7 @@
 //! The operator dashboard against a running server with real machines on swtpm: one that
 //! unlocked, one refused by its policy (a PCR changed after enrollment), one locked out by
-//! the failed-attempt limit, and a hostile refusal reason written into the attempt log. The
+//! the failed-attempt limit, one revoked, and a hostile refusal reason written into the
+//! attempt log. The
 //! page is fetched with ureq (content, escaping, who may see it) and then loaded in a real
 //! headless Chromium (DOM, no script, no console error, a screenshot kept under target/).
 
@@ -32,6 +33,7 @@ struct Fleet {
     unlocked: String,
     refused: String,
     locked: String,
+    revoked: String,
     /// Kept alive: their swtpms.
     _machines: Vec<Machine>,
 }
@@ -125,6 +127,12 @@ fn fleet() -> Fleet {
     );
     assert_eq!(codes[limit], "rate_limited", "{codes:?}");
 
+    // Revoked by an operator.
+    let e = Machine::new();
+    let (revoked, _) = e.enroll(&server, &e.policy_now(false), &[]);
+    let out = server.unlockctl(&["revoke", &revoked]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
     // A refusal reason with markup in it, as a row of the attempt log.
     let db = rusqlite::Connection::open(server.state().join("verifier.db")).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
@@ -140,7 +148,8 @@ fn fleet() -> Fleet {
         unlocked,
         refused,
         locked,
-        _machines: vec![a, b, c],
+        revoked,
+        _machines: vec![a, b, c, e],
     }
 }
 
@@ -280,6 +289,11 @@ fn check_page(f: &Fleet, page: &str, escape: fn(&str) -> String) {
     let row = machine_row(page, "tenant", &f.locked);
     assert!(!row.contains("locked-out"), "{row}");
 
+    for role in ["verifier", "tenant"] {
+        let row = machine_row(page, role, &f.revoked);
+        assert!(row.contains("data-state=\"revoked\""), "{row}");
+    }
+
     // The chart counts what the attempt log holds (all of it is from the last minutes).
     for role in ["verifier", "tenant"] {
         let (released, refused) = logged(s, role);
@@ -394,7 +408,7 @@ fn dashboard_shows_the_fleet_escaped_and_only_to_token_holders() {
     let page = time("/dashboard", Some(&format!("Bearer {read}")), 50);
     eprintln!(
         "per request: /healthz {healthz:?}, /dashboard refused {refused:?} ({:.2}x healthz), \
-         /dashboard page (3 machines, 2 roles) {page:?} ({:.2}x healthz)",
+         /dashboard page (4 machines, 2 roles) {page:?} ({:.2}x healthz)",
         refused.as_secs_f64() / healthz.as_secs_f64(),
         page.as_secs_f64() / healthz.as_secs_f64()
     );
