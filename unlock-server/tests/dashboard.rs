@@ -1,6 +1,7 @@
 //! The operator dashboard against a running server with real machines on swtpm: one that
 //! unlocked, one refused by its policy (a PCR changed after enrollment), one locked out by
-//! the failed-attempt limit, one revoked, and a hostile refusal reason written into the
+//! the failed-attempt limit, one revoked, a stranger throttled, and a hostile refusal reason
+//! written into the
 //! attempt log. The
 //! page is fetched with ureq (content, escaping, who may see it) and then loaded in a real
 //! headless Chromium (DOM, no script, no console error, a screenshot kept under target/).
@@ -34,6 +35,8 @@ struct Fleet {
     refused: String,
     locked: String,
     revoked: String,
+    /// Requests from the stranger's address refused by the throttle.
+    throttled: u64,
     /// Kept alive: their swtpms.
     _machines: Vec<Machine>,
 }
@@ -133,6 +136,20 @@ fn fleet() -> Fleet {
     let out = server.unlockctl(&["revoke", &revoked]);
     assert!(out.status.success(), "{}", stderr(&out));
 
+    // A stranger (127.0.0.2) sending bodies that do not decode, until it is throttled.
+    let raw = support::raw::Raw::new(&server);
+    let mut throttled = 0;
+    for _ in 0..40 {
+        let (st, _) = raw.post_from(
+            support::raw::stranger(),
+            "/verifier/v1/register",
+            b"not json",
+        );
+        assert!(st == 400 || st == 429, "{st}");
+        throttled += u64::from(st == 429);
+    }
+    assert!(throttled > 0, "the stranger was never throttled");
+
     // A refusal reason with markup in it, as a row of the attempt log.
     let db = rusqlite::Connection::open(server.state().join("verifier.db")).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
@@ -149,6 +166,7 @@ fn fleet() -> Fleet {
         refused,
         locked,
         revoked,
+        throttled,
         _machines: vec![a, b, c, e],
     }
 }
@@ -319,7 +337,22 @@ fn check_page(f: &Fleet, page: &str, escape: fn(&str) -> String) {
         .parse::<u64>()
         .unwrap();
     assert!(open >= 1, "open connections: {open}");
-    assert!(page.contains("id=\"throttled-sources\""));
+    let figure = |id: &str| {
+        page.split(&format!("<div id=\"{id}\"><b>"))
+            .nth(1)
+            .and_then(|r| r.split("</b>").next())
+            .unwrap_or_else(|| panic!("no {id}"))
+            .to_owned()
+    };
+    let total: u64 = figure("throttled-total").parse().unwrap();
+    assert!(total >= f.throttled, "throttled {total} < {}", f.throttled);
+    let remembered: u64 = figure("throttled-sources")
+        .split(" / ")
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(remembered >= 1, "the stranger's address is remembered");
     // No secret: neither token, nor the payload's ciphertext column's name.
     assert!(!page.contains(&admin_token(s)));
     assert!(!page.contains(&read_token(s)));
