@@ -1,10 +1,9 @@
 //! The operator dashboard against a running server with real machines on swtpm: one that
 //! unlocked, one refused by its policy (a PCR changed after enrollment), one locked out by
 //! the failed-attempt limit, one revoked, a stranger throttled, and a hostile refusal reason
-//! written into the
-//! attempt log. The
-//! page is fetched with ureq (content, escaping, who may see it) and then loaded in a real
-//! headless Chromium (DOM, no script, no console error, a screenshot kept under target/).
+//! written into the attempt log. The page is fetched with ureq (content, escaping, who may
+//! see it) and then loaded in a real headless Chromium (DOM, no script, no console error, a
+//! screenshot kept under target/).
 
 #![allow(
     clippy::unwrap_used,
