@@ -507,6 +507,11 @@ fn browse(chromium: &PathBuf, url: &str, args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
+/// What Chromium's stderr log (`--enable-logging=stderr`) shows for console messages
+/// (`INFO:CONSOLE:1] "..."`; older builds wrote `CONSOLE(1)`), uncaught errors and refused
+/// loads.
+const CONSOLE_MARKS: [&str; 5] = [":CONSOLE", "CONSOLE(", "Uncaught", "Refused to", "ERR_"];
+
 #[test]
 fn dashboard_in_a_real_headless_browser() {
     let Some(chromium) = chromium() else {
@@ -523,9 +528,19 @@ fn dashboard_in_a_real_headless_browser() {
     // No script at all, so nothing to fail; and the browser reported no console error, nor
     // a refused load (CSP, mixed content).
     assert!(!dom.to_ascii_lowercase().contains("<script"));
-    for bad in ["Uncaught", "CONSOLE(", "Refused to", "ERR_"] {
+    for bad in CONSOLE_MARKS {
         assert!(!log.contains(bad), "browser log has {bad:?}:\n{log}");
     }
+    // The detector is not blind: a page that does log an error is caught by it.
+    let (_, noisy) = browse(
+        &chromium,
+        "data:text/html,<p>x</p><script>console.error('boom');undefinedFn()</script>",
+        &["--dump-dom"],
+    );
+    assert!(
+        CONSOLE_MARKS.iter().any(|m| noisy.contains(m)) && noisy.contains("Uncaught"),
+        "this Chromium does not log console errors to stderr; the check above would be blind:\n{noisy}"
+    );
 
     // Without the token the browser gets no page.
     let bare = format!("https://{}/dashboard", s.addr());
