@@ -5,7 +5,7 @@ set -eu
 
 # osslsigncode and linux-image-amd64: verifier-core's predict tests compare our Authenticode digest
 # of the signed Debian kernel with osslsigncode's (scripts/install-vm-deps.sh needs the kernel too).
-PKGS="swtpm swtpm-tools pkg-config clang shellcheck postgresql cryptsetup-bin openssl tang jose socat clevis osslsigncode linux-image-amd64"
+PKGS="swtpm swtpm-tools pkg-config clang shellcheck postgresql cryptsetup-bin openssl tang jose socat clevis osslsigncode linux-image-amd64 chromium"
 
 missing=""
 for p in $PKGS; do

@@ -42,7 +42,7 @@ impl AdminToken {
         Self(Arc::new(token))
     }
 
-    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         self.check_for(headers, "admin API")
     }
 
@@ -154,7 +154,7 @@ fn new_request_id() -> String {
 }
 
 /// Puts the request id in a span around the request and in the answer, errors included.
-async fn request_id(req: Request, next: Next) -> Response {
+pub(crate) async fn request_id(req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&REQUEST_ID)
@@ -242,7 +242,7 @@ async fn readyz(roles: Vec<Arc<RoleService>>) -> Response {
 }
 
 /// Runs blocking work (SQLite, crypto) off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     // The request's span follows the work, so its log lines carry the request id.

@@ -169,7 +169,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let token = AdminToken::new(Zeroizing::new(hex::encode(&*token)));
     let edge = Arc::new(Edge::new(fit_limits(&config.limits)));
-    let mut app = router(&roles, token, config.max_body_bytes, edge.clone());
+    let mut app = router(&roles, token.clone(), config.max_body_bytes, edge.clone());
+    if !roles.is_empty() {
+        let (read, created) = crate::dashboard::ReadToken::load_or_create(&config.state_dir)?;
+        if created {
+            tracing::warn!(path = %config.state_dir.join(crate::dashboard::TOKEN_FILE).display(), "created the read-only dashboard token (the password of /dashboard)");
+        }
+        app = app.merge(crate::dashboard::router(&roles, token, read, edge.clone()));
+    }
     let mut names: Vec<&str> = roles.iter().map(|r| r.role().as_str()).collect();
     if config.role == RoleSet::Provider {
         let (svc, host_token) = provider_service(&config)?;

@@ -273,6 +273,24 @@ impl NetMetrics {
         self.timeout_counter(t).load(Ordering::Relaxed)
     }
 
+    /// Requests refused by the unauthenticated-failure throttle, in all.
+    pub fn throttled_total(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
+    /// Request-body bytes held in memory now.
+    pub fn inflight_body_bytes(&self) -> u64 {
+        self.inflight_body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at accept for the total and the per-source cap, in all.
+    pub fn rejected_total(&self) -> (u64, u64) {
+        (
+            self.rejected_cap.load(Ordering::Relaxed),
+            self.rejected_source.load(Ordering::Relaxed),
+        )
+    }
+
     /// A request refused by the unauthenticated-failure throttle.
     pub fn throttled(&self) {
         bump(&self.throttled);

@@ -169,6 +169,21 @@ impl Throttle {
     pub fn tracked_sources(&self) -> usize {
         self.lock().sources.len()
     }
+
+    /// Sources refused now: their own budget is spent (the dashboard's "throttled
+    /// sources"; addresses are not handed out, only the count).
+    pub fn spent_sources(&self) -> usize {
+        let now = Instant::now();
+        let (burst, refill) = (self.source_burst, self.source_refill);
+        let mut s = self.lock();
+        s.sources
+            .values_mut()
+            .filter_map(|b| {
+                b.refill(burst, refill, now);
+                (b.tokens < 1.0).then_some(())
+            })
+            .count()
+    }
 }
 
 /// The refusal for a spent budget.

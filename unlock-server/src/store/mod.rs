@@ -16,6 +16,7 @@
 //! never take an agent's lock.
 
 mod audit;
+mod dashboard;
 pub(crate) mod db;
 mod pending;
 mod pg;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use db::{args, Conn, Row};
 
 pub use audit::{Actor, MAX_PAGE as AUDIT_PAGE};
+pub use dashboard::AttemptBucket;
 pub use pending::{PendingRow, Submitted};
 pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
 pub use purge::{PurgeCounts, PurgePolicy};

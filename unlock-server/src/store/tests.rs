@@ -1388,3 +1388,30 @@ both!(
         );
     }
 );
+
+both!(
+    attempt_histogram_counts_releases_and_refusals_per_bucket,
+    |db| {
+        let s = enrolled_in(&db, 1, None);
+        challenge(&s, "c1", 100);
+        // A release at t=10 (attest's clock), refusals at 5, 50, 3600 and 7300.
+        assert!(matches!(
+            attest(&s, "c1", 1, 1),
+            ReleaseDecision::Released { .. }
+        ));
+        for at in [5, 50, 3600, 7300] {
+            s.record_refusal(AGENT, None, "bad", true, at).unwrap();
+        }
+        let all = s.attempt_histogram(0, 3600).unwrap();
+        let got: Vec<(i64, u64, u64)> = all
+            .iter()
+            .map(|b| (b.start, b.released, b.refused))
+            .collect();
+        assert_eq!(got, vec![(0, 1, 2), (3600, 0, 1), (7200, 0, 1)]);
+        // `since` cuts at the attempt, not the bucket.
+        let later = s.attempt_histogram(3601, 3600).unwrap();
+        assert_eq!(later.len(), 1);
+        assert_eq!((later[0].start, later[0].refused), (7200, 1));
+        assert!(s.attempt_histogram(0, 0).is_err());
+    }
+);
