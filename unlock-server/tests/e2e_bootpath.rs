@@ -249,17 +249,19 @@ fn a_different_ak_than_the_pinned_one_is_refused_until_an_operator_unpins() {
             "{role}"
         );
     }
+    // swtpm serves one connection at a time: the driver lets go of the TPM for the agent.
+    d.release();
     // The machine's own boot is unaffected.
     unlocks(&m, &server, &payload);
-    // The operator unpins: the other AK may now register and is pinned in its turn, and
-    // the machine's derived AK is the one refused.
+    // The operator unpins: another AK may now register and is pinned in its turn, and the
+    // machine's derived AK is the one refused.
     let out = server.unlockctl(&["unpin-ak", &agent_id]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut d = d;
+    let mut d = Driver::unregistered(&m, &server);
     for role in ["verifier", "tenant"] {
         let reg = d.register(role);
         d.activate(role, &reg);
