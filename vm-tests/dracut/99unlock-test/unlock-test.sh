@@ -44,21 +44,26 @@ case "$mode" in
             > "/run/cryptsetup-keys.d/luks-$uuid.key"
         echo "unlock-test: passphrase fallback for luks-$uuid"
 
-        # Code running later in this boot: the agent with its libraries (the dynamic
-        # loader's list, plus the TCTI that tss2-tctildr dlopen()s) and its config, in /run,
-        # which survives switch-root. The root's init runs run.sh.
+        # Code running later in this boot: the agent and its config in /run, which survives
+        # switch-root (with its libraries, the dynamic loader's list plus the TCTI that
+        # tss2-tctildr dlopen()s, when the agent is a dynamic one; the static agent runs
+        # as it is). The root's init runs run.sh.
         d=/run/unlock-test/later
         mkdir -p "$d/lib"
         cp /usr/bin/initrd-agent "$d/"
         loader=""
-        for lib in $(/lib64/ld-linux-x86-64.so.2 --list /usr/bin/initrd-agent \
-            | sed -n 's/.*[[:space:]]\(\/[^[:space:]]*\)[[:space:]](0x.*/\1/p'); do
-            cp "$lib" "$d/lib/"
-            case "$lib" in
-                */ld-linux-*) loader="$d/lib/${lib##*/}" ;;
-                */libtss2-tctildr.so*) cp "${lib%/*}"/libtss2-tcti-device.so.0* "$d/lib/" ;;
-            esac
-        done
+        if /lib64/ld-linux-x86-64.so.2 --list /usr/bin/initrd-agent > /dev/null 2>&1; then
+            for lib in $(/lib64/ld-linux-x86-64.so.2 --list /usr/bin/initrd-agent \
+                | sed -n 's/.*[[:space:]]\(\/[^[:space:]]*\)[[:space:]](0x.*/\1/p'); do
+                cp "$lib" "$d/lib/"
+                case "$lib" in
+                    */ld-linux-*) loader="$d/lib/${lib##*/}" ;;
+                    */libtss2-tctildr.so*) cp "${lib%/*}"/libtss2-tcti-device.so.0* "$d/lib/" ;;
+                esac
+            done
+        fi
+        run_agent="$d/initrd-agent"
+        [ -z "$loader" ] || run_agent="$loader --library-path $d/lib $d/initrd-agent"
         cp /etc/initrd-agent/ca.pem "$d/"
         {
             cat /etc/initrd-agent/config.toml
@@ -68,9 +73,9 @@ case "$mode" in
 echo "UNLOCK-TEST-LATER-READY: root reached, running initrd-agent again" > /dev/console
 /bin/busybox ip -4 addr show > /dev/console 2>&1
 /bin/busybox sleep 3
-$loader --library-path $d/lib $d/initrd-agent --config $d/config.toml --verbose 2> /dev/console
+$run_agent --config $d/config.toml --verbose 2> /dev/console
 echo "UNLOCK-TEST-LATER-DONE: exit status \$?" > /dev/console
 EOF
-        echo "unlock-test: agent staged in $d (loader $loader)"
+        echo "unlock-test: agent staged in $d (loader ${loader:-none})"
         ;;
 esac
