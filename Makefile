@@ -21,7 +21,8 @@ agent-static:
 test: deps vm-deps agent-static
 	$(CARGO) test --workspace --no-fail-fast
 	# The swtpm end-to-end suites again, with the static agent that goes into the initramfs.
-	UNLOCK_AGENT_BIN="$${CARGO_TARGET_DIR:-target}/$$(rustc -vV | sed -n 's/^host: //p')/agent-static/initrd-agent" \
+	# (An absolute path: the tests run in the package's directory.)
+	UNLOCK_AGENT_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/$$(rustc -vV | sed -n 's/^host: //p')/agent-static/initrd-agent" \
 		$(CARGO) test -p unlock-server --test e2e_swtpm --test e2e_bootpath --no-fail-fast
 
 lint: deps
