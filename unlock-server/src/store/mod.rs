@@ -699,71 +699,63 @@ impl Store {
             );
             c.query(&lock, args![req.agent_id()])?;
             let decision = release_in(c, req, seal)?;
-            match &decision {
+            // One attempt row and one audit record per decision (an identical retry decided
+            // nothing new and writes neither).
+            let (result, reason, kind, detail) = match &decision {
+                ReleaseDecision::Retried { .. } => return Ok(decision),
                 ReleaseDecision::Released {
                     releases,
                     session_terminated,
                     ..
-                } => {
-                    c.execute(
-                        "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
-                         VALUES (?1, ?2, ?3, 'released', 'released')",
-                        args![req.agent_id(), req.challenge_id(), req.now],
-                    )?;
-                    audit::append(
-                        c,
-                        req.now,
-                        "release",
-                        Some(req.agent_id()),
-                        Actor::Agent,
-                        &serde_json::json!({
-                            "challenge_id": req.challenge_id(),
-                            "reset_count": req.reset_count,
-                            "releases": releases,
-                            "session_terminated": session_terminated,
-                        }),
-                    )?;
-                }
-                ReleaseDecision::Retried { .. } => {}
-                ReleaseDecision::Resealed { .. } => {
-                    c.execute(
-                        "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
-                         VALUES (?1, ?2, ?3, 'released', 'same NK: re-sealed, not counted')",
-                        args![req.agent_id(), req.challenge_id(), req.now],
-                    )?;
-                    audit::append(
-                        c,
-                        req.now,
-                        "reseal",
-                        Some(req.agent_id()),
-                        Actor::Agent,
-                        &serde_json::json!({
-                            "challenge_id": req.challenge_id(),
-                            "reset_count": req.reset_count,
-                        }),
-                    )?;
-                }
+                } => (
+                    "released",
+                    "released".to_owned(),
+                    "release",
+                    serde_json::json!({
+                        "challenge_id": req.challenge_id(),
+                        "reset_count": req.reset_count,
+                        "releases": releases,
+                        "session_terminated": session_terminated,
+                    }),
+                ),
+                ReleaseDecision::Resealed { .. } => (
+                    "released",
+                    "same NK: re-sealed, not counted".to_owned(),
+                    "reseal",
+                    serde_json::json!({
+                        "challenge_id": req.challenge_id(),
+                        "reset_count": req.reset_count,
+                    }),
+                ),
                 ReleaseDecision::Refused(r) => {
                     let reason = r.to_string();
-                    c.execute(
-                        "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
-                         VALUES (?1, ?2, ?3, 'refused', ?4)",
-                        args![req.agent_id(), req.challenge_id(), req.now, reason.as_str()],
-                    )?;
-                    audit::append(
-                        c,
-                        req.now,
-                        "refusal",
-                        Some(req.agent_id()),
-                        Actor::Agent,
-                        &serde_json::json!({
-                            "challenge_id": req.challenge_id(),
-                            "reason": reason,
-                            "reset_count": req.reset_count,
-                        }),
-                    )?;
+                    let detail = serde_json::json!({
+                        "challenge_id": req.challenge_id(),
+                        "reason": reason,
+                        "reset_count": req.reset_count,
+                    });
+                    ("refused", reason, "refusal", detail)
                 }
-            }
+            };
+            c.execute(
+                "INSERT INTO attempts (agent_id, challenge_id, at, result, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                args![
+                    req.agent_id(),
+                    req.challenge_id(),
+                    req.now,
+                    result,
+                    reason.as_str()
+                ],
+            )?;
+            audit::append(
+                c,
+                req.now,
+                kind,
+                Some(req.agent_id()),
+                Actor::Agent,
+                &detail,
+            )?;
             Ok(decision)
         })
     }
