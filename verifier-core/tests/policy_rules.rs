@@ -440,3 +440,149 @@ fn every_failed_rule_is_reported() {
     assert!(report.outcomes.iter().filter(|o| o.passed).count() >= 10);
     assert_eq!(report.verdict(), verdict);
 }
+
+/// Authority events of PCR 7 as (variable, entry) for a log, via a learned Reference policy.
+fn learned_authorities(c: &CapturedEvidence) -> Option<Vec<String>> {
+    learn_doc(c, LearnMode::Reference)
+        .measured_boot
+        .and_then(|mb| mb.authorities)
+}
+
+#[test]
+fn authorities_learned_from_real_logs_name_db_certificates() {
+    let mut learned = 0;
+    for path in all_logs() {
+        let bytes = std::fs::read(&path).unwrap();
+        let c = capture(&bytes);
+        let doc = learn_doc(&c, LearnMode::Reference);
+        let log = EventLog::parse(&bytes).unwrap();
+        // Authorities other than shim's state variables, in PCR 7.
+        let logged = log.events().iter().any(|e| {
+            e.pcr() == 7
+                && e.event_type() == verifier_core::eventlog::EventType::EV_EFI_VARIABLE_AUTHORITY
+                && matches!(e.decode(), EventData::Variable(v)
+                    if v.name != "SbatLevel" && v.name != "MokListTrusted")
+        });
+        let auth = doc
+            .measured_boot
+            .as_ref()
+            .and_then(|mb| mb.authorities.as_ref());
+        // Every form firmware and shim log is read and found bound to its digest.
+        assert_eq!(logged, auth.is_some(), "{}: {auth:?}", name(&path));
+        let (Some(mb), Some(auth)) = (doc.measured_boot.as_ref(), auth) else {
+            continue;
+        };
+        learned += 1;
+        assert!(!auth.is_empty(), "{}", name(&path));
+        // Firmware logs the db certificate that verified shim (or the boot loader): it is
+        // one of the certificates the same log measured in db.
+        let from_db = log.events().iter().any(|e| {
+            matches!(e.decode(), EventData::Variable(v) if v.name == "db"
+                && e.event_type() == verifier_core::eventlog::EventType::EV_EFI_VARIABLE_AUTHORITY)
+        });
+        if let (true, Some(db)) = (from_db, &mb.db) {
+            assert!(
+                auth.iter().any(|a| db.contains(a)),
+                "{}: authorities {auth:?} name no db entry {db:?}",
+                name(&path)
+            );
+        }
+        // The learned policy accepts its own log.
+        assert!(eval(&doc, &c).accepted(), "{}", name(&path));
+    }
+    assert!(
+        learned >= 5,
+        "only {learned} logs had Secure Boot authorities"
+    );
+}
+
+#[test]
+fn authority_not_allowed_is_refused() {
+    let (_, c) = grub();
+    let mut doc = learn_doc(&c, LearnMode::Reference);
+    let auth = learned_authorities(&c).unwrap();
+    let mb = doc.measured_boot.as_mut().unwrap();
+    // Exact boot application digests off: the authority rule alone decides.
+    mb.boot_applications = None;
+    let removed = auth[0].clone();
+    mb.authorities = Some(auth.into_iter().skip(1).collect());
+    if mb.authorities.as_ref().unwrap().is_empty() {
+        mb.authorities = Some(vec![format!("x509:{}", "42".repeat(32))]);
+    }
+    let v = eval(&doc, &c);
+    only(&v, "measured_boot.authorities", "not an allowed authority");
+    assert!(v.failures[0].reason.contains(&removed), "{v}");
+}
+
+#[test]
+fn edited_authority_with_the_original_digest_is_refused() {
+    let (bytes, honest) = grub();
+    let log = EventLog::parse(&bytes).unwrap();
+    let e = log
+        .events()
+        .iter()
+        .find(|e| {
+            e.event_type() == verifier_core::eventlog::EventType::EV_EFI_VARIABLE_AUTHORITY
+                && e.pcr() == 7
+        })
+        .unwrap();
+    let mut data = e.data().to_vec();
+    let at = data.len() - 10;
+    data[at] ^= 1;
+    let original: Vec<Digest> = e.digests().as_slice().to_vec();
+    let forged = rewrite(&bytes, e.index(), &data, |alg, _| {
+        *original.iter().find(|d| d.alg() == alg).unwrap()
+    });
+    let c = capture(&forged);
+    assert_eq!(c.pcrs, honest.pcrs);
+    let mut doc = learn_doc(&honest, LearnMode::Reference);
+    // The forger also lists the certificate its edited bytes now name.
+    let forged_auth = {
+        let mut d = learn_doc(&c, LearnMode::Reference);
+        d.allow_event_digest_mismatch = true;
+        d.measured_boot.and_then(|mb| mb.authorities)
+    };
+    let mb = doc.measured_boot.as_mut().unwrap();
+    if let Some(extra) = forged_auth {
+        mb.authorities.as_mut().unwrap().extend(extra);
+    }
+    let v = eval(&doc, &c);
+    only(&v, "measured_boot.authorities", "not what was measured");
+}
+
+#[test]
+fn authorities_without_secure_boot_are_refused() {
+    let bytes = std::fs::read(log_path("go-tpm-tools/ubuntu-2104-no-secure-boot.bin")).unwrap();
+    let c = capture(&bytes);
+    let (_, grub_c) = grub();
+    let mut doc = learn_doc(&c, LearnMode::Reference);
+    doc.measured_boot.as_mut().unwrap().authorities = learned_authorities(&grub_c);
+    doc.measured_boot.as_mut().unwrap().pcrs = None;
+    only(
+        &eval(&doc, &c),
+        "measured_boot.authorities",
+        "no Secure Boot authority is measured",
+    );
+}
+
+#[test]
+fn a_new_authority_widens_and_a_removed_one_narrows() {
+    let (_, c) = grub();
+    let old = learn_doc(&c, LearnMode::Reference);
+    let mut new = old.clone();
+    new.measured_boot
+        .as_mut()
+        .unwrap()
+        .authorities
+        .as_mut()
+        .unwrap()
+        .push(format!("x509:{}", "42".repeat(32)));
+    let d = verifier_core::policy::diff(&old, &new);
+    assert!(d.may_widen(), "{d:?}");
+    assert!(d
+        .changes
+        .iter()
+        .any(|c| c.path == "measured_boot.authorities"));
+    let d = verifier_core::policy::diff(&new, &old);
+    assert!(!d.may_widen(), "{d:?}");
+}

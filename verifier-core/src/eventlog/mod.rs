@@ -54,6 +54,8 @@ pub use events::{
 pub use parse::{DigestList, Event, EventLog, LogFormat};
 pub use replay::Finding;
 pub use types::EventType;
+#[cfg(feature = "policy")]
+pub(crate) use uefi::{variable_data, variable_end};
 pub use uefi::{
     DevicePathNode, GptEvent, GptPartition, ImageLoadEvent, LoadOption, SignatureData,
     SignatureList, UefiVariable, VariableValue,

@@ -206,9 +206,17 @@ fn variable_header<'a>(r: &mut Reader<'a>) -> Result<(Guid, &'a [u8], &'a [u8]),
 }
 
 /// The VariableData part of a UEFI_VARIABLE_DATA (what EDK2 hashes for EV_EFI_VARIABLE_BOOT).
-pub(super) fn variable_data(event: &[u8]) -> Option<&[u8]> {
+pub(crate) fn variable_data(event: &[u8]) -> Option<&[u8]> {
     let mut r = Reader::new("UEFI_VARIABLE_DATA", event);
     variable_header(&mut r).ok().map(|(_, _, data)| data)
+}
+
+/// Where the UEFI_VARIABLE_DATA ends in `event` (bytes after it are trailing data).
+#[cfg(feature = "policy")]
+pub(crate) fn variable_end(event: &[u8]) -> Option<usize> {
+    let mut r = Reader::new("UEFI_VARIABLE_DATA", event);
+    variable_header(&mut r).ok()?;
+    event.len().checked_sub(r.rest().len())
 }
 
 pub(super) fn variable(bytes: &[u8], authority: bool) -> Result<UefiVariable<'_>, ParseError> {

@@ -110,6 +110,39 @@ impl SigEntry {
         }
     }
 
+    /// The identity of an authority event's entry, from the logged variable's data, and the
+    /// entry's bytes. Firmware logs the db entry as an EFI_SIGNATURE_DATA (owner GUID, then
+    /// the certificate or hash) without its list's signature type; shim logs its vendor
+    /// certificate or a MOK as the bare DER. So the type is told from the bytes: a DER
+    /// SEQUENCE spanning the data exactly is an X.509 certificate, 32 bytes after the owner
+    /// are a SHA-256 entry, anything else is named by the hash of its bytes under an all-zero
+    /// type.
+    fn of_authority(value: &[u8]) -> (Self, &[u8]) {
+        let x509 = |cert: &[u8]| {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(HashAlg::Sha256.hash(cert).as_bytes());
+            Self {
+                kind: SigKind::X509,
+                key,
+            }
+        };
+        if is_der_sequence(value) {
+            return (x509(value), value);
+        }
+        let after_owner = value.get(16..).unwrap_or_default();
+        if is_der_sequence(after_owner) {
+            return (x509(after_owner), after_owner);
+        }
+        if let Ok(key) = <[u8; 32]>::try_from(after_owner) {
+            let kind = SigKind::Sha256;
+            return (Self { kind, key }, after_owner);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(HashAlg::Sha256.hash(value).as_bytes());
+        let kind = SigKind::Other([0; 16]);
+        (Self { kind, key }, value)
+    }
+
     /// Parses the notation of [`Self`]'s doc.
     pub(crate) fn parse(s: &str) -> Option<Self> {
         let (kind, hex_part) = s.rsplit_once(':')?;
@@ -136,6 +169,28 @@ impl fmt::Display for SigEntry {
         }
         f.write_str(&hex::encode(self.key))
     }
+}
+
+/// A DER SEQUENCE (tag 0x30) whose definite length spans `data` exactly.
+fn is_der_sequence(data: &[u8]) -> bool {
+    let [0x30, first, rest @ ..] = data else {
+        return false;
+    };
+    let (len, body) = match *first {
+        n @ 0..=0x7f => (usize::from(n), rest),
+        0x81..=0x84 => {
+            let n = usize::from(first & 0x7f);
+            let Some((len_bytes, body)) = rest.split_at_checked(n) else {
+                return false;
+            };
+            let len = len_bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            (len, body)
+        }
+        _ => return false,
+    };
+    body.len() == len
 }
 
 /// A hasher for [`SigEntry`] sets: the keys are SHA-256 outputs (or GUIDs), already
@@ -216,12 +271,27 @@ pub(crate) struct KeyDbState {
     pub(crate) bound: bool,
 }
 
+/// One `EV_EFI_VARIABLE_AUTHORITY` event: the signature-database entry (in practice a db
+/// certificate, or shim's vendor certificate / a MOK) that verified a boot application.
+/// Firmware logs each authority once, the first time it verifies an image.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthorityUse {
+    pub(crate) event: usize,
+    /// The variable the entry came from (`db`, `Shim`, `MokList`...), as logged.
+    pub(crate) variable: String,
+    pub(crate) entry: SigEntry,
+    /// The entry is what was hashed into PCR 7 (see [`authority_bound`]).
+    pub(crate) bound: bool,
+}
+
 /// The reference state of one boot.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BootState<'a> {
     /// (event, value, bound) of the first SecureBoot variable.
     pub(crate) secure_boot: Option<(usize, Option<u8>, bool)>,
     pub(crate) keys: [Option<KeyDbState>; 4],
+    /// The authorities that verified boot applications, in log order.
+    pub(crate) authorities: Vec<AuthorityUse>,
     pub(crate) boot_apps: Vec<Measured>,
     pub(crate) kernels: Vec<Measured>,
     pub(crate) initrds: Vec<Measured>,
@@ -267,6 +337,24 @@ pub(crate) fn read<'a>(
             digest,
         };
         match (e.pcr(), e.event_type()) {
+            (PCR_SECURE_BOOT, EventType::EV_EFI_VARIABLE_AUTHORITY) => {
+                let EventData::Variable(var) = e.decode() else {
+                    continue;
+                };
+                if SHIM_STATE_VARIABLES.contains(&var.name.as_str()) {
+                    continue;
+                }
+                let Some(value) = crate::eventlog::variable_data(e.data()) else {
+                    continue;
+                };
+                let (entry, cert) = SigEntry::of_authority(value);
+                state.authorities.push(AuthorityUse {
+                    event: e.index(),
+                    variable: var.name.clone(),
+                    entry,
+                    bound: authority_bound(&digest, e.data(), value, cert),
+                });
+            }
             (PCR_SECURE_BOOT, EventType::EV_EFI_VARIABLE_DRIVER_CONFIG) => {
                 let EventData::Variable(var) = e.decode() else {
                     continue;
@@ -390,6 +478,35 @@ pub(crate) fn read<'a>(
     }
     state
 }
+
+/// Whether an authority event's entry is what was measured. The PC Client profile has the
+/// firmware hash the whole UEFI_VARIABLE_DATA; shim hashes only the variable's data (its
+/// vendor certificate, a MOK), and shim 15.x logs a few bytes more than it hashed (the
+/// digest is of the event data without its last byte, in the shared test data's
+/// `sb_cert_eventlog`). Every accepted input contains the header and the entry whole, so a
+/// forger cannot change the entry without changing the digest. An event matching none of
+/// them is only the log's word and must not satisfy a rule.
+fn authority_bound(digest: &Digest, event_data: &[u8], value: &[u8], entry: &[u8]) -> bool {
+    /// Extra bytes after the variable tried as unhashed slack: bounded, so a forged log
+    /// with a long tail costs at most this many extra hashes of the event.
+    const MAX_SLACK: usize = 16;
+    let alg = digest.alg();
+    if alg.hash(value) == *digest || alg.hash(entry) == *digest {
+        return true;
+    }
+    let end_of_value = crate::eventlog::variable_end(event_data).unwrap_or(event_data.len());
+    let shortest = end_of_value.max(event_data.len().saturating_sub(MAX_SLACK));
+    (shortest..=event_data.len())
+        .rev()
+        .filter_map(|n| event_data.get(..n))
+        .any(|prefix| alg.hash(prefix) == *digest)
+}
+
+/// Variables shim measures into PCR 7 as `EV_EFI_VARIABLE_AUTHORITY` that are its state,
+/// not an authority that verified an image: the SBAT revocation level and whether MOKs are
+/// trusted for the kernel's keyring. Any other name counts as an authority (so a new kind
+/// of authority must be allowed, never passes unseen).
+const SHIM_STATE_VARIABLES: [&str; 2] = ["SbatLevel", "MokListTrusted"];
 
 /// grub hashes the text without its `kernel_cmdline: ` prefix, with or without the NUL.
 fn text_bound(digest: &Digest, text: &[u8]) -> bool {

@@ -103,6 +103,8 @@ pub(super) struct MeasuredBoot {
     /// PK, KEK, db allowlists.
     pub(super) keys: [Option<HashSet<SigEntry, KeyHash>>; 3],
     pub(super) dbx: Option<DbxRule>,
+    /// Allowed Secure Boot authorities (PCR 7 `EV_EFI_VARIABLE_AUTHORITY`).
+    pub(super) authorities: Option<HashSet<SigEntry, KeyHash>>,
     pub(super) boot_apps: Option<Vec<Digest>>,
     pub(super) kernels: Option<Vec<Digest>>,
     pub(super) initrds: Option<Vec<Digest>>,
@@ -364,6 +366,7 @@ fn measured_boot(doc: &MeasuredBootDocument) -> Result<MeasuredBoot, PolicyError
         require_secure_boot: doc.require_secure_boot,
         keys,
         dbx,
+        authorities: keys_of("authorities", &doc.authorities)?,
         boot_apps: opt_digests("boot_applications", &doc.boot_applications)?,
         kernels: opt_digests("kernels", &doc.kernels)?,
         initrds: opt_digests("initrds", &doc.initrds)?,
@@ -372,7 +375,11 @@ fn measured_boot(doc: &MeasuredBootDocument) -> Result<MeasuredBoot, PolicyError
     // Each rule reads events of some PCRs; at least one of them must be covered, or the
     // rule would be reading events nothing vouches for.
     let mut needs: Vec<(&str, &[u8])> = Vec::new();
-    if mb.require_secure_boot || mb.keys.iter().any(Option::is_some) || mb.dbx.is_some() {
+    if mb.require_secure_boot
+        || mb.keys.iter().any(Option::is_some)
+        || mb.dbx.is_some()
+        || mb.authorities.is_some()
+    {
         needs.push(("secure boot and key rules", &[PCR_SECURE_BOOT]));
     }
     if mb.boot_apps.is_some() {

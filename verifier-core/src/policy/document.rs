@@ -180,6 +180,13 @@ pub struct MeasuredBootDocument {
     /// What the revocation list must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dbx: Option<DbxDocument>,
+    /// Allowed Secure Boot authorities: every `EV_EFI_VARIABLE_AUTHORITY` event in PCR 7
+    /// (the db certificate, shim vendor certificate or MOK that verified a boot application)
+    /// must name one of these entries (same notation as `db`), and at least one must be
+    /// measured. Follows what Secure Boot verified instead of exact hashes, so a newly
+    /// signed shim, grub or kernel passes without a policy change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorities: Option<Vec<String>>,
     /// Allowed digests (in `bank`) of EFI boot applications (PCR 4: shim, grub,
     /// systemd-boot, a UKI, a kernel started as an EFI application).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::boot::{self, BootState, KeyDb, Measured, SigEntry};
+use super::boot::{self, AuthorityUse, BootState, KeyDb, KeyHash, Measured, SigEntry};
 use super::compile::{ClockRules, ImaRules, MeasuredBoot, SnpRules};
 use super::{Claims, Policy, RuleOutcome};
 use crate::eventlog::{EventLog, Finding};
@@ -403,6 +403,12 @@ fn measured_boot(mb: &MeasuredBoot, claims: &Claims<'_>, out: &mut Sink) {
         };
         out.record("measured_boot.dbx", r);
     }
+    if let Some(allowed) = &mb.authorities {
+        out.record(
+            "measured_boot.authorities",
+            authorities(allowed, &state.authorities),
+        );
+    }
     type Allowlist<'r> = (&'r str, &'r Option<Vec<Digest>>, &'r [Measured], &'r str);
     let lists: [Allowlist<'_>; 3] = [
         (
@@ -432,6 +438,40 @@ fn measured_boot(mb: &MeasuredBoot, claims: &Claims<'_>, out: &mut Sink) {
     if let Some(rules) = &mb.cmdline {
         out.record("measured_boot.kernel_cmdline", cmdlines(rules, &state));
     }
+}
+
+/// Every authority that verified a boot application must be allowed and bound to PCR 7.
+fn authorities(
+    allowed: &std::collections::HashSet<SigEntry, KeyHash>,
+    found: &[AuthorityUse],
+) -> Result<String, String> {
+    if found.is_empty() {
+        return Err(
+            "no Secure Boot authority is measured (PCR 7): Secure Boot verified no boot application"
+                .into(),
+        );
+    }
+    let mut bad = Vec::new();
+    for a in found {
+        if !a.bound {
+            bad.push(format!(
+                "event {}: the {} entry is not what was measured (digest differs)",
+                a.event, a.variable
+            ));
+        } else if !allowed.contains(&a.entry) {
+            bad.push(format!(
+                "event {}: {} entry {} is not an allowed authority",
+                a.event, a.variable, a.entry
+            ));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(format!(
+            "{} verified the boot applications, all allowed",
+            plural(found.len(), "authority", "authorities")
+        ));
+    }
+    Err(named(bad.iter()))
 }
 
 fn cmdlines(

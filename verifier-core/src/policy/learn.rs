@@ -317,6 +317,23 @@ fn reference(
         min_entries: u32::try_from(required.len()).ok(),
         required,
     });
+    if !state.authorities.is_empty() {
+        if state.authorities.iter().all(|a| a.bound) {
+            let mut v: Vec<String> = state
+                .authorities
+                .iter()
+                .map(|a| a.entry.to_string())
+                .collect();
+            v.sort();
+            v.dedup();
+            mb.authorities = Some(v);
+        } else {
+            notes.push(
+                "a Secure Boot authority event does not match its digest: authorities not learned"
+                    .into(),
+            );
+        }
+    }
     let digests = |m: &[boot::Measured]| -> Option<Vec<String>> {
         if m.is_empty() {
             return None;
@@ -363,6 +380,7 @@ fn reference(
             || mb.kek.is_some()
             || mb.db.is_some()
             || mb.dbx.is_some()
+            || mb.authorities.is_some()
         {
             needed.push(PCR_SECURE_BOOT);
         }
