@@ -102,3 +102,97 @@ fn an_inventory_enrolls_good_rows_reports_bad_ones_and_reruns_idempotently() {
         b"key of machine 1"
     );
 }
+
+/// A fleet-sized inventory: 1,000 rows (software EKs, enrolled over the real admin API of
+/// both roles), each outcome reported on its own line of the summary, the failures with
+/// their reasons, and a re-run that enrolls nothing twice.
+#[test]
+fn a_thousand_machine_inventory_reports_every_outcome() {
+    const ROWS: usize = 1000;
+    // Bad rows, spread through the file: (row index, what is wrong, reason expected).
+    const BAD: [(usize, &str); 4] = [
+        (7, "not a TPMT_PUBLIC"),
+        (250, "payload must be"),
+        (501, "the same EK as line"),
+        (998, "cannot read"),
+    ];
+    let server = Server::start(TOFU);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.key"), b"").unwrap();
+    std::fs::write(dir.path().join("garbage.ek"), b"not an EK at all").unwrap();
+    let mut rows = vec!["name,ek_pub,payload".to_owned()];
+    let mut good_ids = Vec::new();
+    for i in 0..ROWS {
+        let tpm = verifier_core::sim::SimTpm::new().unwrap();
+        let ek = dir.path().join(format!("m{i}.ek"));
+        std::fs::write(&ek, tpm.ek_pub_bytes()).unwrap();
+        std::fs::write(dir.path().join(format!("m{i}.key")), format!("key {i}")).unwrap();
+        let row = match BAD.iter().find(|(at, _)| *at == i).map(|(_, why)| *why) {
+            Some("not a TPMT_PUBLIC") => format!("m{i},garbage.ek,m{i}.key"),
+            Some("payload must be") => format!("m{i},m{i}.ek,empty.key"),
+            Some("the same EK as line") => format!("m{i},m0.ek,m{i}.key"),
+            Some(_) => format!("m{i},gone-{i}.ek,m{i}.key"),
+            None => {
+                good_ids.push(tpm.agent_id().as_str().to_owned());
+                format!("m{i},m{i}.ek,m{i}.key")
+            }
+        };
+        rows.push(row);
+    }
+    let inventory = dir.path().join("fleet.csv");
+    std::fs::write(&inventory, rows.join("\n")).unwrap();
+
+    let out = server.unlockctl(&["enroll-inventory", inventory.to_str().unwrap(), "--json"]);
+    assert!(!out.status.success(), "bad rows must fail the run");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(summary["rows"], ROWS, "{}", summary["failed"]);
+    assert_eq!(summary["enrolled"], ROWS - BAD.len());
+    assert_eq!(summary["failed"], BAD.len());
+    let results = summary["results"].as_array().unwrap();
+    assert_eq!(results.len(), ROWS, "one outcome per row");
+    for (at, why) in BAD {
+        let r = &results[at];
+        let reason = r["result"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(why), "row {at}: {r}");
+    }
+    let enrolled = results
+        .iter()
+        .filter(|r| r["result"]["reason"].is_null())
+        .count();
+    assert_eq!(enrolled, ROWS - BAD.len());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("[{ROWS}/{ROWS}]")),
+        "progress ends at the last row"
+    );
+    // Spot checks through the admin API of both roles.
+    for id in [
+        &good_ids[0],
+        &good_ids[good_ids.len() / 2],
+        good_ids.last().unwrap(),
+    ] {
+        let st = server.status(id);
+        assert_eq!(st["verifier"]["state"], "armed", "{st}");
+        assert_eq!(st["tenant"]["state"], "armed", "{st}");
+    }
+
+    // The re-run (bad rows dropped) enrolls nothing twice.
+    let fixed: Vec<&str> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || !BAD.iter().any(|(at, _)| at + 1 == *i))
+        .map(|(_, r)| r.as_str())
+        .collect();
+    std::fs::write(&inventory, fixed.join("\n")).unwrap();
+    let out = server.unlockctl(&["enroll-inventory", inventory.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{n} rows: 0 enrolled, {n} already enrolled (skipped), 0 failed",
+            n = ROWS - BAD.len()
+        )),
+        "{stdout}"
+    );
+}
