@@ -564,6 +564,8 @@ pub fn ekcert(data: &[u8]) {
     if let Ok(c) = Certificate::from_der(data) {
         same(T, "der() == x", &data, &c.der());
         let _ = (c.tpm_info(), c.validity(), c.is_self_issued());
+        let _ = c.subject_serial_number();
+        let _ = ekcert::iak_identity(data).map(|id| id.key());
         let mut store = TrustStore::new();
         if store.add_der(data).is_err() {
             violated(T, "a parsed certificate is refused as an anchor");
