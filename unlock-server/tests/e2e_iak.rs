@@ -85,10 +85,12 @@ impl Default for Spec {
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
-    match content.len() {
-        n @ 0..=0x7f => out.push(n as u8),
-        n @ 0x80..=0xff => out.extend_from_slice(&[0x81, n as u8]),
-        n => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+    let n = content.len();
+    let len = u16::try_from(n).unwrap().to_be_bytes();
+    match n {
+        0..=0x7f => out.push(len[1]),
+        0x80..=0xff => out.extend_from_slice(&[0x81, len[1]]),
+        _ => out.extend_from_slice(&[0x82, len[0], len[1]]),
     }
     out.extend_from_slice(content);
     out
@@ -256,6 +258,8 @@ fn iak_machine_unlocks_with_no_activation_round() {
     // Next boot: the EK's id and the pinned IAK are known, so no registration at all.
     let mut m = m;
     m.reboot();
+    // The restarted swtpm listens on another port: the config is written again.
+    let cfg = iak_config(&m, &server, &cert);
     let out = m.agent_with(&cfg, &["--verbose"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");

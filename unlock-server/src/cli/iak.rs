@@ -1,7 +1,7 @@
 //! `unlockctl iak`: binding enrollments to the device their IAK certificate names, so the
 //! machine may register with the certificate instead of MakeCredential.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -50,7 +50,7 @@ pub fn run(command: IakCommand) -> anyhow::Result<()> {
     }
 }
 
-fn identity(path: &PathBuf) -> anyhow::Result<verifier_core::ekcert::IakIdentity> {
+fn identity(path: &Path) -> anyhow::Result<verifier_core::ekcert::IakIdentity> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     // DER starts with a SEQUENCE tag; anything else is read as PEM text.
     let der = if bytes.first() != Some(&0x30) {

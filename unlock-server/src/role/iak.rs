@@ -116,7 +116,7 @@ impl RoleService {
         tracing::info!(
             role = self.role.as_str(),
             agent_id,
-            identity = req.identity,
+            identity = %req.identity,
             "enrollment bound to an IAK identity"
         );
         Ok(IakBindResponse {
