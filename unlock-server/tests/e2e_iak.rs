@@ -216,7 +216,13 @@ fn iak_config(m: &Machine, server: &Server, cert: &std::path::Path) -> PathBuf {
 }
 
 fn bind(server: &Server, agent_id: &str, cert: &std::path::Path) {
-    let out = server.unlockctl(&["iak", "bind", agent_id, "--iak-cert", cert.to_str().unwrap()]);
+    let out = server.unlockctl(&[
+        "iak",
+        "bind",
+        agent_id,
+        "--iak-cert",
+        cert.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "iak bind: {}", stderr(&out));
 }
 

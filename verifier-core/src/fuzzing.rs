@@ -449,6 +449,7 @@ pub fn proto(data: &[u8]) {
     let _ = proto_message::<v1::RegisterResponse>(data);
     let _ = proto_message::<v1::ActivateRequest>(data);
     let _ = proto_message::<v1::ActivateResponse>(data);
+    let _ = proto_message::<v1::RegisterIakRequest>(data);
     let _ = proto_message::<v1::ChallengeRequest>(data);
     if let Some(c) = proto_message::<v1::ChallengeResponse>(data) {
         let _ = c.nonce();
@@ -488,6 +489,8 @@ pub fn proto(data: &[u8]) {
     let _ = proto_message::<v1::EnrollRequest>(data);
     let _ = proto_message::<v1::EnrollmentInfo>(data);
     let _ = proto_message::<v1::EnrollmentList>(data);
+    let _ = proto_message::<v1::IakBindRequest>(data);
+    let _ = proto_message::<v1::IakBindResponse>(data);
     let _ = proto_message::<v1::PolicyCreateRequest>(data);
     let _ = proto_message::<v1::PolicyUpdateRequest>(data);
     let _ = proto_message::<v1::PolicyVersionInfo>(data);

@@ -18,9 +18,15 @@ fn hardware_module_name_and_subject_serial_as_openssl_wrote_them() {
     let id = iak_identity(&der).unwrap();
     assert_eq!(id.hw_serial(), b"OEM-TPM-0001");
     assert_eq!(id.subject_serial(), Some("OEM-TPM-0001"));
-    assert_eq!(id.key(), format!("2.23.133.1.2:{}", hex::encode("OEM-TPM-0001")));
+    assert_eq!(
+        id.key(),
+        format!("2.23.133.1.2:{}", hex::encode("OEM-TPM-0001"))
+    );
     let cert = Certificate::from_der(&der).unwrap();
-    assert_eq!(cert.subject_serial_number().as_deref(), Some("OEM-TPM-0001"));
+    assert_eq!(
+        cert.subject_serial_number().as_deref(),
+        Some("OEM-TPM-0001")
+    );
 }
 
 #[test]
@@ -38,4 +44,13 @@ fn a_certificate_without_hardware_module_name_names_no_device() {
     let der = pem_certificates(pem).unwrap().remove(0);
     let e = iak_identity(&der).unwrap_err().to_string();
     assert!(e.contains("hardwareModuleName"), "{e}");
+}
+
+#[test]
+fn the_fuzz_entry_points_accept_the_fixture_and_its_truncations() {
+    let der = fixture();
+    verifier_core::fuzzing::ekcert(&der);
+    for n in (0..der.len()).step_by(7) {
+        verifier_core::fuzzing::ekcert(&der[..n]);
+    }
 }

@@ -76,7 +76,14 @@ pub(super) fn register(
     let ak = self::iak(tpm, iak)?;
     let ek = tpm.create_ek(config.ek)?;
     let agent_id = AgentId::of_ek(ek.public());
-    let result = register_all(client, (&ek, &ak), certs, &endpoints(config), &agent_id, steps);
+    let result = register_all(
+        client,
+        (&ek, &ak),
+        certs,
+        &endpoints(config),
+        &agent_id,
+        steps,
+    );
     if result.is_ok() {
         keep_ek(tpm, &ek);
     }
@@ -93,7 +100,14 @@ fn register_and_attest(
     steps: &mut Steps,
 ) -> Result<Unlocked, FlowError> {
     let agent_id = AgentId::of_ek(ek.public());
-    register_all(client, (ek, ak), certs, &endpoints(config), &agent_id, steps)?;
+    register_all(
+        client,
+        (ek, ak),
+        certs,
+        &endpoints(config),
+        &agent_id,
+        steps,
+    )?;
     keep_ek(tpm, ek);
     let halves = attest_rounds(config, client, tpm, ak, &agent_id, steps)?;
     finish(config, tpm, &agent_id, halves, steps)
@@ -223,15 +237,12 @@ mod tests {
         assert_eq!(read_certs(&der).unwrap(), vec![vec![0x30, 3, 2, 1, 1]]);
         let bad = dir.join("bad.pem");
         std::fs::write(&bad, "no certificate here").unwrap();
-        assert!(matches!(
-            read_certs(&bad),
-            Err(FlowError::IakCert { .. })
-        ));
-        std::fs::write(&bad, "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n")
-            .unwrap();
-        assert!(matches!(
-            read_certs(&bad),
-            Err(FlowError::IakCert { .. })
-        ));
+        assert!(matches!(read_certs(&bad), Err(FlowError::IakCert { .. })));
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(matches!(read_certs(&bad), Err(FlowError::IakCert { .. })));
     }
 }

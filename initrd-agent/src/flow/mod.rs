@@ -162,9 +162,9 @@ pub fn unlock(config: &Config, steps: &mut Steps, started: Instant) -> Result<Un
         let ak = iak::iak(&mut tpm, iak_config)?;
         let known_ek = tpm.persistent_ek_id(config.ek);
         steps.record("tpm", t);
-        let result = known_ek.map_err(FlowError::from).and_then(|ek| {
-            iak::boot(config, iak_config, &client, &mut tpm, &ak, ek, steps)
-        });
+        let result = known_ek
+            .map_err(FlowError::from)
+            .and_then(|ek| iak::boot(config, iak_config, &client, &mut tpm, &ak, ek, steps));
         if steps.verbose {
             eprintln!("initrd-agent: note: tpm commands {}", tpm.commands());
         }

@@ -593,9 +593,9 @@ impl Tpm {
     pub fn provision_iak(&mut self, handle: u32) -> Result<Vec<u8>, TpmError> {
         let (transient, key) =
             self.create_primary("CreatePrimary (IAK)", RH_ENDORSEMENT, &auth::iak_template())?;
-        let result = self.evict_persistent(handle).and_then(|_| {
-            self.evict_control(transient, handle, "EvictControl (persist the IAK)")
-        });
+        let result = self
+            .evict_persistent(handle)
+            .and_then(|_| self.evict_control(transient, handle, "EvictControl (persist the IAK)"));
         self.flush(transient);
         result.map(|()| key.public)
     }

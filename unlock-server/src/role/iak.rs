@@ -89,12 +89,10 @@ impl RoleService {
                 ),
             ));
         }
-        if !self.store.activate_ak(
-            agent_id.as_str(),
-            ak.name(),
-            req.ak_pub.as_bytes(),
-            now,
-        )? {
+        if !self
+            .store
+            .activate_ak(agent_id.as_str(), ak.name(), req.ak_pub.as_bytes(), now)?
+        {
             return Err(super::agent::ak_not_pinned(agent_id.as_str()));
         }
         tracing::info!(role = self.role.as_str(), agent_id = %agent_id, device = %identity, "IAK certificate verified; AK pinned without an activation round");

@@ -291,7 +291,9 @@ impl Certificate {
     /// certificates carry the device's serial number), when present. Text is taken as UTF-8
     /// with invalid sequences replaced: it is compared and shown, never interpreted.
     pub fn subject_serial_number(&self) -> Option<String> {
-        name_attribute(&self.subject, OID_AT_SERIAL_NUMBER).ok().flatten()
+        name_attribute(&self.subject, OID_AT_SERIAL_NUMBER)
+            .ok()
+            .flatten()
     }
 
     /// The certificate's DER encoding.

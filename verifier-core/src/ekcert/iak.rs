@@ -152,10 +152,10 @@ pub fn verify_iak_certificate(
     if leaf.is_ca() {
         return Err(IakCertError::LeafIsCa);
     }
-    let is_iak = leaf
-        .extended_key_usage
-        .as_ref()
-        .is_some_and(|eku| eku.iter().any(|o| o.as_slice() == OID_TCG_KP_AIK_CERTIFICATE));
+    let is_iak = leaf.extended_key_usage.as_ref().is_some_and(|eku| {
+        eku.iter()
+            .any(|o| o.as_slice() == OID_TCG_KP_AIK_CERTIFICATE)
+    });
     if !is_iak {
         return Err(IakCertError::NotIakCertificate);
     }

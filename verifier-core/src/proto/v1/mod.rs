@@ -22,9 +22,9 @@ mod register;
 #[cfg(feature = "policy")]
 pub use admin::{
     admin_path, AttemptRecord, EnrollRequest, EnrollmentInfo, EnrollmentList, IakBindRequest,
-    IakBindResponse, MovedAgent,
-    PinnedAgent, PolicyApplyRequest, PolicyApplyResponse, PolicyCreateRequest, PolicyDiffInfo,
-    PolicyList, PolicyRef, PolicySummary, PolicyUpdateRequest, PolicyVersionInfo, SessionRecord,
+    IakBindResponse, MovedAgent, PinnedAgent, PolicyApplyRequest, PolicyApplyResponse,
+    PolicyCreateRequest, PolicyDiffInfo, PolicyList, PolicyRef, PolicySummary, PolicyUpdateRequest,
+    PolicyVersionInfo, SessionRecord,
 };
 
 pub use attest::{
