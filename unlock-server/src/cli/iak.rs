@@ -14,14 +14,15 @@ use super::client::Connection;
 #[derive(Debug, Subcommand)]
 pub enum IakCommand {
     /// Bind an enrolled machine (on both roles) to the device its IAK certificate names:
-    /// the certificate's hardwareModuleName (hwType and hwSerialNum). Only a certificate
-    /// naming that device, issued by a CA the server trusts (--iak-ca), is then accepted
-    /// as the machine's AK proof. Nothing is checked against a CA here.
+    /// the certificate's hardwareModuleName (hwType and hwSerialNum). The device's IDevID
+    /// certificate names the same device and may be given instead. Only an IAK certificate
+    /// naming that device, issued by a CA the server trusts (--iak-ca), is then accepted as
+    /// the machine's AK proof. Nothing is checked against a CA here.
     Bind(BindArgs),
     /// Print the device identity an IAK (or IDevID) certificate names, without binding.
     Show {
         /// The certificate (PEM or DER; the first PEM block is used).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, visible_alias = "idevid-cert", value_name = "FILE")]
         iak_cert: PathBuf,
     },
 }
@@ -33,8 +34,8 @@ pub struct BindArgs {
     pub conn: Connection,
     /// The agent id (64 hex characters, printed by `enroll` and `list`).
     pub agent_id: String,
-    /// The machine's IAK certificate (PEM or DER; the first PEM block is used).
-    #[arg(long, value_name = "FILE")]
+    /// The machine's IAK (or IDevID) certificate (PEM or DER; the first PEM block is used).
+    #[arg(long, visible_alias = "idevid-cert", value_name = "FILE")]
     pub iak_cert: PathBuf,
 }
 
