@@ -20,7 +20,7 @@
 //!    fails means no key file). The dracut module's latch unit extends the same PCR again
 //!    before switch-root on every path, released or not.
 //!
-//! On the IAK path (`iak_handle` and `iak_cert` configured, see [`iak`]), step 1's AK is
+//! On the IAK path (`iak_handle` and `iak_cert` configured, see `flow/iak.rs`), step 1's AK is
 //! the device's IAK and step 2 is one `register/iak` with its certificate per role, with
 //! no activation round.
 //!
