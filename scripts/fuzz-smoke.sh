@@ -86,7 +86,7 @@ hexseed sealed share "$(printf '%0160d' 0)"
 mkdir -p fuzz/corpus/ekcert
 # The IAK-style certificate (hardwareModuleName otherName, subject serialNumber) beside the
 # vendors' EK certificates.
-for f in "$testdata"/ekcert/*/*.pem src/ekcert/testdata/iak-openssl.pem; do
+for f in "$testdata"/ekcert/*/*.pem src/ekcert/testdata/iak*.pem; do
     cp "$f" "fuzz/corpus/ekcert/seed-$(basename "$f")"
     sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' "$f" | grep -v -- '-----' |
         base64 -d >"fuzz/corpus/ekcert/seed-$(basename "$f" .pem).der" ||
