@@ -415,6 +415,18 @@ fn forged_iak_certificates_and_aks_are_refused_and_pin_nothing() {
     }
     assert_eq!(server.registrations(), 0);
 
+    // The real agent with the impostor's certificate: refused, no key.
+    let forged = write_pem(
+        &m,
+        "forged.pem",
+        &impostor.issue(&iak_pub, &Spec::default()),
+    );
+    let out = m.agent_with(&iak_config(&m, &server, &forged), &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("iak_cert_untrusted"), "{err}");
+    assert!(!m.key_file().exists());
+
     // The honest certificate still registers: the refusals above were each about the one
     // thing forged.
     let (status, _) = register_iak(&server, "verifier", &req(&iak_pub, honest));
@@ -429,4 +441,29 @@ fn with_attribute_cleared(public: &[u8], bit: u32) -> Vec<u8> {
     let attrs = u32::from_be_bytes(p[4..8].try_into().unwrap()) & !bit;
     p[4..8].copy_from_slice(&attrs.to_be_bytes());
     p
+}
+
+#[test]
+fn without_an_oem_ca_no_iak_certificate_is_accepted() {
+    let (m, iak_pub) = iak_machine();
+    let oem = Oem::new();
+    let server = Server::start(&[]);
+    let (agent_id, _) = m.enroll(&server, &m.policy_now(true), &[]);
+    let cert = oem.issue(&iak_pub, &Spec::default());
+    bind(&server, &agent_id, &write_pem(&m, "iak.pem", &cert));
+    let req = RegisterIakRequest {
+        ek_pub: Base64Bytes::new(std::fs::read(m.dir.path().join("ek.pub")).unwrap()),
+        ak_pub: Base64Bytes::new(iak_pub.clone()),
+        iak_cert: Base64Bytes::new(cert),
+        iak_chain: Vec::new(),
+    };
+    for role in ["verifier", "tenant"] {
+        assert_eq!(
+            register_iak(&server, role, &req),
+            (403, "iak_cert_untrusted".to_owned()),
+            "{role}"
+        );
+    }
+    let name = Public::parse(&iak_pub).unwrap().name();
+    assert_eq!(challenge(&server, "tenant", &agent_id, &name).0, 404);
 }
