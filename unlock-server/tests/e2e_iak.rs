@@ -251,8 +251,9 @@ fn iak_machine_unlocks_with_no_activation_round() {
     assert_eq!(std::fs::read(m.key_file()).unwrap(), payload);
     assert!(err.contains("step register-iak"), "{err}");
     assert!(!err.contains("step activate"), "{err}");
-    // Not one MakeCredential on either role.
+    // Not one MakeCredential on either role; one IAK registration on each.
     assert_eq!(server.registrations(), 0);
+    assert_eq!(iak_registrations(&server), 2);
 
     // The pinned AK is the IAK (its name), on both roles.
     let iak_name = Public::parse(&iak_pub).unwrap().name();
@@ -272,6 +273,21 @@ fn iak_machine_unlocks_with_no_activation_round() {
     assert!(!err.contains("register"), "{err}");
     assert_eq!(std::fs::read(m.key_file()).unwrap(), payload);
     assert_eq!(server.registrations(), 0);
+    assert_eq!(iak_registrations(&server), 2);
+}
+
+/// IAK registrations of both roles (from `/metrics`).
+fn iak_registrations(server: &Server) -> u64 {
+    let text = server.metrics();
+    ["verifier", "tenant"]
+        .iter()
+        .map(|r| {
+            support::raw::metric(
+                &text,
+                &format!("unlock_iak_registrations_total{{role=\"{r}\"}}"),
+            )
+        })
+        .sum()
 }
 
 /// POST a challenge request for (agent, AK name); status and body.
@@ -414,6 +430,7 @@ fn forged_iak_certificates_and_aks_are_refused_and_pin_nothing() {
         assert_eq!(pinned, 404, "{what}: something was pinned");
     }
     assert_eq!(server.registrations(), 0);
+    assert_eq!(iak_registrations(&server), 0);
 
     // The real agent with the impostor's certificate: refused, no key.
     let forged = write_pem(

@@ -95,6 +95,7 @@ impl RoleService {
         {
             return Err(super::agent::ak_not_pinned(agent_id.as_str()));
         }
+        self.metrics.iak_registration();
         tracing::info!(role = self.role.as_str(), agent_id = %agent_id, device = %identity, "IAK certificate verified; AK pinned without an activation round");
         Ok(ActivateResponse { agent_id })
     }
