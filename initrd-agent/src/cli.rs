@@ -437,8 +437,13 @@ pub fn run(cli: Cli) -> ExitCode {
             let mut steps = Steps::new(cli.verbose);
             match flow::register(&config, &mut steps, started) {
                 Ok(agent_id) => {
+                    let how = if config.iak.is_some() {
+                        "IAK certificate accepted"
+                    } else {
+                        "AK activated"
+                    };
                     say(&format!(
-                        "registered: AK activated and pinned with every role (agent id {agent_id})"
+                        "registered: {how} and pinned with every role (agent id {agent_id})"
                     ));
                     ExitCode::from(EXIT_UNLOCKED)
                 }

@@ -484,3 +484,30 @@ fn without_an_oem_ca_no_iak_certificate_is_accepted() {
     let name = Public::parse(&iak_pub).unwrap().name();
     assert_eq!(challenge(&server, "tenant", &agent_id, &name).0, 404);
 }
+
+#[test]
+fn register_subcommand_pins_the_iak_before_the_first_boot() {
+    let (m, iak_pub) = iak_machine();
+    let oem = Oem::new();
+    let server = Server::start(&["--iak-ca", ca_file(&m, &oem).to_str().unwrap()]);
+    let (agent_id, payload) = m.enroll(&server, &m.policy_now(true), &[]);
+    let cert = write_pem(&m, "iak.pem", &oem.issue(&iak_pub, &Spec::default()));
+    bind(&server, &agent_id, &cert);
+    let cfg = iak_config(&m, &server, &cert);
+    let out = m.agent_with(&cfg, &["register"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("registered: IAK certificate accepted and pinned"),
+        "{err}"
+    );
+    assert_eq!(iak_registrations(&server), 2);
+    assert_eq!(server.registrations(), 0);
+    // The boot goes straight to the challenges.
+    let out = m.agent_with(&cfg, &["--verbose"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("register"), "{err}");
+    assert_eq!(std::fs::read(m.key_file()).unwrap(), payload);
+    assert_eq!(iak_registrations(&server), 2);
+}
