@@ -84,7 +84,9 @@ hexseed inclusion_proof two-leaves "000000010000000201$(printf '%064d' 0)"
 hexseed payload_ciphertext v1 "01$(printf '%0120d' 0)"
 hexseed sealed share "$(printf '%0160d' 0)"
 mkdir -p fuzz/corpus/ekcert
-for f in "$testdata"/ekcert/*/*.pem; do
+# The IAK-style certificate (hardwareModuleName otherName, subject serialNumber) beside the
+# vendors' EK certificates.
+for f in "$testdata"/ekcert/*/*.pem src/ekcert/testdata/iak*.pem; do
     cp "$f" "fuzz/corpus/ekcert/seed-$(basename "$f")"
     sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' "$f" | grep -v -- '-----' |
         base64 -d >"fuzz/corpus/ekcert/seed-$(basename "$f" .pem).der" ||

@@ -44,6 +44,8 @@ CONFIG FILE (TOML, default /etc/initrd-agent/config.toml; every key optional):
   event_log = \"/sys/kernel/security/tpm0/binary_bios_measurements\"
   ima_log = \"/sys/kernel/security/ima/binary_runtime_measurements\"
   insecure_http = false
+  iak_handle = 0x81020001                    # the IAK path (both keys or neither): the OEM's IAK
+  iak_cert = \"/etc/initrd-agent/iak.pem\"     #   and its certificate (+ intermediates); no activation round
   Unknown keys are an error.
 
 LATCH (`initrd-agent latch`, run by the dracut module before switch-root on every path):
@@ -58,7 +60,7 @@ OUTPUT (stderr): one status line, e.g.
   initrd-agent: bad answer from verifier: <detail>
   initrd-agent: error: <detail>
 With --verbose, per-step lines first: 'initrd-agent: step <name> <ms> ms' for the steps
-tpm, register, activate, challenge, quote, logs, attest, decrypt, extend, write.
+tpm, register, activate (or register-iak on the IAK path), challenge, quote, logs, attest, decrypt, extend, write.
 The request id is sent as x-request-id; the server logs the request under it.
 
 EXIT CODES:
@@ -435,8 +437,13 @@ pub fn run(cli: Cli) -> ExitCode {
             let mut steps = Steps::new(cli.verbose);
             match flow::register(&config, &mut steps, started) {
                 Ok(agent_id) => {
+                    let how = if config.iak.is_some() {
+                        "IAK certificate accepted"
+                    } else {
+                        "AK activated"
+                    };
                     say(&format!(
-                        "registered: AK activated and pinned with every role (agent id {agent_id})"
+                        "registered: {how} and pinned with every role (agent id {agent_id})"
                     ));
                     ExitCode::from(EXIT_UNLOCKED)
                 }

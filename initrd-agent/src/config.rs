@@ -147,6 +147,20 @@ pub struct Config {
     /// Allow `http://` URLs (tests only: the halves are sealed to NK, but the requests and
     /// refusals would travel in the clear and unauthenticated).
     pub insecure_http: bool,
+    /// The IAK path: when set, the AK is the OEM-provisioned IAK and registration sends its
+    /// certificate (no MakeCredential, no activation round).
+    pub iak: Option<IakConfig>,
+}
+
+/// Where the device's IAK and its certificate are (TOML keys `iak_handle`, `iak_cert`; not
+/// on the kernel command line: they are a property of the machine, set once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IakConfig {
+    /// Persistent handle where the OEM (or the operator's provisioning) put the IAK.
+    pub handle: u32,
+    /// The IAK certificate, DER or PEM; in PEM, the first block is the IAK certificate and
+    /// any further blocks are intermediates sent with it.
+    pub cert: PathBuf,
 }
 
 /// The TOML file's schema. Every key is optional; see the `--help` text for meanings.
@@ -166,6 +180,8 @@ struct FileConfig {
     event_log: Option<PathBuf>,
     ima_log: Option<PathBuf>,
     insecure_http: Option<bool>,
+    iak_handle: Option<u32>,
+    iak_cert: Option<PathBuf>,
 }
 
 /// Where the TOML file comes from.
@@ -583,6 +599,7 @@ fn build(file: FileConfig, cmd: CmdlineParams) -> Result<Config, ConfigError> {
     let ca_bundle = file
         .ca_bundle
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CA_BUNDLE));
+    let iak = iak(file.iak_handle, file.iak_cert)?;
     Ok(Config {
         verifier_url,
         tenant_url,
@@ -601,7 +618,35 @@ fn build(file: FileConfig, cmd: CmdlineParams) -> Result<Config, ConfigError> {
             .ima_log
             .unwrap_or_else(|| PathBuf::from(DEFAULT_IMA_LOG)),
         insecure_http,
+        iak,
     })
+}
+
+/// The IAK settings: both keys or neither (a certificate without its key's handle, or the
+/// reverse, is a half-configured machine, refused rather than guessed).
+fn iak(handle: Option<u32>, cert: Option<PathBuf>) -> Result<Option<IakConfig>, ConfigError> {
+    match (handle, cert) {
+        (None, None) => Ok(None),
+        (Some(handle), Some(cert)) => {
+            absolute("iak_cert", &cert)?;
+            if handle >> 24 != 0x81 {
+                return Err(ConfigError::Invalid {
+                    field: "iak_handle",
+                    value: format!("{handle:#010x}"),
+                    reason: "must be a persistent handle (0x81xxxxxx)",
+                });
+            }
+            Ok(Some(IakConfig { handle, cert }))
+        }
+        (None, Some(_)) => Err(ConfigError::Missing {
+            field: "iak_handle",
+            hint: "set iak_handle (the IAK's persistent handle, e.g. 0x81020001) with iak_cert",
+        }),
+        (Some(_), None) => Err(ConfigError::Missing {
+            field: "iak_cert",
+            hint: "set iak_cert (the IAK certificate file) with iak_handle",
+        }),
+    }
 }
 
 fn absolute(field: &'static str, p: &Path) -> Result<(), ConfigError> {

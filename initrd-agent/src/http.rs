@@ -445,6 +445,7 @@ mod tests {
             event_log: "/nonexistent".into(),
             ima_log: "/nonexistent".into(),
             insecure_http: true,
+            iak: None,
         }
     }
 

@@ -47,6 +47,36 @@ fn defaults_fill_everything_but_the_urls() {
         PathBuf::from("/sys/kernel/security/ima/binary_runtime_measurements")
     );
     assert!(!c.insecure_http);
+    assert_eq!(c.iak, None);
+}
+
+#[test]
+fn iak_keys_are_read_together_or_refused() {
+    let c = run(
+        &format!("{BOTH}iak_handle = 0x81020001\niak_cert = \"/etc/initrd-agent/iak.pem\"\n"),
+        "",
+    );
+    assert_eq!(
+        c.iak,
+        Some(config::IakConfig {
+            handle: 0x8102_0001,
+            cert: PathBuf::from("/etc/initrd-agent/iak.pem"),
+        })
+    );
+    let e = err(&format!("{BOTH}iak_cert = \"/etc/iak.pem\"\n"), "");
+    assert!(e.contains("iak_handle"), "{e}");
+    let e = err(&format!("{BOTH}iak_handle = 0x81020001\n"), "");
+    assert!(e.contains("iak_cert"), "{e}");
+    let e = err(
+        &format!("{BOTH}iak_handle = 0x80000001\niak_cert = \"/etc/iak.pem\"\n"),
+        "",
+    );
+    assert!(e.contains("persistent handle"), "{e}");
+    let e = err(
+        &format!("{BOTH}iak_handle = 0x81020001\niak_cert = \"iak.pem\"\n"),
+        "",
+    );
+    assert!(e.contains("absolute"), "{e}");
 }
 
 #[test]

@@ -56,6 +56,8 @@ pub struct FileConfig {
     pub tls_san: Option<Vec<String>>,
     /// EK CA certificates (PEM or DER files, or directories of them).
     pub ek_ca: Option<Vec<PathBuf>>,
+    /// OEM CA certificates that issue IAK certificates (PEM or DER files, or directories).
+    pub iak_ca: Option<Vec<PathBuf>>,
     /// Accept agents whose EK has no certificate (trust on first enrollment).
     pub allow_ek_without_cert: Option<bool>,
     /// Seconds a challenge stays valid.
@@ -116,6 +118,9 @@ pub struct Config {
     pub admin_token_file: PathBuf,
     /// EK CA certificate files or directories.
     pub ek_ca: Vec<PathBuf>,
+    /// OEM CA certificate files or directories for IAK certificates (empty: the IAK
+    /// registration path refuses every certificate).
+    pub iak_ca: Vec<PathBuf>,
     /// TOFU mode for EKs without certificate.
     pub allow_ek_without_cert: bool,
     /// Challenge lifetime.
@@ -215,6 +220,11 @@ pub struct Flags {
     /// does not chain to one of these are refused at registration.
     #[arg(long = "ek-ca")]
     pub ek_ca: Vec<PathBuf>,
+    /// OEM CA certificate (PEM/DER file or directory) trusted to issue IAK certificates
+    /// (TCG device identity); repeatable. Machines whose enrollment is bound to an IAK
+    /// identity may then register with their IAK certificate instead of MakeCredential.
+    #[arg(long = "iak-ca")]
+    pub iak_ca: Vec<PathBuf>,
     /// Accept EKs without a certificate (trust on first enrollment: the enrolled EK public key
     /// is then the only anchor).
     #[arg(long)]
@@ -354,6 +364,8 @@ impl Config {
         };
         let mut ek_ca = file.ek_ca.unwrap_or_default();
         ek_ca.extend(flags.ek_ca);
+        let mut iak_ca = file.iak_ca.unwrap_or_default();
+        iak_ca.extend(flags.iak_ca);
         let allow_ek_without_cert =
             flags.allow_ek_without_cert || file.allow_ek_without_cert.unwrap_or(false);
         let challenge_ttl_secs = flags
@@ -509,6 +521,7 @@ impl Config {
             tls,
             insecure_http,
             ek_ca,
+            iak_ca,
             allow_ek_without_cert,
             challenge_ttl_secs,
             max_body_bytes,

@@ -998,6 +998,7 @@ mod tests {
             MasterKey::generate().unwrap(),
             crate::role::RoleSettings {
                 ek_trust: Arc::new(TrustStore::new()),
+                iak_trust: Arc::new(TrustStore::new()),
                 allow_ek_without_cert: true,
                 challenge_ttl_secs: 60,
                 registration_ttl_secs: 120,

@@ -37,7 +37,7 @@ pub enum Charge {
 impl ApiError {
     /// A refusal with a reason. Its charge is decided here, once, from the code: the
     /// refusals of forged input that cost the server work (a body that does not decode, an
-    /// EK certificate or AK to check, an AK other than the agent's pinned one, a wrong
+    /// EK or IAK certificate or AK to check, an AK other than the agent's pinned one, a wrong
     /// activation proof, a quote whose signature or
     /// binding does not verify) and bodies slower than the minimum rate (holding memory is
     /// what a slow body costs) are charged to the source; refusals of state (unknown,
@@ -50,6 +50,8 @@ impl ApiError {
             ErrorCode::MalformedRequest
             | ErrorCode::PayloadTooLarge
             | ErrorCode::EkCertUntrusted
+            | ErrorCode::IakCertUntrusted
+            | ErrorCode::IakIdentityMismatch
             | ErrorCode::AkNotAcceptable
             | ErrorCode::UnknownRegistration
             | ErrorCode::ActivationFailed
@@ -63,6 +65,7 @@ impl ApiError {
             ErrorCode::Unauthorized
             | ErrorCode::UnknownAgent
             | ErrorCode::NotEnrolled
+            | ErrorCode::IakNotBound
             | ErrorCode::UnknownChallenge
             | ErrorCode::ChallengeExpired
             | ErrorCode::ChallengeUsed
@@ -120,6 +123,9 @@ impl ApiError {
             ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::EkCertUntrusted
+            | ErrorCode::IakCertUntrusted
+            | ErrorCode::IakIdentityMismatch
+            | ErrorCode::IakNotBound
             | ErrorCode::AkNotAcceptable
             | ErrorCode::AkNotPinned
             | ErrorCode::ActivationFailed

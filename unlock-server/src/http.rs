@@ -203,6 +203,7 @@ fn role_router(state: RoleState) -> Router {
     Router::new()
         .route(v1::path::REGISTER, post(register))
         .route(v1::path::ACTIVATE, post(activate))
+        .route(v1::path::REGISTER_IAK, post(register_iak))
         .route(v1::path::CHALLENGE, post(challenge))
         .route(v1::path::ATTEST, post(attest))
         .route(v1::PENDING_PATH, post(pending_submit))
@@ -218,6 +219,7 @@ fn role_router(state: RoleState) -> Router {
             get(policy_list).post(policy_create),
         )
         .route(v1::admin_path::AUDIT, get(audit))
+        .route(v1::admin_path::IAK_BINDINGS, post(bind_iak))
         .route("/admin/v1/policies/{name}", get(policy_show))
         .route("/admin/v1/policies/{name}/versions", post(policy_update))
         .route("/admin/v1/policies/{name}/diff", get(policy_diff))
@@ -358,6 +360,14 @@ async fn activate(
     agent_json(&s, peer, body, RoleService::activate).await
 }
 
+async fn register_iak(
+    State(s): State<RoleState>,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+) -> Response {
+    agent_json(&s, peer, body, RoleService::register_iak).await
+}
+
 async fn challenge(
     State(s): State<RoleState>,
     peer: Option<Extension<Peer>>,
@@ -441,6 +451,13 @@ where
 async fn enroll(State(s): State<RoleState>, headers: HeaderMap, body: Body) -> Response {
     admin_post(&s, &headers, body, StatusCode::CREATED, |svc, req, now| {
         svc.enroll(req, now)
+    })
+    .await
+}
+
+async fn bind_iak(State(s): State<RoleState>, headers: HeaderMap, body: Body) -> Response {
+    admin_post(&s, &headers, body, StatusCode::OK, |svc, req, now| {
+        svc.bind_iak(req, now)
     })
     .await
 }

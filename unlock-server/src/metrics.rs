@@ -30,6 +30,8 @@ pub struct RoleMetrics {
     releases: AtomicU64,
     sessions_terminated: AtomicU64,
     registrations: AtomicU64,
+    /// AKs pinned on the IAK path (an IAK certificate verified, no MakeCredential).
+    iak_registrations: AtomicU64,
     /// Rows deleted by the periodic purge, per table in [`PurgeCounts::by_table`] order.
     purged: [AtomicU64; 4],
     /// Purge runs that failed (database error; the next run retries).
@@ -68,6 +70,11 @@ impl RoleMetrics {
     /// A registration answered with MakeCredential.
     pub fn registration(&self) {
         self.registrations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An IAK pinned on its certificate (no MakeCredential, no activation round).
+    pub fn iak_registration(&self) {
+        self.iak_registrations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A purge run deleted `counts`.
@@ -139,7 +146,7 @@ pub fn render(roles: &[(Role, &RoleMetrics)]) -> String {
             );
         }
     }
-    let simple: [(&str, &str, Field); 4] = [
+    let simple: [(&str, &str, Field); 5] = [
         (
             "unlock_releases_total",
             "Releases counted against an agent's bound (identical retries excluded).",
@@ -154,6 +161,11 @@ pub fn render(roles: &[(Role, &RoleMetrics)]) -> String {
             "unlock_registrations_total",
             "Registrations answered with MakeCredential.",
             |m| &m.registrations,
+        ),
+        (
+            "unlock_iak_registrations_total",
+            "AKs pinned on the IAK path: an IAK certificate verified, no MakeCredential.",
+            |m| &m.iak_registrations,
         ),
         (
             "unlock_purge_failures_total",

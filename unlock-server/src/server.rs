@@ -32,8 +32,10 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
     if trust.is_empty() && !config.allow_ek_without_cert {
         tracing::warn!("no EK CA configured (--ek-ca) and EKs without certificates are not allowed: every registration will be refused");
     }
+    let iak_trust = Arc::new(load_trust(&config.iak_ca)?);
     let settings = RoleSettings {
         ek_trust: trust,
+        iak_trust,
         allow_ek_without_cert: config.allow_ek_without_cert,
         challenge_ttl_secs: config.challenge_ttl_secs,
         registration_ttl_secs: 120,

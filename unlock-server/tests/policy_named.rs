@@ -33,6 +33,7 @@ fn role(r: Role) -> RoleService {
         MasterKey::generate().unwrap(),
         RoleSettings {
             ek_trust: Arc::new(TrustStore::new()),
+            iak_trust: Arc::new(TrustStore::new()),
             allow_ek_without_cert: true,
             challenge_ttl_secs: 60,
             registration_ttl_secs: 120,

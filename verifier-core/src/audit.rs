@@ -37,7 +37,7 @@ pub struct AuditRecord {
     /// Unix seconds.
     pub at: i64,
     /// What happened: `release`, `reseal`, `refusal`, `enroll`, `revoke`, `rearm`, `delete`,
-    /// `ak_pinned`, `ak_unpinned`, `policy_create`, `policy_version`, `policy_apply`.
+    /// `ak_pinned`, `ak_unpinned`, `iak_bound`, `policy_create`, `policy_version`, `policy_apply`.
     pub kind: String,
     /// The machine it concerns, if one.
     pub agent_id: Option<String>,

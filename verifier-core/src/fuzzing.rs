@@ -449,6 +449,7 @@ pub fn proto(data: &[u8]) {
     let _ = proto_message::<v1::RegisterResponse>(data);
     let _ = proto_message::<v1::ActivateRequest>(data);
     let _ = proto_message::<v1::ActivateResponse>(data);
+    let _ = proto_message::<v1::RegisterIakRequest>(data);
     let _ = proto_message::<v1::ChallengeRequest>(data);
     if let Some(c) = proto_message::<v1::ChallengeResponse>(data) {
         let _ = c.nonce();
@@ -488,6 +489,8 @@ pub fn proto(data: &[u8]) {
     let _ = proto_message::<v1::EnrollRequest>(data);
     let _ = proto_message::<v1::EnrollmentInfo>(data);
     let _ = proto_message::<v1::EnrollmentList>(data);
+    let _ = proto_message::<v1::IakBindRequest>(data);
+    let _ = proto_message::<v1::IakBindResponse>(data);
     let _ = proto_message::<v1::PolicyCreateRequest>(data);
     let _ = proto_message::<v1::PolicyUpdateRequest>(data);
     let _ = proto_message::<v1::PolicyVersionInfo>(data);
@@ -564,6 +567,8 @@ pub fn ekcert(data: &[u8]) {
     if let Ok(c) = Certificate::from_der(data) {
         same(T, "der() == x", &data, &c.der());
         let _ = (c.tpm_info(), c.validity(), c.is_self_issued());
+        let _ = c.subject_serial_number();
+        let _ = ekcert::iak_identity(data).map(|id| id.key());
         let mut store = TrustStore::new();
         if store.add_der(data).is_err() {
             violated(T, "a parsed certificate is refused as an anchor");

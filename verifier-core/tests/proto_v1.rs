@@ -71,6 +71,8 @@ fn every_fixture_round_trips() {
         "host_quote_post",
         "host_quote_request",
         "host_quote_response",
+        "iak_bind_request",
+        "iak_bind_response",
         "policy_apply_request",
         "policy_apply_response",
         "policy_create_request",
@@ -78,6 +80,7 @@ fn every_fixture_round_trips() {
         "policy_list",
         "policy_update_request",
         "policy_version_info",
+        "register_iak_request",
         "register_request",
         "register_response",
     ];
@@ -93,6 +96,14 @@ fn every_fixture_round_trips() {
     assert_eq!(reg.ek_pub.len(), 314);
     assert!(reg.ek_cert.is_some());
     let _: RegisterResponse = round_trip("register_response");
+    // The IAK path: the OEM's certificate (and intermediates) instead of MakeCredential.
+    let iak: v1::RegisterIakRequest = round_trip("register_iak_request");
+    assert_eq!(iak.ek_pub, reg.ek_pub);
+    assert_eq!(iak.iak_chain.len(), 1);
+    let bind: v1::IakBindRequest = round_trip("iak_bind_request");
+    assert_eq!(bind.agent_id, AgentId::of_ek(iak.ek_pub.as_bytes()));
+    let bound: v1::IakBindResponse = round_trip("iak_bind_response");
+    assert_eq!(bound.identity, bind.identity);
     let act: ActivateRequest = round_trip("activate_request");
     assert_eq!(act.registration_id.as_str(), "reg_5f2b9c0e1a7d4e3b");
     let done: ActivateResponse = round_trip("activate_response");
@@ -508,4 +519,34 @@ fn activation_proof_vector_and_forgery() {
     let other = Id::try_from("reg_other".to_owned()).unwrap();
     assert!(verify_activation_proof(&secret, &other, &proof).is_err());
     assert!(verify_activation_proof(&secret, &id, &proof[..31]).is_err());
+}
+
+#[test]
+fn iak_messages_refuse_long_chains_and_malformed_identities() {
+    let mut v = fixture_value("register_iak_request");
+    let one = v["iak_chain"][0].clone();
+    v["iak_chain"] = json!([one.clone(), one.clone(), one.clone(), one]);
+    let err = decode_value::<v1::RegisterIakRequest>(&v).unwrap_err();
+    assert!(err.to_string().contains("iak_chain"), "{err}");
+    let mut v = fixture_value("register_iak_request");
+    v["iak_cert"] = json!("");
+    assert!(decode_value::<v1::RegisterIakRequest>(&v).is_err());
+    for bad in [
+        "",
+        "2.23.133.1.2",
+        "2.23.133.1.2:",
+        ":4f45",
+        "2.23..1:4f45",
+        "2.23.133.1.2:4F45",
+        "2.23.133.1.2:4f4",
+        "2.23.133.1.2:zz",
+    ] {
+        let mut v = fixture_value("iak_bind_request");
+        v["identity"] = json!(bad);
+        let err = decode_value::<v1::IakBindRequest>(&v).unwrap_err();
+        assert!(err.to_string().contains("identity"), "{bad:?}: {err}");
+    }
+    let mut v = fixture_value("iak_bind_request");
+    v["identity"] = json!(format!("2.23.133.1.2:{}", "ab".repeat(300)));
+    assert!(decode_value::<v1::IakBindRequest>(&v).is_err());
 }

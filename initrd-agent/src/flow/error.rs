@@ -116,6 +116,20 @@ pub enum FlowError {
     /// The change could not be encoded.
     #[error("cannot encode the policy change: {0}")]
     Change(verifier_core::proto::ProtoError),
+    /// The configured IAK handle holds no key (the IAK path needs the OEM's IAK there).
+    #[error("no key at the IAK handle {handle:#010x} (iak_handle): the IAK path needs the device's IAK persisted there")]
+    NoIak {
+        /// The configured handle.
+        handle: u32,
+    },
+    /// The IAK certificate file holds no certificate.
+    #[error("{}: {reason}", path.display())]
+    IakCert {
+        /// The file (`iak_cert`).
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Writing the evidence file (`evidence --out`) failed.
     #[error("cannot write {}: {source}", path.display())]
     Output {

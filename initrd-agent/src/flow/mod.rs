@@ -20,10 +20,15 @@
 //!    fails means no key file). The dracut module's latch unit extends the same PCR again
 //!    before switch-root on every path, released or not.
 //!
+//! On the IAK path (`iak_handle` and `iak_cert` configured, see `flow/iak.rs`), step 1's AK is
+//! the device's IAK and step 2 is one `register/iak` with its certificate per role, with
+//! no activation round.
+//!
 //! Requests to the two roles in one step run in parallel (they are independent servers in
 //! a split-trust deployment, and boot time is what the user waits for).
 
 mod error;
+mod iak;
 pub mod select;
 
 pub use select::pcr_banks;
@@ -153,6 +158,18 @@ pub fn unlock(config: &Config, steps: &mut Steps, started: Instant) -> Result<Un
 
     let t = Instant::now();
     let mut tpm = Tpm::open(&config.tcti)?;
+    if let Some(iak_config) = &config.iak {
+        let ak = iak::iak(&mut tpm, iak_config)?;
+        let known_ek = tpm.persistent_ek_id(config.ek);
+        steps.record("tpm", t);
+        let result = known_ek
+            .map_err(FlowError::from)
+            .and_then(|ek| iak::boot(config, iak_config, &client, &mut tpm, &ak, ek, steps));
+        if steps.verbose {
+            eprintln!("initrd-agent: note: tpm commands {}", tpm.commands());
+        }
+        return result;
+    }
     let (ak, ak_persistent) = tpm.primary_ak()?;
     let known_ek = tpm.persistent_ek_id(config.ek);
     steps.record("tpm", t);
@@ -178,6 +195,9 @@ pub fn register(
 ) -> Result<AgentId, FlowError> {
     let client = Client::new(config, started + config.timeout)?;
     let mut tpm = Tpm::open(&config.tcti)?;
+    if let Some(iak_config) = &config.iak {
+        return iak::register(config, iak_config, &client, &mut tpm, steps);
+    }
     let ak = tpm.create_primary_ak(AkHierarchy::Endorsement)?;
     let result = tpm
         .create_ek(config.ek)

@@ -137,6 +137,19 @@ pub(super) fn ak_template() -> Vec<u8> {
     w.into_vec()
 }
 
+/// The IAK template of [`super::Tpm::provision_iak`]: the AK template with the unique
+/// field's x set to `IAK`, so the endorsement seed yields another key than the agent's own
+/// AK. This project's stand-in for an OEM's IAK (tests and labs), not a TCG template.
+pub(super) fn iak_template() -> Vec<u8> {
+    let mut t = ak_template();
+    // The last four bytes are unique.x and unique.y, both empty TPM2Bs.
+    t.truncate(t.len().saturating_sub(4));
+    let mut w = Writer::new();
+    w.tpm2b(b"IAK").tpm2b(&[]);
+    t.extend_from_slice(w.as_slice());
+    t
+}
+
 /// A policy session started for the EK's authPolicy.
 #[derive(Debug)]
 pub(super) struct PolicySession {

@@ -573,6 +573,33 @@ impl Tpm {
         Ok(true)
     }
 
+    /// The key at the persistent `handle`, if any, as an AK: the IAK path's AK is the
+    /// device's IAK, put there by its OEM. Whether it is acceptable is checked locally on
+    /// the first quote and by the server against the IAK certificate.
+    pub fn persistent_key(&mut self, handle: u32) -> Result<Option<Ak>, TpmError> {
+        Ok(self.read_public(handle)?.map(|k| Ak {
+            handle,
+            public: k.public,
+            name: k.name,
+            persistent: true,
+        }))
+    }
+
+    /// What an OEM's provisioning does for the IAK path, for tests and labs: derives a
+    /// restricted ECC P-256 signing key in the endorsement hierarchy from this project's
+    /// IAK template (the AK template with a distinct unique field) and persists it at
+    /// `handle`, replacing what is there. Returns the key's TPMT_PUBLIC, which the OEM CA
+    /// certifies. A real device's IAK is made by its OEM from the TCG templates.
+    pub fn provision_iak(&mut self, handle: u32) -> Result<Vec<u8>, TpmError> {
+        let (transient, key) =
+            self.create_primary("CreatePrimary (IAK)", RH_ENDORSEMENT, &auth::iak_template())?;
+        let result = self
+            .evict_persistent(handle)
+            .and_then(|_| self.evict_control(transient, handle, "EvictControl (persist the IAK)"));
+        self.flush(transient);
+        result.map(|()| key.public)
+    }
+
     /// Removes the persistent AK, if any (tests: a boot after the handle was evicted).
     pub fn evict_persistent_ak(&mut self) -> Result<bool, TpmError> {
         self.evict_persistent(AK_PERSISTENT_HANDLE)

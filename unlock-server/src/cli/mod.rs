@@ -11,6 +11,7 @@ mod audit;
 mod bind;
 mod client;
 mod eventlog;
+mod iak;
 mod inventory;
 mod policy;
 
@@ -48,6 +49,12 @@ enum Command {
     /// AK is refused with `ak_not_pinned`. (A TPM replaced or with a new endorsement seed has
     /// a new EK too: that is a new enrollment, refused with `not_enrolled` until enrolled.)
     UnpinAk(admin::AgentArgs),
+    /// Bind machines to the device their IAK certificate names (registration by IAK
+    /// certificate, no MakeCredential round).
+    Iak {
+        #[command(subcommand)]
+        command: iak::IakCommand,
+    },
     /// Inspect UEFI measured-boot event logs.
     Eventlog {
         #[command(subcommand)]
@@ -92,6 +99,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rearm(a) => admin::rearm(&a),
         Command::Delete(a) => admin::delete(&a),
         Command::UnpinAk(a) => admin::unpin_ak(&a),
+        Command::Iak { command } => iak::run(command),
         Command::Eventlog { command } => eventlog::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Audit { command } => audit::run(command),

@@ -89,7 +89,7 @@ impl RoleService {
     /// primary key at every boot, so another AK under the same EK means another AK template
     /// (an operator's decision to accept) or someone with access to the TPM made a key of
     /// their own. Refused before any MakeCredential is spent on it.
-    fn check_ak_pin(&self, agent_id: &str, ak_name: &[u8]) -> Result<(), ApiError> {
+    pub(super) fn check_ak_pin(&self, agent_id: &str, ak_name: &[u8]) -> Result<(), ApiError> {
         let pinned = self.store.activated_aks(agent_id)?;
         if pinned.is_empty() || pinned.iter().any(|(name, _)| name.as_slice() == ak_name) {
             Ok(())
@@ -568,7 +568,7 @@ fn registration_context(agent_id: &str, registration_id: &str) -> Vec<u8> {
     format!("registrar|{agent_id}|{registration_id}").into_bytes()
 }
 
-fn ak_not_pinned(agent_id: &str) -> ApiError {
+pub(super) fn ak_not_pinned(agent_id: &str) -> ApiError {
     ApiError::new(
         ErrorCode::AkNotPinned,
         format!(

@@ -10,6 +10,8 @@ mod admin;
 mod agent;
 /// The guest policy's host check (part of the attest path).
 mod host;
+/// Registration by IAK certificate (no MakeCredential, no activation round).
+mod iak;
 mod pending;
 mod policies;
 pub mod provider;
@@ -34,6 +36,8 @@ use crate::store::Store;
 pub struct RoleSettings {
     /// EK CA certificates; empty means none configured.
     pub ek_trust: Arc<TrustStore>,
+    /// OEM CAs trusted to issue IAK certificates (`--iak-ca`); empty means none configured.
+    pub iak_trust: Arc<TrustStore>,
     /// Accept EKs without a certificate (the enrolled EK is then the only anchor).
     pub allow_ek_without_cert: bool,
     /// Challenge lifetime in seconds.

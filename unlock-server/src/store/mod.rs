@@ -18,6 +18,7 @@
 mod audit;
 mod dashboard;
 pub(crate) mod db;
+mod iak;
 mod pending;
 mod pg;
 mod policies;
@@ -439,7 +440,13 @@ impl Store {
             if n == 0 {
                 return Err(StoreError::NotFound(agent_id.to_owned()));
             }
-            for table in ["sessions", "aks", "challenges", "registrations"] {
+            for table in [
+                "sessions",
+                "aks",
+                "challenges",
+                "registrations",
+                "iak_bindings",
+            ] {
                 c.execute(
                     &format!("DELETE FROM {table} WHERE agent_id = ?1"),
                     args![agent_id],

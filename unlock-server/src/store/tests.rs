@@ -1415,3 +1415,25 @@ both!(
         assert!(s.attempt_histogram(0, 0).is_err());
     }
 );
+
+both!(
+    iak_binding_needs_an_enrollment_is_replaced_and_deleted_with_it,
+    |db| {
+        let s = db.open();
+        assert!(matches!(
+            s.bind_iak(AGENT, "2.23.133.1.2:41", 1),
+            Err(StoreError::NotFound(_))
+        ));
+        let s = enrolled_in(&db, 1, None);
+        assert_eq!(s.iak_binding(AGENT).unwrap(), None);
+        s.bind_iak(AGENT, "2.23.133.1.2:41", 1).unwrap();
+        s.bind_iak(AGENT, "2.23.133.1.2:42", 2).unwrap();
+        // Another replica sees the latest binding.
+        assert_eq!(
+            db.open().iak_binding(AGENT).unwrap().as_deref(),
+            Some("2.23.133.1.2:42")
+        );
+        s.delete(AGENT, 3).unwrap();
+        assert_eq!(s.iak_binding(AGENT).unwrap(), None);
+    }
+);

@@ -45,6 +45,11 @@ pub(crate) const OID_TCG_KP_EK_CERTIFICATE: &[u8] = &[0x67, 0x81, 0x05, 0x08, 0x
 const OID_TPM_MANUFACTURER: &[u8] = &[0x67, 0x81, 0x05, 0x02, 0x01];
 const OID_TPM_MODEL: &[u8] = &[0x67, 0x81, 0x05, 0x02, 0x02];
 const OID_TPM_VERSION: &[u8] = &[0x67, 0x81, 0x05, 0x02, 0x03];
+/// id-on-hardwareModuleName (1.3.6.1.5.5.7.8.4, RFC 4108): the otherName the TCG device
+/// identity certificates (IDevID, IAK) name their device with.
+const OID_ON_HARDWARE_MODULE_NAME: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x08, 0x04];
+/// X.520 serialNumber (2.5.4.5): the device serial number in an IDevID/IAK subject.
+const OID_AT_SERIAL_NUMBER: &[u8] = &[0x55, 0x04, 0x05];
 
 /// keyUsage keyCertSign (bit 5).
 const KU_KEY_CERT_SIGN: u16 = 1 << (15 - 5);
@@ -86,6 +91,15 @@ pub struct TpmInfo {
     pub version: Option<String>,
 }
 
+/// The hardwareModuleName of a subjectAltName otherName (RFC 4108): which kind of hardware
+/// module (`hw_type`, an OID's DER content bytes) and its serial number, as the issuer wrote
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HardwareModuleName {
+    pub(crate) hw_type: Vec<u8>,
+    pub(crate) hw_serial: Vec<u8>,
+}
+
 /// A decoded certificate. Only the crate constructs it, from DER.
 #[derive(Debug, Clone)]
 pub struct Certificate {
@@ -106,6 +120,8 @@ pub struct Certificate {
     pub(crate) key_usage: Option<u16>,
     pub(crate) extended_key_usage: Option<Vec<Vec<u8>>>,
     pub(crate) tpm_info: Option<TpmInfo>,
+    /// The first hardwareModuleName otherName of the subjectAltName, when present.
+    pub(crate) hardware_module_name: Option<HardwareModuleName>,
     /// OID of the first critical extension we do not process.
     pub(crate) unknown_critical: Option<Vec<u8>>,
     /// OID of an extension that appears twice (RFC 5280 forbids it).
@@ -166,6 +182,7 @@ impl Certificate {
             key_usage: None,
             extended_key_usage: None,
             tpm_info: None,
+            hardware_module_name: None,
             unknown_critical: None,
             duplicate_extension: None,
             other_extensions: Vec::new(),
@@ -236,7 +253,9 @@ impl Certificate {
                 self.extended_key_usage = Some(oids);
             }
             EXT_SUBJECT_ALT_NAME => {
-                self.tpm_info = Some(read_tpm_san(value)?);
+                let (info, hw) = read_tpm_san(value)?;
+                self.tpm_info = Some(info);
+                self.hardware_module_name = hw;
             }
             // Recognized and deliberately not enforced: identifiers, revocation pointers,
             // the TPM security attributes (subjectDirectoryAttributes) and policies. A
@@ -266,6 +285,15 @@ impl Certificate {
     /// The TPM manufacturer, model and version from the subjectAltName, when present.
     pub fn tpm_info(&self) -> Option<&TpmInfo> {
         self.tpm_info.as_ref()
+    }
+
+    /// The subject's X.520 serialNumber attribute (2.5.4.5; where IDevID and IAK
+    /// certificates carry the device's serial number), when present. Text is taken as UTF-8
+    /// with invalid sequences replaced: it is compared and shown, never interpreted.
+    pub fn subject_serial_number(&self) -> Option<String> {
+        name_attribute(&self.subject, OID_AT_SERIAL_NUMBER)
+            .ok()
+            .flatten()
     }
 
     /// The certificate's DER encoding.
@@ -419,13 +447,23 @@ fn read_pss_params(alg: &mut Reader<'_>) -> Result<Option<SigAlg>, ParseError> {
     })
 }
 
-/// subjectAltName: collects the TCG TPM attributes of any directoryName; other names are
-/// allowed and ignored.
-fn read_tpm_san(value: &mut Reader<'_>) -> Result<TpmInfo, ParseError> {
+/// subjectAltName: collects the TCG TPM attributes of any directoryName and the first
+/// hardwareModuleName otherName; other names are allowed and ignored.
+fn read_tpm_san(
+    value: &mut Reader<'_>,
+) -> Result<(TpmInfo, Option<HardwareModuleName>), ParseError> {
     let mut info = TpmInfo::default();
+    let mut hw = None;
     let mut names = der::sequence(value, "subjectAltName")?;
     while !names.is_empty() {
         let name = der::any(&mut names, "GeneralName")?;
+        if name.tag == 0xa0 {
+            let module = read_other_name(name.content)?;
+            if hw.is_none() {
+                hw = module;
+            }
+            continue;
+        }
         if name.tag != 0xa4 {
             continue;
         }
@@ -447,5 +485,44 @@ fn read_tpm_san(value: &mut Reader<'_>) -> Result<TpmInfo, ParseError> {
             }
         }
     }
-    Ok(info)
+    Ok((info, hw))
+}
+
+/// An otherName (`type-id OID, [0] EXPLICIT value`): the hardwareModuleName when it is one
+/// (`SEQUENCE { hwType OID, hwSerialNum OCTET STRING }`), `None` for any other type.
+fn read_other_name(mut other: Reader<'_>) -> Result<Option<HardwareModuleName>, ParseError> {
+    let type_id = der::oid(&mut other, "otherName.type-id")?;
+    let mut explicit = der::expect(&mut other, 0xa0, "otherName.value")?.content;
+    other.finish()?;
+    if type_id != OID_ON_HARDWARE_MODULE_NAME {
+        return Ok(None);
+    }
+    let mut seq = der::sequence(&mut explicit, "HardwareModuleName")?;
+    explicit.finish()?;
+    let hw_type = der::oid(&mut seq, "hwType")?.to_vec();
+    let hw_serial = der::expect(&mut seq, OCTET_STRING, "hwSerialNum")?
+        .content
+        .rest()
+        .to_vec();
+    seq.finish()?;
+    Ok(Some(HardwareModuleName { hw_type, hw_serial }))
+}
+
+/// The value of the first attribute `oid` in a DER Name (a SEQUENCE of SETs of
+/// AttributeTypeAndValue), as text.
+fn name_attribute(name: &[u8], oid: &[u8]) -> Result<Option<String>, ParseError> {
+    let mut outer = Reader::new("Name", name);
+    let mut rdns = der::sequence(&mut outer, "Name")?;
+    while !rdns.is_empty() {
+        let mut set = der::expect(&mut rdns, der::SET, "RelativeDistinguishedName")?.content;
+        while !set.is_empty() {
+            let mut atv = der::sequence(&mut set, "AttributeTypeAndValue")?;
+            let t = der::oid(&mut atv, "type")?;
+            let text = der::any(&mut atv, "value")?.content.rest();
+            if t == oid {
+                return Ok(Some(String::from_utf8_lossy(text).into_owned()));
+            }
+        }
+    }
+    Ok(None)
 }

@@ -26,15 +26,20 @@
 //! - The leaf must not be a CA; if it has an extKeyUsage it must include
 //!   tcg-kp-EKCertificate (2.23.133.8.1). Its key must equal the EK's public key.
 //! - Revocation is not checked (no network, no CRLs here).
+//!
+//! `iak.rs` reuses the chain checks for IAK certificates (TCG device identity), the AK's
+//! proof on the registration path without MakeCredential.
 
 mod cert;
 pub(crate) mod der;
+mod iak;
 mod time;
 pub(crate) mod verify;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cert::{Certificate, TpmInfo};
+pub use iak::{iak_identity, verify_iak_certificate, IakCertError, IakIdentity, VerifiedIak};
 
 use crate::wire::{EccCurve, Public, PublicKey};
 
@@ -307,7 +312,7 @@ pub fn verify_ek_certificate(
 
 /// Compares the certificate key with the EK by value (RSA n and e; ECC curve and point), so
 /// that harmless encoding differences (leading zeros) do not matter.
-fn key_matches(key: &cert::Key, ek: &Public) -> bool {
+pub(crate) fn key_matches(key: &cert::Key, ek: &Public) -> bool {
     match (key, ek.key()) {
         (cert::Key::Rsa { n, e, .. }, PublicKey::Rsa { modulus, .. }) => {
             let ek_e = ek.rsa_exponent().unwrap_or(0).to_be_bytes();

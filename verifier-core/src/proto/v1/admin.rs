@@ -20,6 +20,9 @@ pub mod admin_path {
     /// `GET ?after=SEQ&limit=N[&agent=ID]`: the audit trail, a page of
     /// [`crate::audit::AuditPage`].
     pub const AUDIT: &str = "/admin/v1/audit";
+    /// `POST` [`super::IakBindRequest`]: binds an enrollment to the device its IAK
+    /// certificate names (the IAK registration path).
+    pub const IAK_BINDINGS: &str = "/admin/v1/iak-bindings";
 }
 
 /// A version of a named policy. Versions are immutable; enrollments stay on the version
@@ -366,6 +369,69 @@ pub struct EnrollmentList {
 }
 
 impl Validate for EnrollmentList {
+    fn validate(&self) -> Result<(), ProtoError> {
+        Ok(())
+    }
+}
+
+/// Longest IAK identity key (`<hwType>:<hex hwSerialNum>`).
+pub const MAX_IAK_IDENTITY: usize = 512;
+
+/// `POST /admin/v1/iak-bindings`: the enrolled machine is the device with this IAK identity
+/// (`crate::ekcert::IakIdentity::key`, read from its IAK certificate by `unlockctl`). Only
+/// then does the role accept that machine's registration by IAK certificate: the
+/// certificate proves a genuine device's key, the binding says it is *this* enrollment's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IakBindRequest {
+    /// The enrolled machine.
+    pub agent_id: AgentId,
+    /// `<hwType dotted OID>:<lowercase hex of hwSerialNum>`.
+    pub identity: String,
+}
+
+impl Validate for IakBindRequest {
+    fn validate(&self) -> Result<(), ProtoError> {
+        let bad = |reason| ProtoError::Invalid {
+            field: "identity",
+            reason,
+        };
+        if self.identity.len() > MAX_IAK_IDENTITY {
+            return Err(bad("longer than 512 characters"));
+        }
+        let (hw_type, serial) = self
+            .identity
+            .split_once(':')
+            .ok_or(bad("is not <hwType>:<hex hwSerialNum>"))?;
+        let oid_ok = !hw_type.is_empty()
+            && hw_type
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let serial_ok = !serial.is_empty()
+            && serial.len() % 2 == 0
+            && serial
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !oid_ok || !serial_ok {
+            return Err(bad(
+                "is not <dotted OID>:<non-empty lowercase hex hwSerialNum>",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The binding as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IakBindResponse {
+    /// The machine.
+    pub agent_id: AgentId,
+    /// Its bound IAK identity.
+    pub identity: String,
+}
+
+impl Validate for IakBindResponse {
     fn validate(&self) -> Result<(), ProtoError> {
         Ok(())
     }

@@ -502,6 +502,15 @@ pub enum ErrorCode {
     /// The agent's AK is pinned (proven once with its EK) and this is another AK: an
     /// operator must release the pin (`unlockctl ak unpin`) after a TPM's keys really changed.
     AkNotPinned,
+    /// The IAK certificate does not chain to the OEM CA, is not an IAK certificate (an
+    /// IDevID, a CA), does not certify the presented AK, or names no TPM 2.0 device.
+    IakCertUntrusted,
+    /// The IAK certificate is genuine but names another device than the one the operator
+    /// bound to this enrollment.
+    IakIdentityMismatch,
+    /// The enrollment is not bound to an IAK identity (`unlockctl iak bind`), so it does
+    /// not accept registration by IAK certificate.
+    IakNotBound,
     /// No such registration, or it expired.
     UnknownRegistration,
     /// The activation proof is wrong.

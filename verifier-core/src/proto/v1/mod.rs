@@ -21,9 +21,10 @@ mod register;
 
 #[cfg(feature = "policy")]
 pub use admin::{
-    admin_path, AttemptRecord, EnrollRequest, EnrollmentInfo, EnrollmentList, MovedAgent,
-    PinnedAgent, PolicyApplyRequest, PolicyApplyResponse, PolicyCreateRequest, PolicyDiffInfo,
-    PolicyList, PolicyRef, PolicySummary, PolicyUpdateRequest, PolicyVersionInfo, SessionRecord,
+    admin_path, AttemptRecord, EnrollRequest, EnrollmentInfo, EnrollmentList, IakBindRequest,
+    IakBindResponse, MovedAgent, PinnedAgent, PolicyApplyRequest, PolicyApplyResponse,
+    PolicyCreateRequest, PolicyDiffInfo, PolicyList, PolicyRef, PolicySummary, PolicyUpdateRequest,
+    PolicyVersionInfo, SessionRecord,
 };
 
 pub use attest::{
@@ -49,8 +50,8 @@ pub use provider::{
     HOST_QUOTE_PATH,
 };
 pub use register::{
-    activation_proof, verify_activation_proof, ActivateRequest, ActivateResponse, RegisterRequest,
-    RegisterResponse, PROOF_LEN,
+    activation_proof, verify_activation_proof, ActivateRequest, ActivateResponse,
+    RegisterIakRequest, RegisterRequest, RegisterResponse, MAX_IAK_CHAIN, PROOF_LEN,
 };
 
 use serde::de::DeserializeOwned;
@@ -64,6 +65,9 @@ pub mod path {
     pub const REGISTER: &str = "/v1/register";
     /// Credential activation: [`super::ActivateRequest`].
     pub const ACTIVATE: &str = "/v1/activate";
+    /// Registration with an IAK certificate, no activation round:
+    /// [`super::RegisterIakRequest`].
+    pub const REGISTER_IAK: &str = "/v1/register/iak";
     /// Nonce request: [`super::ChallengeRequest`].
     pub const CHALLENGE: &str = "/v1/attest/challenge";
     /// Evidence: [`super::AttestRequest`].

@@ -36,6 +36,47 @@ impl Validate for RegisterRequest {
     }
 }
 
+/// Most certificates an IAK registration may carry (the IAK certificate and its
+/// intermediates): OEM chains are two or three deep.
+pub const MAX_IAK_CHAIN: usize = 4;
+
+/// `POST /v1/register/iak`: the IAK path. The AK is the device's IAK, and its proof is the
+/// OEM's IAK certificate (TCG "TPM 2.0 Keys for Device Identity and Attestation") instead
+/// of a MakeCredential round: the server checks the certificate and pins the AK at once,
+/// answering like [`ActivateResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterIakRequest {
+    /// The EK's marshalled TPMT_PUBLIC: names the enrollment (its SHA-256 is the agent id);
+    /// on this path it proves nothing (no credential is made for it).
+    pub ek_pub: Base64Bytes,
+    /// The IAK's marshalled TPMT_PUBLIC (no size prefix): the AK every quote is signed with.
+    pub ak_pub: Base64Bytes,
+    /// The IAK certificate (DER).
+    pub iak_cert: Base64Bytes,
+    /// Intermediate CA certificates (DER, any order) towards the OEM CA the server trusts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iak_chain: Vec<Base64Bytes>,
+}
+
+impl Validate for RegisterIakRequest {
+    fn validate(&self) -> Result<(), ProtoError> {
+        self.ek_pub.non_empty("ek_pub", MAX_PUBLIC)?;
+        self.ak_pub.non_empty("ak_pub", MAX_PUBLIC)?;
+        self.iak_cert.non_empty("iak_cert", MAX_EK_CERT)?;
+        if self.iak_chain.len() >= MAX_IAK_CHAIN {
+            return Err(ProtoError::Invalid {
+                field: "iak_chain",
+                reason: "more intermediates than an OEM chain has",
+            });
+        }
+        for c in &self.iak_chain {
+            c.non_empty("iak_chain", MAX_EK_CERT)?;
+        }
+        Ok(())
+    }
+}
+
 /// The MakeCredential challenge: only the TPM holding the EK can recover the secret, and it
 /// releases it only for an AK with the given name loaded in that TPM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
