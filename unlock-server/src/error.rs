@@ -63,6 +63,7 @@ impl ApiError {
             ErrorCode::Unauthorized
             | ErrorCode::UnknownAgent
             | ErrorCode::NotEnrolled
+            | ErrorCode::NotAwaitingDeposit
             | ErrorCode::UnknownChallenge
             | ErrorCode::ChallengeExpired
             | ErrorCode::ChallengeUsed
@@ -115,6 +116,7 @@ impl ApiError {
             | ErrorCode::UnknownAgent
             | ErrorCode::NotEnrolled
             | ErrorCode::UnknownChallenge => StatusCode::NOT_FOUND,
+            ErrorCode::NotAwaitingDeposit => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
