@@ -2,8 +2,9 @@
 //! waiting for its deposit, and the deposit that turns it into an armed enrollment.
 //!
 //! What a stranger can make the role write here is bounded twice, in the admitting
-//! transaction: admissions per rule in the last hour, and admissions waiting for a deposit
-//! at once (expired ones are dropped first). The counts are read after the audit head is
+//! transaction: admissions per rule in the last hour (expired ones included, so waiting out
+//! an admission does not refill the rule's budget), and admissions waiting for a deposit at
+//! once. Void admissions are deleted once they are older than the hour. The counts are read after the audit head is
 //! locked (the admission's audit record is appended first), so concurrent admissions on
 //! replicas of one PostgreSQL database take turns and the caps hold there too.
 
@@ -118,14 +119,18 @@ impl Store {
                 Actor::Agent,
                 &serde_json::json!({"rule": a.rule, "admitted_by": a.admitted_by}),
             )?;
+            // Void admissions go once they no longer count against their rule's hour.
+            let window_start = now.saturating_sub(RATE_WINDOW_SECS);
             c.execute(
-                "DELETE FROM admissions WHERE deposited_at IS NULL AND expires_at <= ?1",
-                args![now],
+                "DELETE FROM admissions
+                 WHERE deposited_at IS NULL AND expires_at <= ?1 AND created_at <= ?2",
+                args![now, window_start],
             )?;
             let waiting = count(
                 c,
-                "SELECT COUNT(*) FROM admissions WHERE deposited_at IS NULL AND agent_id <> ?1",
-                args![a.agent_id],
+                "SELECT COUNT(*) FROM admissions
+                 WHERE deposited_at IS NULL AND expires_at > ?1 AND agent_id <> ?2",
+                args![now, a.agent_id],
             )?;
             if waiting >= i64::from(budget.max_waiting) {
                 return Err(StoreError::AdmissionBudgetSpent(format!(
@@ -136,7 +141,7 @@ impl Store {
             let recent = count(
                 c,
                 "SELECT COUNT(*) FROM admissions WHERE rule = ?1 AND created_at > ?2",
-                args![a.rule, now.saturating_sub(RATE_WINDOW_SECS)],
+                args![a.rule, window_start],
             )?;
             if recent >= i64::from(budget.rule_per_hour) {
                 return Err(StoreError::AdmissionBudgetSpent(format!(

@@ -1415,3 +1415,7 @@ both!(
         assert!(s.attempt_histogram(0, 0).is_err());
     }
 );
+
+/// Auto-enrollment admissions and deposits (`store/admission.rs`), on both backends.
+#[path = "admission_tests.rs"]
+mod admission_tests;
