@@ -470,11 +470,11 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             let mut steps = Steps::new(cli.verbose);
             match crate::deposit::deposit(&config, &payload, &mut steps, started) {
-                Ok((agent_id, roles)) => {
-                    for (role, how) in &roles {
+                Ok(done) => {
+                    for (role, how) in &done.roles {
                         say(&format!("deposit: {role}: enrolled, admitted by {how}"));
                     }
-                    say(&format!("auto-enrolled: agent {agent_id}"));
+                    say(&format!("auto-enrolled: agent {}", done.agent_id));
                     ExitCode::from(EXIT_UNLOCKED)
                 }
                 Err(e) => fail(&e),

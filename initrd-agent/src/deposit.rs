@@ -32,14 +32,22 @@ use crate::flow::{FlowError, Steps};
 use crate::http::Client;
 use crate::tpm::Tpm;
 
-/// Registers (the roles admit this machine), then deposits each role's part. Returns the
-/// agent id and each role's record of how it admitted the machine.
+/// What `deposit` did: the machine, and each role's record of how it admitted it.
+#[derive(Debug)]
+pub struct Deposited {
+    /// The machine's agent id.
+    pub agent_id: AgentId,
+    /// (role, admitted_by) per role.
+    pub roles: Vec<(&'static str, String)>,
+}
+
+/// Registers (the roles admit this machine), then deposits each role's part.
 pub fn deposit(
     config: &Config,
     payload_file: &Path,
     steps: &mut Steps,
     started: Instant,
-) -> Result<(AgentId, Vec<(&'static str, String)>), FlowError> {
+) -> Result<Deposited, FlowError> {
     let payload =
         Zeroizing::new(
             std::fs::read(payload_file).map_err(|source| FlowError::Input {
@@ -90,7 +98,10 @@ pub fn deposit(
         }
     }
     let _ = tpm.flush_ak(ak);
-    result.map(|()| (agent_id, out))
+    result.map(|()| Deposited {
+        agent_id,
+        roles: out,
+    })
 }
 
 fn deposit_one(
