@@ -184,7 +184,11 @@ fn auto_enrolled_unlocks_root() {
     let out = tpm.host_agent(
         art,
         &server.agent_config(),
-        &["deposit", "--payload", art.root.passphrase.to_str().unwrap()],
+        &[
+            "deposit",
+            "--payload",
+            art.root.passphrase.to_str().unwrap(),
+        ],
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "initrd-agent deposit: {err}");

@@ -42,11 +42,20 @@ fn audit_kinds(s: &Store) -> Vec<String> {
 
 both!(budgets_hold_and_refusals_write_nothing, |db| {
     let s = db.open();
-    assert_eq!(s.admit(&admission("a1", 1, 0), BUDGET, 0).unwrap(), Admitted::New);
+    assert_eq!(
+        s.admit(&admission("a1", 1, 0), BUDGET, 0).unwrap(),
+        Admitted::New
+    );
     // A retried registration keeps its admission (same nonce), nothing counted or written.
-    assert_eq!(s.admit(&admission("a1", 9, 1), BUDGET, 1).unwrap(), Admitted::Waiting);
+    assert_eq!(
+        s.admit(&admission("a1", 9, 1), BUDGET, 1).unwrap(),
+        Admitted::Waiting
+    );
     assert_eq!(s.admission("a1").unwrap().unwrap().nonce, vec![1; 32]);
-    assert_eq!(s.admit(&admission("a2", 2, 2), BUDGET, 2).unwrap(), Admitted::New);
+    assert_eq!(
+        s.admit(&admission("a2", 2, 2), BUDGET, 2).unwrap(),
+        Admitted::New
+    );
     // Two wait: a third is refused, and leaves no row and no audit record.
     let before = audit_kinds(&s);
     assert!(matches!(
@@ -56,7 +65,10 @@ both!(budgets_hold_and_refusals_write_nothing, |db| {
     assert!(s.admission("a3").unwrap().is_none());
     assert_eq!(audit_kinds(&s), before);
     // Once they expire, there is room again; the rule's hourly budget still counts them.
-    assert_eq!(s.admit(&admission("a3", 3, 700), BUDGET, 700).unwrap(), Admitted::New);
+    assert_eq!(
+        s.admit(&admission("a3", 3, 700), BUDGET, 700).unwrap(),
+        Admitted::New
+    );
     assert!(matches!(
         s.admit(&admission("a4", 4, 701), BUDGET, 701),
         Err(StoreError::AdmissionBudgetSpent(m)) if m.contains("max_per_hour")
@@ -105,7 +117,10 @@ both!(deposit_arms_once_with_its_nonce, |db| {
         s.deposit(&second, &[1; 32], ("fleet", 1), 6),
         Err(StoreError::NotAwaitingDeposit(_))
     ));
-    assert_eq!(s.enrollment("a1").unwrap().unwrap().share_wrapped, vec![9; 48]);
+    assert_eq!(
+        s.enrollment("a1").unwrap().unwrap().share_wrapped,
+        vec![9; 48]
+    );
 });
 
 both!(deposit_never_overwrites_an_operator_enrollment, |db| {
