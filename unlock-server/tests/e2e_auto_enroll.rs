@@ -497,3 +497,110 @@ fn ek_ca_flood_without_chaining_certificates_writes_nothing() {
     assert_eq!(server.registrations(), 0);
     assert!(!audit_kinds(&server).contains("auto_admit"));
 }
+
+fn luks_image(m: &Machine) -> (PathBuf, PathBuf) {
+    let img = m.dir.path().join("disk.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(20 << 20)
+        .unwrap();
+    let pass = m.dir.path().join("pass");
+    std::fs::write(&pass, b"correct horse battery staple").unwrap();
+    let st = std::process::Command::new("cryptsetup")
+        .args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2"])
+        .args(["--pbkdf-force-iterations", "1000", "--key-file"])
+        .arg(&pass)
+        .arg(&img)
+        .status()
+        .expect("cryptsetup is required (apt-get install cryptsetup-bin)");
+    assert!(st.success());
+    (img, pass)
+}
+
+/// Key slots in use (LUKS2 `luksDump`: lines `  N: luks2` under `Keyslots:`).
+fn key_slots(img: &Path) -> usize {
+    let out = std::process::Command::new("cryptsetup")
+        .arg("luksDump")
+        .arg(img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let slots = text.split("Keyslots:").nth(1).unwrap_or("");
+    let slots = slots.split("Tokens:").next().unwrap_or("");
+    slots
+        .lines()
+        .filter(|l| l.trim_end().ends_with(": luks2"))
+        .count()
+}
+
+/// `unlockctl bind --auto-enroll` with no admin token (the token file does not exist).
+fn bind_auto(m: &Machine, server: &Server, img: &Path, existing: &Path) -> std::process::Output {
+    let cfg = m.config(server, None);
+    std::process::Command::new(env!("CARGO_BIN_EXE_unlockctl"))
+        .args(["bind", "--auto-enroll", "--device"])
+        .arg(img)
+        .arg("--existing-key-file")
+        .arg(existing)
+        .arg("--agent")
+        .arg(support::agent_bin())
+        .arg("--agent-config")
+        .arg(&cfg)
+        .arg("--agent-cmdline-file")
+        .arg(m.dir.path().join("cmdline"))
+        .args([
+            "--cryptsetup-arg=--pbkdf=pbkdf2",
+            "--cryptsetup-arg=--pbkdf-force-iterations=1000",
+        ])
+        .arg("--token-file")
+        .arg(m.dir.path().join("no-such-admin.token"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bind_auto_enroll_adds_a_slot_that_the_agent_unlocks_without_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tpm, ca) = provisioned(dir.path(), "rack");
+    let server = server(&ek_ca_rule("rack", &ca), &[]);
+    let m = Machine::with_tpm(tpm, "rsa");
+    create_fleet_policy(&server, &m);
+    let (img, pass) = luks_image(&m);
+    assert_eq!(key_slots(&img), 1);
+    let out = bind_auto(&m, &server, &img, &pass);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("admitted by rule rack (ek_ca"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(key_slots(&img), 2);
+    let out = m.agent(&server, None, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The released key opens the image; the old passphrase still does.
+    for key in [m.key_file(), pass] {
+        let st = std::process::Command::new("cryptsetup")
+            .args(["open", "--test-passphrase", "--key-file"])
+            .arg(&key)
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{} does not open the image", key.display());
+    }
+}
+
+#[test]
+fn bind_auto_enroll_refused_removes_the_new_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rack_tpm, rack_ca) = provisioned(dir.path(), "rack");
+    let (other_tpm, _) = provisioned(dir.path(), "other");
+    let server = server(&ek_ca_rule("rack", &rack_ca), &[]);
+    let m = Machine::with_tpm(other_tpm, "rsa");
+    create_fleet_policy(&server, &m);
+    let (img, pass) = luks_image(&m);
+    let out = bind_auto(&m, &server, &img, &pass);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("ek_cert_untrusted"), "{err}");
+    assert!(err.contains("the new key slot was removed again"), "{err}");
+    assert_eq!(key_slots(&img), 1);
+}
