@@ -146,6 +146,11 @@ fn recognise(rule: &Rule, cert: Option<&[u8]>, ek: &Public, now: i64) -> Result<
 }
 
 impl RoleService {
+    /// True when this role has no auto-enrollment rule.
+    pub(super) fn auto_enroll_off(&self) -> bool {
+        self.admission.is_off()
+    }
+
     /// Registration of an EK this role has no enrollment for: admitted by the first rule
     /// that recognises it (recorded, within the rule's and the role's budgets), or refused.
     /// Without rules this is the refusal registration always gave (`not_enrolled`). The

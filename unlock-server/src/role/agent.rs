@@ -34,6 +34,16 @@ impl RoleService {
             .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ek_pub: {e}")))?;
         let agent_id = AgentId::of_ek(ek_bytes);
         let enrollment = self.store.enrollment(agent_id.as_str())?;
+        if enrollment.is_none() && self.auto_enroll_off() {
+            // Without auto-enrollment rules, as always: refused before anything else.
+            return Err(ApiError::new(
+                ErrorCode::NotEnrolled,
+                format!(
+                    "agent {agent_id} is not enrolled with the {} role",
+                    self.role.as_str()
+                ),
+            ));
+        }
         if let Some(e) = &enrollment {
             if e.ek_pub != ek_bytes {
                 return Err(ApiError::new(
