@@ -115,6 +115,13 @@ pub enum Command {
     /// the new kernel/initrd and ask both roles, authenticated by this TPM's AK, to allow
     /// them. The change waits for an operator (`unlockctl policy approve`).
     RequestAllow(crate::allow::AllowArgs),
+    /// Auto-enrollment: register with every role (whose rules admit this TPM), make K_b,
+    /// split it and deposit each role's part, quoted by the AK the role pinned. No admin
+    /// token; `unlockctl bind --auto-enroll` runs it.
+    Deposit {
+        /// The payload (the disk key) to encrypt under K_b.
+        payload: PathBuf,
+    },
 }
 
 const USAGE: &str = "\
@@ -137,6 +144,9 @@ COMMANDS:
              docs/provider.md and `initrd-agent provider --help`.
   register   Register and activate this TPM's AK with every role now and keep EK and AK in
              the TPM (the roles pin the AK at enrollment; `unlockctl bind` runs it).
+  deposit    --payload FILE: auto-enrollment (roles whose [[auto_enroll]] rules admit this
+             TPM): register, make K_b here, split it and deposit each role's part quoted by
+             this TPM's AK; neither role ever holds K_b (`unlockctl bind --auto-enroll`).
   request-allow --kernel FILE [--initrd FILE] [--cmdline TEXT] [--efi-app FILE]...
              [--boot-path efi-stub|grub|qemu-direct] [--qemu-memory-mib N] [--note TEXT]:
              after an update, predict the next boot's measurements from the new files and
@@ -270,6 +280,9 @@ impl Cli {
                 "--out" if matches!(name.as_deref(), Some("evidence" | "ek")) => {
                     out = Some(PathBuf::from(value("FILE")?));
                 }
+                "--payload" if name.as_deref() == Some("deposit") => {
+                    out = Some(PathBuf::from(value("FILE")?));
+                }
                 f if name.as_deref() == Some("provider") && f.starts_with("--") => {
                     provider_flag(&mut provider, &mut provider_seen, f, &mut value)?;
                 }
@@ -281,7 +294,7 @@ impl Cli {
                 }
                 sub if name.is_none() => match sub {
                     "unlock" | "evidence" | "ek" | "latch" | "provider" | "register"
-                    | "request-allow" => {
+                    | "request-allow" | "deposit" => {
                         name = Some(sub.to_owned());
                     }
                     "help" => return Ok(Parsed::Help(format!("{USAGE}\n{AFTER_HELP}\n"))),
@@ -303,6 +316,9 @@ impl Cli {
             }),
             Some("latch") => Some(Command::Latch),
             Some("register") => Some(Command::Register),
+            Some("deposit") => Some(Command::Deposit {
+                payload: out.ok_or_else(|| usage("--payload FILE is required"))?,
+            }),
             Some("request-allow") => Some(Command::RequestAllow(allow.finish()?)),
             Some(_) => {
                 if provider.server.is_none()
@@ -445,6 +461,27 @@ pub fn run(cli: Cli) -> ExitCode {
                     say(&format!(
                         "registered: {how} and pinned with every role (agent id {agent_id})"
                     ));
+                    ExitCode::from(EXIT_UNLOCKED)
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Some(Command::Deposit { payload }) => {
+            let config = match config::load(&source, &cmdline) {
+                Ok(Loaded::Run(c)) => c,
+                Ok(Loaded::Skip) => {
+                    say("deposit: the kernel command line says rd.unlock=0: no server to ask");
+                    return ExitCode::from(3);
+                }
+                Err(e) => return fail(&FlowError::Config(e)),
+            };
+            let mut steps = Steps::new(cli.verbose);
+            match crate::deposit::deposit(&config, &payload, &mut steps, started) {
+                Ok(done) => {
+                    for (role, how) in &done.roles {
+                        say(&format!("deposit: {role}: enrolled, admitted by {how}"));
+                    }
+                    say(&format!("auto-enrolled: agent {}", done.agent_id));
                     ExitCode::from(EXIT_UNLOCKED)
                 }
                 Err(e) => fail(&e),

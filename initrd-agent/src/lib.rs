@@ -14,6 +14,7 @@
 pub mod allow;
 pub mod cli;
 pub mod config;
+pub mod deposit;
 pub mod evidence;
 pub mod flow;
 pub mod http;

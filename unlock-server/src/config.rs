@@ -99,6 +99,134 @@ pub struct FileConfig {
     /// Failure actions: a webhook told of refusals, lockouts, TERMINATED sessions and
     /// revocations (`[webhook]`, see `webhook::WebhookConfig`).
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// Auto-enrollment rules (`[[auto_enroll]]`, opt-in; none: every machine is enrolled by
+    /// an operator). See [`AutoEnrollRule`] and README "Auto-enrollment".
+    pub auto_enroll: Option<Vec<AutoEnrollRule>>,
+    /// Most admissions (all rules) waiting for their machine's deposit at once.
+    pub auto_enroll_max_waiting: Option<u32>,
+    /// Seconds an admitted machine has to make its deposit.
+    pub auto_enroll_deposit_secs: Option<u64>,
+}
+
+/// How an auto-enrollment rule recognises the machines it admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoEnrollMode {
+    /// The EK certificate chains to one of the rule's own CAs (`ca`) and matches the rule's
+    /// optional TPM manufacturer and model.
+    EkCa,
+    /// Trust on first use: any EK, certificate or not. Anyone who can reach the server can
+    /// enroll a TPM of their own (a software TPM too); named explicitly, never implied.
+    Tofu,
+}
+
+impl AutoEnrollMode {
+    /// The spelling in the config file and in `admitted_by`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EkCa => "ek_ca",
+            Self::Tofu => "tofu",
+        }
+    }
+}
+
+/// One `[[auto_enroll]]` rule: which machines may enroll themselves, and with what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoEnrollRule {
+    /// The rule's name (recorded with every machine it admits).
+    pub name: String,
+    /// How machines are recognised.
+    pub mode: AutoEnrollMode,
+    /// `ek_ca`: the CA certificates (PEM or DER files, or directories) EK certificates must
+    /// chain to. Separate from `ek_ca`, which only checks enrolled machines' certificates.
+    #[serde(default)]
+    pub ca: Vec<PathBuf>,
+    /// `ek_ca`: the EK certificate's TPMManufacturer must be this (e.g. `id:49465800`).
+    pub tpm_manufacturer: Option<String>,
+    /// `ek_ca`: the EK certificate's TPMModel must be this.
+    pub tpm_model: Option<String>,
+    /// The named policy (its latest version at the deposit) the machine is enrolled with.
+    pub policy: String,
+    /// Releases allowed per boot [default: 1].
+    #[serde(default = "one")]
+    pub max_attestations: u32,
+    /// Boots allowed in the enrollment's lifetime [default: unbounded].
+    pub max_boots: Option<u32>,
+    /// Most machines this rule admits per hour [default: 60].
+    #[serde(default = "sixty")]
+    pub max_per_hour: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn sixty() -> u32 {
+    60
+}
+
+/// Auto-enrollment: the rules and the bounds every role applies to them.
+#[derive(Debug, Clone, Default)]
+pub struct AutoEnroll {
+    /// The rules, tried in order (the first that admits a machine wins).
+    pub rules: Vec<AutoEnrollRule>,
+    /// Most admissions waiting for a deposit at once.
+    pub max_waiting: u32,
+    /// Seconds an admission waits for its deposit.
+    pub deposit_secs: u64,
+}
+
+impl AutoEnroll {
+    fn check(&self) -> Result<(), ConfigError> {
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.name.is_empty()
+                || r.name.len() > 64
+                || !r
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::Invalid(
+                    "auto_enroll: name must be 1-64 characters of [A-Za-z0-9_-]",
+                ));
+            }
+            if self.rules.iter().take(i).any(|o| o.name == r.name) {
+                return Err(ConfigError::Invalid("auto_enroll: two rules have one name"));
+            }
+            match r.mode {
+                AutoEnrollMode::EkCa if r.ca.is_empty() => {
+                    return Err(ConfigError::Invalid(
+                        "auto_enroll: an ek_ca rule needs its own `ca` files",
+                    ))
+                }
+                AutoEnrollMode::Tofu
+                    if !r.ca.is_empty() || r.tpm_manufacturer.is_some() || r.tpm_model.is_some() =>
+                {
+                    return Err(ConfigError::Invalid(
+                        "auto_enroll: a tofu rule checks nothing: ca, tpm_manufacturer and tpm_model belong to ek_ca rules",
+                    ))
+                }
+                _ => {}
+            }
+            if r.max_attestations == 0 || r.max_boots == Some(0) || r.max_per_hour == 0 {
+                return Err(ConfigError::Invalid(
+                    "auto_enroll: max_attestations, max_boots and max_per_hour must be at least 1",
+                ));
+            }
+        }
+        if self.max_waiting == 0 {
+            return Err(ConfigError::Invalid(
+                "auto_enroll_max_waiting must be at least 1",
+            ));
+        }
+        if !(10..=86_400).contains(&self.deposit_secs) {
+            return Err(ConfigError::Invalid(
+                "auto_enroll_deposit_secs must be between 10 and 86400",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The resolved configuration.
@@ -142,6 +270,8 @@ pub struct Config {
     pub purge: PurgeSettings,
     /// The failure-action webhook, if configured.
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// Auto-enrollment rules and bounds (no rules: off).
+    pub auto_enroll: AutoEnroll,
 }
 
 /// The provider role's settings.
@@ -502,7 +632,14 @@ impl Config {
         if let Some(w) = &file.webhook {
             w.validate().map_err(ConfigError::Invalid)?;
         }
+        let auto_enroll = AutoEnroll {
+            rules: file.auto_enroll.clone().unwrap_or_default(),
+            max_waiting: file.auto_enroll_max_waiting.unwrap_or(64),
+            deposit_secs: file.auto_enroll_deposit_secs.unwrap_or(600),
+        };
+        auto_enroll.check()?;
         Ok(Self {
+            auto_enroll,
             webhook: file.webhook.clone(),
             limits,
             purge,

@@ -813,6 +813,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             policy_ref: None,
+            admitted_by: None,
         }
     }
 

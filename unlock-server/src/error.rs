@@ -66,6 +66,7 @@ impl ApiError {
             | ErrorCode::UnknownAgent
             | ErrorCode::NotEnrolled
             | ErrorCode::IakNotBound
+            | ErrorCode::NotAwaitingDeposit
             | ErrorCode::UnknownChallenge
             | ErrorCode::ChallengeExpired
             | ErrorCode::ChallengeUsed
@@ -118,6 +119,7 @@ impl ApiError {
             | ErrorCode::UnknownAgent
             | ErrorCode::NotEnrolled
             | ErrorCode::UnknownChallenge => StatusCode::NOT_FOUND,
+            ErrorCode::NotAwaitingDeposit => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,

@@ -207,6 +207,8 @@ fn role_router(state: RoleState) -> Router {
         .route(v1::path::CHALLENGE, post(challenge))
         .route(v1::path::ATTEST, post(attest))
         .route(v1::PENDING_PATH, post(pending_submit))
+        .route(v1::DEPOSIT_NONCE_PATH, post(deposit_nonce))
+        .route(v1::DEPOSIT_PATH, post(deposit))
         .route(v1::ADMIN_PENDING_PATH, get(pending_list))
         .route("/admin/v1/pending/{id}/decide", post(pending_decide))
         .route(v1::admin_path::ENROLLMENTS, get(list).post(enroll))
@@ -383,6 +385,31 @@ async fn pending_submit(
     body: Body,
 ) -> Response {
     agent_json(&s, peer, body, RoleService::submit_pending).await
+}
+
+async fn deposit_nonce(
+    State(s): State<RoleState>,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+) -> Response {
+    agent_json(&s, peer, body, RoleService::deposit_nonce).await
+}
+
+/// A deposit carries the payload ciphertext (up to 64 KiB, base64 in JSON).
+const DEPOSIT_BODY: usize = 192 * 1024;
+
+async fn deposit(
+    State(s): State<RoleState>,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+) -> Response {
+    let r = agent_call(&s, peer, body, DEPOSIT_BODY, |svc, req, _, now| {
+        svc.deposit(req, now)
+    });
+    match r.await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn pending_list(State(s): State<RoleState>, headers: HeaderMap) -> Response {

@@ -29,7 +29,11 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
     std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("setting mode 0700 on {}", config.state_dir.display()))?;
     let trust = Arc::new(load_trust(&config.ek_ca)?);
-    if trust.is_empty() && !config.allow_ek_without_cert {
+    let admission = Arc::new(crate::role::admission::Admission::load(
+        &config.auto_enroll,
+        load_trust,
+    )?);
+    if trust.is_empty() && !config.allow_ek_without_cert && admission.is_off() {
         tracing::warn!("no EK CA configured (--ek-ca) and EKs without certificates are not allowed: every registration will be refused");
     }
     let iak_trust = Arc::new(load_trust(&config.iak_ca)?);
@@ -68,12 +72,10 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
             tracing::warn!(path = %key_path.display(), "created the {name} role's master key; back it up: without it the stored halves are lost");
         }
         let master = MasterKey::from_slice(&key).context("master key")?;
-        out.push(Arc::new(RoleService::new(
-            role,
-            store,
-            master,
-            settings.clone(),
-        )));
+        out.push(Arc::new(
+            RoleService::new(role, store, master, settings.clone())
+                .with_admission(admission.clone()),
+        ));
     }
     Ok(out)
 }

@@ -37,7 +37,8 @@ pub struct AuditRecord {
     /// Unix seconds.
     pub at: i64,
     /// What happened: `release`, `reseal`, `refusal`, `enroll`, `revoke`, `rearm`, `delete`,
-    /// `ak_pinned`, `ak_unpinned`, `iak_bound`, `policy_create`, `policy_version`, `policy_apply`.
+    /// `ak_pinned`, `ak_unpinned`, `iak_bound`, `policy_create`, `policy_version`, `policy_apply`,
+    /// `auto_admit` (a rule admitted an unknown EK), `auto_enroll` (its deposit armed it).
     pub kind: String,
     /// The machine it concerns, if one.
     pub agent_id: Option<String>,

@@ -485,6 +485,13 @@ pub fn proto(data: &[u8]) {
         let _ = h.pcr_values();
     }
     let _ = proto_message::<v1::HostAkResponse>(data);
+    // Auto-enrollment deposits (the server decodes the requests from strangers).
+    let _ = proto_message::<v1::DepositNonceRequest>(data);
+    let _ = proto_message::<v1::DepositNonceResponse>(data);
+    if let Some(d) = proto_message::<v1::DepositRequest>(data) {
+        let _ = (d.pcr_values(), d.deposit.digest(&[0u8; 32]));
+    }
+    let _ = proto_message::<v1::DepositResponse>(data);
     // Admin API and captured evidence (unlockctl reads these from servers and files).
     let _ = proto_message::<v1::EnrollRequest>(data);
     let _ = proto_message::<v1::EnrollmentInfo>(data);

@@ -59,6 +59,10 @@ fn every_fixture_round_trips() {
         "captured_evidence",
         "challenge_request",
         "challenge_response",
+        "deposit_nonce_request",
+        "deposit_nonce_response",
+        "deposit_request",
+        "deposit_response",
         "enroll_request",
         "enrollment_info",
         "enrollment_list",
@@ -104,6 +108,15 @@ fn every_fixture_round_trips() {
     assert_eq!(bind.agent_id, AgentId::of_ek(iak.ek_pub.as_bytes()));
     let bound: v1::IakBindResponse = round_trip("iak_bind_response");
     assert_eq!(bound.identity, bind.identity);
+    let _: v1::DepositNonceRequest = round_trip("deposit_nonce_request");
+    let _: v1::DepositNonceResponse = round_trip("deposit_nonce_response");
+    let dep: v1::DepositRequest = round_trip("deposit_request");
+    assert_eq!(dep.deposit.share.len(), 32);
+    assert_eq!(
+        format!("{:?}", dep.deposit).matches("[redacted]").count(),
+        1
+    );
+    let _: v1::DepositResponse = round_trip("deposit_response");
     let act: ActivateRequest = round_trip("activate_request");
     assert_eq!(act.registration_id.as_str(), "reg_5f2b9c0e1a7d4e3b");
     let done: ActivateResponse = round_trip("activate_response");
@@ -549,4 +562,41 @@ fn iak_messages_refuse_long_chains_and_malformed_identities() {
     let mut v = fixture_value("iak_bind_request");
     v["identity"] = json!(format!("2.23.133.1.2:{}", "ab".repeat(300)));
     assert!(decode_value::<v1::IakBindRequest>(&v).is_err());
+}
+
+/// A deposit's shape is checked before anything reads it: the share is exactly one key, the
+/// payload ciphertext goes to the verifier only, and the quoted digest binds the nonce, the
+/// role and every byte.
+#[test]
+fn deposit_shapes_and_digest_binding() {
+    let refused = |edit: &dyn Fn(&mut Value)| {
+        let mut v = fixture_value("deposit_request");
+        edit(&mut v);
+        v1::decode::<v1::DepositRequest>(&serde_json::to_vec(&v).unwrap()).unwrap_err()
+    };
+    refused(&|v| v["deposit"]["share"] = json!("AAAA"));
+    refused(&|v| v["deposit"]["role"] = json!("tenant"));
+    refused(&|v| {
+        v["deposit"].as_object_mut().unwrap().remove("payload_ct");
+    });
+    refused(&|v| v["deposit"]["extra"] = json!(1));
+    refused(&|v| v["quote"] = json!(""));
+    let ok = |edit: &dyn Fn(&mut Value)| {
+        let mut v = fixture_value("deposit_request");
+        edit(&mut v);
+        v1::decode::<v1::DepositRequest>(&serde_json::to_vec(&v).unwrap()).unwrap()
+    };
+    let base = ok(&|_| {});
+    let tenant = ok(&|v| {
+        v["deposit"]["role"] = json!("tenant");
+        v["deposit"].as_object_mut().unwrap().remove("payload_ct");
+    });
+    let n1 = [1u8; 32];
+    let d = base.deposit.digest(&n1).unwrap();
+    assert_eq!(d, base.deposit.digest(&n1).unwrap());
+    assert_ne!(d, base.deposit.digest(&[2u8; 32]).unwrap());
+    assert_ne!(d, tenant.deposit.digest(&n1).unwrap());
+    let mut other = base.deposit.clone();
+    other.share = verifier_core::proto::Base64Bytes::new(vec![9; 32]);
+    assert_ne!(d, other.digest(&n1).unwrap());
 }

@@ -23,12 +23,17 @@ pub struct Server {
 impl Server {
     /// Starts a server that accepts EK certificates issued by `ek_ca`.
     pub fn start(art: &'static Artifacts, ek_ca: &Path) -> Server {
+        Self::start_with_config(art, ek_ca, "")
+    }
+
+    /// Starts a server with `config` as its config file (e.g. `[[auto_enroll]]` rules).
+    pub fn start_with_config(art: &'static Artifacts, ek_ca: &Path, config: &str) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("server-")
             .tempdir_in(&art.env.cache)
             .unwrap();
-        // An empty config file: the host's /etc/unlock-server must not leak into the tests.
-        std::fs::write(dir.path().join("none.toml"), "").unwrap();
+        // Our own config file: the host's /etc/unlock-server must not leak into the tests.
+        std::fs::write(dir.path().join("none.toml"), config).unwrap();
         let mut child = Command::new(&art.server)
             .arg("--config")
             .arg(dir.path().join("none.toml"))
@@ -126,8 +131,8 @@ impl Server {
         );
     }
 
-    /// Stores `policy` as the named policy `name` (v1) and enrolls a TPM's EK with it.
-    pub fn enroll_named(&self, ek_pub: &Path, name: &str, policy: &str, extra: &[&str]) {
+    /// Stores `policy` as the named policy `name` (v1) on both roles.
+    pub fn create_policy(&self, name: &str, policy: &str) {
         let pol = self.dir.path().join(format!("named-{name}.json"));
         std::fs::write(&pol, policy).unwrap();
         let out = self.unlockctl(&["policy", "create", name, "--file", pol.to_str().unwrap()]);
@@ -137,6 +142,11 @@ impl Server {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Stores `policy` as the named policy `name` (v1) and enrolls a TPM's EK with it.
+    pub fn enroll_named(&self, ek_pub: &Path, name: &str, policy: &str, extra: &[&str]) {
+        self.create_policy(name, policy);
         let mut args = vec![
             "enroll".to_owned(),
             "--ek-pub".into(),

@@ -164,6 +164,51 @@ fn unlocks_root() {
     }
 }
 
+/// Auto-enrollment (issue 16): no operator enrolls this TPM. The server has an `ek_ca` rule
+/// trusting the TPM's EK CA; on the installed system (the host, against the machine's TPM
+/// between boots) `initrd-agent deposit` registers, is admitted, makes K_b and deposits each
+/// role's part with the root disk's passphrase as the payload; then the machine boots and
+/// its initramfs unlocks the root.
+#[test]
+fn auto_enrolled_unlocks_root() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture(art, Firmware::Bios, &[]);
+    let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let tpm = Tpm::provision(art, ca.path());
+    let rule = format!(
+        "[[auto_enroll]]\nname = \"vm-fleet\"\nmode = \"ek_ca\"\nca = [\"{}\"]\npolicy = \"fleet\"\n",
+        tpm.ek_ca.display()
+    );
+    let server = Server::start_with_config(art, &tpm.ek_ca, &rule);
+    server.create_policy("fleet", &cap.policy(&FIRMWARE_PCRS));
+    let out = tpm.host_agent(
+        art,
+        &server.agent_config(),
+        &[
+            "deposit",
+            "--payload",
+            art.root.passphrase.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "initrd-agent deposit: {err}");
+    assert!(err.contains("admitted by rule vm-fleet (ek_ca"), "{err}");
+    let list = server.unlockctl(&["list"]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains("rule vm-fleet (ek_ca"), "{list}");
+
+    let b = boot(
+        art,
+        &tpm,
+        &VmConfig::new("auto_enrolled_unlocks_root", Some(server.port)),
+    );
+    assert_unlocked(art, &b);
+    let st = server.status(&tpm.agent_id);
+    for role in ["verifier", "tenant"] {
+        assert_eq!(sessions(&st, role).len(), 1, "{role}: {st}");
+    }
+}
+
 #[test]
 fn uefi_measured_boot() {
     let Some(art) = artifacts() else { return };

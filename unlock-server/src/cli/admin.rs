@@ -219,7 +219,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<64}  {:<10}  {:<10}  {:>5}  {:>8}",
+        "{:<64}  {:<10}  {:<10}  {:>5}  {:>8}  ADMITTED",
         "AGENT", "VERIFIER", "TENANT", "BOOTS", "MAX/BOOT"
     );
     let mut ids: Vec<&AgentId> = v.enrollments.iter().map(|e| &e.agent_id).collect();
@@ -230,15 +230,34 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
         let ve = v.enrollments.iter().find(|e| &e.agent_id == id);
         let te = t.enrollments.iter().find(|e| &e.agent_id == id);
         println!(
-            "{:<64}  {:<10}  {:<10}  {:>5}  {:>8}",
+            "{:<64}  {:<10}  {:<10}  {:>5}  {:>8}  {}",
             id,
             ve.map_or("-", |e| e.state.as_str()),
             te.map_or("-", |e| e.state.as_str()),
             ve.map_or(0, |e| e.boots_used),
             ve.map_or(0, |e| e.max_attestations),
+            admitted(ve, te),
         );
     }
     Ok(())
+}
+
+/// How a machine was admitted, as both roles recorded it: `operator`, or the rule and what
+/// matched (each role's own when they differ).
+fn admitted(v: Option<&EnrollmentInfo>, t: Option<&EnrollmentInfo>) -> String {
+    let how = |e: Option<&EnrollmentInfo>| match e {
+        None => "-".to_owned(),
+        Some(e) => e
+            .admitted_by
+            .clone()
+            .unwrap_or_else(|| "operator".to_owned()),
+    };
+    let (vh, th) = (how(v), how(t));
+    if vh == th {
+        vh
+    } else {
+        format!("verifier: {vh}; tenant: {th}")
+    }
 }
 
 /// Runs `f` on both roles and prints what they say now.
@@ -279,6 +298,9 @@ fn print_info(role: &str, i: &EnrollmentInfo) {
         i.max_attestations,
         i.max_boots.map_or("-".into(), |b| b.to_string())
     );
+    if let Some(how) = &i.admitted_by {
+        println!("  auto-enrolled: admitted by {how}");
+    }
     for s in &i.sessions {
         println!(
             "  boot resetCount={} releases={} {}",

@@ -1,4 +1,5 @@
-//! `unlockctl bind`: on the machine itself, the `clevis luks bind` experience. Reads the EK
+//! `unlockctl bind`: on the machine itself, the `clevis luks bind` experience. (With
+//! `--auto-enroll`, no admin token: see `bind_auto`.) Reads the EK
 //! from the TPM (through `initrd-agent ek`, so unlockctl links no TPM stack), makes a fresh
 //! random LUKS key, enrolls it with both roles, then adds it to a key slot of the LUKS
 //! device or image. If adding the slot fails, the enrollment is rolled back. Last, it has
@@ -45,6 +46,13 @@ pub struct BindArgs {
     /// Do not register the AK now (the first boot does, with the agent's configuration).
     #[arg(long)]
     pub no_register: bool,
+    /// Auto-enrollment, without the admin token: the roles' `[[auto_enroll]]` rules must
+    /// admit this TPM. Adds the key slot, then has the agent register, make K_b, split it and
+    /// deposit each role's part (`initrd-agent deposit`); the slot is removed again if that
+    /// fails. The roles' URLs and CA come from the agent's configuration; the enrollment's
+    /// policy and bounds from the admitting rule (policy options here are refused).
+    #[arg(long, conflicts_with_all = ["policy", "policy_name", "no_register"])]
+    pub auto_enroll: bool,
     /// Extra argument for `cryptsetup luksAddKey` (repeatable), e.g. `--cryptsetup-arg=--pbkdf=pbkdf2`.
     #[arg(long = "cryptsetup-arg", allow_hyphen_values = true)]
     pub cryptsetup_args: Vec<String>,
@@ -78,6 +86,9 @@ pub fn bind(args: &BindArgs) -> anyhow::Result<()> {
         bail!("{}: no such device or image", args.device.display());
     }
     let dir = TmpfsDir::new()?;
+    if args.auto_enroll {
+        return bind_auto(args, &dir);
+    }
 
     // 1. The EK, read by the agent from the TPM.
     let ek_file = dir.0.join("ek.pub");
@@ -104,35 +115,14 @@ pub fn bind(args: &BindArgs) -> anyhow::Result<()> {
     let ek = read_ek(&ek_file)?;
 
     // 2. A fresh random key, only in memory and in a 0400 tmpfs file.
-    let mut key = Zeroizing::new(vec![0u8; usize::from(args.key_bytes)]);
-    aws_lc_rs::rand::fill(&mut key).map_err(|_| anyhow::anyhow!("system RNG failed"))?;
-    let key_file = dir.0.join("new.key");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .open(&key_file)
-            .context("writing the new key to tmpfs")?;
-        f.write_all(&key)?;
-    }
+    let (key, key_file) = new_key(args, &dir)?;
 
     // 3. Enroll first: if the server refuses, the device is untouched.
     let agent_id = enroll_bytes(&args.opts, ek, &key)?;
     println!("{}", super::admin::enrolled_line(&agent_id, &args.opts));
 
     // 4. Add the key slot; on failure, undo the enrollment.
-    let mut cs = Command::new("cryptsetup");
-    cs.arg("luksAddKey").arg("-q");
-    if let Some(k) = &args.existing_key_file {
-        cs.arg("--key-file").arg(k);
-    }
-    cs.args(&args.cryptsetup_args)
-        .arg(&args.device)
-        .arg(&key_file);
-    let status = cs
-        .status()
-        .context("cannot run cryptsetup (install cryptsetup-bin)")?;
+    let status = add_key_slot(args, &key_file)?;
     if !status.success() {
         let undo = delete_both(&args.opts.conn, &agent_id);
         bail!(
@@ -175,4 +165,87 @@ pub fn bind(args: &BindArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// A fresh random key of `--key-bytes`, in memory and in a 0400 file in `dir`.
+fn new_key(args: &BindArgs, dir: &TmpfsDir) -> anyhow::Result<(Zeroizing<Vec<u8>>, PathBuf)> {
+    let mut key = Zeroizing::new(vec![0u8; usize::from(args.key_bytes)]);
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| anyhow::anyhow!("system RNG failed"))?;
+    let key_file = dir.0.join("new.key");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(&key_file)
+        .context("writing the new key to tmpfs")?;
+    f.write_all(&key)?;
+    Ok((key, key_file))
+}
+
+/// `cryptsetup luksAddKey` of `key_file` to the device.
+fn add_key_slot(args: &BindArgs, key_file: &Path) -> anyhow::Result<std::process::ExitStatus> {
+    let mut cs = Command::new("cryptsetup");
+    cs.arg("luksAddKey").arg("-q");
+    if let Some(k) = &args.existing_key_file {
+        cs.arg("--key-file").arg(k);
+    }
+    cs.args(&args.cryptsetup_args)
+        .arg(&args.device)
+        .arg(key_file);
+    cs.status()
+        .context("cannot run cryptsetup (install cryptsetup-bin)")
+}
+
+/// `bind --auto-enroll`: the key slot first (nothing is deposited for a device that cannot
+/// take the key), then the agent's deposit; a failed deposit removes the slot again, so the
+/// device is left as it was.
+fn bind_auto(args: &BindArgs, dir: &TmpfsDir) -> anyhow::Result<()> {
+    if args.opts.policy_version.is_some() {
+        bail!("--auto-enroll: the admitting rule names the policy; drop --policy-version");
+    }
+    let (_key, key_file) = new_key(args, dir)?;
+    let status = add_key_slot(args, &key_file)?;
+    if !status.success() {
+        bail!("cryptsetup luksAddKey failed ({status}); nothing was deposited");
+    }
+    let mut cmd = Command::new(&args.agent);
+    if let Some(c) = &args.agent_config {
+        cmd.arg("--config").arg(c);
+    }
+    if let Some(c) = &args.agent_cmdline_file {
+        cmd.arg("--cmdline-file").arg(c);
+    }
+    let out = cmd
+        .arg("deposit")
+        .arg("--payload")
+        .arg(&key_file)
+        .env("TSS2_LOG", "all+NONE")
+        .output();
+    let failure = match out {
+        Ok(o) if o.status.success() => {
+            eprint!("{}", String::from_utf8_lossy(&o.stderr));
+            println!(
+                "bound {}: a new key slot opens it, and this machine receives that key at boot (auto-enrolled)",
+                args.device.display()
+            );
+            return Ok(());
+        }
+        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+        Err(e) => format!("cannot run {}: {e}", args.agent.display()),
+    };
+    // Undo the slot: the key file names the slot to remove.
+    let undo = Command::new("cryptsetup")
+        .arg("luksRemoveKey")
+        .arg("-q")
+        .arg(&args.device)
+        .arg(&key_file)
+        .status();
+    bail!(
+        "auto-enrollment failed: {failure}; {}",
+        match undo {
+            Ok(s) if s.success() => "the new key slot was removed again".to_owned(),
+            Ok(s) => format!("removing the new key slot failed too ({s}): remove it with cryptsetup luksKillSlot"),
+            Err(e) => format!("removing the new key slot failed too ({e}): remove it with cryptsetup luksKillSlot"),
+        }
+    )
 }

@@ -229,6 +229,7 @@ fn info(
         updated_at: e.updated_at,
         policy,
         policy_ref,
+        admitted_by: e.admitted_by,
         sessions,
         attempts,
     })

@@ -33,20 +33,24 @@ impl RoleService {
         let ek = Public::parse(ek_bytes)
             .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ek_pub: {e}")))?;
         let agent_id = AgentId::of_ek(ek_bytes);
-        let enrollment = self.store.enrollment(agent_id.as_str())?.ok_or_else(|| {
-            ApiError::new(
+        let enrollment = self.store.enrollment(agent_id.as_str())?;
+        if enrollment.is_none() && self.auto_enroll_off() {
+            // Without auto-enrollment rules, as always: refused before anything else.
+            return Err(ApiError::new(
                 ErrorCode::NotEnrolled,
                 format!(
                     "agent {agent_id} is not enrolled with the {} role",
                     self.role.as_str()
                 ),
-            )
-        })?;
-        if enrollment.ek_pub != ek_bytes {
-            return Err(ApiError::new(
-                ErrorCode::NotEnrolled,
-                "EK differs from the enrolled EK",
             ));
+        }
+        if let Some(e) = &enrollment {
+            if e.ek_pub != ek_bytes {
+                return Err(ApiError::new(
+                    ErrorCode::NotEnrolled,
+                    "EK differs from the enrolled EK",
+                ));
+            }
         }
         let ak_public = Public::parse(req.ak_pub.as_bytes())
             .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ak_pub: {e}")))?;
@@ -54,7 +58,17 @@ impl RoleService {
             .map_err(|e| ApiError::new(ErrorCode::AkNotAcceptable, e.to_string()))?;
         // The pin (a read) before the certificate chain (the costly check).
         self.check_ak_pin(agent_id.as_str(), ak.name())?;
-        self.check_ek_cert(req.ek_cert.as_ref().map(Base64Bytes::as_bytes), &ek, now)?;
+        let cert = req.ek_cert.as_ref().map(Base64Bytes::as_bytes);
+        if enrollment.is_none() {
+            // Unknown EK: an auto-enrollment rule may admit it (role/admission.rs), which
+            // checks its certificate the rule's way; without rules, `not_enrolled`.
+            self.admit(agent_id.as_str(), ek_bytes, &ek, cert, now)?;
+        } else if self
+            .recheck_admitted(agent_id.as_str(), &ek, cert, now)?
+            .is_none()
+        {
+            self.check_ek_cert(cert, &ek, now)?;
+        }
 
         let mut secret = zeroize::Zeroizing::new([0u8; 32]);
         aws_lc_rs::rand::fill(secret.as_mut()).map_err(|_| ApiError::internal("RNG failed"))?;

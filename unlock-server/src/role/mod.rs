@@ -7,6 +7,8 @@
 //! happens on it.
 
 mod admin;
+/// Auto-enrollment rules and the machine's deposit.
+pub mod admission;
 mod agent;
 /// The guest policy's host check (part of the attest path).
 mod host;
@@ -55,6 +57,7 @@ pub struct RoleService {
     tickets: ticket::TicketKey,
     settings: RoleSettings,
     metrics: RoleMetrics,
+    admission: Arc<admission::Admission>,
 }
 
 impl RoleService {
@@ -67,7 +70,15 @@ impl RoleService {
             master,
             settings,
             metrics: RoleMetrics::default(),
+            admission: Arc::default(),
         }
+    }
+
+    /// The role with these auto-enrollment rules (without: off).
+    #[must_use]
+    pub fn with_admission(mut self, rules: Arc<admission::Admission>) -> Self {
+        self.admission = rules;
+        self
     }
 
     /// Which role this is.

@@ -15,6 +15,7 @@
 //! registrations and challenges, aged attempts and old boot sessions), in short batches that
 //! never take an agent's lock.
 
+mod admission;
 mod audit;
 mod dashboard;
 pub(crate) mod db;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use db::{args, Conn, Row};
 
+pub use admission::{Admission, AdmissionBudget, Admitted, NewAdmission};
 pub use audit::{Actor, MAX_PAGE as AUDIT_PAGE};
 pub use dashboard::AttemptBucket;
 pub use pending::{PendingRow, Submitted};
@@ -134,6 +136,14 @@ pub enum StoreError {
         /// The cap.
         max: u32,
     },
+    /// No admission of this agent waits for a deposit (never admitted, expired, or the
+    /// deposit was already made).
+    #[error("agent {0} has no admission waiting for a deposit (never admitted by a rule, expired, or already deposited)")]
+    NotAwaitingDeposit(String),
+    /// An auto-enrollment budget is spent (the rule's admissions per hour, or the
+    /// admissions waiting for a deposit).
+    #[error("auto-enrollment budget spent: {0}")]
+    AdmissionBudgetSpent(String),
     /// A stored value is not what this program wrote (corruption or manual edit).
     #[error("corrupt row in {table}: {what}")]
     Corrupt {
@@ -248,48 +258,7 @@ impl Store {
         policy_ref: Option<(&str, u32)>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let r = self.write(|c| {
-            if let Some((name, version)) = policy_ref {
-                if c.query_opt(
-                    "SELECT 1 FROM policies WHERE name = ?1 AND version = ?2",
-                    args![name, version],
-                )?
-                .is_none()
-                {
-                    return Err(StoreError::PolicyNotFound(format!("{name} v{version}")));
-                }
-            }
-            c.execute(
-                "INSERT INTO enrollments (agent_id, ek_pub, policy, max_attestations, max_boots,
-                    share_wrapped, payload_ct, state, boots_used, created_at, updated_at,
-                    policy_name, policy_version, agent_ref)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'armed', 0, ?8, ?8, ?9, ?10, substr(?1, 1, 24))",
-                args![
-                    &e.agent_id,
-                    &e.ek_pub,
-                    &e.policy,
-                    e.max_attestations,
-                    e.max_boots,
-                    &e.share_wrapped,
-                    e.payload_ct.as_deref(),
-                    now,
-                    policy_ref.map(|(n, _)| n),
-                    policy_ref.map(|(_, v)| v),
-                ],
-            )?;
-            audit::append(
-                c,
-                now,
-                "enroll",
-                Some(&e.agent_id),
-                Actor::Admin,
-                &serde_json::json!({
-                    "policy": policy_ref.map(|(n, v)| format!("{n} v{v}")),
-                    "max_attestations": e.max_attestations,
-                    "max_boots": e.max_boots,
-                }),
-            )
-        });
+        let r = self.write(|c| insert_enrollment(c, e, policy_ref, None, now));
         match r {
             Err(err) if err.is_unique_violation() => {
                 Err(StoreError::AlreadyEnrolled(e.agent_id.clone()))
@@ -1004,9 +973,65 @@ fn corrupt_session() -> StoreError {
 
 /// An enrollment pinned to a named policy version is evaluated against that stored version
 /// (versions are immutable); an inline one against its own document.
+/// Inserts an armed enrollment and its audit record: `admitted_by` `None` for an operator's
+/// enrollment (actor admin), `Some` for one an auto-enrollment rule admitted (actor agent,
+/// the machine's own deposit). Checks that the named policy version exists.
+fn insert_enrollment(
+    c: &mut dyn Conn,
+    e: &NewEnrollment,
+    policy_ref: Option<(&str, u32)>,
+    admitted_by: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    if let Some((name, version)) = policy_ref {
+        if c.query_opt(
+            "SELECT 1 FROM policies WHERE name = ?1 AND version = ?2",
+            args![name, version],
+        )?
+        .is_none()
+        {
+            return Err(StoreError::PolicyNotFound(format!("{name} v{version}")));
+        }
+    }
+    c.execute(
+        "INSERT INTO enrollments (agent_id, ek_pub, policy, max_attestations, max_boots,
+            share_wrapped, payload_ct, state, boots_used, created_at, updated_at,
+            policy_name, policy_version, agent_ref, admitted_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'armed', 0, ?8, ?8, ?9, ?10, substr(?1, 1, 24), ?11)",
+        args![
+            &e.agent_id,
+            &e.ek_pub,
+            &e.policy,
+            e.max_attestations,
+            e.max_boots,
+            &e.share_wrapped,
+            e.payload_ct.as_deref(),
+            now,
+            policy_ref.map(|(n, _)| n),
+            policy_ref.map(|(_, v)| v),
+            admitted_by,
+        ],
+    )?;
+    let mut detail = serde_json::json!({
+        "policy": policy_ref.map(|(n, v)| format!("{n} v{v}")),
+        "max_attestations": e.max_attestations,
+        "max_boots": e.max_boots,
+    });
+    let (kind, actor) = match admitted_by {
+        None => ("enroll", Actor::Admin),
+        Some(how) => {
+            if let Some(o) = detail.as_object_mut() {
+                o.insert("admitted_by".into(), how.into());
+            }
+            ("auto_enroll", Actor::Agent)
+        }
+    };
+    audit::append(c, now, kind, Some(&e.agent_id), actor, &detail)
+}
+
 const ENROLLMENT_SELECT: &str = "SELECT e.agent_id, e.ek_pub, COALESCE(p.document, e.policy),
     e.max_attestations, e.max_boots, e.share_wrapped, e.payload_ct, e.state, e.boots_used,
-    e.created_at, e.updated_at, e.policy_name, e.policy_version
+    e.created_at, e.updated_at, e.policy_name, e.policy_version, e.admitted_by
     FROM enrollments e LEFT JOIN policies p
         ON p.name = e.policy_name AND p.version = e.policy_version";
 
@@ -1045,6 +1070,7 @@ fn enrollment_from_row(row: &Row) -> Result<Enrollment, StoreError> {
         created_at: row.int(9, t)?,
         updated_at: row.int(10, t)?,
         policy_ref,
+        admitted_by: row.opt_text(13, t)?,
     })
 }
 

@@ -37,6 +37,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_audit.sql"),
     include_str!("../../migrations/0008_webhook_cursor.sql"),
     include_str!("../../migrations/0009_pending_changes.sql"),
+    include_str!("../../migrations/0010_auto_enroll.sql"),
     include_str!("../../migrations/0011_iak_bindings.sql"),
 ];
 

@@ -1437,3 +1437,7 @@ both!(
         assert_eq!(s.iak_binding(AGENT).unwrap(), None);
     }
 );
+
+/// Auto-enrollment admissions and deposits (`store/admission.rs`), on both backends.
+#[path = "admission_tests.rs"]
+mod admission_tests;

@@ -116,6 +116,8 @@ pub struct Enrollment {
     pub updated_at: i64,
     /// The named policy version `policy` is (`None`: inline policy).
     pub policy_ref: Option<(String, u32)>,
+    /// The auto-enrollment rule that admitted it and what matched (`None`: an operator).
+    pub admitted_by: Option<String>,
 }
 
 impl fmt::Debug for Enrollment {

@@ -318,6 +318,10 @@ pub struct EnrollmentInfo {
     /// The named policy version it is pinned to (absent: inline policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_ref: Option<PolicyRef>,
+    /// How it was admitted when an auto-enrollment rule enrolled it (rule name, mode and
+    /// what matched); absent: an operator enrolled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_by: Option<String>,
     /// Boot sessions, newest first.
     #[serde(default)]
     pub sessions: Vec<SessionRecord>,

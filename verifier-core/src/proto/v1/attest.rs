@@ -519,6 +519,10 @@ pub enum ErrorCode {
     UnknownAgent,
     /// The agent has no enrollment with this role.
     NotEnrolled,
+    /// A deposit for an agent with no admission waiting for one: never admitted by an
+    /// auto-enrollment rule, the admission expired or its rule was removed, or the deposit
+    /// was already made (a second deposit is refused).
+    NotAwaitingDeposit,
     /// No such challenge.
     UnknownChallenge,
     /// The nonce expired.

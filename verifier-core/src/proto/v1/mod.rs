@@ -13,6 +13,7 @@
 mod admin;
 mod attest;
 mod common;
+mod deposit;
 mod evidence;
 mod host_link;
 mod pending;
@@ -33,6 +34,10 @@ pub use attest::{
     MAX_ERROR_MESSAGE, MAX_SEALED,
 };
 pub use common::{AgentId, Id, PcrSelection, Role};
+pub use deposit::{
+    Deposit, DepositNonceRequest, DepositNonceResponse, DepositRequest, DepositResponse,
+    DEPOSIT_NONCE_PATH, DEPOSIT_PATH, MAX_ADMITTED_BY,
+};
 pub use evidence::{CapturedClock, CapturedEvidence, EVIDENCE_FORMAT};
 pub use host_link::{
     HostHelloRequest, HostHelloResponse, HostJob, HostNextRequest, HostQuotePost, HOST_HELLO_PATH,
