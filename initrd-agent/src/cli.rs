@@ -39,7 +39,7 @@ CONFIG FILE (TOML, default /etc/initrd-agent/config.toml; every key optional):
   key_file = \"/run/cryptsetup-keys.d/root.key\"
   timeout_secs = 30                          # overall budget (1-3600)
   step_timeout_secs = 10                     # per HTTP request (1-timeout_secs)
-  retries = 3                                # per request, connection errors and 5xx only (0-10)
+  retries = 3                                # per request, connection errors and 5xx only (0-10); no route yet: until the timeout
   release_pcr = 15                           # extended before the key is written, and by `latch` (0-23)
   event_log = \"/sys/kernel/security/tpm0/binary_bios_measurements\"
   ima_log = \"/sys/kernel/security/ima/binary_runtime_measurements\"

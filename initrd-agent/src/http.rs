@@ -167,7 +167,13 @@ pub struct Client {
 /// Outcome of one attempt.
 enum Attempt {
     Done(u16, Vec<u8>),
+    /// Counts against the retries: the server was reached and said "not now", or the
+    /// connection failed on the way.
     Retry(String),
+    /// This machine has no route yet (no address, no link): in the initramfs the network
+    /// is often still coming up when the agent starts. Retried until the overall deadline
+    /// without spending a retry, so a slow DHCP does not become a passphrase prompt.
+    NoNetwork(String),
     Fail(HttpError),
 }
 
@@ -243,20 +249,22 @@ impl Client {
         }
     }
 
-    /// Sends with retries; returns the final status (never 5xx) and body.
+    /// Sends with retries; returns the final status (never 5xx) and body. Bounded by the
+    /// overall deadline, and by `retries` for failures that count (see [`Attempt`]).
     fn exchange(&self, url: &str, body: &[u8], rid: &str) -> Result<(u16, Vec<u8>), HttpError> {
         let mut backoff = FIRST_BACKOFF;
         let mut last = String::new();
-        for attempt in 0..=self.retries {
-            let now = Instant::now();
+        let mut counted = 0u32;
+        let mut tries = 0u32;
+        loop {
             let Some(left) = self
                 .deadline
-                .checked_duration_since(now)
+                .checked_duration_since(Instant::now())
                 .filter(|d| !d.is_zero())
             else {
                 return Err(self.out_of_time(url, &last, rid));
             };
-            if attempt > 0 {
+            if tries > 0 {
                 if left <= backoff {
                     return Err(self.out_of_time(url, &last, rid));
                 }
@@ -267,17 +275,24 @@ impl Client {
             if left.is_zero() {
                 return Err(self.out_of_time(url, &last, rid));
             }
+            tries = tries.saturating_add(1);
             match self.attempt(url, body, rid, self.step_timeout.min(left)) {
                 Attempt::Done(status, answer) => return Ok((status, answer)),
-                Attempt::Retry(detail) => last = detail,
+                Attempt::NoNetwork(detail) => last = detail,
+                Attempt::Retry(detail) => {
+                    last = detail;
+                    counted = counted.saturating_add(1);
+                    if counted > self.retries {
+                        return Err(HttpError::Unreachable {
+                            url: url.to_owned(),
+                            detail: format!("{last} (after {tries} attempts)"),
+                            request_id: rid.to_owned(),
+                        });
+                    }
+                }
                 Attempt::Fail(e) => return Err(e),
             }
         }
-        Err(HttpError::Unreachable {
-            url: url.to_owned(),
-            detail: format!("{last} (after {} attempts)", self.retries + 1),
-            request_id: rid.to_owned(),
-        })
     }
 
     fn out_of_time(&self, url: &str, last: &str, rid: &str) -> HttpError {
@@ -371,6 +386,16 @@ fn classify(url: &str, rid: &str, e: ureq::Error) -> Attempt {
             detail: e.to_string(),
             request_id: rid.to_owned(),
         });
+    }
+    if let ureq::Error::Io(io) = &e {
+        if matches!(
+            io.kind(),
+            std::io::ErrorKind::NetworkUnreachable
+                | std::io::ErrorKind::HostUnreachable
+                | std::io::ErrorKind::AddrNotAvailable
+        ) {
+            return Attempt::NoNetwork(e.to_string());
+        }
     }
     match e {
         ureq::Error::Rustls(_) | ureq::Error::Tls(_) => Attempt::Fail(HttpError::Tls {
@@ -489,6 +514,32 @@ mod tests {
             tx.send(id).unwrap();
         });
         (base, rx)
+    }
+
+    #[test]
+    fn no_route_yet_is_waited_for_and_other_failures_count() {
+        let io = |kind| ureq::Error::Io(std::io::Error::from(kind));
+        for kind in [
+            std::io::ErrorKind::NetworkUnreachable,
+            std::io::ErrorKind::HostUnreachable,
+            std::io::ErrorKind::AddrNotAvailable,
+        ] {
+            assert!(
+                matches!(classify("u", "r", io(kind)), Attempt::NoNetwork(_)),
+                "{kind:?}"
+            );
+        }
+        // A server that is down (the host answered) counts against the retries, so the
+        // fallback to the passphrase comes within them.
+        for kind in [
+            std::io::ErrorKind::ConnectionRefused,
+            std::io::ErrorKind::ConnectionReset,
+        ] {
+            assert!(
+                matches!(classify("u", "r", io(kind)), Attempt::Retry(_)),
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]
