@@ -445,6 +445,8 @@ mod tests {
             event_log: "/nonexistent".into(),
             ima_log: "/nonexistent".into(),
             insecure_http: true,
+            evidence: verifier_core::proto::v1::EvidenceKind::Tpm,
+            vcek_file: "/nonexistent".into(),
         }
     }
 

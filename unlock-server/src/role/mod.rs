@@ -13,6 +13,8 @@ mod host;
 mod pending;
 mod policies;
 pub mod provider;
+/// Confidential VMs: SEV-SNP vTPM registration and its attest-time verifier.
+pub mod tee;
 /// Challenge ids that are authenticated tickets (no write to issue one).
 pub mod ticket;
 
@@ -51,6 +53,7 @@ pub struct RoleService {
     tickets: ticket::TicketKey,
     settings: RoleSettings,
     metrics: RoleMetrics,
+    tee: tee::TeeTrust,
 }
 
 impl RoleService {
@@ -63,7 +66,16 @@ impl RoleService {
             master,
             settings,
             metrics: RoleMetrics::default(),
+            tee: tee::TeeTrust::shipped(),
         }
+    }
+
+    /// The same role trusting `trust`'s AMD roots for confidential VMs instead of the
+    /// shipped ones (the operator's `--amd-roots`).
+    #[must_use]
+    pub fn with_tee_trust(mut self, trust: tee::TeeTrust) -> Self {
+        self.tee = trust;
+        self
     }
 
     /// Which role this is.

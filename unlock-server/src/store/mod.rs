@@ -23,17 +23,20 @@ mod pg;
 mod policies;
 mod purge;
 mod sqlite;
+mod tee;
 mod types;
 
 use std::path::{Path, PathBuf};
 
 use db::{args, Conn, Row};
+use verifier_core::proto::v1::EvidenceKind;
 
 pub use audit::{Actor, MAX_PAGE as AUDIT_PAGE};
 pub use dashboard::AttemptBucket;
 pub use pending::{PendingRow, Submitted};
 pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
 pub use purge::{PurgeCounts, PurgePolicy};
+pub use tee::TeeEvidence;
 pub use types::*;
 
 /// Where a role's data lives.
@@ -247,6 +250,18 @@ impl Store {
         policy_ref: Option<(&str, u32)>,
         now: i64,
     ) -> Result<(), StoreError> {
+        self.enroll_as(e, policy_ref, EvidenceKind::Tpm, now)
+    }
+
+    /// [`Self::enroll_pinned`] declaring the evidence kind the machine will present (the
+    /// kind is written in the same transaction as the enrollment).
+    pub fn enroll_as(
+        &self,
+        e: &NewEnrollment,
+        policy_ref: Option<(&str, u32)>,
+        evidence: EvidenceKind,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let r = self.write(|c| {
             if let Some((name, version)) = policy_ref {
                 if c.query_opt(
@@ -276,6 +291,7 @@ impl Store {
                     policy_ref.map(|(_, v)| v),
                 ],
             )?;
+            tee::declare(c, &e.agent_id, evidence)?;
             audit::append(
                 c,
                 now,
@@ -439,7 +455,13 @@ impl Store {
             if n == 0 {
                 return Err(StoreError::NotFound(agent_id.to_owned()));
             }
-            for table in ["sessions", "aks", "challenges", "registrations"] {
+            for table in [
+                "sessions",
+                "aks",
+                "challenges",
+                "registrations",
+                "tee_enrollments",
+            ] {
                 c.execute(
                     &format!("DELETE FROM {table} WHERE agent_id = ?1"),
                     args![agent_id],

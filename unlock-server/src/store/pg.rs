@@ -33,6 +33,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0007_audit.sql"),
     include_str!("../../migrations/postgres/0008_webhook_cursor.sql"),
     include_str!("../../migrations/postgres/0009_pending_changes.sql"),
+    include_str!("../../migrations/postgres/0013_tee_enrollments.sql"),
 ];
 
 /// Key of the advisory lock that serializes migrations of replicas starting together.

@@ -37,6 +37,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_audit.sql"),
     include_str!("../../migrations/0008_webhook_cursor.sql"),
     include_str!("../../migrations/0009_pending_changes.sql"),
+    include_str!("../../migrations/0013_tee_enrollments.sql"),
 ];
 
 /// How long a committer waits for requests already queued on the connection to join its

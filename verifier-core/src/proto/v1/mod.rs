@@ -31,7 +31,7 @@ pub use attest::{
     ImaLog, ImaLogFormat, InclusionProof, NkKem, NkPublic, PcrBank, PcrValue, Sealed, SessionInfo,
     MAX_ERROR_MESSAGE, MAX_SEALED,
 };
-pub use common::{AgentId, Id, PcrSelection, Role};
+pub use common::{AgentId, EvidenceKind, Id, PcrSelection, Role, UnknownEvidenceKind};
 pub use evidence::{CapturedClock, CapturedEvidence, EVIDENCE_FORMAT};
 pub use host_link::{
     HostHelloRequest, HostHelloResponse, HostJob, HostNextRequest, HostQuotePost, HOST_HELLO_PATH,
@@ -50,7 +50,7 @@ pub use provider::{
 };
 pub use register::{
     activation_proof, verify_activation_proof, ActivateRequest, ActivateResponse, RegisterRequest,
-    RegisterResponse, PROOF_LEN,
+    RegisterResponse, SnpVtpmRegisterRequest, MAX_HCL_REPORT, MAX_VCEK, PROOF_LEN,
 };
 
 use serde::de::DeserializeOwned;
@@ -64,6 +64,9 @@ pub mod path {
     pub const REGISTER: &str = "/v1/register";
     /// Credential activation: [`super::ActivateRequest`].
     pub const ACTIVATE: &str = "/v1/activate";
+    /// Registration of an SEV-SNP vTPM (evidence kind `azure-snp-vtpm`):
+    /// [`super::SnpVtpmRegisterRequest`] → [`super::ActivateResponse`], no MakeCredential.
+    pub const REGISTER_SNP_VTPM: &str = "/v1/register/snp-vtpm";
     /// Nonce request: [`super::ChallengeRequest`].
     pub const CHALLENGE: &str = "/v1/attest/challenge";
     /// Evidence: [`super::AttestRequest`].
