@@ -701,8 +701,22 @@ struct Cvm {
     m: Machine,
     server: Server,
     cfg: PathBuf,
+    vcek: PathBuf,
     payload: Vec<u8>,
     agent_id: String,
+}
+
+/// The agent's configuration for `snp-vtpm` (written again after a reboot: the swtpm's
+/// port changes).
+fn snp_config(m: &Machine, server: &Server, vcek: &Path) -> PathBuf {
+    let cfg = m.config(server, None);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "evidence = \"snp-vtpm\"\nvcek_file = \"{}\"\n",
+        vcek.display()
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    cfg
 }
 
 /// A forgery made on the CVM's side.
@@ -760,18 +774,13 @@ fn cvm_with(policy: &str, edit: impl FnOnce(&mut [u8]), tweak: Tweak) -> Cvm {
         policy,
         &["--evidence", "snp-vtpm"],
     );
-    let cfg = m.config(&server, None);
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(&format!(
-        "evidence = \"snp-vtpm\"\nvcek_file = \"{}\"\n",
-        vcek.display()
-    ));
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = snp_config(&m, &server, &vcek);
     drop(roots);
     Cvm {
         m,
         server,
         cfg,
+        vcek,
         payload,
         agent_id,
     }
@@ -814,7 +823,8 @@ fn snp_vtpm_release_flow_on_swtpm() {
     assert!(stderr(&again).contains("policy_denied"), "{}", stderr(&again));
     // Next boot: unlocks again without registering.
     c.m.reboot();
-    let out = c.m.agent_with(&c.cfg, &["--verbose"]);
+    let cfg = snp_config(&c.m, &c.server, &c.vcek);
+    let out = c.m.agent_with(&cfg, &["--verbose"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         !stderr(&out).contains("step register"),

@@ -160,6 +160,14 @@ pub enum TpmError {
     },
 }
 
+/// How many times one command is sent while the TPM answers "retry".
+const MAX_TPM_RETRIES: u32 = 5;
+
+/// TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: warnings that mean "send it again".
+fn is_retry(rc: u32) -> bool {
+    matches!(rc, 0x922 | 0x908 | 0x90a)
+}
+
 fn cmd(op: &'static str) -> impl FnOnce(ResponseError) -> TpmError {
     move |source| TpmError::Command { op, source }
 }
@@ -256,14 +264,27 @@ impl Tpm {
         decode: impl FnOnce(Option<u32>, &[u8]) -> Result<T, ResponseError>,
     ) -> Result<T, TpmError> {
         let bytes = command.marshal();
-        self.commands = self.commands.saturating_add(1);
-        let response = self
-            .transport
-            .transact(&bytes)
-            .map_err(|source| TpmError::Transport { op, source })?;
-        let parsed = tpm2::Response::parse(&response, command.code(), command.has_sessions())
-            .map_err(cmd(op))?;
-        decode(parsed.handle, parsed.params).map_err(cmd(op))
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.commands = self.commands.saturating_add(1);
+            let response = self
+                .transport
+                .transact(&bytes)
+                .map_err(|source| TpmError::Transport { op, source })?;
+            match tpm2::Response::parse(&response, command.code(), command.has_sessions()) {
+                // The TPM did not start the command and asks for it again (libtpms answers
+                // TPM_RC_RETRY to a first signature with a persistent RSA key): the same
+                // bytes again, a bounded number of times.
+                Err(ResponseError::Code(rc)) if is_retry(rc) && attempts < MAX_TPM_RETRIES => {
+                    continue
+                }
+                parsed => {
+                    let parsed = parsed.map_err(cmd(op))?;
+                    return decode(parsed.handle, parsed.params).map_err(cmd(op));
+                }
+            }
+        }
     }
 
     /// TPM2_CreatePrimary of `template` in `hierarchy` with the empty password; returns the
