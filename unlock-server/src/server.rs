@@ -20,9 +20,9 @@ use crate::net::{accept, open_files_limit, Edge, Limits};
 use crate::role::provider::{ProviderService, ProviderSettings};
 use crate::role::tee::TeeTrust;
 use crate::role::{RoleService, RoleSettings};
-use verifier_core::attester::amd::AmdRoots;
 use crate::secrets::load_or_create_hex;
 use crate::store::{DatabaseUrl, Store};
+use verifier_core::attester::amd::AmdRoots;
 
 /// Builds the roles this process serves, creating state on first start.
 pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {

@@ -342,30 +342,61 @@ fn forged_real_evidence_is_refused_at_registration() {
         let (st, body) = register_snp(&server, "verifier", ek, ak, hcl, vcek);
         let text = String::from_utf8_lossy(&body);
         assert_eq!((st, code(&body).as_str()), (403, want), "{what}: {text}");
-        assert!(text.contains(what), "refused for another reason than {what:?}: {text}");
+        assert!(
+            text.contains(what),
+            "refused for another reason than {what:?}: {text}"
+        );
     };
     // The SNP report's signature: one byte of the measurement changed.
     let mut hcl = r.hcl.clone();
     hcl[32 + 0x90] ^= 1;
-    refused("signature does not verify with the VCEK", &ek, &ak, &hcl, &r.vcek, "tee_evidence_invalid");
+    refused(
+        "signature does not verify with the VCEK",
+        &ek,
+        &ak,
+        &hcl,
+        &r.vcek,
+        "tee_evidence_invalid",
+    );
     // The VCEK chain: a VCEK whose signature by the ASK no longer verifies.
     let mut vcek = r.vcek.clone();
     let n = vcek.len();
     vcek[n - 10] ^= 1;
-    refused("depth 0: signature does not verify with the issuer's key", &ek, &ak, &r.hcl, &vcek, "tee_evidence_invalid");
+    refused(
+        "depth 0: signature does not verify with the issuer's key",
+        &ek,
+        &ak,
+        &r.hcl,
+        &vcek,
+        "tee_evidence_invalid",
+    );
     // A genuine VCEK of another chip (the chip id does not match the report).
     let other = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../verifier-core/src/attester/testdata/vcek-milan-other-chip.der"
     ))
     .unwrap();
-    refused("CHIP_ID does not match", &ek, &ak, &r.hcl, &other, "tee_evidence_invalid");
+    refused(
+        "CHIP_ID does not match",
+        &ek,
+        &ak,
+        &r.hcl,
+        &other,
+        "tee_evidence_invalid",
+    );
     // The HCL runtime data edited after the report (one character of the AK's modulus).
     let (_, at) = runtime_data(&r.hcl);
     let mut hcl = r.hcl.clone();
     let pos = at + r.hcl[at..].windows(4).position(|w| w == b"\"n\":").unwrap() + 10;
     hcl[pos] = if hcl[pos] == b'A' { b'B' } else { b'A' };
-    refused("runtime data does not hash", &ek, &ak, &hcl, &r.vcek, "tee_evidence_invalid");
+    refused(
+        "runtime data does not hash",
+        &ek,
+        &ak,
+        &hcl,
+        &r.vcek,
+        "tee_evidence_invalid",
+    );
     // The AK swapped: another RSA key presented with the genuine report.
     let mut other_ak = r.ak_modulus.clone();
     other_ak[100] ^= 0x40;
@@ -477,8 +508,8 @@ struct TestAmd {
 impl TestAmd {
     fn new(tcb: [u8; 4]) -> Self {
         use rcgen::{
-            BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
-            IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
+            BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa,
+            KeyPair, KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
         };
         let ca = |cn: &str| {
             let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -748,9 +779,14 @@ fn cvm_with(policy: &str, edit: impl FnOnce(&mut [u8]), tweak: Tweak) -> Cvm {
     ]);
     let (ek_file, agent_id) = m.export_ek(&server);
     let ek = std::fs::read(&ek_file).unwrap();
-    let ak_template = Public::new(HashAlg::Sha256, ak_attributes(), &[], rsa_ak_key(&[0u8; 256]))
-        .unwrap()
-        .marshal();
+    let ak_template = Public::new(
+        HashAlg::Sha256,
+        ak_attributes(),
+        &[],
+        rsa_ak_key(&[0u8; 256]),
+    )
+    .unwrap()
+    .marshal();
     let ak = vtpm::make_ak(&m.tcti(), &ak_template);
     let mut ak_mod = rsa_modulus(&ak);
     if tweak == Tweak::AkSwapped {
@@ -820,7 +856,11 @@ fn snp_vtpm_release_flow_on_swtpm() {
     // Same boot: the release PCR was extended, the policy refuses.
     let again = c.m.agent_with(&c.cfg, &[]);
     assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
-    assert!(stderr(&again).contains("policy_denied"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("policy_denied"),
+        "{}",
+        stderr(&again)
+    );
     // Next boot: unlocks again without registering.
     c.m.reboot();
     let cfg = snp_config(&c.m, &c.server, &c.vcek);

@@ -54,7 +54,14 @@ pub(super) fn unlock(
     let result = (|| {
         steps.record("ek", t);
         let agent_id = AgentId::of_ek(ek.public());
-        register(config, &client, &mut tpm, (ek.public(), &ak), &agent_id, steps)?;
+        register(
+            config,
+            &client,
+            &mut tpm,
+            (ek.public(), &ak),
+            &agent_id,
+            steps,
+        )?;
         if let Err(e) = tpm.persist_ek_if_free(&ek) {
             eprintln!(
                 "initrd-agent: note: the EK was not made persistent ({e}); the next boot registers again"
@@ -82,7 +89,14 @@ pub(super) fn register_only(
     ))?;
     let ek = tpm.create_ek(config.ek)?;
     let agent_id = AgentId::of_ek(ek.public());
-    let result = register(config, &client, &mut tpm, (ek.public(), &ak), &agent_id, steps);
+    let result = register(
+        config,
+        &client,
+        &mut tpm,
+        (ek.public(), &ak),
+        &agent_id,
+        steps,
+    );
     if result.is_ok() {
         if let Err(e) = tpm.persist_ek_if_free(&ek) {
             eprintln!("initrd-agent: note: the EK was not made persistent ({e})");

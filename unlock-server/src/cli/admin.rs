@@ -9,7 +9,7 @@ use clap::Args;
 use verifier_core::keysplit::{enroll_material, MAX_PAYLOAD_LEN};
 use verifier_core::policy::{Policy, PolicyDocument};
 use verifier_core::proto::v1::{
-    admin_path, AgentId, EnrollRequest, EvidenceKind, EnrollmentInfo, EnrollmentList,
+    admin_path, AgentId, EnrollRequest, EnrollmentInfo, EnrollmentList, EvidenceKind,
 };
 use verifier_core::proto::Base64Bytes;
 use verifier_core::wire::Public;

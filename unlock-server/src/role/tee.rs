@@ -218,9 +218,7 @@ impl RoleService {
         }
         let verdict = policy.evaluate_claims(&verified.claims());
         if !verdict.accepted() {
-            return Err(
-                ApiError::new(ErrorCode::PolicyDenied, verdict.to_string()).by_agent()
-            );
+            return Err(ApiError::new(ErrorCode::PolicyDenied, verdict.to_string()).by_agent());
         }
         Ok(quote.reset_count())
     }

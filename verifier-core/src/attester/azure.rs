@@ -286,7 +286,10 @@ fn rsa_key(public: &Public) -> Option<(&[u8], u32)> {
         PublicKey::Rsa {
             modulus, exponent, ..
         } => {
-            let start = modulus.iter().position(|b| *b != 0).unwrap_or(modulus.len());
+            let start = modulus
+                .iter()
+                .position(|b| *b != 0)
+                .unwrap_or(modulus.len());
             let e = if *exponent == 0 { 65537 } else { *exponent };
             Some((modulus.get(start..).unwrap_or_default(), e))
         }

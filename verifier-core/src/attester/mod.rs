@@ -29,8 +29,8 @@ use serde::Serialize;
 
 use crate::evidence::{validate, Expected, Submitted, ValidatedEvidence, ValidationError};
 use crate::policy::Claims;
-pub use crate::proto::v1::{EvidenceKind, UnknownEvidenceKind};
 use crate::proto::v1::ErrorCode;
+pub use crate::proto::v1::{EvidenceKind, UnknownEvidenceKind};
 use crate::quote::AkPublic;
 
 use amd::{AmdRoots, VcekError};
@@ -239,8 +239,7 @@ impl AzureSnpVtpmVerifier<'_> {
         ak: &AkPublic,
         ek: &crate::wire::Public,
     ) -> Result<VerifiedAzureSnpVtpm<'a>, AzureSnpVtpmError> {
-        let hcl =
-            self.verify_registration(evidence.hcl_report, evidence.vcek, ak.public(), ek)?;
+        let hcl = self.verify_registration(evidence.hcl_report, evidence.vcek, ak.public(), ek)?;
         let validated = validate(
             Expected {
                 ak,
