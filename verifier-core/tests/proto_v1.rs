@@ -267,8 +267,8 @@ fn oversize_fields_are_refused() {
     for (key, max) in [("hcl_report", v1::MAX_HCL_REPORT), ("vcek", v1::MAX_VCEK)] {
         let mut v = fixture_value("snp_vtpm_register_request");
         v[key] = json!(base64_of(&vec![1u8; max + 1]));
-        let err = v1::decode::<v1::SnpVtpmRegisterRequest>(&serde_json::to_vec(&v).unwrap())
-            .unwrap_err();
+        let err =
+            v1::decode::<v1::SnpVtpmRegisterRequest>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(
             matches!(err, ProtoError::TooLarge { len, .. } if len == max + 1),
             "{key}: {err}"

@@ -866,7 +866,10 @@ fn registration_binds_the_presented_ak_and_ek_to_the_real_report() {
     let swapped = rsa_public(&other, true);
     assert!(matches!(
         v.verify_registration(&r.hcl, &r.vcek, &swapped, &ek),
-        Err(AzureSnpVtpmError::Report(AzureError::KeyNotVouched("AK", _)))
+        Err(AzureSnpVtpmError::Report(AzureError::KeyNotVouched(
+            "AK",
+            _
+        )))
     ));
     let mut other = jwk_modulus(&r.hcl, "HCLEkPub");
     other[17] ^= 1;
@@ -935,7 +938,10 @@ fn verify_pinned_on_real_evidence() {
     let other = crate::quote::AkPublic::try_from(rsa_public(&other, true)).unwrap();
     assert!(matches!(
         v.verify_pinned(&Challenge::nonce_only([9; 32]), evidence(), &other, &ek),
-        Err(AzureSnpVtpmError::Report(AzureError::KeyNotVouched("AK", _)))
+        Err(AzureSnpVtpmError::Report(AzureError::KeyNotVouched(
+            "AK",
+            _
+        )))
     ));
 }
 
