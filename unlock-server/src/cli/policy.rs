@@ -2,7 +2,8 @@
 //!
 //! `learn` and `check` work offline on evidence captured with `initrd-agent evidence --out
 //! FILE` (no server, no quote: the logs are replayed against the captured PCRs, the quote's
-//! signature is not checked). The others manage named policies on both roles; `update`
+//! signature is not checked); `check --tee-capture` on a confidential VM's capture (Azure
+//! SEV-SNP vTPM: report, chain and quote signature verified, not fresh). The others manage named policies on both roles; `update`
 //! adds a version without moving any enrollment, and `apply` shows what changes for each
 //! machine before it moves them.
 
@@ -11,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use verifier_core::attester::amd::AmdRoots;
+use verifier_core::attester::capture::CheckedAzureCapture;
 use verifier_core::policy::{
-    learn, LearnMode, LearnOptions, Policy, PolicyDocument, UnverifiedCapture,
+    learn, Claims, LearnMode, LearnOptions, Policy, PolicyDocument, UnverifiedCapture,
 };
 use verifier_core::proto::v1::{
     admin_path, AgentId, CapturedEvidence, Id, PolicyApplyRequest, PolicyApplyResponse,
@@ -165,8 +168,19 @@ pub(super) struct CheckArgs {
     #[arg(long)]
     policy: PathBuf,
     /// Evidence file (`initrd-agent evidence --out FILE`).
+    #[arg(
+        long,
+        required_unless_present = "tee_capture",
+        conflicts_with = "tee_capture"
+    )]
+    evidence: Option<PathBuf>,
+    /// A confidential VM's captured evidence instead: Azure SEV-SNP vTPM, in the JSON of
+    /// Trustee's `az-snp-vtpm` attester (HCL report, VCEK, quote, PCRs). Its VCEK chain (to
+    /// the shipped AMD roots), report, runtime data and quote signature are verified; the
+    /// policy's `snp` section is evaluated on the report's claims. Not fresh: the quote is
+    /// bound to the capturer's nonce.
     #[arg(long)]
-    evidence: PathBuf,
+    tee_capture: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -318,23 +332,43 @@ fn learn_cmd(a: &LearnArgs) -> anyhow::Result<()> {
 
 fn check_cmd(a: &CheckArgs) -> anyhow::Result<()> {
     let policy = read_policy_file(&a.policy)?;
-    let evidence = read_evidence(&a.evidence)?;
-    let capture =
-        UnverifiedCapture::check(&evidence).with_context(|| format!("{}", a.evidence.display()))?;
-    let report = policy.check(&capture.claims());
+    let (report, quote_checked, note) = match (&a.evidence, &a.tee_capture) {
+        (_, Some(path)) => {
+            let json =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let roots = AmdRoots::shipped().context("the shipped AMD roots")?;
+            let capture = CheckedAzureCapture::check(&json, &roots, std::time::SystemTime::now())
+                .with_context(|| format!("{}", path.display()))?;
+            let report = policy.check(&Claims::unverified_from_capture_azure(&capture));
+            (
+                report,
+                true,
+                "offline check of a confidential VM's capture: VCEK chain, SEV-SNP report, HCL runtime data and quote signature verified; the quote is bound to the capturer's nonce, so this proves what the VM was, NOT that it is now",
+            )
+        }
+        (Some(path), None) => {
+            let evidence = read_evidence(path)?;
+            let capture = UnverifiedCapture::check(&evidence)
+                .with_context(|| format!("{}", path.display()))?;
+            (
+                policy.check(&capture.claims()),
+                false,
+                "offline check: the logs replay to the captured PCRs; there is no quote, so its signature, nonce and clock are NOT checked",
+            )
+        }
+        (None, None) => bail!("give --evidence or --tee-capture"),
+    };
     if a.json {
         println!(
             "{}",
             serde_json::json!({
-                "quote_signature_checked": false,
+                "quote_signature_checked": quote_checked,
                 "accepted": report.accepted(),
                 "outcomes": report.outcomes,
             })
         );
     } else {
-        println!(
-            "offline check: the logs replay to the captured PCRs; there is no quote, so its signature, nonce and clock are NOT checked"
-        );
+        println!("{note}");
         let width = report
             .outcomes
             .iter()
