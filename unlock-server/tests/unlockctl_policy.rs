@@ -291,6 +291,53 @@ fn check_on_a_confidential_vm_capture() {
         out_text(&other)
     );
 
+    // The same decisions in Rego, over the same claims, alone and beside the native policy.
+    let rego = |min: u8| {
+        let p = dir.path().join(format!("p-{min}.rego"));
+        std::fs::write(
+            &p,
+            format!(
+                "package unlock\n\ndefault allow := false\n\nallow if {{\n  input.snp.measurement == \"{measurement}\"\n  input.snp.reported_tcb.snp >= {min}\n  not input.snp.debug_allowed\n}}\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let run_rego = |rego: &Path, native: Option<&Path>| {
+        let mut args = vec![
+            "policy".to_owned(),
+            "check".to_owned(),
+            "--rego".to_owned(),
+            rego.display().to_string(),
+            "--tee-capture".to_owned(),
+            src.display().to_string(),
+        ];
+        if let Some(n) = native {
+            args.extend(["--policy".to_owned(), n.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        unlockctl(&args)
+    };
+    let ok = run_rego(&rego(snp), None);
+    assert!(ok.status.success(), "{}", out_text(&ok));
+    assert!(
+        out_text(&ok).contains("pass  rego.allow"),
+        "{}",
+        out_text(&ok)
+    );
+    let low = run_rego(&rego(snp + 1), Some(&policy(&measurement, snp)));
+    assert!(!low.status.success());
+    assert!(
+        out_text(&low).contains("FAIL  rego.allow"),
+        "{}",
+        out_text(&low)
+    );
+    assert!(
+        out_text(&low).contains("pass  snp.min_tcb"),
+        "{}",
+        out_text(&low)
+    );
+
     // One byte of the report's measurement changed: the signature refuses the capture.
     let mut forged_hcl = hcl.clone();
     forged_hcl[32 + 0x90] ^= 1;

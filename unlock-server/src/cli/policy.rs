@@ -14,8 +14,10 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use verifier_core::attester::amd::AmdRoots;
 use verifier_core::attester::capture::CheckedAzureCapture;
+use verifier_core::policy::rego::RegoPolicy;
 use verifier_core::policy::{
-    learn, Claims, LearnMode, LearnOptions, Policy, PolicyDocument, UnverifiedCapture,
+    learn, Claims, Evaluator, LearnMode, LearnOptions, Policy, PolicyDocument, RuleOutcome,
+    UnverifiedCapture,
 };
 use verifier_core::proto::v1::{
     admin_path, AgentId, CapturedEvidence, Id, PolicyApplyRequest, PolicyApplyResponse,
@@ -165,8 +167,13 @@ pub(super) struct LearnArgs {
 #[derive(Debug, Args)]
 pub(super) struct CheckArgs {
     /// Policy file (JSON).
+    #[arg(long, required_unless_present = "rego")]
+    policy: Option<PathBuf>,
+    /// A Rego policy (`package unlock`, rule `allow`, optional set `deny`) evaluated over the
+    /// same claims, beside --policy or alone; the evidence is accepted only if every policy
+    /// given accepts it. The input document is described in docs/policy.md ("Rego").
     #[arg(long)]
-    policy: PathBuf,
+    rego: Option<PathBuf>,
     /// Evidence file (`initrd-agent evidence --out FILE`).
     #[arg(
         long,
@@ -331,7 +338,37 @@ fn learn_cmd(a: &LearnArgs) -> anyhow::Result<()> {
 }
 
 fn check_cmd(a: &CheckArgs) -> anyhow::Result<()> {
-    let policy = read_policy_file(&a.policy)?;
+    let policy = a.policy.as_deref().map(read_policy_file).transpose()?;
+    let rego = match &a.rego {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            Some(RegoPolicy::new(&p.display().to_string(), &text)?)
+        }
+        None => None,
+    };
+    // Every policy given, over the same claims: the native rules' outcomes, then Rego's.
+    let evaluate = |claims: &Claims<'_>| {
+        let mut report = policy.as_ref().map(|p| p.check(claims)).unwrap_or_default();
+        if let Some(r) = &rego {
+            let verdict = r.evaluate_claims(claims);
+            if verdict.accepted() {
+                report.outcomes.push(RuleOutcome {
+                    rule: "rego.allow".into(),
+                    passed: true,
+                    detail: "allow is true and deny is empty".into(),
+                });
+            }
+            for f in verdict.failures {
+                report.outcomes.push(RuleOutcome {
+                    rule: f.rule,
+                    passed: false,
+                    detail: f.reason,
+                });
+            }
+        }
+        report
+    };
     let (report, quote_checked, note) = match (&a.evidence, &a.tee_capture) {
         (_, Some(path)) => {
             let json =
@@ -339,9 +376,8 @@ fn check_cmd(a: &CheckArgs) -> anyhow::Result<()> {
             let roots = AmdRoots::shipped().context("the shipped AMD roots")?;
             let capture = CheckedAzureCapture::check(&json, &roots, std::time::SystemTime::now())
                 .with_context(|| format!("{}", path.display()))?;
-            let report = policy.check(&Claims::unverified_from_capture_azure(&capture));
             (
-                report,
+                evaluate(&Claims::unverified_from_capture_azure(&capture)),
                 true,
                 "offline check of a confidential VM's capture: VCEK chain, SEV-SNP report, HCL runtime data and quote signature verified; the quote is bound to the capturer's nonce, so this proves what the VM was, NOT that it is now",
             )
@@ -351,7 +387,7 @@ fn check_cmd(a: &CheckArgs) -> anyhow::Result<()> {
             let capture = UnverifiedCapture::check(&evidence)
                 .with_context(|| format!("{}", path.display()))?;
             (
-                policy.check(&capture.claims()),
+                evaluate(&capture.claims()),
                 false,
                 "offline check: the logs replay to the captured PCRs; there is no quote, so its signature, nonce and clock are NOT checked",
             )
