@@ -44,6 +44,9 @@ CONFIG FILE (TOML, default /etc/initrd-agent/config.toml; every key optional):
   event_log = \"/sys/kernel/security/tpm0/binary_bios_measurements\"
   ima_log = \"/sys/kernel/security/ima/binary_runtime_measurements\"
   insecure_http = false
+  evidence = \"tpm\"                         # or \"snp-vtpm\": Azure SEV-SNP CVM (vTPM AK 0x81000003,
+                                             # HCL report from NV 0x01400001; use ek = \"rsa\")
+  vcek_file = \"/etc/initrd-agent/vcek.der\"  # the chip's VCEK (snp-vtpm only)
   Unknown keys are an error.
 
 LATCH (`initrd-agent latch`, run by the dracut module before switch-root on every path):
