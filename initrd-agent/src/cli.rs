@@ -46,6 +46,9 @@ CONFIG FILE (TOML, default /etc/initrd-agent/config.toml; every key optional):
   insecure_http = false
   iak_handle = 0x81020001                    # the IAK path (both keys or neither): the OEM's IAK
   iak_cert = \"/etc/initrd-agent/iak.pem\"     #   and its certificate (+ intermediates); no activation round
+  evidence = \"tpm\"                         # or \"snp-vtpm\": Azure SEV-SNP CVM (vTPM AK 0x81000003,
+                                             # HCL report from NV 0x01400001; use ek = \"rsa\")
+  vcek_file = \"/etc/initrd-agent/vcek.der\"  # the chip's VCEK (snp-vtpm only)
   Unknown keys are an error.
 
 LATCH (`initrd-agent latch`, run by the dracut module before switch-root on every path):

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::tpm::EkKind;
+use verifier_core::proto::v1::EvidenceKind;
 
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/initrd-agent/config.toml";
@@ -26,6 +27,9 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/initrd-agent/config.toml";
 pub const DEFAULT_CA_BUNDLE: &str = "/etc/initrd-agent/ca.pem";
 /// Default TCTI: the kernel's resource manager.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+/// Default VCEK certificate of an `snp-vtpm` machine (DER, from Azure's instance metadata
+/// THIM endpoint or AMD's KDS, put in the initramfs by the operator).
+pub const DEFAULT_VCEK_FILE: &str = "/etc/initrd-agent/vcek.der";
 /// Where systemd-cryptsetup looks for `<volume>.key` when a volume has no key file
 /// configured.
 pub const KEYS_DIR: &str = "/run/cryptsetup-keys.d";
@@ -147,6 +151,12 @@ pub struct Config {
     /// Allow `http://` URLs (tests only: the halves are sealed to NK, but the requests and
     /// refusals would travel in the clear and unauthenticated).
     pub insecure_http: bool,
+    /// How the AK is trusted: `tpm` (EK certificate and MakeCredential, the AK derived by
+    /// the agent) or `snp-vtpm` (an Azure SEV-SNP confidential VM: the vTPM's own AK at
+    /// `0x81000003`, vouched for by the HCL report the agent reads from NV and sends).
+    pub evidence: EvidenceKind,
+    /// The chip's VCEK certificate (DER), sent with the HCL report (`snp-vtpm` only).
+    pub vcek_file: PathBuf,
     /// The IAK path: when set, the AK is the OEM-provisioned IAK and registration sends its
     /// certificate (no MakeCredential, no activation round).
     pub iak: Option<IakConfig>,
@@ -182,6 +192,8 @@ struct FileConfig {
     insecure_http: Option<bool>,
     iak_handle: Option<u32>,
     iak_cert: Option<PathBuf>,
+    evidence: Option<String>,
+    vcek_file: Option<PathBuf>,
 }
 
 /// Where the TOML file comes from.
@@ -600,7 +612,20 @@ fn build(file: FileConfig, cmd: CmdlineParams) -> Result<Config, ConfigError> {
         .ca_bundle
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CA_BUNDLE));
     let iak = iak(file.iak_handle, file.iak_cert)?;
+    let evidence = match file.evidence.as_deref() {
+        None => EvidenceKind::Tpm,
+        Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+            field: "evidence",
+            value: v.to_owned(),
+            reason: "must be \"tpm\" or \"snp-vtpm\" (an Azure SEV-SNP confidential VM)",
+        })?,
+    };
+    let vcek_file = file
+        .vcek_file
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_VCEK_FILE));
     Ok(Config {
+        evidence,
+        vcek_file,
         verifier_url,
         tenant_url,
         ca_bundle,

@@ -471,6 +471,8 @@ mod tests {
             ima_log: "/nonexistent".into(),
             insecure_http: true,
             iak: None,
+            evidence: verifier_core::proto::v1::EvidenceKind::Tpm,
+            vcek_file: "/nonexistent".into(),
         }
     }
 

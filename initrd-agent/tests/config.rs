@@ -389,3 +389,24 @@ fn a_luks_volume_name_that_would_leave_the_key_directory_is_ignored() {
         );
     }
 }
+
+/// `evidence`: `tpm` by default; `snp-vtpm` (or its long name) for an Azure SEV-SNP CVM,
+/// with the VCEK file defaulted; anything else refused with the field named.
+#[test]
+fn evidence_kind_and_vcek_file() {
+    use verifier_core::proto::v1::EvidenceKind;
+    let c = run(BOTH, "");
+    assert_eq!(c.evidence, EvidenceKind::Tpm);
+    assert_eq!(c.vcek_file, PathBuf::from("/etc/initrd-agent/vcek.der"));
+    for name in ["snp-vtpm", "azure-snp-vtpm"] {
+        let c = run(&format!("{BOTH}evidence = \"{name}\"\n"), "");
+        assert_eq!(c.evidence, EvidenceKind::AzureSnpVtpm, "{name}");
+    }
+    let c = run(
+        &format!("{BOTH}evidence = \"snp-vtpm\"\nvcek_file = \"/x/vcek.der\"\n"),
+        "",
+    );
+    assert_eq!(c.vcek_file, PathBuf::from("/x/vcek.der"));
+    let e = err(&format!("{BOTH}evidence = \"sgx\"\n"), "");
+    assert!(e.contains("evidence") && e.contains("snp-vtpm"), "{e}");
+}

@@ -251,6 +251,8 @@ pub struct Config {
     pub iak_ca: Vec<PathBuf>,
     /// TOFU mode for EKs without certificate.
     pub allow_ek_without_cert: bool,
+    /// AMD roots for confidential VMs replacing the shipped ones: (ARK PEM, ASK PEM).
+    pub amd_roots: Option<(PathBuf, PathBuf)>,
     /// Challenge lifetime.
     pub challenge_ttl_secs: u64,
     /// Request body limit.
@@ -359,6 +361,14 @@ pub struct Flags {
     /// is then the only anchor).
     #[arg(long)]
     pub allow_ek_without_cert: bool,
+    /// AMD root key (ARK) certificate (PEM) that SEV-SNP VCEKs must chain to, replacing the
+    /// shipped Milan and Genoa roots (a product line this build does not ship, or tests);
+    /// requires --amd-ask.
+    #[arg(long, requires = "amd_ask")]
+    pub amd_ark: Option<PathBuf>,
+    /// The AMD signing key (ASK) certificate (PEM) under --amd-ark.
+    #[arg(long, requires = "amd_ark")]
+    pub amd_ask: Option<PathBuf>,
     /// Seconds a challenge (nonce) stays valid [default: 60].
     #[arg(long)]
     pub challenge_ttl_secs: Option<u64>,
@@ -660,6 +670,7 @@ impl Config {
             ek_ca,
             iak_ca,
             allow_ek_without_cert,
+            amd_roots: flags.amd_ark.zip(flags.amd_ask),
             challenge_ttl_secs,
             max_body_bytes,
             blocking_threads,

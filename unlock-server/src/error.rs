@@ -58,6 +58,7 @@ impl ApiError {
             | ErrorCode::QuoteInvalid
             | ErrorCode::BindingMismatch
             | ErrorCode::AkNotPinned
+            | ErrorCode::TeeEvidenceInvalid
             | ErrorCode::RequestTimeout => Charge::Source,
             // Decided by a read of state, by a limit that already counted, or the server's
             // own condition; evidence failures the AK signed are moved to the agent by
@@ -81,6 +82,7 @@ impl ApiError {
             | ErrorCode::ResetCountRegressed
             | ErrorCode::AgentTerminated
             | ErrorCode::RateLimited
+            | ErrorCode::EvidenceKindMismatch
             | ErrorCode::ServerBusy
             | ErrorCode::Internal => Charge::Nobody,
         };
@@ -144,7 +146,10 @@ impl ApiError {
             | ErrorCode::HostPolicyDenied
             | ErrorCode::SessionTerminated
             | ErrorCode::ResetCountRegressed
+            | ErrorCode::TeeEvidenceInvalid
             | ErrorCode::AgentTerminated => StatusCode::FORBIDDEN,
+            // The enrollment says otherwise: the operator's configuration, not the request.
+            ErrorCode::EvidenceKindMismatch => StatusCode::CONFLICT,
         }
     }
 }

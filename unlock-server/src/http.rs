@@ -204,6 +204,7 @@ fn role_router(state: RoleState) -> Router {
         .route(v1::path::REGISTER, post(register))
         .route(v1::path::ACTIVATE, post(activate))
         .route(v1::path::REGISTER_IAK, post(register_iak))
+        .route(v1::path::REGISTER_SNP_VTPM, post(register_snp_vtpm))
         .route(v1::path::CHALLENGE, post(challenge))
         .route(v1::path::ATTEST, post(attest))
         .route(v1::PENDING_PATH, post(pending_submit))
@@ -352,6 +353,15 @@ async fn register(
     body: Body,
 ) -> Response {
     agent_json(&s, peer, body, RoleService::register).await
+}
+
+/// Registration of a confidential VM's vTPM (evidence kind `azure-snp-vtpm`).
+async fn register_snp_vtpm(
+    State(s): State<RoleState>,
+    peer: Option<Extension<Peer>>,
+    body: Body,
+) -> Response {
+    agent_json(&s, peer, body, RoleService::register_snp_vtpm).await
 }
 
 async fn activate(

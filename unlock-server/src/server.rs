@@ -18,9 +18,11 @@ use crate::config::{Config, RoleSet};
 use crate::http::{provider_router, router, AdminToken};
 use crate::net::{accept, open_files_limit, Edge, Limits};
 use crate::role::provider::{ProviderService, ProviderSettings};
+use crate::role::tee::TeeTrust;
 use crate::role::{RoleService, RoleSettings};
 use crate::secrets::load_or_create_hex;
 use crate::store::{DatabaseUrl, Store};
+use verifier_core::attester::amd::AmdRoots;
 
 /// Builds the roles this process serves, creating state on first start.
 pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
@@ -51,6 +53,7 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
         // No database and no master key: it stores nothing (see `provider_service`).
         RoleSet::Provider => &[],
     };
+    let amd_roots = load_amd_roots(config.amd_roots.as_ref())?;
     let mut out = Vec::new();
     for &role in roles {
         let name = role.as_str();
@@ -72,12 +75,32 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
             tracing::warn!(path = %key_path.display(), "created the {name} role's master key; back it up: without it the stored halves are lost");
         }
         let master = MasterKey::from_slice(&key).context("master key")?;
-        out.push(Arc::new(
-            RoleService::new(role, store, master, settings.clone())
-                .with_admission(admission.clone()),
-        ));
+        let mut service = RoleService::new(role, store, master, settings.clone())
+            .with_admission(admission.clone());
+        if let Some(roots) = &amd_roots {
+            service = service.with_tee_trust(TeeTrust::with_roots(roots.clone()));
+        }
+        out.push(Arc::new(service));
     }
     Ok(out)
+}
+
+/// The operator's AMD roots (`--amd-ark`, `--amd-ask`), checked now so that a bad file
+/// stops the start rather than every confidential VM's unlock.
+fn load_amd_roots(
+    files: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+) -> anyhow::Result<Option<AmdRoots>> {
+    let Some((ark, ask)) = files else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::PathBuf| {
+        std::fs::read(p).with_context(|| format!("reading AMD certificate {}", p.display()))
+    };
+    let (ark_pem, ask_pem) = (read(ark)?, read(ask)?);
+    let roots = AmdRoots::from_pems(&[("operator", &ark_pem, &ask_pem)])
+        .context("--amd-ark/--amd-ask: not PEM certificates")?;
+    tracing::warn!(ark = %ark.display(), "confidential VMs: VCEKs must chain to the configured AMD root, not the shipped ones");
+    Ok(Some(roots))
 }
 
 /// Loads EK CA certificates from files or directories (PEM bundles or DER).

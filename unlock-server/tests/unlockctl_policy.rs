@@ -214,3 +214,143 @@ fn broken_policy_and_evidence_files_say_where() {
         "{t}"
     );
 }
+
+/// `policy check --tee-capture` on the real Azure SEV-SNP vTPM capture: a policy pinning its
+/// launch measurement and TCB accepts it, a higher minimum TCB or another measurement is
+/// refused with the rule named, and a forged capture (one report byte) is not evaluated.
+#[test]
+fn check_on_a_confidential_vm_capture() {
+    let src = testdata().join("quote/trustee-az-snp-vtpm/evidence-v1.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&src).unwrap()).unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let hcl = b64
+        .decode(json["hcl_report"].as_str().unwrap().trim_end_matches('='))
+        .unwrap();
+    let report = &hcl[32..32 + 1184];
+    let measurement = hex::encode(&report[0x90..0xc0]);
+    let tcb = &report[0x180..0x188];
+    let (bl, tee, snp, ucode) = (tcb[0], tcb[1], tcb[6], tcb[7]);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |measurement: &str, snp_min: u8| {
+        let p = dir
+            .path()
+            .join(format!("p-{snp_min}-{}.json", &measurement[..4]));
+        std::fs::write(
+            &p,
+            format!(
+                r#"{{"version":1,"release_pcr":null,"snp":{{"measurements":["{measurement}"],"min_tcb":{{"bootloader":{bl},"tee":{tee},"snp":{snp_min},"microcode":{ucode}}}}}}}"#
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let run = |policy: &Path, capture: &Path| {
+        unlockctl(&[
+            "policy",
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--tee-capture",
+            capture.to_str().unwrap(),
+        ])
+    };
+    let out_text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let ok = run(&policy(&measurement, snp), &src);
+    assert!(ok.status.success(), "{}", out_text(&ok));
+    assert!(
+        out_text(&ok).contains("verdict: accepted"),
+        "{}",
+        out_text(&ok)
+    );
+    assert!(
+        out_text(&ok).contains("NOT that it is now"),
+        "{}",
+        out_text(&ok)
+    );
+
+    let low = run(&policy(&measurement, snp + 1), &src);
+    assert!(!low.status.success());
+    assert!(
+        out_text(&low).contains("FAIL  snp.min_tcb"),
+        "{}",
+        out_text(&low)
+    );
+
+    let other = run(&policy(&"ab".repeat(48), snp), &src);
+    assert!(!other.status.success());
+    assert!(
+        out_text(&other).contains("FAIL  snp.measurement"),
+        "{}",
+        out_text(&other)
+    );
+
+    // The same decisions in Rego, over the same claims, alone and beside the native policy.
+    let rego = |min: u8| {
+        let p = dir.path().join(format!("p-{min}.rego"));
+        std::fs::write(
+            &p,
+            format!(
+                "package unlock\n\ndefault allow := false\n\nallow if {{\n  input.snp.measurement == \"{measurement}\"\n  input.snp.reported_tcb.snp >= {min}\n  not input.snp.debug_allowed\n}}\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let run_rego = |rego: &Path, native: Option<&Path>| {
+        let mut args = vec![
+            "policy".to_owned(),
+            "check".to_owned(),
+            "--rego".to_owned(),
+            rego.display().to_string(),
+            "--tee-capture".to_owned(),
+            src.display().to_string(),
+        ];
+        if let Some(n) = native {
+            args.extend(["--policy".to_owned(), n.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        unlockctl(&args)
+    };
+    let ok = run_rego(&rego(snp), None);
+    assert!(ok.status.success(), "{}", out_text(&ok));
+    assert!(
+        out_text(&ok).contains("pass  rego.allow"),
+        "{}",
+        out_text(&ok)
+    );
+    let low = run_rego(&rego(snp + 1), Some(&policy(&measurement, snp)));
+    assert!(!low.status.success());
+    assert!(
+        out_text(&low).contains("FAIL  rego.allow"),
+        "{}",
+        out_text(&low)
+    );
+    assert!(
+        out_text(&low).contains("pass  snp.min_tcb"),
+        "{}",
+        out_text(&low)
+    );
+
+    // One byte of the report's measurement changed: the signature refuses the capture.
+    let mut forged_hcl = hcl.clone();
+    forged_hcl[32 + 0x90] ^= 1;
+    let mut forged = json.clone();
+    forged["hcl_report"] = serde_json::Value::String(b64.encode(&forged_hcl));
+    let forged_file = dir.path().join("forged.json");
+    std::fs::write(&forged_file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let bad = run(&policy(&measurement, snp), &forged_file);
+    assert!(!bad.status.success());
+    assert!(
+        out_text(&bad).contains("signature does not verify"),
+        "{}",
+        out_text(&bad)
+    );
+    assert!(!out_text(&bad).contains("verdict"), "{}", out_text(&bad));
+}

@@ -41,6 +41,8 @@ pub const SE_POLICY: u8 = 0x01;
 pub const ALG_NULL: u16 = 0x0010;
 /// TPM_ALG_ECDSA.
 pub const ALG_ECDSA: u16 = 0x0018;
+/// TPM_ALG_RSASSA (PKCS#1 v1.5): the scheme of an RSA AK such as an Azure vTPM's.
+pub const ALG_RSASSA: u16 = 0x0014;
 /// TPM_CAP_PCRS.
 pub const CAP_PCRS: u32 = 0x0000_0005;
 /// TPM_CAP_TPM_PROPERTIES.

@@ -87,6 +87,7 @@ fn every_fixture_round_trips() {
         "register_iak_request",
         "register_request",
         "register_response",
+        "snp_vtpm_register_request",
     ];
     let mut found: Vec<String> = std::fs::read_dir(fixture_dir())
         .unwrap()
@@ -117,6 +118,12 @@ fn every_fixture_round_trips() {
         1
     );
     let _: v1::DepositResponse = round_trip("deposit_response");
+    // An Azure SEV-SNP CVM's registration (the real captured HCL report and VCEK; the EK
+    // and AK public areas around the runtime data's HCLEkPub and HCLAkPub).
+    let snp: v1::SnpVtpmRegisterRequest = round_trip("snp_vtpm_register_request");
+    assert_eq!(snp.hcl_report.len(), 2600);
+    assert_eq!(&snp.hcl_report.as_bytes()[..4], b"HCLA");
+
     let act: ActivateRequest = round_trip("activate_request");
     assert_eq!(act.registration_id.as_str(), "reg_5f2b9c0e1a7d4e3b");
     let done: ActivateResponse = round_trip("activate_response");
@@ -155,6 +162,7 @@ fn every_fixture_round_trips() {
     // Admin API (unlockctl <-> a role), captured from a running server.
     let enroll: v1::EnrollRequest = round_trip("enroll_request");
     assert_eq!(enroll.agent_id, AgentId::of_ek(enroll.ek_pub.as_bytes()));
+    assert_eq!(enroll.evidence, v1::EvidenceKind::Tpm, "absent means tpm");
     let info: v1::EnrollmentInfo = round_trip("enrollment_info");
     assert_eq!(info.agent_id, enroll.agent_id);
     let list: v1::EnrollmentList = round_trip("enrollment_list");
@@ -279,6 +287,16 @@ fn oversize_fields_are_refused() {
             _ => v1::decode::<AttestRequest>(&body).unwrap_err(),
         };
         assert_eq!(err, ProtoError::TooLarge { field, len, max }, "{msg}.{key}");
+    }
+    for (key, max) in [("hcl_report", v1::MAX_HCL_REPORT), ("vcek", v1::MAX_VCEK)] {
+        let mut v = fixture_value("snp_vtpm_register_request");
+        v[key] = json!(base64_of(&vec![1u8; max + 1]));
+        let err =
+            v1::decode::<v1::SnpVtpmRegisterRequest>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(
+            matches!(err, ProtoError::TooLarge { len, .. } if len == max + 1),
+            "{key}: {err}"
+        );
     }
     let mut v = fixture_value("attest_request");
     v["ima_log"]["data"] = json!(base64_of(&vec![b'x'; v1::MAX_IMA_LOG + 1]));

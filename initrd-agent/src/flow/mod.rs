@@ -30,6 +30,7 @@
 mod error;
 mod iak;
 pub mod select;
+mod snp_vtpm;
 
 pub use select::pcr_banks;
 
@@ -55,7 +56,7 @@ use crate::http::{Client, HttpError};
 use crate::keyfile::write_key_file;
 use crate::logs::{read_event_log, read_ima_log};
 use crate::tpm::{Ak, AkHierarchy, Ek, Tpm};
-use verifier_core::proto::v1::ErrorCode;
+use verifier_core::proto::v1::{ErrorCode, EvidenceKind};
 
 /// The PCR IMA extends; the IMA list is only sent when the quote covers it (otherwise the
 /// server must refuse it as unverifiable).
@@ -153,6 +154,9 @@ where
 /// Unlocks: runs the whole protocol and writes the key. `started` is the process start, from
 /// which the overall budget (`config.timeout`) counts.
 pub fn unlock(config: &Config, steps: &mut Steps, started: Instant) -> Result<Unlocked, FlowError> {
+    if config.evidence == EvidenceKind::AzureSnpVtpm {
+        return snp_vtpm::unlock(config, steps, started);
+    }
     let deadline = started + config.timeout;
     let client = Client::new(config, deadline)?;
 
@@ -193,6 +197,9 @@ pub fn register(
     steps: &mut Steps,
     started: Instant,
 ) -> Result<AgentId, FlowError> {
+    if config.evidence == EvidenceKind::AzureSnpVtpm {
+        return snp_vtpm::register_only(config, steps, started);
+    }
     let client = Client::new(config, started + config.timeout)?;
     let mut tpm = Tpm::open(&config.tcti)?;
     if let Some(iak_config) = &config.iak {

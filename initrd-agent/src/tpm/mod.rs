@@ -51,6 +51,16 @@ pub const ECC_P384_EK_CERT_NV_INDEX: u32 = 0x01c0_0016;
 /// endorsement seed (CreatePrimary with the same template gives the same key).
 pub const AK_PERSISTENT_HANDLE: u32 = 0x8101_0020;
 
+/// The NV index holding the HCL report on Azure confidential VMs (the paravisor writes it
+/// at vTPM boot). Source: Microsoft's "Leverage virtual TPMs in Azure confidential VMs"
+/// (`tpm2_nvread -C o 0x01400001`) and its guest attestation samples (`HCL_REPORT_INDEX`).
+pub const HCL_REPORT_NV_INDEX: u32 = 0x0140_0001;
+
+/// The persistent handle of the vTPM's attestation key on Azure confidential VMs, the key
+/// whose public part the HCL report's runtime data carries as `HCLAkPub`. Source: the same
+/// samples (`AIK_PUB_INDEX`) and the `az-cvm-vtpm` crate (`VTPM_AK_HANDLE`).
+pub const VTPM_AK_HANDLE: u32 = 0x8100_0003;
+
 /// Which hierarchy a primary AK is derived in. The agent only ever uses the endorsement
 /// hierarchy; the owner hierarchy exists so tests can make the AK a server must refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +160,14 @@ pub enum TpmError {
     },
 }
 
+/// How many times one command is sent while the TPM answers "retry".
+const MAX_TPM_RETRIES: u32 = 5;
+
+/// TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: warnings that mean "send it again".
+fn is_retry(rc: u32) -> bool {
+    matches!(rc, 0x922 | 0x908 | 0x90a)
+}
+
 fn cmd(op: &'static str) -> impl FnOnce(ResponseError) -> TpmError {
     move |source| TpmError::Command { op, source }
 }
@@ -246,14 +264,27 @@ impl Tpm {
         decode: impl FnOnce(Option<u32>, &[u8]) -> Result<T, ResponseError>,
     ) -> Result<T, TpmError> {
         let bytes = command.marshal();
-        self.commands = self.commands.saturating_add(1);
-        let response = self
-            .transport
-            .transact(&bytes)
-            .map_err(|source| TpmError::Transport { op, source })?;
-        let parsed = tpm2::Response::parse(&response, command.code(), command.has_sessions())
-            .map_err(cmd(op))?;
-        decode(parsed.handle, parsed.params).map_err(cmd(op))
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.commands = self.commands.saturating_add(1);
+            let response = self
+                .transport
+                .transact(&bytes)
+                .map_err(|source| TpmError::Transport { op, source })?;
+            match tpm2::Response::parse(&response, command.code(), command.has_sessions()) {
+                // The TPM did not start the command and asks for it again (libtpms answers
+                // TPM_RC_RETRY to a first signature with a persistent RSA key): the same
+                // bytes again, a bounded number of times.
+                Err(ResponseError::Code(rc)) if is_retry(rc) && attempts < MAX_TPM_RETRIES => {
+                    continue
+                }
+                parsed => {
+                    let parsed = parsed.map_err(cmd(op))?;
+                    return decode(parsed.handle, parsed.params).map_err(cmd(op));
+                }
+            }
+        }
     }
 
     /// TPM2_CreatePrimary of `template` in `hierarchy` with the empty password; returns the
@@ -327,45 +358,82 @@ impl Tpm {
     /// Reads the EK certificate (DER) from its NV index, or `None` when the TPM has none.
     pub fn read_ek_cert(&mut self, kind: EkKind) -> Result<Option<Vec<u8>>, TpmError> {
         let index = kind.cert_nv_index();
+        self.read_nv(
+            index,
+            index,
+            ("NV_ReadPublic (EK certificate)", "NV_Read (EK certificate)"),
+        )
+    }
+
+    /// Reads an Azure confidential VM's HCL report (header, SNP report, runtime data) from
+    /// the vTPM's NV index [`HCL_REPORT_NV_INDEX`], with owner authorization (empty), as
+    /// Azure's guest attestation tools do; `None` when the index does not exist (not an
+    /// Azure CVM). The agent does not parse it: the server verifies it.
+    pub fn read_hcl_report(&mut self) -> Result<Option<Vec<u8>>, TpmError> {
+        self.read_nv(
+            HCL_REPORT_NV_INDEX,
+            RH_OWNER,
+            ("NV_ReadPublic (HCL report)", "NV_Read (HCL report)"),
+        )
+    }
+
+    /// The vTPM's AK at [`VTPM_AK_HANDLE`] (made by the Azure paravisor, named in the HCL
+    /// report), if there is a key there. Never flushed.
+    pub fn vtpm_ak(&mut self) -> Result<Option<Ak>, TpmError> {
+        Ok(self.read_public(VTPM_AK_HANDLE)?.map(|k| Ak {
+            handle: VTPM_AK_HANDLE,
+            public: k.public,
+            name: k.name,
+            persistent: true,
+        }))
+    }
+
+    /// Reads a whole NV index in chunks of the TPM's NV buffer size, authorizing with
+    /// `auth` (the index itself or the owner, password empty); `None` when the index does
+    /// not exist.
+    fn read_nv(
+        &mut self,
+        index: u32,
+        auth: u32,
+        (what_public, what_read): (&'static str, &'static str),
+    ) -> Result<Option<Vec<u8>>, TpmError> {
         let c = Command::new(CommandCode::NvReadPublic).handle(index);
-        let size = match self.run("NV_ReadPublic (EK certificate)", &c, |_, p| {
+        let size = match self.run(what_public, &c, |_, p| {
             tpm2::nv_read_public_response(p, index)
         }) {
             Ok(size) => usize::from(size),
-            // No such index: this TPM was provisioned without a certificate.
+            // No such index (a TPM provisioned without a certificate; not an Azure CVM).
             Err(TpmError::Command { source, .. }) if source.is_missing_handle() => return Ok(None),
             Err(e) => return Err(e),
         };
         let chunk = self.nv_buffer_max();
-        let mut cert = Vec::with_capacity(size);
-        while cert.len() < size {
-            let len = chunk.min(size - cert.len());
-            let (len16, offset) = match (u16::try_from(len), u16::try_from(cert.len())) {
+        let mut data = Vec::with_capacity(size);
+        while data.len() < size {
+            let len = chunk.min(size - data.len());
+            let (len16, offset) = match (u16::try_from(len), u16::try_from(data.len())) {
                 (Ok(l), Ok(o)) => (l, o),
                 _ => {
                     return Err(TpmError::BadOutput {
-                        what: "NV_ReadPublic (EK certificate)",
+                        what: what_public,
                         reason: "the index is larger than an NV read can address",
                     })
                 }
             };
             let mut c = Command::new(CommandCode::NvRead)
-                .handle(index)
+                .handle(auth)
                 .handle(index)
                 .auth(Auth::password());
             c.params().u16(len16).u16(offset);
-            let part = self.run("NV_Read (EK certificate)", &c, |_, p| {
-                tpm2::nv_read_response(p)
-            })?;
+            let part = self.run(what_read, &c, |_, p| tpm2::nv_read_response(p))?;
             if part.is_empty() || part.len() > len {
                 return Err(TpmError::BadOutput {
-                    what: "NV_Read (EK certificate)",
+                    what: what_read,
                     reason: "returned a chunk of the wrong size",
                 });
             }
-            cert.extend_from_slice(&part);
+            data.extend_from_slice(&part);
         }
-        Ok(Some(cert))
+        Ok(Some(data))
     }
 
     /// Creates and loads an ECC P-256 AK (restricted, sign, fixedTPM, fixedParent,

@@ -6,8 +6,8 @@
 //! is sent. A quote that does not verify here would not verify on the server either.
 
 use verifier_core::quote::{verify_quote, AkPublic, VerifyError};
-use verifier_core::tpm2::{self, Auth, Command, CommandCode, ALG_ECDSA};
-use verifier_core::wire::{Attest, HashAlg, PcrSelection, PcrValues, Public, Signature};
+use verifier_core::tpm2::{self, Auth, Command, CommandCode, ALG_ECDSA, ALG_RSASSA};
+use verifier_core::wire::{Attest, HashAlg, PcrSelection, PcrValues, Public, PublicKey, Signature};
 
 use super::{Ak, Tpm, TpmError};
 
@@ -30,19 +30,25 @@ pub struct QuotedPcrs {
 }
 
 impl Tpm {
-    /// TPM2_Quote over `selection` with `ak`, ECDSA-SHA256, qualifyingData = `extra_data`.
+    /// TPM2_Quote over `selection` with `ak`, SHA-256 with the AK's kind of signature
+    /// (ECDSA for the agent's own ECC AK, RSASSA for an RSA AK such as an Azure vTPM's),
+    /// qualifyingData = `extra_data`.
     pub fn quote(
         &mut self,
         ak: &Ak,
         extra_data: &[u8; 32],
         selection: &PcrSelection,
     ) -> Result<Quote, TpmError> {
+        let scheme = match Public::parse(ak.public()) {
+            Ok(p) if matches!(p.key(), PublicKey::Rsa { .. }) => ALG_RSASSA,
+            _ => ALG_ECDSA,
+        };
         let mut c = Command::new(CommandCode::Quote)
             .handle(ak.handle)
             .auth(Auth::password());
         let p = c.params();
         p.tpm2b(extra_data)
-            .u16(ALG_ECDSA)
+            .u16(scheme)
             .u16(HashAlg::Sha256.to_tpm());
         selection.write(p);
         let q = self.run("Quote", &c, |_, p| tpm2::quote_response(p))?;

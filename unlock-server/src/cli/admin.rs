@@ -9,7 +9,7 @@ use clap::Args;
 use verifier_core::keysplit::{enroll_material, MAX_PAYLOAD_LEN};
 use verifier_core::policy::{Policy, PolicyDocument};
 use verifier_core::proto::v1::{
-    admin_path, AgentId, EnrollRequest, EnrollmentInfo, EnrollmentList,
+    admin_path, AgentId, EnrollRequest, EnrollmentInfo, EnrollmentList, EvidenceKind,
 };
 use verifier_core::proto::Base64Bytes;
 use verifier_core::wire::Public;
@@ -40,6 +40,12 @@ pub struct EnrollOptions {
     /// Boots allowed in the enrollment's lifetime (default: unbounded).
     #[arg(long)]
     pub max_boots: Option<u32>,
+    /// How the machine's AK is trusted: `tpm` (EK certificate and MakeCredential) or
+    /// `snp-vtpm` (alias `azure-snp-vtpm`: an Azure SEV-SNP confidential VM, whose vTPM AK
+    /// the CPU's attestation report vouches for through the HCL report). The roles refuse
+    /// a registration of the other kind.
+    #[arg(long, default_value = "tpm")]
+    pub evidence: EvidenceKind,
 }
 
 /// `unlockctl enroll`.
@@ -167,6 +173,7 @@ pub fn enroll_bytes(opts: &EnrollOptions, ek: Vec<u8>, payload: &[u8]) -> anyhow
         max_boots: opts.max_boots,
         share: Base64Bytes::new(share.to_vec()),
         payload_ct,
+        evidence: opts.evidence,
     };
     let _: EnrollmentInfo = verifier.post(
         admin_path::ENROLLMENTS,

@@ -2,7 +2,8 @@
 //!
 //! `learn` and `check` work offline on evidence captured with `initrd-agent evidence --out
 //! FILE` (no server, no quote: the logs are replayed against the captured PCRs, the quote's
-//! signature is not checked). The others manage named policies on both roles; `update`
+//! signature is not checked); `check --tee-capture` on a confidential VM's capture (Azure
+//! SEV-SNP vTPM: report, chain and quote signature verified, not fresh). The others manage named policies on both roles; `update`
 //! adds a version without moving any enrollment, and `apply` shows what changes for each
 //! machine before it moves them.
 
@@ -11,8 +12,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use verifier_core::attester::amd::AmdRoots;
+use verifier_core::attester::capture::CheckedAzureCapture;
+use verifier_core::policy::rego::RegoPolicy;
 use verifier_core::policy::{
-    learn, LearnMode, LearnOptions, Policy, PolicyDocument, UnverifiedCapture,
+    learn, Claims, Evaluator, LearnMode, LearnOptions, Policy, PolicyDocument, RuleOutcome,
+    UnverifiedCapture,
 };
 use verifier_core::proto::v1::{
     admin_path, AgentId, CapturedEvidence, Id, PolicyApplyRequest, PolicyApplyResponse,
@@ -162,11 +167,27 @@ pub(super) struct LearnArgs {
 #[derive(Debug, Args)]
 pub(super) struct CheckArgs {
     /// Policy file (JSON).
+    #[arg(long, required_unless_present = "rego")]
+    policy: Option<PathBuf>,
+    /// A Rego policy (`package unlock`, rule `allow`, optional set `deny`) evaluated over the
+    /// same claims, beside --policy or alone; the evidence is accepted only if every policy
+    /// given accepts it. The input document is described in docs/policy.md ("Rego").
     #[arg(long)]
-    policy: PathBuf,
+    rego: Option<PathBuf>,
     /// Evidence file (`initrd-agent evidence --out FILE`).
+    #[arg(
+        long,
+        required_unless_present = "tee_capture",
+        conflicts_with = "tee_capture"
+    )]
+    evidence: Option<PathBuf>,
+    /// A confidential VM's captured evidence instead: Azure SEV-SNP vTPM, in the JSON of
+    /// Trustee's `az-snp-vtpm` attester (HCL report, VCEK, quote, PCRs). Its VCEK chain (to
+    /// the shipped AMD roots), report, runtime data and quote signature are verified; the
+    /// policy's `snp` section is evaluated on the report's claims. Not fresh: the quote is
+    /// bound to the capturer's nonce.
     #[arg(long)]
-    evidence: PathBuf,
+    tee_capture: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -317,24 +338,73 @@ fn learn_cmd(a: &LearnArgs) -> anyhow::Result<()> {
 }
 
 fn check_cmd(a: &CheckArgs) -> anyhow::Result<()> {
-    let policy = read_policy_file(&a.policy)?;
-    let evidence = read_evidence(&a.evidence)?;
-    let capture =
-        UnverifiedCapture::check(&evidence).with_context(|| format!("{}", a.evidence.display()))?;
-    let report = policy.check(&capture.claims());
+    let policy = a.policy.as_deref().map(read_policy_file).transpose()?;
+    let rego = match &a.rego {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            Some(RegoPolicy::new(&p.display().to_string(), &text)?)
+        }
+        None => None,
+    };
+    // Every policy given, over the same claims: the native rules' outcomes, then Rego's.
+    let evaluate = |claims: &Claims<'_>| {
+        let mut report = policy.as_ref().map(|p| p.check(claims)).unwrap_or_default();
+        if let Some(r) = &rego {
+            let verdict = r.evaluate_claims(claims);
+            if verdict.accepted() {
+                report.outcomes.push(RuleOutcome {
+                    rule: "rego.allow".into(),
+                    passed: true,
+                    detail: "allow is true and deny is empty".into(),
+                });
+            }
+            for f in verdict.failures {
+                report.outcomes.push(RuleOutcome {
+                    rule: f.rule,
+                    passed: false,
+                    detail: f.reason,
+                });
+            }
+        }
+        report
+    };
+    let (report, quote_checked, note) = match (&a.evidence, &a.tee_capture) {
+        (_, Some(path)) => {
+            let json =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let roots = AmdRoots::shipped().context("the shipped AMD roots")?;
+            let capture = CheckedAzureCapture::check(&json, &roots, std::time::SystemTime::now())
+                .with_context(|| format!("{}", path.display()))?;
+            (
+                evaluate(&Claims::unverified_from_capture_azure(&capture)),
+                true,
+                "offline check of a confidential VM's capture: VCEK chain, SEV-SNP report, HCL runtime data and quote signature verified; the quote is bound to the capturer's nonce, so this proves what the VM was, NOT that it is now",
+            )
+        }
+        (Some(path), None) => {
+            let evidence = read_evidence(path)?;
+            let capture = UnverifiedCapture::check(&evidence)
+                .with_context(|| format!("{}", path.display()))?;
+            (
+                evaluate(&capture.claims()),
+                false,
+                "offline check: the logs replay to the captured PCRs; there is no quote, so its signature, nonce and clock are NOT checked",
+            )
+        }
+        (None, None) => bail!("give --evidence or --tee-capture"),
+    };
     if a.json {
         println!(
             "{}",
             serde_json::json!({
-                "quote_signature_checked": false,
+                "quote_signature_checked": quote_checked,
                 "accepted": report.accepted(),
                 "outcomes": report.outcomes,
             })
         );
     } else {
-        println!(
-            "offline check: the logs replay to the captured PCRs; there is no quote, so its signature, nonce and clock are NOT checked"
-        );
+        println!("{note}");
         let width = report
             .outcomes
             .iter()

@@ -50,7 +50,7 @@ impl RoleService {
             .wrap_share(&share, &wrap_context(self.role.as_str(), agent_id))
             .map_err(ApiError::internal)?;
         let policy = serde_json::to_string(&req.policy).map_err(ApiError::internal)?;
-        let result = self.store.enroll_pinned(
+        let result = self.store.enroll_as(
             &NewEnrollment {
                 agent_id: agent_id.to_owned(),
                 ek_pub: req.ek_pub.as_bytes().to_vec(),
@@ -63,6 +63,7 @@ impl RoleService {
             req.policy_ref
                 .as_ref()
                 .map(|r| (r.name.as_str(), r.version)),
+            req.evidence,
             now,
         );
         match result {

@@ -8,8 +8,8 @@ use verifier_core::makecred::make_credential;
 use verifier_core::policy::{Evaluator, Policy};
 use verifier_core::proto::v1::{
     verify_activation_proof, ActivateRequest, ActivateResponse, AgentId, AttestRequest,
-    AttestResponse, ChallengeRequest, ChallengeResponse, ErrorCode, PcrSelection, Role, Sealed,
-    SessionInfo,
+    AttestResponse, ChallengeRequest, ChallengeResponse, ErrorCode, EvidenceKind, PcrSelection,
+    Role, Sealed, SessionInfo,
 };
 use verifier_core::proto::v1::{RegisterRequest, RegisterResponse};
 use verifier_core::proto::Base64Bytes;
@@ -52,6 +52,8 @@ impl RoleService {
                 ));
             }
         }
+        // A confidential VM's enrollment takes its own registration (`role/tee.rs`).
+        self.require_evidence_kind(agent_id.as_str(), EvidenceKind::Tpm)?;
         let ak_public = Public::parse(req.ak_pub.as_bytes())
             .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ak_pub: {e}")))?;
         let ak = AkPublic::try_from(ak_public)
@@ -414,26 +416,41 @@ impl RoleService {
                 })?),
                 None => None,
             };
+        let submitted = Submitted {
+            attest: req.quote.as_bytes(),
+            signature: &signature,
+            pcrs: &pcrs,
+            nk_pub: nk.as_bytes(),
+            proof: &proof,
+            event_log: req.event_log.as_ref().map(Base64Bytes::as_bytes),
+            ima_log: ima.as_ref(),
+        };
+        let ek = Public::parse(&enrollment.ek_pub).map_err(ApiError::internal)?;
+        let policy = Policy::from_json(&enrollment.policy).map_err(ApiError::internal)?;
+        // The verifier is picked by the evidence kind the enrollment declares.
+        match self.store.evidence_kind(&ch.agent_id)? {
+            EvidenceKind::Tpm => {}
+            EvidenceKind::AzureSnpVtpm => {
+                let reset_count = self.validate_snp_vtpm(ch, ak, &ek, submitted, &policy)?;
+                return Ok((reset_count, nk));
+            }
+            other => {
+                return Err(ApiError::internal(format!(
+                    "no verifier for evidence kind {other}"
+                )))
+            }
+        }
         let validated = evidence::validate(
             Expected {
                 ak,
                 nonce: &ch.nonce,
             },
-            Submitted {
-                attest: req.quote.as_bytes(),
-                signature: &signature,
-                pcrs: &pcrs,
-                nk_pub: nk.as_bytes(),
-                proof: &proof,
-                event_log: req.event_log.as_ref().map(Base64Bytes::as_bytes),
-                ima_log: ima.as_ref(),
-            },
+            submitted,
         )
         .map_err(|e| validation_error(&e))?;
         // The resetCount names the boot session only for an AK in the endorsement hierarchy
         // (elsewhere clockInfo is obfuscated), and activation with the EK does not prove the
         // hierarchy: the signed qualifiedSigner does.
-        let ek = Public::parse(&enrollment.ek_pub).map_err(ApiError::internal)?;
         if !validated.quote().signed_in_endorsement_hierarchy(Some(&ek)) {
             return Err(ApiError::new(
                 ErrorCode::AkNotAcceptable,
@@ -442,7 +459,6 @@ impl RoleService {
             )
             .by_agent());
         }
-        let policy = Policy::from_json(&enrollment.policy).map_err(ApiError::internal)?;
         let verdict = policy.evaluate(&validated);
         if !verdict.accepted() {
             return Err(ApiError::new(ErrorCode::PolicyDenied, verdict.to_string()).by_agent());

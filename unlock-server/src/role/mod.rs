@@ -17,6 +17,8 @@ mod iak;
 mod pending;
 mod policies;
 pub mod provider;
+/// Confidential VMs: SEV-SNP vTPM registration and its attest-time verifier.
+pub mod tee;
 /// Challenge ids that are authenticated tickets (no write to issue one).
 pub mod ticket;
 
@@ -58,6 +60,7 @@ pub struct RoleService {
     settings: RoleSettings,
     metrics: RoleMetrics,
     admission: Arc<admission::Admission>,
+    tee: tee::TeeTrust,
 }
 
 impl RoleService {
@@ -71,7 +74,16 @@ impl RoleService {
             settings,
             metrics: RoleMetrics::default(),
             admission: Arc::default(),
+            tee: tee::TeeTrust::shipped(),
         }
+    }
+
+    /// The same role trusting `trust`'s AMD roots for confidential VMs instead of the
+    /// shipped ones (the operator's `--amd-roots`).
+    #[must_use]
+    pub fn with_tee_trust(mut self, trust: tee::TeeTrust) -> Self {
+        self.tee = trust;
+        self
     }
 
     /// The role with these auto-enrollment rules (without: off).

@@ -25,11 +25,13 @@ mod pg;
 mod policies;
 mod purge;
 mod sqlite;
+mod tee;
 mod types;
 
 use std::path::{Path, PathBuf};
 
 use db::{args, Conn, Row};
+use verifier_core::proto::v1::EvidenceKind;
 
 pub use admission::{Admission, AdmissionBudget, Admitted, NewAdmission};
 pub use audit::{Actor, MAX_PAGE as AUDIT_PAGE};
@@ -37,6 +39,7 @@ pub use dashboard::AttemptBucket;
 pub use pending::{PendingRow, Submitted};
 pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
 pub use purge::{PurgeCounts, PurgePolicy};
+pub use tee::TeeEvidence;
 pub use types::*;
 
 /// Where a role's data lives.
@@ -258,7 +261,22 @@ impl Store {
         policy_ref: Option<(&str, u32)>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let r = self.write(|c| insert_enrollment(c, e, policy_ref, None, now));
+        self.enroll_as(e, policy_ref, EvidenceKind::Tpm, now)
+    }
+
+    /// [`Self::enroll_pinned`] declaring the evidence kind the machine will present (the
+    /// kind is written in the same transaction as the enrollment).
+    pub fn enroll_as(
+        &self,
+        e: &NewEnrollment,
+        policy_ref: Option<(&str, u32)>,
+        evidence: EvidenceKind,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let r = self.write(|c| {
+            insert_enrollment(c, e, policy_ref, None, now)?;
+            tee::declare(c, &e.agent_id, evidence)
+        });
         match r {
             Err(err) if err.is_unique_violation() => {
                 Err(StoreError::AlreadyEnrolled(e.agent_id.clone()))
@@ -415,6 +433,7 @@ impl Store {
                 "challenges",
                 "registrations",
                 "iak_bindings",
+                "tee_enrollments",
             ] {
                 c.execute(
                     &format!("DELETE FROM {table} WHERE agent_id = ?1"),

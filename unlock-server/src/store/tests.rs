@@ -1441,3 +1441,55 @@ both!(
 /// Auto-enrollment admissions and deposits (`store/admission.rs`), on both backends.
 #[path = "admission_tests.rs"]
 mod admission_tests;
+// Confidential VMs: the evidence kind is written with the enrollment (none for `tpm`), a
+// TEE pin stores the report and refuses another AK like an activation does, refuses a
+// `tpm` enrollment, and a delete forgets the kind and the report.
+both!(tee_kind_pin_and_evidence, |db| {
+    use verifier_core::proto::v1::EvidenceKind;
+    let s = db.open();
+    let e = |agent: &str| NewEnrollment {
+        agent_id: agent.into(),
+        ek_pub: vec![1],
+        policy: "{}".into(),
+        max_attestations: 1,
+        max_boots: None,
+        share_wrapped: vec![9; 48],
+        payload_ct: None,
+    };
+    let cvm = "c".repeat(64);
+    let tpm = "d".repeat(64);
+    s.enroll_as(&e(&cvm), None, EvidenceKind::AzureSnpVtpm, 1)
+        .unwrap();
+    s.enroll_as(&e(&tpm), None, EvidenceKind::Tpm, 1).unwrap();
+    assert_eq!(s.evidence_kind(&cvm).unwrap(), EvidenceKind::AzureSnpVtpm);
+    assert_eq!(s.evidence_kind(&tpm).unwrap(), EvidenceKind::Tpm);
+    assert_eq!(
+        s.tee_evidence(&cvm).unwrap(),
+        None,
+        "nothing registered yet"
+    );
+    let ev = |b: u8, at: i64| TeeEvidence {
+        hcl_report: vec![b; 10],
+        vcek: vec![b; 5],
+        registered_at: at,
+    };
+    assert!(s.pin_tee_ak(&cvm, &[1], &[11], &ev(1, 5)).unwrap());
+    assert_eq!(s.tee_evidence(&cvm).unwrap(), Some(ev(1, 5)));
+    assert_eq!(s.activated_ak(&cvm, &[1]).unwrap(), Some(vec![11]));
+    // The same AK again (next registration): the newer report is kept.
+    assert!(s.pin_tee_ak(&cvm, &[1], &[11], &ev(2, 6)).unwrap());
+    assert_eq!(s.tee_evidence(&cvm).unwrap(), Some(ev(2, 6)));
+    // Another AK: refused, nothing changed.
+    assert!(!s.pin_tee_ak(&cvm, &[2], &[12], &ev(3, 7)).unwrap());
+    assert_eq!(s.tee_evidence(&cvm).unwrap(), Some(ev(2, 6)));
+    assert_eq!(s.activated_ak(&cvm, &[2]).unwrap(), None);
+    // A `tpm` enrollment takes no TEE pin.
+    assert!(matches!(
+        s.pin_tee_ak(&tpm, &[1], &[11], &ev(1, 5)),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.activated_ak(&tpm, &[1]).unwrap(), None);
+    s.delete(&cvm, 8).unwrap();
+    assert_eq!(s.evidence_kind(&cvm).unwrap(), EvidenceKind::Tpm);
+    assert_eq!(s.tee_evidence(&cvm).unwrap(), None);
+});

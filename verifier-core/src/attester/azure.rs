@@ -185,6 +185,10 @@ pub enum AzureError {
     /// The AK in the runtime data is not a usable key.
     #[error("HCL AK: {0}")]
     Ak(#[from] AkError),
+    /// The key presented is not the one the runtime data names (`HCLAkPub` for the AK,
+    /// `HCLEkPub` for the EK): a genuine report of another vTPM, or a swapped key.
+    #[error("the {0} presented is not the HCL runtime data's {1}")]
+    KeyNotVouched(&'static str, &'static str),
 }
 
 /// An HCL report whose SNP report verified and whose runtime data it binds: the vTPM AK
@@ -193,6 +197,9 @@ pub enum AzureError {
 pub struct VerifiedHclReport {
     snp: VerifiedSnpReport,
     ak: AkPublic,
+    /// `HCLEkPub` (RSA modulus without leading zeros, exponent), when the runtime data has
+    /// exactly one.
+    ek: Option<(Vec<u8>, u32)>,
     vm_configuration: VmConfiguration,
     user_data: Option<String>,
 }
@@ -217,22 +224,19 @@ impl VerifiedHclReport {
     /// True when `public` (the TPMT_PUBLIC an agent read from the AK handle) is the key the
     /// report vouches for: same RSA modulus and exponent.
     pub fn ak_matches(&self, public: &Public) -> bool {
-        match (self.ak.public().key(), public.key()) {
-            (
-                PublicKey::Rsa {
-                    modulus: a,
-                    exponent: ea,
-                    ..
-                },
-                PublicKey::Rsa {
-                    modulus: b,
-                    exponent: eb,
-                    ..
-                },
-            ) => {
-                let norm = |e: &u32| if *e == 0 { 65537 } else { *e };
-                a == b && norm(ea) == norm(eb)
-            }
+        match (rsa_key(self.ak.public()), rsa_key(public)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// True when `public` (the vTPM EK's TPMT_PUBLIC, whose hash is the agent id) is the
+    /// runtime data's `HCLEkPub`: the report then names the machine's identity too, so a
+    /// genuine report of one CVM cannot register under another CVM's enrollment. False
+    /// when the runtime data has no `HCLEkPub`.
+    pub fn ek_matches(&self, public: &Public) -> bool {
+        match (&self.ek, rsa_key(public)) {
+            (Some((n, e)), Some((m, f))) => n.as_slice() == m && *e == f,
             _ => false,
         }
     }
@@ -261,39 +265,70 @@ pub fn verify_hcl_report(
         ));
     };
     let ak = ak_from_jwk(jwk)?;
+    let mut eks = runtime.keys.iter().filter(|k| k.kid == "HCLEkPub");
+    let ek = match (eks.next(), eks.next()) {
+        (Some(jwk), None) => Some(rsa_from_jwk(jwk, "HCLEkPub")?),
+        _ => None,
+    };
     Ok(VerifiedHclReport {
         snp,
         ak,
+        ek,
         vm_configuration: runtime.vm_configuration.unwrap_or_default(),
         user_data: runtime.user_data,
     })
 }
 
-fn ak_from_jwk(jwk: &Jwk) -> Result<AkPublic, AzureError> {
+/// An RSA public key as (modulus without leading zeros, exponent with 0 read as 65537),
+/// the form in which two keys are compared.
+fn rsa_key(public: &Public) -> Option<(&[u8], u32)> {
+    match public.key() {
+        PublicKey::Rsa {
+            modulus, exponent, ..
+        } => {
+            let start = modulus
+                .iter()
+                .position(|b| *b != 0)
+                .unwrap_or(modulus.len());
+            let e = if *exponent == 0 { 65537 } else { *exponent };
+            Some((modulus.get(start..).unwrap_or_default(), e))
+        }
+        _ => None,
+    }
+}
+
+/// The RSA key of a JWK: (modulus without leading zeros, exponent).
+fn rsa_from_jwk(jwk: &Jwk, what: &str) -> Result<(Vec<u8>, u32), AzureError> {
     use base64::Engine as _;
     if jwk.kty != "RSA" {
         return Err(AzureError::RuntimeData(format!(
-            "HCLAkPub has kty {:?}, expected RSA",
+            "{what} has kty {:?}, expected RSA",
             jwk.kty
         )));
     }
-    let b64 = |v: &Option<String>, what: &str| -> Result<Vec<u8>, AzureError> {
+    let b64 = |v: &Option<String>, field: &str| -> Result<Vec<u8>, AzureError> {
         let s = v
             .as_deref()
-            .ok_or_else(|| AzureError::RuntimeData(format!("HCLAkPub has no {what}")))?;
+            .ok_or_else(|| AzureError::RuntimeData(format!("{what} has no {field}")))?;
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(s.trim_end_matches('='))
-            .map_err(|_| AzureError::RuntimeData(format!("HCLAkPub {what} is not base64url")))
+            .map_err(|_| AzureError::RuntimeData(format!("{what} {field} is not base64url")))
     };
     let n = b64(&jwk.n, "n")?;
     let e = b64(&jwk.e, "e")?;
     let n = n
         .get(n.iter().position(|b| *b != 0).unwrap_or(n.len())..)
-        .unwrap_or_default();
-    if e.is_empty() || e.len() > 4 {
-        return Err(AkError::InvalidKey("RSA exponent").into());
+        .unwrap_or_default()
+        .to_vec();
+    if e.is_empty() || e.len() > 4 || n.is_empty() {
+        return Err(AkError::InvalidKey("RSA exponent or modulus").into());
     }
     let exponent = e.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+    Ok((n, exponent))
+}
+
+fn ak_from_jwk(jwk: &Jwk) -> Result<AkPublic, AzureError> {
+    let (n, exponent) = rsa_from_jwk(jwk, "HCLAkPub")?;
     let key_bits = u16::try_from(n.len() * 8).map_err(|_| AkError::UnsupportedKey("RSA size"))?;
     // The JWK carries only the key. The public area around it is the restricted signing
     // template every AK has; its attributes are asserted by the HCL (which created the key

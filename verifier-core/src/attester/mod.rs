@@ -23,8 +23,6 @@ pub mod azure;
 pub mod capture;
 pub mod snp;
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -32,61 +30,12 @@ use serde::Serialize;
 use crate::evidence::{validate, Expected, Submitted, ValidatedEvidence, ValidationError};
 use crate::policy::Claims;
 use crate::proto::v1::ErrorCode;
+pub use crate::proto::v1::{EvidenceKind, UnknownEvidenceKind};
 use crate::quote::AkPublic;
 
 use amd::{AmdRoots, VcekError};
 use azure::{AzureError, VerifiedHclReport, VmConfiguration};
 use snp::{TcbVersion, VerifiedSnpReport};
-
-/// The kind of evidence an enrollment declares; the server picks the verifier by it.
-/// Serialized as its name (`"tpm"`, `"azure-snp-vtpm"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum EvidenceKind {
-    /// A TPM 2.0 quote by an AK activated with the enrolled EK (MakeCredential).
-    Tpm,
-    /// An Azure SEV-SNP confidential VM: vTPM quote by the AK in the HCL report.
-    AzureSnpVtpm,
-}
-
-impl EvidenceKind {
-    /// The name used in enrollments and configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tpm => "tpm",
-            Self::AzureSnpVtpm => "azure-snp-vtpm",
-        }
-    }
-
-    /// Whether registration proves the AK with MakeCredential against an EK. For a vTPM
-    /// bound to a CPU report the report proves the AK instead.
-    pub fn needs_make_credential(self) -> bool {
-        matches!(self, Self::Tpm)
-    }
-}
-
-impl fmt::Display for EvidenceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An evidence kind name this build does not know.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown evidence kind {0:?} (known: tpm, azure-snp-vtpm)")]
-pub struct UnknownEvidenceKind(pub String);
-
-impl FromStr for EvidenceKind {
-    type Err = UnknownEvidenceKind;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tpm" => Ok(Self::Tpm),
-            "azure-snp-vtpm" => Ok(Self::AzureSnpVtpm),
-            other => Err(UnknownEvidenceKind(other.to_owned())),
-        }
-    }
-}
 
 /// What the verifier sends the attester: its nonce and, for attesters that need them,
 /// parameters of the verifier's making (opaque bytes whose meaning the verifier defines).
@@ -208,21 +157,21 @@ pub enum AzureSnpVtpmError {
 }
 
 impl AzureSnpVtpmError {
-    /// The protocol's refusal code, decided here once and exhaustively (existing codes, so
-    /// a server's exhaustive matches on [`ErrorCode`] stay as they are): an untrusted VCEK is
-    /// an untrusted endorsement (`ek_cert_untrusted`); a report that is malformed, not
-    /// genuine or does not vouch for the AK makes the AK unacceptable (`ak_not_acceptable`);
-    /// the quote's own failures keep their codes.
+    /// The protocol's refusal code, decided here once and exhaustively: a VCEK that does
+    /// not chain, a report that is not genuine or does not vouch for the AK are
+    /// `tee_evidence_invalid` (a malformed HCL report is a malformed request); the quote's
+    /// own failures keep their codes.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Vcek(_) => ErrorCode::EkCertUntrusted,
+            Self::Vcek(_) => ErrorCode::TeeEvidenceInvalid,
             Self::Report(r) => match r {
                 AzureError::Parse(_) => ErrorCode::MalformedRequest,
                 AzureError::NotSnp
                 | AzureError::Snp(_)
                 | AzureError::RuntimeDataNotBound
                 | AzureError::RuntimeData(_)
-                | AzureError::Ak(_) => ErrorCode::AkNotAcceptable,
+                | AzureError::Ak(_)
+                | AzureError::KeyNotVouched(..) => ErrorCode::TeeEvidenceInvalid,
             },
             Self::Quote(q) => q.code(),
         }
@@ -249,6 +198,62 @@ pub struct AzureSnpVtpmVerifier<'r> {
     /// Verified VCEKs to reuse (the chain's RSA work once per chip and TCB); `None` verifies
     /// the chain on every attestation.
     pub cache: Option<&'r amd::VcekCache>,
+}
+
+impl AzureSnpVtpmVerifier<'_> {
+    /// The registration check: the VCEK chain, the HCL report (SNP report signature, chip,
+    /// TCB, runtime-data hash), then that the keys the agent presents are the runtime
+    /// data's: `ak` (the TPMT_PUBLIC at the vTPM's AK handle, the key the server pins) must
+    /// be `HCLAkPub` and `ek` (whose hash is the agent id) must be `HCLEkPub`. No nonce: the
+    /// report is the vTPM's boot-time statement, freshness comes from each quote.
+    pub fn verify_registration(
+        &self,
+        hcl_report: &[u8],
+        vcek: &[u8],
+        ak: &crate::wire::Public,
+        ek: &crate::wire::Public,
+    ) -> Result<VerifiedHclReport, AzureSnpVtpmError> {
+        let vcek = match self.cache {
+            Some(cache) => self.roots.verify_vcek_cached(cache, vcek, self.now)?,
+            None => self.roots.verify_vcek(vcek, &[], self.now)?,
+        };
+        let hcl = azure::verify_hcl_report(hcl_report, &vcek)?;
+        if !hcl.ak_matches(ak) {
+            return Err(AzureError::KeyNotVouched("AK", "HCLAkPub").into());
+        }
+        if !hcl.ek_matches(ek) {
+            return Err(AzureError::KeyNotVouched("EK", "HCLEkPub").into());
+        }
+        Ok(hcl)
+    }
+
+    /// The attest check for an AK pinned at registration: [`Self::verify_registration`] on
+    /// the stored HCL report and VCEK (re-checked now, so an expired VCEK or a changed root
+    /// set counts), then the quote validated exactly as a TPM quote with the pinned `ak`
+    /// (its real name, which the challenge ticket names). The claims carry the SNP report's
+    /// claims beside the quote's, for the policy's `snp` section.
+    pub fn verify_pinned<'a>(
+        &self,
+        challenge: &Challenge,
+        evidence: AzureSnpVtpmEvidence<'a>,
+        ak: &AkPublic,
+        ek: &crate::wire::Public,
+    ) -> Result<VerifiedAzureSnpVtpm<'a>, AzureSnpVtpmError> {
+        let hcl = self.verify_registration(evidence.hcl_report, evidence.vcek, ak.public(), ek)?;
+        let validated = validate(
+            Expected {
+                ak,
+                nonce: &challenge.nonce,
+            },
+            evidence.tpm,
+        )?;
+        let snp = SnpClaims::new(hcl.snp(), Some(hcl.vm_configuration()));
+        Ok(VerifiedAzureSnpVtpm {
+            hcl,
+            snp,
+            evidence: validated,
+        })
+    }
 }
 
 /// Verified Azure SEV-SNP vTPM evidence. Only [`AzureSnpVtpmVerifier`] constructs it.

@@ -197,7 +197,7 @@ fn real_evidence_for_another_nonce_is_refused_at_the_binding() {
         e,
         AzureSnpVtpmError::Report(AzureError::Snp(SnpError::SignatureInvalid))
     ));
-    assert_eq!(e.code(), crate::proto::v1::ErrorCode::AkNotAcceptable);
+    assert_eq!(e.code(), crate::proto::v1::ErrorCode::TeeEvidenceInvalid);
     assert!(!e.signed_by_ak());
     // Another chip's VCEK beside the report.
     let other = AzureSnpVtpmEvidence {
@@ -784,4 +784,177 @@ fn report_data_binding_refuses_a_report_made_for_something_else() {
     assert!(!v.binds(&near));
     // Another NK gives another binding.
     assert_ne!(ours, snp::unlock_report_data(&[7; 32], &[5u8; 32]));
+}
+
+/// The runtime data's JWK `kid` as an RSA modulus (leading zeros stripped).
+fn jwk_modulus(hcl: &[u8], kid: &str) -> Vec<u8> {
+    let parsed = HclReport::parse(hcl).unwrap();
+    let rt: serde_json::Value = serde_json::from_slice(parsed.runtime_data).unwrap();
+    let k = rt["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .unwrap();
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(k["n"].as_str().unwrap())
+        .unwrap();
+    n[n.iter().position(|b| *b != 0).unwrap()..].to_vec()
+}
+
+/// A TPMT_PUBLIC around an RSA modulus: restricted signing (AK) or restricted decryption
+/// (EK-like); only the key is compared by the registration check.
+fn rsa_public(modulus: &[u8], sign: bool) -> crate::wire::Public {
+    use crate::wire::{KeyScheme, ObjectAttributes, PublicKey, SymDef, SymMode};
+    let base = ObjectAttributes::FIXED_TPM
+        .with(ObjectAttributes::FIXED_PARENT)
+        .with(ObjectAttributes::SENSITIVE_DATA_ORIGIN)
+        .with(ObjectAttributes::RESTRICTED);
+    let (attrs, symmetric, scheme) = if sign {
+        (
+            base.with(ObjectAttributes::USER_WITH_AUTH)
+                .with(ObjectAttributes::SIGN),
+            SymDef::Null,
+            KeyScheme::RsaSsa(HashAlg::Sha256),
+        )
+    } else {
+        (
+            base.with(ObjectAttributes::ADMIN_WITH_POLICY)
+                .with(ObjectAttributes::DECRYPT),
+            SymDef::Aes {
+                key_bits: 128,
+                mode: SymMode::Cfb,
+            },
+            KeyScheme::Null,
+        )
+    };
+    crate::wire::Public::new(
+        HashAlg::Sha256,
+        attrs,
+        &[],
+        PublicKey::Rsa {
+            symmetric,
+            scheme,
+            key_bits: 2048,
+            exponent: 0,
+            modulus: modulus.to_vec(),
+        },
+    )
+    .unwrap()
+}
+
+/// The registration check on the real evidence: the keys the runtime data names pass;
+/// another AK or another EK with the genuine report is refused by name (the report of one
+/// CVM cannot register another CVM's key or enrollment).
+#[test]
+fn registration_binds_the_presented_ak_and_ek_to_the_real_report() {
+    let r = real();
+    let roots = roots();
+    let v = AzureSnpVtpmVerifier {
+        roots: &roots,
+        now: now(),
+        cache: None,
+    };
+    let ak = rsa_public(&jwk_modulus(&r.hcl, "HCLAkPub"), true);
+    let ek = rsa_public(&jwk_modulus(&r.hcl, "HCLEkPub"), false);
+    let hcl = v.verify_registration(&r.hcl, &r.vcek, &ak, &ek).unwrap();
+    assert!(hcl.ak_matches(&ak) && hcl.ek_matches(&ek));
+    assert!(!hcl.ek_matches(&ak), "the AK is not the EK");
+
+    let mut other = jwk_modulus(&r.hcl, "HCLAkPub");
+    other[17] ^= 1;
+    let swapped = rsa_public(&other, true);
+    assert!(matches!(
+        v.verify_registration(&r.hcl, &r.vcek, &swapped, &ek),
+        Err(AzureSnpVtpmError::Report(AzureError::KeyNotVouched(
+            "AK",
+            _
+        )))
+    ));
+    let mut other = jwk_modulus(&r.hcl, "HCLEkPub");
+    other[17] ^= 1;
+    let other_ek = rsa_public(&other, false);
+    let err = v
+        .verify_registration(&r.hcl, &r.vcek, &ak, &other_ek)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        AzureSnpVtpmError::Report(AzureError::KeyNotVouched("EK", _))
+    ));
+    assert_eq!(err.code(), ErrorCode::TeeEvidenceInvalid);
+    assert!(!err.signed_by_ak());
+    // The EK as AK (both are RSA keys of the runtime data): refused.
+    assert!(v.verify_registration(&r.hcl, &r.vcek, &ek, &ek).is_err());
+    // The chain and report are checked first: another chip's VCEK.
+    assert!(matches!(
+        v.verify_registration(&r.hcl, OTHER_CHIP_VCEK, &ak, &ek),
+        Err(AzureSnpVtpmError::Report(AzureError::Snp(
+            SnpError::ChipIdMismatch
+        )))
+    ));
+}
+
+/// The attest-time check on the real evidence with the pinned AK: everything but the
+/// binding passes, and the binding refuses the old quote; a pinned AK that is not the
+/// report's is refused before the quote is looked at.
+#[test]
+fn verify_pinned_on_real_evidence() {
+    let r = real();
+    let roots = roots();
+    let v = AzureSnpVtpmVerifier {
+        roots: &roots,
+        now: now(),
+        cache: None,
+    };
+    let ak = crate::quote::AkPublic::try_from(rsa_public(&jwk_modulus(&r.hcl, "HCLAkPub"), true))
+        .unwrap();
+    let ek = rsa_public(&jwk_modulus(&r.hcl, "HCLEkPub"), false);
+    let tree = MerkleTree::new(&[[9u8; 32]]).unwrap();
+    let proof = tree.proof(0).unwrap();
+    let nk = [4u8; crate::keysplit::NK_PUBLIC_LEN];
+    let evidence = || AzureSnpVtpmEvidence {
+        hcl_report: &r.hcl,
+        vcek: &r.vcek,
+        tpm: Submitted {
+            attest: &r.attest,
+            signature: &r.sig,
+            pcrs: &r.pcrs,
+            nk_pub: &nk,
+            proof: &proof,
+            event_log: None,
+            ima_log: None,
+        },
+    };
+    let err = v
+        .verify_pinned(&Challenge::nonce_only([9; 32]), evidence(), &ak, &ek)
+        .unwrap_err();
+    assert!(
+        matches!(err, AzureSnpVtpmError::Quote(_)),
+        "refused at the quote: {err}"
+    );
+    assert_eq!(err.code(), ErrorCode::BindingMismatch);
+    let mut other = jwk_modulus(&r.hcl, "HCLAkPub");
+    other[5] ^= 1;
+    let other = crate::quote::AkPublic::try_from(rsa_public(&other, true)).unwrap();
+    assert!(matches!(
+        v.verify_pinned(&Challenge::nonce_only([9; 32]), evidence(), &other, &ek),
+        Err(AzureSnpVtpmError::Report(AzureError::KeyNotVouched(
+            "AK",
+            _
+        )))
+    ));
+}
+
+/// `snp-vtpm` is the short name of `azure-snp-vtpm` (CLI and agent configuration).
+#[test]
+fn snp_vtpm_is_another_name_of_azure_snp_vtpm() {
+    assert_eq!(
+        "snp-vtpm".parse::<EvidenceKind>().unwrap(),
+        EvidenceKind::AzureSnpVtpm
+    );
+    assert_eq!(
+        serde_json::from_str::<EvidenceKind>("\"snp-vtpm\"").unwrap(),
+        EvidenceKind::AzureSnpVtpm
+    );
+    assert_eq!(EvidenceKind::default(), EvidenceKind::Tpm);
 }

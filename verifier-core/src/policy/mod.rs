@@ -28,6 +28,8 @@ mod document;
 mod eval;
 mod host;
 mod learn;
+#[cfg(feature = "rego")]
+pub mod rego;
 mod widen;
 
 use std::fmt;

@@ -325,6 +325,7 @@ pub fn enroll_requests(
         max_boots: None,
         share: Base64Bytes::from(share.expose_secret().as_slice()),
         payload_ct,
+        evidence: crate::proto::v1::EvidenceKind::Tpm,
     };
     Ok([
         (

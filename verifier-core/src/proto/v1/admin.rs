@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{AgentId, Id};
+use super::common::{AgentId, EvidenceKind, Id};
 use super::{Validate, MAX_PUBLIC};
 use crate::policy::{PolicyDiff, PolicyDocument};
 use crate::proto::{Base64Bytes, ProtoError};
@@ -255,6 +255,11 @@ pub struct EnrollRequest {
     /// The payload ciphertext: required by the verifier role, refused by the tenant role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_ct: Option<Base64Bytes>,
+    /// How the machine's AK is trusted (default `tpm`: EK certificate and MakeCredential;
+    /// `azure-snp-vtpm`: the SEV-SNP report through the HCL report). The role refuses a
+    /// registration of another kind.
+    #[serde(default, skip_serializing_if = "EvidenceKind::is_tpm")]
+    pub evidence: EvidenceKind,
 }
 
 impl Validate for EnrollRequest {

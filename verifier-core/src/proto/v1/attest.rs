@@ -562,6 +562,15 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The server holds its limit of request bodies in memory; retry shortly.
     ServerBusy,
+    /// The enrollment declares another evidence kind than the one presented (a `tpm`
+    /// registration for a confidential VM enrolled as `azure-snp-vtpm`, or the reverse):
+    /// re-enroll with the right `--evidence`, or configure the agent's `evidence`.
+    EvidenceKindMismatch,
+    /// A confidential VM's evidence is not genuine or does not vouch for the keys
+    /// presented: the VCEK does not chain to an AMD root, the SNP report's signature, chip
+    /// or TCB does not verify, the HCL runtime data is not what the report signed, or its
+    /// AK/EK is not the one presented.
+    TeeEvidenceInvalid,
     /// A server fault; details are in the server's log only.
     Internal,
 }

@@ -23,6 +23,69 @@ impl<'de> Deserialize<'de> for HashAlg {
     }
 }
 
+/// The kind of evidence an enrollment declares; the server picks the verifier by it.
+/// Serialized as its name (`"tpm"`, `"azure-snp-vtpm"`); `"snp-vtpm"` is accepted as
+/// another name of `azure-snp-vtpm` (the only SEV-SNP vTPM this build verifies).
+/// Defined here, with the wire types, because the admin API carries it; the verifiers
+/// are in `attester` (server builds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum EvidenceKind {
+    /// A TPM 2.0 quote by an AK activated with the enrolled EK (MakeCredential); the
+    /// default of an enrollment that does not say.
+    #[default]
+    Tpm,
+    /// An Azure SEV-SNP confidential VM: vTPM quote by the AK in the HCL report.
+    #[serde(alias = "snp-vtpm")]
+    AzureSnpVtpm,
+}
+
+impl EvidenceKind {
+    /// The name used in enrollments and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tpm => "tpm",
+            Self::AzureSnpVtpm => "azure-snp-vtpm",
+        }
+    }
+
+    /// Whether registration proves the AK with MakeCredential against an EK. For a vTPM
+    /// bound to a CPU report the report proves the AK instead.
+    pub fn needs_make_credential(self) -> bool {
+        matches!(self, Self::Tpm)
+    }
+}
+
+impl fmt::Display for EvidenceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An evidence kind name this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown evidence kind {0:?} (known: tpm, azure-snp-vtpm or its short name snp-vtpm)")]
+pub struct UnknownEvidenceKind(pub String);
+
+impl std::str::FromStr for EvidenceKind {
+    type Err = UnknownEvidenceKind;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tpm" => Ok(Self::Tpm),
+            "azure-snp-vtpm" | "snp-vtpm" => Ok(Self::AzureSnpVtpm),
+            other => Err(UnknownEvidenceKind(other.to_owned())),
+        }
+    }
+}
+
+impl EvidenceKind {
+    /// True for the default kind (so the admin API omits it, as older servers expect).
+    pub fn is_tpm(&self) -> bool {
+        matches!(self, Self::Tpm)
+    }
+}
+
 /// An agent identity: 64 lowercase hex characters (see [`crate::proto::agent_id`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

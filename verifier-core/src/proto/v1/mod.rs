@@ -33,7 +33,7 @@ pub use attest::{
     ImaLog, ImaLogFormat, InclusionProof, NkKem, NkPublic, PcrBank, PcrValue, Sealed, SessionInfo,
     MAX_ERROR_MESSAGE, MAX_SEALED,
 };
-pub use common::{AgentId, Id, PcrSelection, Role};
+pub use common::{AgentId, EvidenceKind, Id, PcrSelection, Role, UnknownEvidenceKind};
 pub use deposit::{
     Deposit, DepositNonceRequest, DepositNonceResponse, DepositRequest, DepositResponse,
     DEPOSIT_NONCE_PATH, DEPOSIT_PATH, MAX_ADMITTED_BY,
@@ -56,7 +56,8 @@ pub use provider::{
 };
 pub use register::{
     activation_proof, verify_activation_proof, ActivateRequest, ActivateResponse,
-    RegisterIakRequest, RegisterRequest, RegisterResponse, MAX_IAK_CHAIN, PROOF_LEN,
+    RegisterIakRequest, RegisterRequest, RegisterResponse, SnpVtpmRegisterRequest, MAX_HCL_REPORT,
+    MAX_IAK_CHAIN, MAX_VCEK, PROOF_LEN,
 };
 
 use serde::de::DeserializeOwned;
@@ -73,6 +74,9 @@ pub mod path {
     /// Registration with an IAK certificate, no activation round:
     /// [`super::RegisterIakRequest`].
     pub const REGISTER_IAK: &str = "/v1/register/iak";
+    /// Registration of an SEV-SNP vTPM (evidence kind `azure-snp-vtpm`):
+    /// [`super::SnpVtpmRegisterRequest`] → [`super::ActivateResponse`], no MakeCredential.
+    pub const REGISTER_SNP_VTPM: &str = "/v1/register/snp-vtpm";
     /// Nonce request: [`super::ChallengeRequest`].
     pub const CHALLENGE: &str = "/v1/attest/challenge";
     /// Evidence: [`super::AttestRequest`].

@@ -77,6 +77,44 @@ impl Validate for RegisterIakRequest {
     }
 }
 
+/// Largest HCL report (the Azure vTPM's NV index holds 2600 bytes).
+pub const MAX_HCL_REPORT: usize = 8 * 1024;
+/// Largest VCEK certificate (DER; AMD's are about 1.3 KiB).
+pub const MAX_VCEK: usize = 8 * 1024;
+
+/// `POST /v1/register/snp-vtpm`: registration of a confidential VM's vTPM whose AK the CPU's
+/// attestation report vouches for (evidence kind `azure-snp-vtpm`), instead of an EK
+/// certificate and MakeCredential. Answered with [`ActivateResponse`]: the AK is pinned at
+/// once, since the report (checked by the role) is what proves it, not a credential round.
+///
+/// The agent only reads and sends bytes: the HCL report from the vTPM's NV index
+/// `0x01400001` and the VCEK certificate it was given (Azure's instance metadata or AMD's
+/// KDS). Both are untrusted until the role has verified them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpVtpmRegisterRequest {
+    /// The vTPM EK's marshalled TPMT_PUBLIC; its SHA-256 is the agent id, and its key must
+    /// be the HCL runtime data's `HCLEkPub`.
+    pub ek_pub: Base64Bytes,
+    /// The vTPM AK's marshalled TPMT_PUBLIC (the key at persistent handle `0x81000003`);
+    /// its key must be the HCL runtime data's `HCLAkPub`.
+    pub ak_pub: Base64Bytes,
+    /// The HCL report as read from the NV index (trailing padding included).
+    pub hcl_report: Base64Bytes,
+    /// The chip's VCEK certificate (DER).
+    pub vcek: Base64Bytes,
+}
+
+impl Validate for SnpVtpmRegisterRequest {
+    fn validate(&self) -> Result<(), ProtoError> {
+        self.ek_pub.non_empty("ek_pub", MAX_PUBLIC)?;
+        self.ak_pub.non_empty("ak_pub", MAX_PUBLIC)?;
+        self.hcl_report.non_empty("hcl_report", MAX_HCL_REPORT)?;
+        self.vcek.non_empty("vcek", MAX_VCEK)?;
+        Ok(())
+    }
+}
+
 /// The MakeCredential challenge: only the TPM holding the EK can recover the secret, and it
 /// releases it only for an AK with the given name loaded in that TPM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
