@@ -32,11 +32,7 @@ pub fn capture(config: &LocalConfig) -> Result<CapturedEvidence, FlowError> {
         Ok(CapturedEvidence {
             format: EVIDENCE_FORMAT.to_owned(),
             agent_id: AgentId::of_ek(ek.public()),
-            ek: match config.ek {
-                EkKind::Rsa2048 => "rsa",
-                _ => "ecc",
-            }
-            .to_owned(),
+            ek: config.ek.config_name().to_owned(),
             ek_pub: Base64Bytes::from(ek.public()),
             ek_cert: ek_cert.map(Base64Bytes::new),
             ak_pub,
