@@ -12,7 +12,7 @@ use verifier_core::proto::Base64Bytes;
 use crate::config::LocalConfig;
 use crate::flow::FlowError;
 use crate::logs::{read_event_log, read_ima_log};
-use crate::tpm::{full_selection, EkKind, Tpm};
+use crate::tpm::{full_selection, Tpm};
 
 // The layout is defined once in verifier-core, shared with `unlockctl policy learn|check`.
 pub use verifier_core::proto::v1::{CapturedEvidence, EVIDENCE_FORMAT};
