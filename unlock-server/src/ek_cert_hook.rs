@@ -90,9 +90,13 @@ impl EkCertHook {
         std::thread::spawn(move || {
             let mut out = Vec::new();
             let ok = stdout.is_some_and(|s| {
-                s.take(u64::try_from(MAX_OUTPUT).unwrap_or(u64::MAX).saturating_add(1))
-                    .read_to_end(&mut out)
-                    .is_ok()
+                s.take(
+                    u64::try_from(MAX_OUTPUT)
+                        .unwrap_or(u64::MAX)
+                        .saturating_add(1),
+                )
+                .read_to_end(&mut out)
+                .is_ok()
             });
             let _ = tx.send(ok.then_some(out));
         });
@@ -131,7 +135,8 @@ impl EkCertHook {
 fn parse_output(out: &[u8]) -> Result<Fetched, HookError> {
     let text_like = out.windows(11).any(|w| w == b"-----BEGIN ");
     let mut certs = if text_like {
-        verifier_core::ekcert::pem_certificates(out).map_err(|e| HookError::Output(e.to_string()))?
+        verifier_core::ekcert::pem_certificates(out)
+            .map_err(|e| HookError::Output(e.to_string()))?
     } else if out.is_empty() {
         return Err(HookError::Output("empty output".into()));
     } else {

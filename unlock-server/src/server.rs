@@ -91,7 +91,10 @@ pub fn load_ek_store(
     intermediates: &[std::path::PathBuf],
 ) -> anyhow::Result<TrustStore> {
     let mut trust = TrustStore::new();
-    for (paths, what) in [(anchors, CertRole::Anchor), (intermediates, CertRole::Intermediate)] {
+    for (paths, what) in [
+        (anchors, CertRole::Anchor),
+        (intermediates, CertRole::Intermediate),
+    ] {
         for p in paths {
             for f in cert_files(p, what)? {
                 add_cert_file(&mut trust, &f, what)?;

@@ -85,7 +85,10 @@ fn rsa3072_ek_with_certificate_unlocks() {
         let p = verifier_core::wire::Public::parse(ek.public()).unwrap();
         assert_eq!(p.name_alg(), verifier_core::wire::HashAlg::Sha384);
         assert!(
-            matches!(p.key(), verifier_core::wire::PublicKey::Rsa { key_bits: 3072, .. }),
+            matches!(
+                p.key(),
+                verifier_core::wire::PublicKey::Rsa { key_bits: 3072, .. }
+            ),
             "{p:?}"
         );
         assert!(t.read_ek_cert(EkKind::Rsa3072).unwrap().is_some());
@@ -127,7 +130,11 @@ fn certificate_with_wrong_intermediate_refused() {
     let root = write(dir.path(), "root.pem", &root);
     let wrong = write(dir.path(), "wrong-issuer.pem", &other_issuer);
     let server = Server::start(&["--ek-ca", s(&root), "--ek-intermediates", s(&wrong)]);
-    refused(&Machine::with_tpm(tpm, "rsa"), &server, "signature does not verify");
+    refused(
+        &Machine::with_tpm(tpm, "rsa"),
+        &server,
+        "signature does not verify",
+    );
 }
 
 /// A TPM that keeps its chain in the EK certificate chain NV indices (0x01c00100..): the
@@ -157,7 +164,11 @@ fn forged_chain_in_nv_refused() {
     let dir = tempfile::tempdir().unwrap();
     let root = write(dir.path(), "root.pem", &root);
     let server = Server::start(&["--ek-ca", s(&root)]);
-    refused(&Machine::with_tpm(tpm, "rsa"), &server, "signature does not verify");
+    refused(
+        &Machine::with_tpm(tpm, "rsa"),
+        &server,
+        "signature does not verify",
+    );
 }
 
 // ---- the EK certificate fetcher hook ----------------------------------------------------
@@ -238,7 +249,11 @@ fn hook_printing_another_eks_certificate_refused() {
         t.read_ek_cert(EkKind::Rsa2048).unwrap().unwrap()
     };
     let dir = tempfile::tempdir().unwrap();
-    let ca = write(dir.path(), "ca.pem", &[ca, other_root, other_issuer].concat());
+    let ca = write(
+        dir.path(),
+        "ca.pem",
+        &[ca, other_root, other_issuer].concat(),
+    );
     let other_der = write(dir.path(), "other.der", &other_cert);
     let hook = script(dir.path(), &format!("exec cat {}", other_der.display()));
     let server = Server::start(&["--ek-ca", s(&ca), "--ek-cert-command", s(&hook)]);
@@ -268,12 +283,20 @@ fn hanging_or_failing_hook_refused() {
     ]);
     let t = std::time::Instant::now();
     refused(&m, &server, "did not finish within 1s");
-    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
     drop(server);
 
     let cert_file = write(dir.path(), "ek.der", &cert);
     let fails = dir.path().join("fails");
-    std::fs::write(&fails, format!("#!/bin/sh\ncat {}\nexit 3\n", cert_file.display())).unwrap();
+    std::fs::write(
+        &fails,
+        format!("#!/bin/sh\ncat {}\nexit 3\n", cert_file.display()),
+    )
+    .unwrap();
     std::fs::set_permissions(&fails, std::fs::Permissions::from_mode(0o755)).unwrap();
     let server = Server::start(&["--ek-ca", s(&ca), "--ek-cert-command", s(&fails)]);
     refused(&m, &server, "command failed");

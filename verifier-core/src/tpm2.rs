@@ -712,7 +712,6 @@ pub const ALL_CODES: [CommandCode; 16] = [
     CommandCode::PcrExtend,
 ];
 
-
 /// Splits concatenated DER values (each a SEQUENCE with a definite length, as certificates
 /// are), such as an EK certificate chain NV index holds; `None` when the bytes are not
 /// exactly that. Only the outer headers are read; the certificates are parsed by whoever

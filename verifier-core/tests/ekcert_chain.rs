@@ -404,9 +404,7 @@ fn intermediates_pool_builds_the_path_and_trusts_nothing() {
     assert!(matches!(err, EkCertError::UntrustedIssuer), "{err}");
     // A wrong intermediate in the pool (same name, another key) gives no path either.
     let mut wrong = store();
-    wrong
-        .add_intermediate_der(&fixture("evil-ca.pem"))
-        .unwrap();
+    wrong.add_intermediate_der(&fixture("evil-ca.pem")).unwrap();
     let err = verify_ek_certificate(&fixture("ek.pem"), &[], &wrong, &rsa_ek(MODULUS), now())
         .unwrap_err();
     assert!(
@@ -415,8 +413,14 @@ fn intermediates_pool_builds_the_path_and_trusts_nothing() {
     );
     // The pool and presented certificates combine: the agent's chain fills the gap.
     let inter = fixture("inter.pem");
-    verify_ek_certificate(&fixture("ek.pem"), &[&inter], &wrong, &rsa_ek(MODULUS), now())
-        .unwrap();
+    verify_ek_certificate(
+        &fixture("ek.pem"),
+        &[&inter],
+        &wrong,
+        &rsa_ek(MODULUS),
+        now(),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -522,7 +522,10 @@ fn ek_chain_is_optional_and_bounded() {
     let cert = base64_of(&[0x30, 0x00]);
     let mut v = fixture_value("register_request");
     v["ek_chain"] = json!([cert, cert]);
-    assert_eq!(decode_value::<RegisterRequest>(&v).unwrap().ek_chain.len(), 2);
+    assert_eq!(
+        decode_value::<RegisterRequest>(&v).unwrap().ek_chain.len(),
+        2
+    );
     // Nine certificates, an empty one, an oversized one: refused, naming the field.
     v["ek_chain"] = json!(vec![cert.clone(); v1::MAX_EK_CHAIN + 1]);
     assert!(matches!(

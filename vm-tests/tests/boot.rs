@@ -176,7 +176,11 @@ fn p384_ek_unlocks_root() {
     let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
     let tpm = Tpm::provision_with_ek(art, ca.path(), "ecc-p384");
     let server = Server::start(art, &tpm.ek_ca);
-    server.enroll(&tpm.ek_pub, &cap.policy(&FIRMWARE_PCRS), &["--max-attestations", "1"]);
+    server.enroll(
+        &tpm.ek_pub,
+        &cap.policy(&FIRMWARE_PCRS),
+        &["--max-attestations", "1"],
+    );
     let mut cfg = VmConfig::new("p384_ek_unlocks_root", Some(server.port));
     cfg.extra_cmdline.push("rd.unlock.ek=ecc-p384".into());
     let b = boot(art, &tpm, &cfg);

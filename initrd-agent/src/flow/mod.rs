@@ -306,13 +306,16 @@ fn answer_err(role: Role) -> impl Fn(AnswerError) -> FlowError {
     }
 }
 
+/// The EK certificate (DER) and the CA certificates sent with it.
+type EkCredentials = (Option<Vec<u8>>, Vec<Vec<u8>>);
+
 /// The EK certificate from NV and, when there is one, the CA certificates the TPM keeps
 /// in the chain indices. A chain that cannot be read is left out (the server may hold the
 /// intermediates itself; without them it refuses, naming the missing issuer).
 fn read_ek_credentials(
     tpm: &mut Tpm,
     kind: EkKind,
-) -> Result<(Option<Vec<u8>>, Vec<Vec<u8>>), crate::tpm::TpmError> {
+) -> Result<EkCredentials, crate::tpm::TpmError> {
     let Some(cert) = tpm.read_ek_cert(kind)? else {
         return Ok((None, Vec::new()));
     };
@@ -328,7 +331,7 @@ fn register_all(
     client: &Client,
     tpm: &mut Tpm,
     (ek, ak): (&Ek, &Ak),
-    (ek_cert, ek_chain): (Option<Vec<u8>>, Vec<Vec<u8>>),
+    (ek_cert, ek_chain): EkCredentials,
     roles: &[(Role, &str)],
     agent_id: &AgentId,
     steps: &mut Steps,

@@ -695,4 +695,3 @@ fn strip_tpm2b<'a>(bytes: &'a [u8], field: &'static str) -> Result<&'a [u8], Tpm
     }
     Ok(body)
 }
-

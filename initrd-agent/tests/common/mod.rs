@@ -260,7 +260,11 @@ pub fn undefine_platform_nv(tcti: &str, index: u32) {
     c.extend_from_slice(&body);
     let mut t = Transport::open(tcti).unwrap();
     let r = t.transact(&c).unwrap();
-    assert_eq!(r.get(6..10), Some(&[0u8, 0, 0, 0][..]), "NV_UndefineSpace: {r:02x?}");
+    assert_eq!(
+        r.get(6..10),
+        Some(&[0u8, 0, 0, 0][..]),
+        "NV_UndefineSpace: {r:02x?}"
+    );
 }
 
 impl Drop for Swtpm {

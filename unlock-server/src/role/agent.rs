@@ -109,34 +109,33 @@ impl RoleService {
         now: i64,
     ) -> Result<(), ApiError> {
         let trust = &self.settings.ek_trust;
-        let untrusted = |e: &dyn std::fmt::Display| {
-            ApiError::new(ErrorCode::EkCertUntrusted, e.to_string())
-        };
+        let untrusted =
+            |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::EkCertUntrusted, e.to_string());
         let fetched;
-        let (der, chain): (&[u8], Vec<&[u8]>) = match (&req.ek_cert, &self.settings.ek_cert_hook)
-        {
-            (Some(cert), _) => (
-                cert.as_bytes(),
-                req.ek_chain.iter().map(Base64Bytes::as_bytes).collect(),
-            ),
-            (None, Some(hook)) if !trust.is_empty() => {
-                fetched = hook
-                    .fetch(agent_id, req.ek_pub.as_bytes())
-                    .map_err(|e| {
-                        tracing::warn!(role = self.role.as_str(), agent_id, "EK certificate hook: {e}");
+        let (der, chain): (&[u8], Vec<&[u8]>) =
+            match (&req.ek_cert, &self.settings.ek_cert_hook) {
+                (Some(cert), _) => (
+                    cert.as_bytes(),
+                    req.ek_chain.iter().map(Base64Bytes::as_bytes).collect(),
+                ),
+                (None, Some(hook)) if !trust.is_empty() => {
+                    fetched = hook.fetch(agent_id, req.ek_pub.as_bytes()).map_err(|e| {
+                        tracing::warn!(
+                            role = self.role.as_str(),
+                            agent_id,
+                            "EK certificate hook: {e}"
+                        );
                         untrusted(&e)
                     })?;
-                let mut chain: Vec<&[u8]> = fetched.chain.iter().map(Vec::as_slice).collect();
-                chain.extend(req.ek_chain.iter().map(Base64Bytes::as_bytes));
-                (fetched.cert.as_slice(), chain)
-            }
-            _ if self.settings.allow_ek_without_cert => return Ok(()),
-            (None, _) => {
-                return Err(untrusted(
+                    let mut chain: Vec<&[u8]> = fetched.chain.iter().map(Vec::as_slice).collect();
+                    chain.extend(req.ek_chain.iter().map(Base64Bytes::as_bytes));
+                    (fetched.cert.as_slice(), chain)
+                }
+                _ if self.settings.allow_ek_without_cert => return Ok(()),
+                (None, _) => return Err(untrusted(
                     &"an EK certificate is required (the server does not allow EKs without one)",
-                ))
-            }
-        };
+                )),
+            };
         if trust.is_empty() {
             return if self.settings.allow_ek_without_cert {
                 Ok(())
