@@ -312,10 +312,7 @@ type EkCredentials = (Option<Vec<u8>>, Vec<Vec<u8>>);
 /// The EK certificate from NV and, when there is one, the CA certificates the TPM keeps
 /// in the chain indices. A chain that cannot be read is left out (the server may hold the
 /// intermediates itself; without them it refuses, naming the missing issuer).
-fn read_ek_credentials(
-    tpm: &mut Tpm,
-    kind: EkKind,
-) -> Result<EkCredentials, crate::tpm::TpmError> {
+fn read_ek_credentials(tpm: &mut Tpm, kind: EkKind) -> Result<EkCredentials, crate::tpm::TpmError> {
     let Some(cert) = tpm.read_ek_cert(kind)? else {
         return Ok((None, Vec::new()));
     };
