@@ -617,4 +617,27 @@ mod tests {
             Err(ConfigError::Invalid(_))
         ));
     }
+
+    #[test]
+    fn ek_store_and_hook_settings() {
+        let c = load("", &[]).unwrap();
+        assert!(c.ek_intermediates.is_empty() && c.ek_cert_command.is_none());
+        let c = load(
+            "ek_intermediates = [\"/etc/a\"]\nek_cert_command = \"/usr/bin/fetch\"\n\
+             ek_cert_command_timeout_secs = 3\n",
+            &["--ek-intermediates", "/etc/b"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.ek_intermediates,
+            [PathBuf::from("/etc/a"), PathBuf::from("/etc/b")]
+        );
+        let hook = c.ek_cert_command.unwrap();
+        assert_eq!(hook.program, PathBuf::from("/usr/bin/fetch"));
+        assert_eq!(hook.timeout.as_secs(), 3);
+        assert!(matches!(
+            load("ek_cert_command_timeout_secs = 0\n", &[]),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
 }

@@ -8,7 +8,7 @@
 //! non-zero exit is a failure, never an empty answer.
 //!
 //! Interface: `PROGRAM AGENT_ID` with `UNLOCK_AGENT_ID` and `UNLOCK_EK_PUB` (base64 of the
-//! EK's TPMT_PUBLIC) in the environment, no stdin; stdout is PEM (the EK certificate first,
+//! EK's TPMT_PUBLIC) and `PATH` as its whole environment, no stdin; stdout is PEM (the EK certificate first,
 //! then any chain certificates) or one DER certificate. A URL template is a one-line
 //! script around `curl` (see the README), so the server links no HTTP client for this.
 
@@ -68,7 +68,14 @@ pub enum HookError {
 impl EkCertHook {
     /// Runs the hook for the agent `agent_id` with EK public area `ek_pub`.
     pub fn fetch(&self, agent_id: &str, ek_pub: &[u8]) -> Result<Fetched, HookError> {
-        let mut child = Command::new(&self.program)
+        // A clean environment: the server's may hold a database URL or other secrets the
+        // program has no business with. PATH is kept so a script can find its tools.
+        let mut command = Command::new(&self.program);
+        command.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        let mut child = command
             .arg(agent_id)
             .env("UNLOCK_AGENT_ID", agent_id)
             .env(

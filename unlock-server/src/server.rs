@@ -32,6 +32,9 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
     if trust.is_empty() && !config.allow_ek_without_cert {
         tracing::warn!("no EK CA configured (--ek-ca) and EKs without certificates are not allowed: every registration will be refused");
     }
+    if trust.is_empty() && (trust.intermediates_len() > 0 || config.ek_cert_command.is_some()) {
+        tracing::warn!("--ek-intermediates and --ek-cert-command are unused without an EK CA (--ek-ca): intermediates and fetched certificates can only lead to a trusted root");
+    }
     let settings = RoleSettings {
         ek_trust: trust,
         allow_ek_without_cert: config.allow_ek_without_cert,
@@ -75,11 +78,6 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
         )));
     }
     Ok(out)
-}
-
-/// Loads EK CA certificates from files or directories (PEM bundles or DER).
-pub fn load_trust(paths: &[std::path::PathBuf]) -> anyhow::Result<TrustStore> {
-    load_ek_store(paths, &[])
 }
 
 /// Loads the EK trust anchors (`--ek-ca`) and the untrusted vendor intermediates
