@@ -23,7 +23,7 @@ test: deps vm-deps agent-static
 	# The swtpm end-to-end suites again, with the static agent that goes into the initramfs.
 	# (An absolute path: the tests run in the package's directory.)
 	UNLOCK_AGENT_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/$$(rustc -vV | sed -n 's/^host: //p')/agent-static/initrd-agent" \
-		$(CARGO) test -p unlock-server --test e2e_swtpm --test e2e_bootpath --test e2e_snp_vtpm --no-fail-fast
+		$(CARGO) test -p unlock-server --test e2e_swtpm --test e2e_ek_kinds --test e2e_bootpath --test e2e_snp_vtpm --no-fail-fast
 
 lint: deps
 	$(CARGO) fmt --all -- --check

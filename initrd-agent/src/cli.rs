@@ -25,7 +25,9 @@ KERNEL COMMAND LINE (overrides the config file):
   rd.unlock.keyfile=PATH      where the key is written (default /run/cryptsetup-keys.d/<volume>.key
                               for the first rd.luks.uuid=/rd.luks.name= volume, else root.key)
   rd.unlock.tcti=TCTI         TPM access (default device:/dev/tpmrm0; e.g. swtpm:host=127.0.0.1,port=2321)
-  rd.unlock.ek=ecc|rsa        EK template: ecc = NIST P-256 (default), rsa = RSA-2048.
+  rd.unlock.ek=ecc|rsa|ecc-p384|rsa-3072
+                              EK template: ecc = NIST P-256 (default), rsa = RSA-2048,
+                              ecc-p384 / rsa-3072 = the high-range SHA-384 templates.
                               No automatic fallback: the EK is the machine's identity.
   rd.unlock.insecure=1        allow http:// URLs (tests only)
   Unknown rd.unlock.* parameters are an error.
@@ -35,7 +37,7 @@ CONFIG FILE (TOML, default /etc/initrd-agent/config.toml; every key optional):
   tenant_url = \"https://unlock.example/tenant\"
   ca_bundle = \"/etc/initrd-agent/ca.pem\"     # PEM CAs trusted for the servers' TLS
   tcti = \"device:/dev/tpmrm0\"
-  ek = \"ecc\"                                 # or \"rsa\"
+  ek = \"ecc\"                                 # or \"rsa\", \"ecc-p384\", \"rsa-3072\"
   key_file = \"/run/cryptsetup-keys.d/root.key\"
   timeout_secs = 30                          # overall budget (1-3600)
   step_timeout_secs = 10                     # per HTTP request (1-timeout_secs)

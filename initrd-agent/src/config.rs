@@ -468,10 +468,12 @@ fn parse_ek(field: &'static str, v: &str) -> Result<EkKind, ConfigError> {
     match v {
         "ecc" => Ok(EkKind::EccP256),
         "rsa" => Ok(EkKind::Rsa2048),
+        "ecc-p384" => Ok(EkKind::EccP384),
+        "rsa-3072" => Ok(EkKind::Rsa3072),
         _ => Err(ConfigError::Invalid {
             field,
             value: v.to_owned(),
-            reason: "must be \"ecc\" (NIST P-256 EK, template L-2) or \"rsa\" (RSA-2048 EK, template L-1)",
+            reason: "must be \"ecc\" (NIST P-256 EK, template L-2), \"rsa\" (RSA-2048, L-1), \"ecc-p384\" (NIST P-384, high range H-3) or \"rsa-3072\" (RSA-3072, H-6)",
         }),
     }
 }

@@ -12,7 +12,7 @@ use verifier_core::proto::Base64Bytes;
 use crate::config::LocalConfig;
 use crate::flow::FlowError;
 use crate::logs::{read_event_log, read_ima_log};
-use crate::tpm::{full_selection, EkKind, Tpm};
+use crate::tpm::{full_selection, Tpm};
 
 // The layout is defined once in verifier-core, shared with `unlockctl policy learn|check`.
 pub use verifier_core::proto::v1::{CapturedEvidence, EVIDENCE_FORMAT};
@@ -32,11 +32,7 @@ pub fn capture(config: &LocalConfig) -> Result<CapturedEvidence, FlowError> {
         Ok(CapturedEvidence {
             format: EVIDENCE_FORMAT.to_owned(),
             agent_id: AgentId::of_ek(ek.public()),
-            ek: match config.ek {
-                EkKind::Rsa2048 => "rsa",
-                _ => "ecc",
-            }
-            .to_owned(),
+            ek: config.ek.config_name().to_owned(),
             ek_pub: Base64Bytes::from(ek.public()),
             ek_cert: ek_cert.map(Base64Bytes::new),
             ak_pub,

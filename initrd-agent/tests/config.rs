@@ -130,6 +130,23 @@ fn cmdline_overrides_the_file() {
 }
 
 #[test]
+fn high_range_ek_kinds_are_selectable() {
+    for (name, kind) in [
+        ("ecc", EkKind::EccP256),
+        ("rsa", EkKind::Rsa2048),
+        ("ecc-p384", EkKind::EccP384),
+        ("rsa-3072", EkKind::Rsa3072),
+    ] {
+        let c = run(
+            "",
+            &format!("rd.unlock.server=https://u.example rd.unlock.ek={name}"),
+        );
+        assert_eq!(c.ek, kind, "{name}");
+        assert_eq!(kind.config_name(), name);
+    }
+}
+
+#[test]
 fn split_trust_urls_win_over_server_and_last_occurrence_wins() {
     let c = run(
         "",

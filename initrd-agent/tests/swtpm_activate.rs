@@ -79,6 +79,13 @@ fn ecc_p384_ek_activates_our_credential() {
     activate_round_trip(EkKind::EccP384);
 }
 
+/// The high-range RSA-3072 EK (template H-6): SHA-384 name, OAEP with SHA-384, AES-256,
+/// and the same SHA-384 policy session as P-384.
+#[test]
+fn rsa3072_ek_activates_our_credential() {
+    activate_round_trip(EkKind::Rsa3072);
+}
+
 #[test]
 fn rsa_ek_activates_our_credential() {
     activate_round_trip(EkKind::Rsa2048);
@@ -121,12 +128,16 @@ fn no_ek_cert_on_unprovisioned_tpm() {
 }
 
 fn provisioned_ek_cert_verifies(ecc: bool, kind: EkKind) {
+    provisioned_ek_cert_verifies_with(ecc, None, kind);
+}
+
+fn provisioned_ek_cert_verifies_with(ecc: bool, rsa_keysize: Option<u32>, kind: EkKind) {
     use verifier_core::ekcert::{pem_certificates, verify_ek_certificate, EkCertError, TrustStore};
     if skip() {
         return;
     }
     quiet_tss();
-    let (sw, root_pem, issuer_pem) = Swtpm::start_provisioned(ecc);
+    let (sw, root_pem, issuer_pem) = Swtpm::start_provisioned_with(ecc, rsa_keysize);
     let mut tpm = Tpm::open(&sw.tcti()).unwrap();
     let cert = tpm
         .read_ek_cert(kind)
@@ -170,4 +181,11 @@ fn swtpm_rsa_ek_cert_chains_to_local_ca() {
 #[test]
 fn swtpm_ecc_ek_cert_chains_to_local_ca() {
     provisioned_ek_cert_verifies(true, EkKind::EccP384);
+}
+
+/// swtpm_setup `--rsa-keysize 3072` certifies the RSA-3072 EK (high range, NV 0x01c0001c);
+/// the key the agent derives from template H-6 is the certified one.
+#[test]
+fn swtpm_rsa3072_ek_cert_chains_to_local_ca() {
+    provisioned_ek_cert_verifies_with(false, Some(3072), EkKind::Rsa3072);
 }

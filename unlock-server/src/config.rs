@@ -58,6 +58,12 @@ pub struct FileConfig {
     pub ek_ca: Option<Vec<PathBuf>>,
     /// OEM CA certificates that issue IAK certificates (PEM or DER files, or directories).
     pub iak_ca: Option<Vec<PathBuf>>,
+    /// Untrusted vendor intermediate CA certificates, for path building only.
+    pub ek_intermediates: Option<Vec<PathBuf>>,
+    /// Program run to fetch the EK certificate of an agent that sends none.
+    pub ek_cert_command: Option<PathBuf>,
+    /// Seconds the EK certificate program may run.
+    pub ek_cert_command_timeout_secs: Option<u64>,
     /// Accept agents whose EK has no certificate (trust on first enrollment).
     pub allow_ek_without_cert: Option<bool>,
     /// Seconds a challenge stays valid.
@@ -249,6 +255,10 @@ pub struct Config {
     /// OEM CA certificate files or directories for IAK certificates (empty: the IAK
     /// registration path refuses every certificate).
     pub iak_ca: Vec<PathBuf>,
+    /// Untrusted vendor intermediates (path building only).
+    pub ek_intermediates: Vec<PathBuf>,
+    /// The EK certificate fetcher hook, when configured.
+    pub ek_cert_command: Option<crate::ek_cert_hook::EkCertHook>,
     /// TOFU mode for EKs without certificate.
     pub allow_ek_without_cert: bool,
     /// AMD roots for confidential VMs replacing the shipped ones: (ARK PEM, ASK PEM).
@@ -357,6 +367,21 @@ pub struct Flags {
     /// identity may then register with their IAK certificate instead of MakeCredential.
     #[arg(long = "iak-ca")]
     pub iak_ca: Vec<PathBuf>,
+    /// Vendor intermediate CA certificates (PEM/DER file or directory); repeatable.
+    /// Untrusted: used only to find a path from an EK certificate to an --ek-ca root, so a
+    /// vendor's published store (roots and issuing CAs together) can be given here whole.
+    #[arg(long = "ek-intermediates")]
+    pub ek_intermediates: Vec<PathBuf>,
+    /// Program run when an agent sends no EK certificate (cloud vTPMs that keep none in
+    /// NV): it gets the agent id as its argument and the EK public area in the environment
+    /// (UNLOCK_EK_PUB, base64 TPMT_PUBLIC; UNLOCK_AGENT_ID) and prints the EK certificate
+    /// (PEM, optionally followed by its chain, or DER) on stdout. What it prints is verified
+    /// like a certificate from the TPM.
+    #[arg(long = "ek-cert-command")]
+    pub ek_cert_command: Option<PathBuf>,
+    /// Seconds --ek-cert-command may run before it is killed [default: 10].
+    #[arg(long)]
+    pub ek_cert_command_timeout_secs: Option<u64>,
     /// Accept EKs without a certificate (trust on first enrollment: the enrolled EK public key
     /// is then the only anchor).
     #[arg(long)]
@@ -506,6 +531,24 @@ impl Config {
         ek_ca.extend(flags.ek_ca);
         let mut iak_ca = file.iak_ca.unwrap_or_default();
         iak_ca.extend(flags.iak_ca);
+        let mut ek_intermediates = file.ek_intermediates.unwrap_or_default();
+        ek_intermediates.extend(flags.ek_intermediates);
+        let ek_cert_timeout = flags
+            .ek_cert_command_timeout_secs
+            .or(file.ek_cert_command_timeout_secs)
+            .unwrap_or(10);
+        if !(1..=300).contains(&ek_cert_timeout) {
+            return Err(ConfigError::Invalid(
+                "ek_cert_command_timeout_secs must be 1-300",
+            ));
+        }
+        let ek_cert_command = flags
+            .ek_cert_command
+            .or(file.ek_cert_command)
+            .map(|program| crate::ek_cert_hook::EkCertHook {
+                program,
+                timeout: std::time::Duration::from_secs(ek_cert_timeout),
+            });
         let allow_ek_without_cert =
             flags.allow_ek_without_cert || file.allow_ek_without_cert.unwrap_or(false);
         let challenge_ttl_secs = flags
@@ -669,6 +712,8 @@ impl Config {
             insecure_http,
             ek_ca,
             iak_ca,
+            ek_intermediates,
+            ek_cert_command,
             allow_ek_without_cert,
             amd_roots: flags.amd_ark.zip(flags.amd_ask),
             challenge_ttl_secs,
@@ -730,6 +775,29 @@ mod tests {
         assert_eq!(c.purge.used_challenge_retention.as_secs(), 7200);
         assert!(matches!(
             load("purge_interval_secs = 100000\n", &[]),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn ek_store_and_hook_settings() {
+        let c = load("", &[]).unwrap();
+        assert!(c.ek_intermediates.is_empty() && c.ek_cert_command.is_none());
+        let c = load(
+            "ek_intermediates = [\"/etc/a\"]\nek_cert_command = \"/usr/bin/fetch\"\n\
+             ek_cert_command_timeout_secs = 3\n",
+            &["--ek-intermediates", "/etc/b"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.ek_intermediates,
+            [PathBuf::from("/etc/a"), PathBuf::from("/etc/b")]
+        );
+        let hook = c.ek_cert_command.unwrap();
+        assert_eq!(hook.program, PathBuf::from("/usr/bin/fetch"));
+        assert_eq!(hook.timeout.as_secs(), 3);
+        assert!(matches!(
+            load("ek_cert_command_timeout_secs = 0\n", &[]),
             Err(ConfigError::Invalid(_))
         ));
     }

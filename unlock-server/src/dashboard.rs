@@ -1001,6 +1001,7 @@ mod tests {
                 ek_trust: Arc::new(TrustStore::new()),
                 iak_trust: Arc::new(TrustStore::new()),
                 allow_ek_without_cert: true,
+                ek_cert_hook: None,
                 challenge_ttl_secs: 60,
                 registration_ttl_secs: 120,
             },

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod dashboard;
+pub mod ek_cert_hook;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -30,7 +30,7 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
         .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
     std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("setting mode 0700 on {}", config.state_dir.display()))?;
-    let trust = Arc::new(load_trust(&config.ek_ca)?);
+    let trust = Arc::new(load_ek_store(&config.ek_ca, &config.ek_intermediates)?);
     let admission = Arc::new(crate::role::admission::Admission::load(
         &config.auto_enroll,
         load_trust,
@@ -38,11 +38,15 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
     if trust.is_empty() && !config.allow_ek_without_cert && admission.is_off() {
         tracing::warn!("no EK CA configured (--ek-ca) and EKs without certificates are not allowed: every registration will be refused");
     }
+    if trust.is_empty() && (trust.intermediates_len() > 0 || config.ek_cert_command.is_some()) {
+        tracing::warn!("--ek-intermediates and --ek-cert-command are unused without an EK CA (--ek-ca): intermediates and fetched certificates can only lead to a trusted root");
+    }
     let iak_trust = Arc::new(load_trust(&config.iak_ca)?);
     let settings = RoleSettings {
         ek_trust: trust,
         iak_trust,
         allow_ek_without_cert: config.allow_ek_without_cert,
+        ek_cert_hook: config.ek_cert_command.clone().map(Arc::new),
         challenge_ttl_secs: config.challenge_ttl_secs,
         registration_ttl_secs: 120,
     };
@@ -103,41 +107,74 @@ fn load_amd_roots(
     Ok(Some(roots))
 }
 
-/// Loads EK CA certificates from files or directories (PEM bundles or DER).
+/// Loads CA certificates to trust (auto-enrollment rules' CAs, `--iak-ca`) from files or
+/// directories (PEM bundles or DER).
 pub fn load_trust(paths: &[std::path::PathBuf]) -> anyhow::Result<TrustStore> {
+    load_ek_store(paths, &[])
+}
+
+/// Loads the EK trust anchors (`--ek-ca`) and the untrusted vendor intermediates
+/// (`--ek-intermediates`, used only to build paths), each from files or directories of PEM
+/// bundles or DER files (a vendor's certificate store as published: roots and issuing CAs
+/// side by side go to `--ek-intermediates` and only the roots to `--ek-ca`).
+pub fn load_ek_store(
+    anchors: &[std::path::PathBuf],
+    intermediates: &[std::path::PathBuf],
+) -> anyhow::Result<TrustStore> {
     let mut trust = TrustStore::new();
-    for p in paths {
-        let files: Vec<std::path::PathBuf> = if p.is_dir() {
-            let mut v: Vec<_> = std::fs::read_dir(p)
-                .with_context(|| format!("reading EK CA directory {}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.is_file())
-                .collect();
-            v.sort();
-            v
-        } else {
-            vec![p.clone()]
-        };
-        for f in files {
-            add_cert_file(&mut trust, &f)?;
+    for (paths, what) in [
+        (anchors, CertRole::Anchor),
+        (intermediates, CertRole::Intermediate),
+    ] {
+        for p in paths {
+            for f in cert_files(p, what)? {
+                add_cert_file(&mut trust, &f, what)?;
+            }
         }
     }
     Ok(trust)
 }
 
-fn add_cert_file(trust: &mut TrustStore, f: &Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(f).with_context(|| format!("reading EK CA {}", f.display()))?;
-    if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        let n = trust
-            .add_pem(&bytes)
-            .with_context(|| format!("EK CA {}", f.display()))?;
-        tracing::info!(file = %f.display(), certificates = n, "EK CA loaded");
-    } else {
-        trust
-            .add_der(&bytes)
-            .with_context(|| format!("EK CA {}", f.display()))?;
-        tracing::info!(file = %f.display(), "EK CA loaded");
+#[derive(Debug, Clone, Copy)]
+enum CertRole {
+    Anchor,
+    Intermediate,
+}
+
+impl CertRole {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Anchor => "EK CA",
+            Self::Intermediate => "EK intermediate",
+        }
     }
+}
+
+fn cert_files(p: &Path, what: CertRole) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    if !p.is_dir() {
+        return Ok(vec![p.to_path_buf()]);
+    }
+    let mut v: Vec<_> = std::fs::read_dir(p)
+        .with_context(|| format!("reading {} directory {}", what.name(), p.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.is_file())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn add_cert_file(trust: &mut TrustStore, f: &Path, what: CertRole) -> anyhow::Result<()> {
+    let name = what.name();
+    let bytes = std::fs::read(f).with_context(|| format!("reading {name} {}", f.display()))?;
+    let pem = bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ");
+    let n = match (pem, what) {
+        (true, CertRole::Anchor) => trust.add_pem(&bytes),
+        (true, CertRole::Intermediate) => trust.add_intermediate_pem(&bytes),
+        (false, CertRole::Anchor) => trust.add_der(&bytes).map(|()| 1),
+        (false, CertRole::Intermediate) => trust.add_intermediate_der(&bytes).map(|()| 1),
+    }
+    .with_context(|| format!("{name} {}", f.display()))?;
+    tracing::info!(file = %f.display(), certificates = n, "{name} loaded");
     Ok(())
 }
 

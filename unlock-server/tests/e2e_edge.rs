@@ -63,6 +63,7 @@ fn lockout_attempts(server: &Server, raw: &Raw, victim: &Machine, rounds: usize)
             let reg = RegisterRequest {
                 ek_pub: Base64Bytes::new(ek.clone()),
                 ek_cert: None,
+                ek_chain: Vec::new(),
                 ak_pub: Base64Bytes::new(theirs.ak.public().to_vec()),
             };
             let (st, body) = raw.post_from(

@@ -438,6 +438,7 @@ fn forged_real_evidence_is_refused_at_registration() {
         ek_pub: Base64Bytes::new(ek.clone()),
         ek_cert: None,
         ak_pub: Base64Bytes::new(ak.clone()),
+        ek_chain: Vec::new(),
     };
     let (st, body) = post(
         &server.http(),

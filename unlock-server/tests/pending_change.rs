@@ -45,6 +45,7 @@ fn role(r: Role) -> RoleService {
             ek_trust: Arc::new(TrustStore::new()),
             iak_trust: Arc::new(TrustStore::new()),
             allow_ek_without_cert: true,
+            ek_cert_hook: None,
             challenge_ttl_secs: 60,
             registration_ttl_secs: 120,
         },

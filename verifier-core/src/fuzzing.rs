@@ -645,6 +645,12 @@ pub fn tpm_response(data: &[u8]) {
         return;
     };
     crate::tpm2::fuzz_decode(*code, flags & 1 == 1, bytes);
+    // The EK chain NV contents splitter: what it returns is the input, cut in pieces.
+    if let Some(parts) = crate::tpm2::split_der_values(bytes) {
+        if parts.concat() != bytes {
+            violated("tpm_response", "split_der_values lost or invented bytes");
+        }
+    }
 }
 
 /// A real VCEK (another chip's, so no fuzzed report can be genuine for it), verified once.

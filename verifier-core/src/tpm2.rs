@@ -714,5 +714,38 @@ pub const ALL_CODES: [CommandCode; 16] = [
     CommandCode::PcrExtend,
 ];
 
+/// Splits concatenated DER values (each a SEQUENCE with a definite length, as certificates
+/// are), such as an EK certificate chain NV index holds; `None` when the bytes are not
+/// exactly that. Only the outer headers are read; the certificates are parsed by whoever
+/// checks them.
+pub fn split_der_values(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (&tag, rest) = bytes.split_first()?;
+        if tag != 0x30 {
+            return None;
+        }
+        let (&first, rest) = rest.split_first()?;
+        let (len, header) = if first < 0x80 {
+            (usize::from(first), 2)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 3 {
+                return None;
+            }
+            let len_bytes = rest.get(..n)?;
+            let len = len_bytes
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            (len, 2 + n)
+        };
+        let total = header.checked_add(len)?;
+        let (one, rest) = bytes.split_at_checked(total)?;
+        out.push(one);
+        bytes = rest;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests;

@@ -380,3 +380,111 @@ fn real_gce_ek_certificates_need_their_issuer() {
     let err = all.verify_chain(&der, &[], now()).unwrap_err();
     assert!(matches!(err, EkCertError::UntrustedIssuer), "{err}");
 }
+
+#[test]
+fn intermediates_pool_builds_the_path_and_trusts_nothing() {
+    // Root anchor, vendor intermediate in the pool: the three-certificate path is found.
+    let mut s = store();
+    s.add_intermediate_der(&fixture("inter.pem")).unwrap();
+    assert_eq!((s.len(), s.intermediates_len()), (1, 1));
+    let v = verify_ek_certificate(&fixture("ek.pem"), &[], &s, &rsa_ek(MODULUS), now()).unwrap();
+    assert_eq!(v.chain().length(), 3);
+    // The pool alone, without the root as anchor, makes nothing trusted (the intermediate
+    // and the root itself in the pool are not anchors).
+    let mut pool_only = TrustStore::new();
+    pool_only.add_der(&fixture("notca.pem")).unwrap();
+    pool_only
+        .add_intermediate_der(&fixture("inter.pem"))
+        .unwrap();
+    pool_only
+        .add_intermediate_der(&fixture("root.pem"))
+        .unwrap();
+    let err = verify_ek_certificate(&fixture("ek.pem"), &[], &pool_only, &rsa_ek(MODULUS), now())
+        .unwrap_err();
+    assert!(matches!(err, EkCertError::UntrustedIssuer), "{err}");
+    // A wrong intermediate in the pool (same name, another key) gives no path either.
+    let mut wrong = store();
+    wrong.add_intermediate_der(&fixture("evil-ca.pem")).unwrap();
+    let err = verify_ek_certificate(&fixture("ek.pem"), &[], &wrong, &rsa_ek(MODULUS), now())
+        .unwrap_err();
+    assert!(
+        matches!(err, EkCertError::BadSignature { depth: 0 }),
+        "{err}"
+    );
+    // The pool and presented certificates combine: the agent's chain fills the gap.
+    let inter = fixture("inter.pem");
+    verify_ek_certificate(
+        &fixture("ek.pem"),
+        &[&inter],
+        &wrong,
+        &rsa_ek(MODULUS),
+        now(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn too_many_presented_intermediates_are_refused() {
+    let inter = fixture("inter.pem");
+    let many: Vec<&[u8]> = vec![&inter; 9];
+    let err = verify_ek_certificate(&fixture("ek.pem"), &many, &store(), &rsa_ek(MODULUS), now())
+        .unwrap_err();
+    assert!(
+        matches!(err, EkCertError::TooManyIntermediates { max: 8 }),
+        "{err}"
+    );
+}
+
+#[test]
+fn same_named_ca_copies_cannot_make_the_search_exponential() {
+    // Eight copies of a self-signed CA named like the EK's issuer: each verifies the leaf
+    // and each other, so an unbounded search would try 8*7*6*5*4 links, each a signature
+    // check. The budget stops it, quickly.
+    let evil = fixture("evil-ca.pem");
+    let copies: Vec<&[u8]> = vec![&evil; 8];
+    let t = std::time::Instant::now();
+    let err = verify_ek_certificate(
+        &fixture("ek-by-evil.pem"),
+        &copies,
+        &store(),
+        &rsa_ek(MODULUS),
+        now(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, EkCertError::PathSearchExhausted { max: 64 }),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[test]
+fn real_vendor_store_as_intermediates_pool() {
+    // The keylime store loaded whole as the (untrusted) pool, only GlobalSign's TPM root as
+    // anchor: STMicro's RSA CA chains to it; Infineon's ECC CA does not, although its root
+    // sits in the pool, because a root in the pool is not trusted.
+    let mut s = TrustStore::new();
+    s.add_der(&vendor("GS_TPM_RT.pem")).unwrap();
+    let mut n = 0;
+    for entry in std::fs::read_dir(testdata().join("ekcert/keylime-tpm_cert_store")).unwrap() {
+        n += s
+            .add_intermediate_pem(&std::fs::read(entry.unwrap().path()).unwrap())
+            .unwrap();
+    }
+    assert_eq!(n, 11);
+    let v = s
+        .verify_chain(&vendor("STM_RSA_RT.pem"), &[], now())
+        .unwrap();
+    assert_eq!(v.length(), 2);
+    let err = s
+        .verify_chain(&vendor("IFX_ECC_042.pem"), &[], now())
+        .unwrap_err();
+    assert!(matches!(err, EkCertError::UntrustedIssuer), "{err}");
+    // The GCE EK certificates' issuer (Google's EK/AK CA Intermediate) is in no store of
+    // the shared data: refused with the whole pool present too.
+    let pem =
+        std::fs::read(testdata().join("ekcert/go-tpm-tools/pca_tpm_rsa_enc_cert.pem")).unwrap();
+    let der = pem_certificates(&pem).unwrap().remove(0);
+    let err = s.verify_chain(&der, &[], now()).unwrap_err();
+    assert!(matches!(err, EkCertError::UntrustedIssuer), "{err}");
+}

@@ -618,3 +618,46 @@ fn deposit_shapes_and_digest_binding() {
     other.share = verifier_core::proto::Base64Bytes::new(vec![9; 32]);
     assert_ne!(d, other.digest(&n1).unwrap());
 }
+
+#[test]
+fn ek_chain_is_optional_and_bounded() {
+    // v1 agents that send no chain still decode, and a request without one serializes
+    // without the field (so older servers, which refuse unknown fields, accept it).
+    let reg: RegisterRequest = round_trip("register_request");
+    assert!(reg.ek_chain.is_empty());
+    assert!(!String::from_utf8(v1::encode(&reg).unwrap())
+        .unwrap()
+        .contains("ek_chain"));
+    let cert = base64_of(&[0x30, 0x00]);
+    let mut v = fixture_value("register_request");
+    v["ek_chain"] = json!([cert, cert]);
+    assert_eq!(
+        decode_value::<RegisterRequest>(&v).unwrap().ek_chain.len(),
+        2
+    );
+    // Nine certificates, an empty one, an oversized one: refused, naming the field.
+    v["ek_chain"] = json!(vec![cert.clone(); v1::MAX_EK_CHAIN + 1]);
+    assert!(matches!(
+        decode_value::<RegisterRequest>(&v).unwrap_err(),
+        ProtoError::Invalid {
+            field: "ek_chain",
+            ..
+        }
+    ));
+    v["ek_chain"] = json!([""]);
+    assert!(matches!(
+        decode_value::<RegisterRequest>(&v).unwrap_err(),
+        ProtoError::Invalid {
+            field: "ek_chain",
+            ..
+        }
+    ));
+    v["ek_chain"] = json!([base64_of(&vec![1u8; v1::MAX_EK_CERT + 1])]);
+    assert!(matches!(
+        decode_value::<RegisterRequest>(&v).unwrap_err(),
+        ProtoError::TooLarge {
+            field: "ek_chain",
+            ..
+        }
+    ));
+}

@@ -20,6 +20,9 @@ pub struct Tpm {
     pub ek_pub: PathBuf,
     /// The agent id (SHA-256 of the EK public area).
     pub agent_id: String,
+    /// The agent's `ek` setting for this TPM (which of swtpm_setup's certified EKs is the
+    /// machine's identity): `rsa` (RSA-2048) or `ecc-p384` (the high-range P-384 EK).
+    pub ek: &'static str,
 }
 
 /// An swtpm serving QEMU; killed on drop.
@@ -43,6 +46,13 @@ impl Tpm {
     /// A new TPM whose EK certificates are issued by the local CA in `ca_dir` (created by
     /// swtpm_localca on first use; share it between TPMs that one server must accept).
     pub fn provision(art: &Artifacts, ca_dir: &Path) -> Tpm {
+        Self::provision_with_ek(art, ca_dir, "rsa")
+    }
+
+    /// [`Tpm::provision`] with the machine identified by another of the certified EKs
+    /// (`ek` as in the agent's configuration; swtpm_setup certifies an RSA-2048 and a P-384
+    /// EK). The boot must select the same one (`rd.unlock.ek=`).
+    pub fn provision_with_ek(art: &Artifacts, ca_dir: &Path, ek: &'static str) -> Tpm {
         let dir = tempfile::Builder::new()
             .prefix("tpm-")
             .tempdir_in(&art.env.cache)
@@ -91,12 +101,13 @@ impl Tpm {
             std::fs::copy(ca_dir.join(f), ek_ca.join(f))
                 .unwrap_or_else(|e| panic!("swtpm_localca made no {f}: {e}"));
         }
-        let (ek_pub, agent_id) = export_ek(art, d, &state);
+        let (ek_pub, agent_id) = export_ek(art, d, &state, ek);
         Tpm {
             dir,
             ek_ca,
             ek_pub,
             agent_id,
+            ek,
         }
     }
 
@@ -141,12 +152,13 @@ impl Tpm {
 /// Runs swtpm on TCP for a moment and asks the release `initrd-agent` for the EK public
 /// area, exactly as an operator would on the machine (`initrd-agent ek --out`). The EK is
 /// derived from the endorsement seed, so the VM's agent will present the same key.
-fn export_ek(art: &Artifacts, dir: &Path, state: &Path) -> (PathBuf, String) {
+fn export_ek(art: &Artifacts, dir: &Path, state: &Path, ek: &str) -> (PathBuf, String) {
     let ek_pub = dir.join("ek.pub");
     let out = host_agent(
         art,
         dir,
         state,
+        ek,
         "",
         &["ek", "--out", ek_pub.to_str().unwrap()],
     );
@@ -167,7 +179,7 @@ impl Tpm {
     /// `config` (TOML lines) added to the TPM settings. The TPM keeps what it kept at the last
     /// boot (the persistent AK the roles activated).
     pub fn host_agent(&self, art: &Artifacts, config: &str, args: &[&str]) -> std::process::Output {
-        host_agent(art, self.dir.path(), &self.state(), config, args)
+        host_agent(art, self.dir.path(), &self.state(), self.ek, config, args)
     }
 }
 
@@ -176,6 +188,7 @@ fn host_agent(
     art: &Artifacts,
     dir: &Path,
     state: &Path,
+    ek: &str,
     config: &str,
     args: &[&str],
 ) -> std::process::Output {
@@ -214,7 +227,7 @@ fn host_agent(
         let cfg = dir.join("host-agent.toml");
         std::fs::write(
             &cfg,
-            format!("tcti = \"swtpm:host=127.0.0.1,port={port}\"\nek = \"rsa\"\n{config}"),
+            format!("tcti = \"swtpm:host=127.0.0.1,port={port}\"\nek = \"{ek}\"\n{config}"),
         )
         .unwrap();
         let cmdline = dir.join("host-cmdline");

@@ -209,6 +209,37 @@ fn auto_enrolled_unlocks_root() {
     }
 }
 
+/// The machine's identity is swtpm_setup's ECC EK: NIST P-384 from the high-range template
+/// H-3 (SHA-384 name, its certificate at NV 0x01c00016 from the same local CA). The initramfs
+/// selects it with `rd.unlock.ek=ecc-p384`; the server checks its certificate, makes the
+/// credential for a P-384 EK, and the agent activates it through the SHA-384 policy session
+/// (PolicySecret + PolicyOR) at boot, then unlocks.
+#[test]
+fn p384_ek_unlocks_root() {
+    let Some(art) = artifacts() else { return };
+    let cap = capture(art, Firmware::Bios, &[]);
+    let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let tpm = Tpm::provision_with_ek(art, ca.path(), "ecc-p384");
+    let server = Server::start(art, &tpm.ek_ca);
+    server.enroll(
+        &tpm.ek_pub,
+        &cap.policy(&FIRMWARE_PCRS),
+        &["--max-attestations", "1"],
+    );
+    let mut cfg = VmConfig::new("p384_ek_unlocks_root", Some(server.port));
+    cfg.extra_cmdline.push("rd.unlock.ek=ecc-p384".into());
+    let b = boot(art, &tpm, &cfg);
+    assert_unlocked(art, &b);
+    // Only the P-384 EK is enrolled (another EK would be refused as not enrolled): its
+    // agent id registered, activated and was released to, once per role.
+    let st = server.status(&tpm.agent_id);
+    for role in ["verifier", "tenant"] {
+        let s = sessions(&st, role);
+        assert_eq!(s.len(), 1, "{role}: {s:?}");
+        assert_eq!(s[0].releases, 1, "{role}: {s:?}");
+    }
+}
+
 #[test]
 fn uefi_measured_boot() {
     let Some(art) = artifacts() else { return };

@@ -55,7 +55,7 @@ use crate::config::Config;
 use crate::http::{Client, HttpError};
 use crate::keyfile::write_key_file;
 use crate::logs::{read_event_log, read_ima_log};
-use crate::tpm::{Ak, AkHierarchy, Ek, Tpm};
+use crate::tpm::{Ak, AkHierarchy, Ek, EkKind, Tpm};
 use verifier_core::proto::v1::{ErrorCode, EvidenceKind};
 
 /// The PCR IMA extends; the IMA list is only sent when the quote covers it (otherwise the
@@ -210,8 +210,7 @@ pub fn register(
         .create_ek(config.ek)
         .map_err(FlowError::from)
         .and_then(|ek| {
-            let r = tpm
-                .read_ek_cert(config.ek)
+            let r = read_ek_credentials(&mut tpm, config.ek)
                 .map_err(FlowError::from)
                 .and_then(|cert| {
                     let agent_id = AgentId::of_ek(ek.public());
@@ -270,8 +269,7 @@ fn boot(
     let ak = derived.as_ref().unwrap_or(ak);
     let ek = tpm.create_ek(config.ek);
     let result = ek.map_err(FlowError::from).and_then(|ek| {
-        let r = tpm
-            .read_ek_cert(config.ek)
+        let r = read_ek_credentials(tpm, config.ek)
             .map_err(FlowError::from)
             .and_then(|cert| {
                 steps.record("ek", t);
@@ -335,12 +333,29 @@ fn answer_err(role: Role) -> impl Fn(AnswerError) -> FlowError {
     }
 }
 
+/// The EK certificate (DER) and the CA certificates sent with it.
+type EkCredentials = (Option<Vec<u8>>, Vec<Vec<u8>>);
+
+/// The EK certificate from NV and, when there is one, the CA certificates the TPM keeps
+/// in the chain indices. A chain that cannot be read is left out (the server may hold the
+/// intermediates itself; without them it refuses, naming the missing issuer).
+fn read_ek_credentials(tpm: &mut Tpm, kind: EkKind) -> Result<EkCredentials, crate::tpm::TpmError> {
+    let Some(cert) = tpm.read_ek_cert(kind)? else {
+        return Ok((None, Vec::new()));
+    };
+    let chain = tpm.read_ek_chain().unwrap_or_else(|e| {
+        eprintln!("initrd-agent: note: the EK certificate chain in NV is not sent: {e}");
+        Vec::new()
+    });
+    Ok((Some(cert), chain))
+}
+
 /// Registration and activation with every distinct base URL.
 fn register_all(
     client: &Client,
     tpm: &mut Tpm,
     (ek, ak): (&Ek, &Ak),
-    ek_cert: Option<Vec<u8>>,
+    (ek_cert, ek_chain): EkCredentials,
     roles: &[(Role, &str)],
     agent_id: &AgentId,
     steps: &mut Steps,
@@ -356,6 +371,7 @@ fn register_all(
     let req = RegisterRequest {
         ek_pub: Base64Bytes::from(ek.public()),
         ek_cert: ek_cert.map(Base64Bytes::new),
+        ek_chain: ek_chain.into_iter().map(Base64Bytes::new).collect(),
         ak_pub: Base64Bytes::from(ak.public()),
     };
 

@@ -107,6 +107,16 @@ pub(super) fn ek_template(kind: EkKind) -> Vec<u8> {
             w.u16(ALG_NULL).u16(ECC_NIST_P384).u16(ALG_NULL);
             w.tpm2b(&[]).tpm2b(&[]);
         }
+        EkKind::Rsa3072 => {
+            // Template H-6: like H-3 (SHA-384 name and policy, AES-256-CFB,
+            // userWithAuth, empty unique), with a 3072-bit modulus and the default exponent.
+            w.u16(ALG_RSA)
+                .u16(HashAlg::Sha384.to_tpm())
+                .u32(EK_ATTRIBUTES | USER_WITH_AUTH);
+            w.tpm2b(&policy_b_sha384());
+            write_aes_cfb(&mut w, 256);
+            w.u16(ALG_NULL).u16(3072).u32(0).tpm2b(&[]);
+        }
     }
     w.into_vec()
 }
@@ -183,9 +193,10 @@ impl Tpm {
     /// authPolicy in it. The caller flushes it (or lets the TPM flush it by clearing
     /// continueSession on its last use).
     pub(super) fn ek_policy_session(&mut self, kind: EkKind) -> Result<PolicySession, TpmError> {
-        let alg = match kind {
-            EkKind::Rsa2048 | EkKind::EccP256 => HashAlg::Sha256,
-            EkKind::EccP384 => HashAlg::Sha384,
+        let alg = if kind.high_range() {
+            HashAlg::Sha384
+        } else {
+            HashAlg::Sha256
         };
         let nonce = nonce(alg.size())?;
         let mut c = Command::new(CommandCode::StartAuthSession)
@@ -229,7 +240,7 @@ impl Tpm {
         self.run("PolicySecret (endorsement)", &c, |_, p| {
             tpm2::policy_secret_response(p)
         })?;
-        if session.kind == EkKind::EccP384 {
+        if session.kind.high_range() {
             let a = tpm2::policy_secret_digest(HashAlg::Sha384, &[0u8; 48], RH_ENDORSEMENT);
             let mut c = Command::new(CommandCode::PolicyOr).handle(session.handle);
             c.params().u32(2).tpm2b(&a).tpm2b(&POLICY_C_SHA384);
@@ -266,7 +277,12 @@ mod tests {
 
     #[test]
     fn templates_parse_with_the_servers_parser() {
-        for kind in [EkKind::Rsa2048, EkKind::EccP256, EkKind::EccP384] {
+        for kind in [
+            EkKind::Rsa2048,
+            EkKind::EccP256,
+            EkKind::EccP384,
+            EkKind::Rsa3072,
+        ] {
             let t = ek_template(kind);
             let p = Public::parse(&t).unwrap();
             assert_eq!(p.marshal(), t);

@@ -72,7 +72,20 @@ pub enum AkHierarchy {
     Owner,
 }
 
-/// Which default EK template (TCG EK Credential Profile, low range) to instantiate.
+/// NV index of the RSA-3072 EK certificate (TCG EK Credential Profile, high range; where
+/// swtpm_setup `--rsa-keysize 3072` puts it).
+pub const RSA3072_EK_CERT_NV_INDEX: u32 = 0x01c0_001c;
+
+/// First NV index of the EK certificate chain (TCG EK Credential Profile: the CA
+/// certificates between the EK certificate and the root, DER, one or more per index, in
+/// consecutive indices from here up to 0x01c001ff).
+pub const EK_CHAIN_FIRST_NV_INDEX: u32 = 0x01c0_0100;
+/// Chain indices read at most (real chains have one or two CAs below the root).
+const EK_CHAIN_MAX_INDICES: u32 = 4;
+/// Largest chain index read (a certificate is 1-2 KiB; this is a few of them).
+const EK_CHAIN_MAX_INDEX_BYTES: usize = 8 * 1024;
+
+/// Which default EK template (TCG EK Credential Profile) to instantiate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EkKind {
     /// RSA 2048, SHA-256 name, AES-128-CFB (template L-1).
@@ -82,6 +95,9 @@ pub enum EkKind {
     /// ECC NIST P-384, SHA-384 name, AES-256-CFB (high range template H-3). Its authPolicy
     /// is PolicyOR(PolicySecret(endorsement), PolicyNV), satisfied through the first branch.
     EccP384,
+    /// RSA 3072, SHA-384 name, AES-256-CFB (high range template H-6), with the same
+    /// SHA-384 authPolicy as H-3.
+    Rsa3072,
 }
 
 impl EkKind {
@@ -91,6 +107,22 @@ impl EkKind {
             Self::Rsa2048 => RSA_EK_CERT_NV_INDEX,
             Self::EccP256 => ECC_EK_CERT_NV_INDEX,
             Self::EccP384 => ECC_P384_EK_CERT_NV_INDEX,
+            Self::Rsa3072 => RSA3072_EK_CERT_NV_INDEX,
+        }
+    }
+
+    /// A high-range template: SHA-384 name and policy session, PolicyOR in the policy.
+    pub fn high_range(self) -> bool {
+        matches!(self, Self::EccP384 | Self::Rsa3072)
+    }
+
+    /// The configuration name (`ek = "..."`, `rd.unlock.ek=`).
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Self::Rsa2048 => "rsa",
+            Self::EccP256 => "ecc",
+            Self::EccP384 => "ecc-p384",
+            Self::Rsa3072 => "rsa-3072",
         }
     }
 }
@@ -198,6 +230,7 @@ impl EkKind {
             Self::Rsa2048 => 0x8101_0001,
             Self::EccP256 => 0x8101_0002,
             Self::EccP384 => 0x8101_0016,
+            Self::Rsa3072 => 0x8101_001c,
         }
     }
 }
@@ -361,8 +394,40 @@ impl Tpm {
         self.read_nv(
             index,
             index,
+            usize::MAX,
             ("NV_ReadPublic (EK certificate)", "NV_Read (EK certificate)"),
         )
+    }
+
+    /// Reads the EK certificate chain from the chain NV indices (consecutive from
+    /// [`EK_CHAIN_FIRST_NV_INDEX`], stopping at the first undefined one): each index holds
+    /// one or more DER certificates back to back. Empty when the TPM has none. The bytes
+    /// are only split here; the server parses and checks them.
+    pub fn read_ek_chain(&mut self) -> Result<Vec<Vec<u8>>, TpmError> {
+        let mut certs = Vec::new();
+        for i in 0..EK_CHAIN_MAX_INDICES {
+            let index = EK_CHAIN_FIRST_NV_INDEX + i;
+            let Some(bytes) = self.read_nv(
+                index,
+                index,
+                EK_CHAIN_MAX_INDEX_BYTES,
+                (
+                    "NV_ReadPublic (EK certificate chain)",
+                    "NV_Read (EK certificate chain)",
+                ),
+            )?
+            else {
+                break;
+            };
+            for der in tpm2::split_der_values(&bytes).ok_or(TpmError::BadOutput {
+                what: "NV_Read (EK certificate chain)",
+                reason: "the index does not hold DER certificates back to back",
+            })? {
+                certs.push(der.to_vec());
+            }
+        }
+        certs.truncate(verifier_core::proto::v1::MAX_EK_CHAIN);
+        Ok(certs)
     }
 
     /// Reads an Azure confidential VM's HCL report (header, SNP report, runtime data) from
@@ -373,6 +438,7 @@ impl Tpm {
         self.read_nv(
             HCL_REPORT_NV_INDEX,
             RH_OWNER,
+            verifier_core::proto::v1::MAX_HCL_REPORT,
             ("NV_ReadPublic (HCL report)", "NV_Read (HCL report)"),
         )
     }
@@ -390,11 +456,12 @@ impl Tpm {
 
     /// Reads a whole NV index in chunks of the TPM's NV buffer size, authorizing with
     /// `auth` (the index itself or the owner, password empty); `None` when the index does
-    /// not exist.
+    /// not exist; an index larger than `max` bytes is refused before reading.
     fn read_nv(
         &mut self,
         index: u32,
         auth: u32,
+        max: usize,
         (what_public, what_read): (&'static str, &'static str),
     ) -> Result<Option<Vec<u8>>, TpmError> {
         let c = Command::new(CommandCode::NvReadPublic).handle(index);
@@ -406,6 +473,12 @@ impl Tpm {
             Err(TpmError::Command { source, .. }) if source.is_missing_handle() => return Ok(None),
             Err(e) => return Err(e),
         };
+        if size > max {
+            return Err(TpmError::BadOutput {
+                what: what_public,
+                reason: "the index is larger than what it may hold",
+            });
+        }
         let chunk = self.nv_buffer_max();
         let mut data = Vec::with_capacity(size);
         while data.len() < size {

@@ -51,6 +51,12 @@ impl Swtpm {
     /// issued by a fresh swtpm-localca under `dir/localca`. Returns the TPM and the CA root
     /// and intermediate (issuer) certificates in PEM.
     pub fn start_provisioned(ecc: bool) -> (Self, Vec<u8>, Vec<u8>) {
+        Self::start_provisioned_with(ecc, None)
+    }
+
+    /// [`Swtpm::start_provisioned`] with `swtpm_setup --rsa-keysize` (3072: the RSA EK is
+    /// the high-range H-6 one, its certificate at NV 0x01c0001c).
+    pub fn start_provisioned_with(ecc: bool, rsa_keysize: Option<u32>) -> (Self, Vec<u8>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let state = d.join("state");
@@ -88,6 +94,9 @@ impl Swtpm {
             .env("XDG_CONFIG_HOME", d);
         if ecc {
             cmd.arg("--ecc");
+        }
+        if let Some(bits) = rsa_keysize {
+            cmd.arg("--rsa-keysize").arg(bits.to_string());
         }
         let out = cmd.output().unwrap();
         assert!(
@@ -188,6 +197,74 @@ impl Swtpm {
     pub fn tcti(&self) -> String {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
     }
+}
+
+/// Defines NV index `index` (owner-created, owner-writable, readable with its own empty
+/// auth, as the agent reads EK certificate indices) and writes `data` into it: the EK
+/// certificate chain indices a manufacturer would provision. Marshalled by hand, so the
+/// test does not go through the code it tests; the connection is closed on return.
+pub fn write_nv(tcti: &str, index: u32, data: &[u8]) {
+    use initrd_agent::tpm::transport::Transport;
+    const RH_OWNER: u32 = 0x4000_0001;
+    // OWNERWRITE | OWNERREAD | AUTHREAD | NO_DA
+    const ATTRS: u32 = 0x0000_0002 | 0x0002_0000 | 0x0004_0000 | 0x0200_0000;
+    let pw_session: [u8; 13] = [0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0, 0, 0];
+    let command = |cc: u32, handles: &[u32], params: &[u8]| {
+        let mut body = Vec::new();
+        for h in handles {
+            body.extend_from_slice(&h.to_be_bytes());
+        }
+        body.extend_from_slice(&pw_session);
+        body.extend_from_slice(params);
+        let mut c = vec![0x80, 0x02];
+        c.extend_from_slice(&u32::try_from(10 + body.len()).unwrap().to_be_bytes());
+        c.extend_from_slice(&cc.to_be_bytes());
+        c.extend_from_slice(&body);
+        c
+    };
+    let mut t = Transport::open(tcti).unwrap();
+    let mut run = |c: Vec<u8>, what: &str| {
+        let r = t.transact(&c).unwrap();
+        assert_eq!(r.get(6..10), Some(&[0u8, 0, 0, 0][..]), "{what}: {r:02x?}");
+    };
+    let mut nv_public = Vec::new();
+    nv_public.extend_from_slice(&index.to_be_bytes());
+    nv_public.extend_from_slice(&0x000bu16.to_be_bytes()); // SHA-256
+    nv_public.extend_from_slice(&ATTRS.to_be_bytes());
+    nv_public.extend_from_slice(&[0, 0]); // empty authPolicy
+    nv_public.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+    let mut params = vec![0, 0]; // empty auth
+    params.extend_from_slice(&u16::try_from(nv_public.len()).unwrap().to_be_bytes());
+    params.extend_from_slice(&nv_public);
+    run(command(0x12a, &[RH_OWNER], &params), "NV_DefineSpace");
+    for (i, chunk) in data.chunks(512).enumerate() {
+        let mut params = u16::try_from(chunk.len()).unwrap().to_be_bytes().to_vec();
+        params.extend_from_slice(chunk);
+        params.extend_from_slice(&u16::try_from(i * 512).unwrap().to_be_bytes());
+        run(command(0x137, &[RH_OWNER, index], &params), "NV_Write");
+    }
+}
+
+/// Removes a platform-created NV index (TPM2_NV_UndefineSpace with the platform hierarchy's
+/// empty auth, which swtpm keeps after startup): a provisioned TPM made to look like a
+/// cloud vTPM that keeps no EK certificate in NV.
+pub fn undefine_platform_nv(tcti: &str, index: u32) {
+    use initrd_agent::tpm::transport::Transport;
+    const RH_PLATFORM: u32 = 0x4000_000c;
+    let mut body = RH_PLATFORM.to_be_bytes().to_vec();
+    body.extend_from_slice(&index.to_be_bytes());
+    body.extend_from_slice(&[0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0, 0, 0]);
+    let mut c = vec![0x80, 0x02];
+    c.extend_from_slice(&u32::try_from(10 + body.len()).unwrap().to_be_bytes());
+    c.extend_from_slice(&0x122u32.to_be_bytes());
+    c.extend_from_slice(&body);
+    let mut t = Transport::open(tcti).unwrap();
+    let r = t.transact(&c).unwrap();
+    assert_eq!(
+        r.get(6..10),
+        Some(&[0u8, 0, 0, 0][..]),
+        "NV_UndefineSpace: {r:02x?}"
+    );
 }
 
 impl Drop for Swtpm {

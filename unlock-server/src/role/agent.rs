@@ -69,7 +69,7 @@ impl RoleService {
             .recheck_admitted(agent_id.as_str(), &ek, cert, now)?
             .is_none()
         {
-            self.check_ek_cert(cert, &ek, now)?;
+            self.check_ek_cert(req, &ek, agent_id.as_str(), now)?;
         }
 
         let mut secret = zeroize::Zeroizing::new([0u8; 32]);
@@ -114,25 +114,57 @@ impl RoleService {
         }
     }
 
-    fn check_ek_cert(&self, cert: Option<&[u8]>, ek: &Public, now: i64) -> Result<(), ApiError> {
+    /// The EK certificate (the agent's, else the fetcher hook's) chains to the trust store
+    /// through the untrusted chain certificates sent with it and the configured vendor
+    /// intermediates, and certifies exactly this EK.
+    fn check_ek_cert(
+        &self,
+        req: &RegisterRequest,
+        ek: &Public,
+        agent_id: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
         let trust = &self.settings.ek_trust;
-        match cert {
-            Some(der) if !trust.is_empty() => {
-                let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(now).unwrap_or(0));
-                verifier_core::ekcert::verify_ek_certificate(der, &[], trust, ek, at)
-                    .map(drop)
-                    .map_err(|e| ApiError::new(ErrorCode::EkCertUntrusted, e.to_string()))
-            }
-            _ if self.settings.allow_ek_without_cert => Ok(()),
-            Some(_) => Err(ApiError::new(
-                ErrorCode::EkCertUntrusted,
-                "no EK CA is configured on the server (--ek-ca), so the EK certificate cannot be checked",
-            )),
-            None => Err(ApiError::new(
-                ErrorCode::EkCertUntrusted,
-                "an EK certificate is required (the server does not allow EKs without one)",
-            )),
+        let untrusted =
+            |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::EkCertUntrusted, e.to_string());
+        let fetched;
+        let (der, chain): (&[u8], Vec<&[u8]>) =
+            match (&req.ek_cert, &self.settings.ek_cert_hook) {
+                (Some(cert), _) => (
+                    cert.as_bytes(),
+                    req.ek_chain.iter().map(Base64Bytes::as_bytes).collect(),
+                ),
+                (None, Some(hook)) if !trust.is_empty() => {
+                    fetched = hook.fetch(agent_id, req.ek_pub.as_bytes()).map_err(|e| {
+                        tracing::warn!(
+                            role = self.role.as_str(),
+                            agent_id,
+                            "EK certificate hook: {e}"
+                        );
+                        untrusted(&e)
+                    })?;
+                    let mut chain: Vec<&[u8]> = fetched.chain.iter().map(Vec::as_slice).collect();
+                    chain.extend(req.ek_chain.iter().map(Base64Bytes::as_bytes));
+                    (fetched.cert.as_slice(), chain)
+                }
+                _ if self.settings.allow_ek_without_cert => return Ok(()),
+                (None, _) => return Err(untrusted(
+                    &"an EK certificate is required (the server does not allow EKs without one)",
+                )),
+            };
+        if trust.is_empty() {
+            return if self.settings.allow_ek_without_cert {
+                Ok(())
+            } else {
+                Err(untrusted(
+                    &"no EK CA is configured on the server (--ek-ca), so the EK certificate cannot be checked",
+                ))
+            };
         }
+        let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(now).unwrap_or(0));
+        verifier_core::ekcert::verify_ek_certificate(der, &chain, trust, ek, at)
+            .map(drop)
+            .map_err(|e| untrusted(&e))
     }
 
     /// Activation: the agent proves it recovered the credential secret, which only the TPM

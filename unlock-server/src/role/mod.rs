@@ -44,6 +44,8 @@ pub struct RoleSettings {
     pub iak_trust: Arc<TrustStore>,
     /// Accept EKs without a certificate (the enrolled EK is then the only anchor).
     pub allow_ek_without_cert: bool,
+    /// Fetches the EK certificate of an agent that sends none (`--ek-cert-command`).
+    pub ek_cert_hook: Option<Arc<crate::ek_cert_hook::EkCertHook>>,
     /// Challenge lifetime in seconds.
     pub challenge_ttl_secs: u64,
     /// Registration (MakeCredential) lifetime in seconds.

@@ -624,6 +624,7 @@ impl Driver {
         let req = RegisterRequest {
             ek_pub: Base64Bytes::new(self.ek.public().to_vec()),
             ek_cert: None,
+            ek_chain: Vec::new(),
             ak_pub: Base64Bytes::new(self.ak.public().to_vec()),
         };
         post(
@@ -641,6 +642,7 @@ impl Driver {
         let req = RegisterRequest {
             ek_pub: Base64Bytes::new(self.ek.public().to_vec()),
             ek_cert: None,
+            ek_chain: Vec::new(),
             ak_pub: Base64Bytes::new(self.ak.public().to_vec()),
         };
         let (st, body) = post(

@@ -162,17 +162,35 @@ pub enum EkCertError {
     /// The certificate's public key is not the EK's.
     #[error("EK certificate public key does not match the EK public area")]
     KeyMismatch,
+    /// More presented intermediates than [`MAX_PRESENTED_INTERMEDIATES`].
+    #[error("more than {max} intermediate certificates presented with the EK certificate")]
+    TooManyIntermediates {
+        /// The limit.
+        max: usize,
+    },
+    /// Path building gave up after checking too many candidate links (a pool of
+    /// same-named certificates crafted to make the search exponential).
+    #[error("EK certificate path search gave up after {max} candidate issuers")]
+    PathSearchExhausted {
+        /// The limit.
+        max: usize,
+    },
     /// `now` is before the Unix epoch.
     #[error("verification time is before 1970")]
     TimeBeforeEpoch,
 }
 
-/// CA certificates trusted to issue EK certificates (TPM vendors' roots and intermediates).
+/// CA certificates trusted to issue EK certificates (TPM vendors' roots and intermediates),
+/// plus a pool of untrusted vendor intermediates used only to build paths.
 ///
-/// Every certificate here is a trust anchor: a path may end at any of them.
+/// Every anchor is a trust anchor: a path may end at any of them. The intermediates pool is
+/// what an operator gets from vendors' download pages (the issuing CAs between a TPM's EK
+/// certificate and the vendor root); keeping it apart from the anchors means a mistake in
+/// that directory can never make a certificate trusted, only let a path be found.
 #[derive(Debug, Clone, Default)]
 pub struct TrustStore {
     anchors: Vec<Certificate>,
+    intermediates: Vec<Certificate>,
 }
 
 impl TrustStore {
@@ -197,6 +215,27 @@ impl TrustStore {
         Ok(ders.len())
     }
 
+    /// Adds one DER certificate to the untrusted intermediates pool (path building only).
+    pub fn add_intermediate_der(&mut self, der: &[u8]) -> Result<(), EkCertError> {
+        self.intermediates.push(Certificate::from_der(der)?);
+        Ok(())
+    }
+
+    /// Adds every CERTIFICATE block of a PEM bundle to the intermediates pool; returns how
+    /// many were added.
+    pub fn add_intermediate_pem(&mut self, pem: &[u8]) -> Result<usize, EkCertError> {
+        let ders = pem_certificates(pem)?;
+        for d in &ders {
+            self.add_intermediate_der(d)?;
+        }
+        Ok(ders.len())
+    }
+
+    /// Number of certificates in the intermediates pool.
+    pub fn intermediates_len(&self) -> usize {
+        self.intermediates.len()
+    }
+
     /// Number of anchors.
     pub fn len(&self) -> usize {
         self.anchors.len()
@@ -208,7 +247,7 @@ impl TrustStore {
     }
 
     /// Verifies that `cert_der` chains to this store through `intermediates` (DER,
-    /// untrusted, any order) at time `now`. Checks signatures, validity, CA constraints and
+    /// untrusted, any order) and the store's own intermediates pool at time `now`. Checks signatures, validity, CA constraints and
     /// critical extensions; not EK-specific rules (see [`verify_ek_certificate`]).
     pub fn verify_chain(
         &self,
@@ -221,10 +260,16 @@ impl TrustStore {
         }
         let now = unix_seconds(now)?;
         let leaf = Certificate::from_der(cert_der)?;
-        let inter = intermediates
+        if intermediates.len() > MAX_PRESENTED_INTERMEDIATES {
+            return Err(EkCertError::TooManyIntermediates {
+                max: MAX_PRESENTED_INTERMEDIATES,
+            });
+        }
+        let mut inter = intermediates
             .iter()
             .map(|d| Certificate::from_der(d))
             .collect::<Result<Vec<_>, _>>()?;
+        inter.extend(self.intermediates.iter().cloned());
         let path = verify::build(&leaf, &inter, &self.anchors, now)?;
         let anchor_subject = path
             .certs
@@ -239,6 +284,10 @@ impl TrustStore {
         })
     }
 }
+
+/// Most intermediates a caller may present with one certificate (the TPM's NV chain
+/// indices, a fetched chain): real EK chains have one or two CAs below the root.
+pub const MAX_PRESENTED_INTERMEDIATES: usize = crate::proto::v1::MAX_EK_CHAIN;
 
 /// A certificate whose chain to the trust store was verified.
 #[derive(Debug, Clone)]

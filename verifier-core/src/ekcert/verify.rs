@@ -10,6 +10,12 @@ use crate::wire::HashAlg;
 /// Longest chain searched (leaf, intermediates, anchor).
 pub(crate) const MAX_CHAIN: usize = 6;
 
+/// Most candidate issuers (anchors and intermediates whose name matches) checked for one
+/// certificate. Each check is a signature verification, and the search backtracks, so
+/// without a budget a pool of same-named certificates sharing one key (which all verify
+/// each other) would cost a number of verifications exponential in the chain depth.
+pub(crate) const MAX_LINK_CHECKS: usize = 64;
+
 /// A chain from the leaf (index 0) to a trust anchor (last).
 pub(crate) struct Path<'a> {
     pub(crate) certs: Vec<&'a Certificate>,
@@ -26,47 +32,81 @@ pub(crate) fn build<'a>(
     check_cert(leaf, 0, now)?;
     let mut best: Option<EkCertError> = None;
     let mut path = vec![leaf];
-    if search(&mut path, intermediates, anchors, now, &mut best) {
+    let mut budget = MAX_LINK_CHECKS;
+    let mut ctx = Search {
+        intermediates,
+        anchors,
+        now,
+        best: &mut best,
+        budget: &mut budget,
+    };
+    if search(&mut path, &mut ctx) {
         return Ok(Path { certs: path });
     }
     Err(best.unwrap_or(EkCertError::UntrustedIssuer))
 }
 
-fn search<'a>(
-    path: &mut Vec<&'a Certificate>,
+struct Search<'a, 'b> {
     intermediates: &'a [Certificate],
     anchors: &'a [Certificate],
     now: i64,
-    best: &mut Option<EkCertError>,
-) -> bool {
+    best: &'b mut Option<EkCertError>,
+    budget: &'b mut usize,
+}
+
+impl Search<'_, '_> {
+    /// Spends one link check; false once the budget is gone, which then is the reason
+    /// reported (whatever was seen before it, the search did not finish).
+    fn spend(&mut self) -> bool {
+        if *self.budget == 0 {
+            *self.best = Some(EkCertError::PathSearchExhausted {
+                max: MAX_LINK_CHECKS,
+            });
+            return false;
+        }
+        *self.budget -= 1;
+        true
+    }
+}
+
+fn search<'a>(path: &mut Vec<&'a Certificate>, ctx: &mut Search<'a, '_>) -> bool {
     let Some(&child) = path.last() else {
         return false;
     };
     let depth = path.len();
     if depth >= MAX_CHAIN {
-        best.get_or_insert(EkCertError::ChainTooLong { max: MAX_CHAIN });
+        ctx.best
+            .get_or_insert(EkCertError::ChainTooLong { max: MAX_CHAIN });
         return false;
     }
     let named = |c: &&Certificate| c.subject == child.issuer;
+    let anchors = ctx.anchors;
     for anchor in anchors.iter().filter(named) {
-        match check_link(child, anchor, depth, now) {
+        if !ctx.spend() {
+            return false;
+        }
+        match check_link(child, anchor, depth, ctx.now) {
             Ok(()) => {
                 path.push(anchor);
                 return true;
             }
-            Err(e) => remember(best, e),
+            Err(e) => remember(ctx.best, e),
         }
     }
+    let intermediates = ctx.intermediates;
     for issuer in intermediates.iter().filter(named) {
         if path.iter().any(|p| std::ptr::eq(*p, issuer)) {
             continue;
         }
-        if let Err(e) = check_link(child, issuer, depth, now) {
-            remember(best, e);
+        if !ctx.spend() {
+            return false;
+        }
+        if let Err(e) = check_link(child, issuer, depth, ctx.now) {
+            remember(ctx.best, e);
             continue;
         }
         path.push(issuer);
-        if search(path, intermediates, anchors, now, best) {
+        if search(path, ctx) {
             return true;
         }
         path.pop();

@@ -127,6 +127,7 @@ impl SimAgent {
         RegisterRequest {
             ek_pub: Base64Bytes::from(self.tpm.ek_pub_bytes()),
             ek_cert: None,
+            ek_chain: Vec::new(),
             ak_pub: Base64Bytes::new(self.ak.public().marshal()),
         }
     }

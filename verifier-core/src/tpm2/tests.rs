@@ -239,3 +239,28 @@ fn fuzz_entry_point_survives_garbage() {
         }
     }
 }
+
+#[test]
+fn der_values_split_back_to_back_and_refuse_the_rest() {
+    // Two SEQUENCEs: short form (3 bytes of content) and long form (0x81, 130 bytes).
+    let mut two = vec![0x30, 0x03, 1, 2, 3, 0x30, 0x81, 130];
+    two.extend_from_slice(&[7u8; 130]);
+    let parts = split_der_values(&two).unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0], &[0x30, 0x03, 1, 2, 3]);
+    assert_eq!(parts[1].len(), 133);
+    assert_eq!(split_der_values(&[]).unwrap().len(), 0);
+    // Not a SEQUENCE, a length running past the end, a trailing byte, an indefinite or
+    // over-long length: refused, never a panic.
+    for bad in [
+        &[0x04, 0x01, 0][..],
+        &[0x30, 0x05, 1, 2][..],
+        &[0x30, 0x01, 1, 0xff][..],
+        &[0x30, 0x80, 0, 0][..],
+        &[0x30, 0x85, 1, 1, 1, 1, 1][..],
+        &[0x30][..],
+        &[0x30, 0x82, 0xff][..],
+    ] {
+        assert!(split_der_values(bad).is_none(), "{bad:02x?}");
+    }
+}

@@ -93,6 +93,9 @@ pub const NONCE_LEN: usize = 32;
 pub const MAX_PUBLIC: usize = 1024;
 /// Largest EK certificate (DER). Vendor EK certificates are 1-2 KiB.
 pub const MAX_EK_CERT: usize = 8 * 1024;
+/// Most chain certificates sent with an EK certificate (real chains have one or two CAs
+/// below the root). The EK certificate check refuses more than this too.
+pub const MAX_EK_CHAIN: usize = 8;
 /// Largest TPM2B_ID_OBJECT contents (integrity HMAC and encrypted identity, 2+64 each).
 pub const MAX_ID_OBJECT: usize = 256;
 /// Largest TPM2B_ENCRYPTED_SECRET contents (RSA-4096 ciphertext).

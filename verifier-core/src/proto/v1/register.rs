@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{AgentId, Id};
-use super::{Validate, MAX_EK_CERT, MAX_ENCRYPTED_SECRET, MAX_ID_OBJECT, MAX_PUBLIC};
+use super::{Validate, MAX_EK_CERT, MAX_EK_CHAIN, MAX_ENCRYPTED_SECRET, MAX_ID_OBJECT, MAX_PUBLIC};
 use crate::proto::{Base64Bytes, ProtoError};
 
 /// Length of the activation proof (HMAC-SHA256).
@@ -21,6 +21,12 @@ pub struct RegisterRequest {
     /// configured for TOFU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ek_cert: Option<Base64Bytes>,
+    /// CA certificates (DER) between the EK certificate and the vendor root, as the TPM
+    /// stores them in the EK certificate chain NV indices (TCG EK Credential Profile,
+    /// 0x01c00100 onwards). Untrusted: the server uses them only to build a path to a root
+    /// it trusts. Absent (and not sent) when the TPM has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ek_chain: Vec<Base64Bytes>,
     /// The AK's marshalled TPMT_PUBLIC (no size prefix).
     pub ak_pub: Base64Bytes,
 }
@@ -30,6 +36,15 @@ impl Validate for RegisterRequest {
         self.ek_pub.non_empty("ek_pub", MAX_PUBLIC)?;
         if let Some(cert) = &self.ek_cert {
             cert.non_empty("ek_cert", MAX_EK_CERT)?;
+        }
+        if self.ek_chain.len() > MAX_EK_CHAIN {
+            return Err(ProtoError::Invalid {
+                field: "ek_chain",
+                reason: "more than 8 certificates",
+            });
+        }
+        for cert in &self.ek_chain {
+            cert.non_empty("ek_chain", MAX_EK_CERT)?;
         }
         self.ak_pub.non_empty("ak_pub", MAX_PUBLIC)?;
         Ok(())
