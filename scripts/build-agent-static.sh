@@ -16,6 +16,6 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 # relocations packed (DT_RELR, glibc >= 2.36): the static-pie keeps ASLR for 2 KB of
 # relocations instead of 100 KB.
 RUSTFLAGS="-C target-feature=+crt-static -C force-unwind-tables=no -C link-arg=-Wl,-z,pack-relative-relocs" \
-    "$cargo" build --profile agent-static -p initrd-agent --bin initrd-agent --target "$host" "$@"
+    "$cargo" build --profile agent-static -p initrd-agent --no-default-features --bin initrd-agent --target "$host" "$@"
 bin="${CARGO_TARGET_DIR:-target}/$host/agent-static/initrd-agent"
 echo "static initrd-agent: $bin ($(wc -c <"$bin") bytes, stripped)"

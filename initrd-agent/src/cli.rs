@@ -530,6 +530,12 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        #[cfg(not(feature = "provider"))]
+        Some(Command::Provider(_)) => {
+            say("provider: this initrd-agent was built without host provider mode (the initramfs build, `make agent-static`, leaves it out); on the host use `cargo build --release -p initrd-agent`");
+            ExitCode::from(2)
+        }
+        #[cfg(feature = "provider")]
         Some(Command::Provider(args)) => {
             let result = config::load_local(&source, &cmdline)
                 .map_err(crate::provider::ProviderError::from)
