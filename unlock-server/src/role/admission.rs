@@ -22,10 +22,9 @@ use verifier_core::proto::v1::{
     MAX_ADMITTED_BY,
 };
 use verifier_core::proto::Base64Bytes;
-use verifier_core::quote::{verify_quote, AkPublic};
-use verifier_core::wire::{HashAlg, Public, Signature};
+use verifier_core::wire::{HashAlg, Public};
 
-use super::RoleService;
+use super::{MachineQuote, RoleService};
 use crate::config::{AutoEnroll, AutoEnrollMode, AutoEnrollRule};
 use crate::error::ApiError;
 use crate::store::{AdmissionBudget, Admitted, NewAdmission, NewEnrollment, StoreError};
@@ -310,30 +309,18 @@ impl RoleService {
             .admission
             .rule(&a.rule)
             .ok_or_else(|| not_awaiting(agent_id))?;
-        let ak_pub = self
-            .store
-            .activated_ak(agent_id, req.ak_name.as_bytes())?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::UnknownAgent,
-                    "this AK is not activated for the agent: register and activate first",
-                )
-            })?;
-        let ak = Public::parse(&ak_pub)
-            .map_err(ApiError::internal)
-            .and_then(|p| AkPublic::try_from(p).map_err(ApiError::internal))?;
-        let signature = Signature::parse(req.signature.as_bytes())
-            .map_err(|e| ApiError::new(ErrorCode::QuoteInvalid, format!("signature: {e}")))?;
-        let pcrs = req.pcr_values()?;
         let digest = d.digest(&a.nonce)?;
-        verify_quote(&ak, &digest, req.quote.as_bytes(), &signature, &pcrs).map_err(|e| {
-            ApiError::new(
-                ErrorCode::QuoteInvalid,
-                format!(
-                    "the deposit is not quoted by the agent's AK over this admission's nonce: {e}"
-                ),
-            )
-        })?;
+        self.check_machine_quote(
+            agent_id,
+            &MachineQuote {
+                ak_name: req.ak_name.as_bytes(),
+                quote: req.quote.as_bytes(),
+                signature: req.signature.as_bytes(),
+                pcrs: &req.pcr_values()?,
+            },
+            &digest,
+            "the deposit is not quoted by the agent's AK over this admission's nonce",
+        )?;
         let policy = self.store.policy(&rule.config.policy, None).map_err(|e| {
             tracing::error!(role = self.role.as_str(), rule = %rule.config.name, policy = %rule.config.policy, error = %e, "auto-enrollment rule names a policy this role cannot read");
             ApiError::new(

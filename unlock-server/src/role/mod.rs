@@ -30,8 +30,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use verifier_core::ekcert::TrustStore;
 use verifier_core::keysplit::MasterKey;
-use verifier_core::proto::v1::Role;
+use verifier_core::proto::v1::{ErrorCode, Role};
 
+use crate::error::ApiError;
 use crate::metrics::RoleMetrics;
 use crate::store::Store;
 
@@ -125,4 +126,50 @@ fn random_id() -> Result<verifier_core::proto::v1::Id, crate::error::ApiError> {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| crate::error::ApiError::internal("RNG failed"))?;
     verifier_core::proto::v1::Id::try_from(hex::encode(b)).map_err(crate::error::ApiError::internal)
+}
+
+/// A request the machine signed with a quote by its AK (a pending policy change, an
+/// auto-enrollment deposit): the quote's qualifyingData is the request's digest, and the
+/// AK is a restricted key, so only that TPM can have made it.
+pub(super) struct MachineQuote<'a> {
+    /// Name of the AK that signed (one this role activated for the agent).
+    pub(super) ak_name: &'a [u8],
+    /// TPMS_ATTEST bytes.
+    pub(super) quote: &'a [u8],
+    /// TPMT_SIGNATURE bytes.
+    pub(super) signature: &'a [u8],
+    /// The PCR values the quote covers.
+    pub(super) pcrs: &'a verifier_core::wire::PcrValues,
+}
+
+impl RoleService {
+    /// Checks that `q` is a quote over `digest` by an AK this role activated for
+    /// `agent_id`. `refusal` says what the request is when the quote does not verify.
+    pub(super) fn check_machine_quote(
+        &self,
+        agent_id: &str,
+        q: &MachineQuote<'_>,
+        digest: &[u8],
+        refusal: &str,
+    ) -> Result<(), ApiError> {
+        let ak_pub = self
+            .store
+            .activated_ak(agent_id, q.ak_name)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnknownAgent,
+                    "this AK is not activated for the agent: register and activate first",
+                )
+            })?;
+        let ak = verifier_core::wire::Public::parse(&ak_pub)
+            .map_err(ApiError::internal)
+            .and_then(|p| {
+                verifier_core::quote::AkPublic::try_from(p).map_err(ApiError::internal)
+            })?;
+        let signature = verifier_core::wire::Signature::parse(q.signature)
+            .map_err(|e| ApiError::new(ErrorCode::QuoteInvalid, format!("signature: {e}")))?;
+        verifier_core::quote::verify_quote(&ak, digest, q.quote, &signature, q.pcrs)
+            .map(drop)
+            .map_err(|e| ApiError::new(ErrorCode::QuoteInvalid, format!("{refusal}: {e}")))
+    }
 }

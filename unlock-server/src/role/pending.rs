@@ -12,10 +12,8 @@ use verifier_core::proto::v1::{
     ErrorCode, Id, PendingChangeInfo, PendingDecisionRequest, PendingList, PendingState,
     PendingSubmitRequest, PendingSubmitResponse, PolicyRef, ProposedChange,
 };
-use verifier_core::quote::{verify_quote, AkPublic};
-use verifier_core::wire::{Public, Signature};
 
-use super::RoleService;
+use super::{MachineQuote, RoleService};
 use crate::error::ApiError;
 use crate::store::{PendingRow, StoreError, Submitted};
 
@@ -40,27 +38,17 @@ impl RoleService {
     ) -> Result<PendingSubmitResponse, ApiError> {
         let agent_id = req.change.agent_id.as_str();
         let digest = req.change.digest()?;
-        let ak_pub = self
-            .store
-            .activated_ak(agent_id, req.ak_name.as_bytes())?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::UnknownAgent,
-                    "this AK is not activated for the agent: register and activate first",
-                )
-            })?;
-        let ak = Public::parse(&ak_pub)
-            .map_err(ApiError::internal)
-            .and_then(|p| AkPublic::try_from(p).map_err(ApiError::internal))?;
-        let signature = Signature::parse(req.signature.as_bytes())
-            .map_err(|e| ApiError::new(ErrorCode::QuoteInvalid, format!("signature: {e}")))?;
-        let pcrs = req.pcr_values()?;
-        verify_quote(&ak, &digest, req.quote.as_bytes(), &signature, &pcrs).map_err(|e| {
-            ApiError::new(
-                ErrorCode::QuoteInvalid,
-                format!("the change is not quoted by the agent's AK: {e}"),
-            )
-        })?;
+        self.check_machine_quote(
+            agent_id,
+            &MachineQuote {
+                ak_name: req.ak_name.as_bytes(),
+                quote: req.quote.as_bytes(),
+                signature: req.signature.as_bytes(),
+                pcrs: &req.pcr_values()?,
+            },
+            &digest,
+            "the change is not quoted by the agent's AK",
+        )?;
         let id = hex::encode(digest);
         let text = serde_json::to_string(&req.change).map_err(ApiError::internal)?;
         let state = match self
