@@ -23,7 +23,7 @@ use verifier_core::proto::v1::{
     AgentId, PcrBank, PendingSubmitRequest, PendingSubmitResponse, ProposedChange, PENDING_PATH,
 };
 use verifier_core::proto::Base64Bytes;
-use verifier_core::wire::{BankSelection, HashAlg, PcrSelection};
+use verifier_core::wire::HashAlg;
 
 use crate::config::Config;
 use crate::flow::FlowError;
@@ -151,19 +151,10 @@ pub fn request(
     let change = change(args, agent_id, proc_cmdline)?;
     let digest = change.digest().map_err(FlowError::Change)?;
     let (ak, _) = tpm.primary_ak()?;
-    // Any PCR will do: the quote is the signature, its PCRs are not judged.
-    let selection = BankSelection::new(HashAlg::Sha256, &[0])
-        .and_then(|b| PcrSelection::new(vec![b]))
-        .ok_or(FlowError::Change(
-            verifier_core::proto::ProtoError::Invalid {
-                field: "pcrs",
-                reason: "selection",
-            },
-        ))?;
-    let quoted = tpm.quote_with_pcrs(&ak, &digest, &selection);
+    let quoted = tpm.sign_with_quote(&ak, &digest);
     let ak_name = ak.name().to_vec();
     let _ = tpm.flush_ak(ak);
-    let quoted = quoted?;
+    let (quoted, selection) = quoted?;
     let req = PendingSubmitRequest {
         change,
         ak_name: Base64Bytes::new(ak_name),

@@ -24,7 +24,6 @@ use verifier_core::proto::v1::{
     PcrBank, Role, DEPOSIT_NONCE_PATH, DEPOSIT_PATH,
 };
 use verifier_core::proto::Base64Bytes;
-use verifier_core::wire::{BankSelection, HashAlg, PcrSelection};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
@@ -125,16 +124,7 @@ fn deposit_one(
     let digest = deposit
         .digest(n.nonce.as_bytes())
         .map_err(FlowError::Change)?;
-    // Any PCR will do: the quote is the machine's signature, its PCRs are not judged.
-    let selection = BankSelection::new(HashAlg::Sha256, &[0])
-        .and_then(|b| PcrSelection::new(vec![b]))
-        .ok_or(FlowError::Change(
-            verifier_core::proto::ProtoError::Invalid {
-                field: "pcrs",
-                reason: "selection",
-            },
-        ))?;
-    let quoted = tpm.quote_with_pcrs(ak, &digest, &selection)?;
+    let (quoted, selection) = tpm.sign_with_quote(ak, &digest)?;
     let req = DepositRequest {
         deposit,
         ak_name: Base64Bytes::new(ak.name().to_vec()),

@@ -65,6 +65,25 @@ impl Tpm {
         })
     }
 
+    /// The machine's signature of `digest`: a quote by `ak` whose qualifyingData is the
+    /// digest. The AK is restricted, so only this TPM can make it; the PCRs (sha256:0, any
+    /// would do) are not judged. Used for requests made on the installed system (a pending
+    /// policy change, an auto-enrollment deposit).
+    pub fn sign_with_quote(
+        &mut self,
+        ak: &Ak,
+        digest: &[u8; 32],
+    ) -> Result<(QuotedPcrs, PcrSelection), TpmError> {
+        let selection = verifier_core::wire::BankSelection::new(HashAlg::Sha256, &[0])
+            .and_then(|b| PcrSelection::new(vec![b]))
+            .ok_or(TpmError::BadOutput {
+                what: "Quote (signature of a request)",
+                reason: "the sha256:0 selection could not be built",
+            })?;
+        let quoted = self.quote_with_pcrs(ak, digest, &selection)?;
+        Ok((quoted, selection))
+    }
+
     /// Quotes, then reads the quoted PCRs and checks them against the quote with
     /// `verifier-core`'s [`verify_quote`]. A PCR extended between the quote and the read
     /// (another initrd service measuring something) makes the digest differ; the agent then
