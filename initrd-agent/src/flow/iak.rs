@@ -14,8 +14,8 @@ use verifier_core::proto::v1::{path, ActivateResponse, AgentId, RegisterIakReque
 use verifier_core::proto::Base64Bytes;
 
 use super::{
-    answer_err, attest_rounds, endpoints, finish, http_err, needs_registration, par, AnswerError,
-    FlowError, Steps, Unlocked,
+    attest_rounds, endpoints, expect_agent_id, finish, needs_registration, par, FlowError, Steps,
+    Unlocked,
 };
 use crate::config::{Config, IakConfig};
 use crate::http::Client;
@@ -149,15 +149,7 @@ fn register_all(
     let answers = par(&bases, |(_, base)| {
         client.post::<_, ActivateResponse>(base, path::REGISTER_IAK, &req)
     });
-    for ((role, _), answer) in bases.iter().zip(answers) {
-        let answer = answer.map_err(http_err(*role))?;
-        if answer.agent_id != *agent_id {
-            return Err(answer_err(*role)(AnswerError::AgentIdMismatch {
-                expected: agent_id.to_string(),
-                got: answer.agent_id.to_string(),
-            }));
-        }
-    }
+    expect_agent_id(bases.iter().map(|b| b.0), answers, agent_id)?;
     steps.record("register-iak", t);
     Ok(())
 }

@@ -319,6 +319,25 @@ fn needs_registration(e: &FlowError) -> bool {
     )
 }
 
+/// Every role answered a registration or an activation for this agent (its EK's id): an
+/// answer naming another agent means a role mixed up machines, and nothing goes on.
+fn expect_agent_id(
+    roles: impl Iterator<Item = Role>,
+    answers: Vec<Result<ActivateResponse, HttpError>>,
+    agent_id: &AgentId,
+) -> Result<(), FlowError> {
+    for (role, answer) in roles.zip(answers) {
+        let answer = answer.map_err(http_err(role))?;
+        if answer.agent_id != *agent_id {
+            return Err(answer_err(role)(AnswerError::AgentIdMismatch {
+                expected: agent_id.to_string(),
+                got: answer.agent_id.to_string(),
+            }));
+        }
+    }
+    Ok(())
+}
+
 fn http_err(role: Role) -> impl Fn(HttpError) -> FlowError {
     move |source| FlowError::Http {
         role: role_name(role),
@@ -407,15 +426,7 @@ fn register_all(
     let answers = par(&proofs, |(_, base, req)| {
         client.post::<_, ActivateResponse>(base, path::ACTIVATE, req)
     });
-    for ((role, _, _), answer) in proofs.iter().zip(answers) {
-        let answer = answer.map_err(http_err(*role))?;
-        if answer.agent_id != *agent_id {
-            return Err(answer_err(*role)(AnswerError::AgentIdMismatch {
-                expected: agent_id.to_string(),
-                got: answer.agent_id.to_string(),
-            }));
-        }
-    }
+    expect_agent_id(proofs.iter().map(|b| b.0), answers, agent_id)?;
     steps.record("activate", t);
     Ok(())
 }

@@ -17,8 +17,8 @@ use verifier_core::proto::v1::{path, ActivateResponse, AgentId, Role, SnpVtpmReg
 use verifier_core::proto::Base64Bytes;
 
 use super::{
-    answer_err, attest_rounds, endpoints, finish, http_err, needs_registration, par, AnswerError,
-    FlowError, Steps, Unlocked,
+    attest_rounds, endpoints, expect_agent_id, finish, needs_registration, par, FlowError, Steps,
+    Unlocked,
 };
 use crate::config::Config;
 use crate::http::Client;
@@ -140,15 +140,7 @@ fn register(
     let answers = par(&bases, |(_, base)| {
         client.post::<_, ActivateResponse>(base, path::REGISTER_SNP_VTPM, &req)
     });
-    for ((role, _), answer) in bases.iter().zip(answers) {
-        let answer = answer.map_err(http_err(*role))?;
-        if answer.agent_id != *agent_id {
-            return Err(answer_err(*role)(AnswerError::AgentIdMismatch {
-                expected: agent_id.to_string(),
-                got: answer.agent_id.to_string(),
-            }));
-        }
-    }
+    expect_agent_id(bases.iter().map(|b| b.0), answers, agent_id)?;
     steps.record("register", t);
     Ok(())
 }
