@@ -105,7 +105,7 @@ fn an_inventory_enrolls_good_rows_reports_bad_ones_and_reruns_idempotently() {
 
 /// A fleet-sized inventory: 1,000 rows (software EKs, enrolled over the real admin API of
 /// both roles), each outcome reported on its own line of the summary, the failures with
-/// their reasons, and a re-run that enrolls nothing twice.
+/// their reasons, and a re-run (from the same inventory as JSON) that enrolls nothing twice.
 #[test]
 fn a_thousand_machine_inventory_reports_every_outcome() {
     const ROWS: usize = 1000;
@@ -177,15 +177,15 @@ fn a_thousand_machine_inventory_reports_every_outcome() {
         assert_eq!(st["tenant"]["state"], "armed", "{st}");
     }
 
-    // The re-run (bad rows dropped) enrolls nothing twice.
-    let fixed: Vec<&str> = rows
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i == 0 || !BAD.iter().any(|(at, _)| at + 1 == *i))
-        .map(|(_, r)| r.as_str())
+    // The re-run (bad rows dropped), as the JSON an inventory system exports, enrolls
+    // nothing twice.
+    let fixed: Vec<serde_json::Value> = (0..ROWS)
+        .filter(|i| !BAD.iter().any(|(at, _)| at == i))
+        .map(|i| serde_json::json!({"name": format!("m{i}"), "ek_pub": format!("m{i}.ek"), "payload": format!("m{i}.key")}))
         .collect();
-    std::fs::write(&inventory, fixed.join("\n")).unwrap();
-    let out = server.unlockctl(&["enroll-inventory", inventory.to_str().unwrap()]);
+    let json_inventory = dir.path().join("fleet.json");
+    std::fs::write(&json_inventory, serde_json::to_vec(&fixed).unwrap()).unwrap();
+    let out = server.unlockctl(&["enroll-inventory", json_inventory.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(

@@ -33,6 +33,7 @@ pub struct InventoryArgs {
     /// relative to the inventory's directory) are required; `name` (shown in the report),
     /// `policy_name`, `max_attestations` and `max_boots` are optional. No quoting: a value
     /// may not contain a comma or a double quote. Lines starting with `#` are comments.
+    /// Or a JSON array of objects with the same fields (the file starts with `[`).
     pub inventory: PathBuf,
     /// Print the summary as JSON (one object: counts and every row's outcome).
     #[arg(long)]
@@ -62,9 +63,68 @@ pub enum Outcome {
     Failed { reason: String },
 }
 
-/// Parses an inventory (header + rows); a malformed row is an error naming its line, since
-/// a file whose columns are misread would enroll machines with the wrong secrets.
+/// Parses an inventory: a JSON array of objects when the file starts with `[` (what an
+/// inventory system exports), otherwise CSV (header + rows). A malformed row is an error
+/// naming its line (CSV) or entry (JSON), since a file whose columns are misread would
+/// enroll machines with the wrong secrets.
 pub fn parse(text: &str, base: &Path) -> anyhow::Result<Vec<Row>> {
+    if text.trim_start().starts_with('[') {
+        parse_json(text, base)
+    } else {
+        parse_csv(text, base)
+    }
+}
+
+/// One entry of a JSON inventory: the CSV columns as fields, unknown fields refused.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRow {
+    name: Option<String>,
+    ek_pub: PathBuf,
+    payload: PathBuf,
+    policy_name: Option<String>,
+    max_attestations: Option<u32>,
+    max_boots: Option<u32>,
+}
+
+/// A JSON inventory; `line` of each row is its entry number (1-based).
+fn parse_json(text: &str, base: &Path) -> anyhow::Result<Vec<Row>> {
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(text).context("not a JSON array of inventory entries")?;
+    if entries.len() > MAX_ROWS {
+        bail!("more than {MAX_ROWS} entries: split the inventory");
+    }
+    let mut rows = Vec::with_capacity(entries.len());
+    for (i, v) in entries.into_iter().enumerate() {
+        let entry = i + 1;
+        let r: JsonRow = serde_json::from_value(v).with_context(|| format!("entry {entry}"))?;
+        for (field, n) in [
+            ("max_attestations", r.max_attestations),
+            ("max_boots", r.max_boots),
+        ] {
+            if n == Some(0) {
+                bail!("entry {entry}: {field} must be >= 1");
+            }
+        }
+        for (field, p) in [("ek_pub", &r.ek_pub), ("payload", &r.payload)] {
+            if p.as_os_str().is_empty() {
+                bail!("entry {entry}: {field} is empty");
+            }
+        }
+        rows.push(Row {
+            line: entry,
+            name: r.name.unwrap_or_else(|| format!("entry {entry}")),
+            ek_pub: base.join(r.ek_pub),
+            payload: base.join(r.payload),
+            policy_name: r.policy_name,
+            max_attestations: r.max_attestations,
+            max_boots: r.max_boots,
+        });
+    }
+    Ok(rows)
+}
+
+fn parse_csv(text: &str, base: &Path) -> anyhow::Result<Vec<Row>> {
     let mut lines = text
         .lines()
         .enumerate()
@@ -293,6 +353,54 @@ mod tests {
         assert_eq!(rows[1].ek_pub, PathBuf::from("/inv/ek/2.pub"));
         assert_eq!(rows[1].max_attestations, None);
         assert_eq!(rows[1].line, 5);
+    }
+
+    #[test]
+    fn json_inventories_read_like_csv_and_name_the_bad_entry() {
+        let csv = parse(
+            "name,ek_pub,payload,max_boots\nweb1,a.ek,a.key,3\n",
+            Path::new("/inv"),
+        )
+        .unwrap();
+        let json = parse(
+            r#"[{"name": "web1", "ek_pub": "a.ek", "payload": "a.key", "max_boots": 3}]"#,
+            Path::new("/inv"),
+        )
+        .unwrap();
+        assert_eq!(json.len(), 1);
+        assert_eq!(
+            (
+                &json[0].name,
+                &json[0].ek_pub,
+                &json[0].payload,
+                json[0].max_boots
+            ),
+            (
+                &csv[0].name,
+                &csv[0].ek_pub,
+                &csv[0].payload,
+                csv[0].max_boots
+            )
+        );
+        for (text, want) in [
+            (
+                r#"[{"ek_pub": "a", "payload": "b"}, {"ek_pub": "a"}]"#,
+                "entry 2",
+            ),
+            (
+                r#"[{"ek_pub": "a", "payload": "b", "secret": 1}]"#,
+                "entry 1",
+            ),
+            (
+                r#"[{"ek_pub": "a", "payload": "b", "max_boots": 0}]"#,
+                "max_boots",
+            ),
+            (r#"[{"ek_pub": "", "payload": "b"}]"#, "ek_pub is empty"),
+            (r#"[{"ek_pub": "a", "payload": "b"}"#, "not a JSON array"),
+        ] {
+            let e = format!("{:#}", parse(text, Path::new(".")).unwrap_err());
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     #[test]
