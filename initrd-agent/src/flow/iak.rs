@@ -14,8 +14,8 @@ use verifier_core::proto::v1::{path, ActivateResponse, AgentId, RegisterIakReque
 use verifier_core::proto::Base64Bytes;
 
 use super::{
-    attest_rounds, endpoints, expect_agent_id, finish, needs_registration, par, FlowError, Steps,
-    Unlocked,
+    attest_rounds, distinct_bases, endpoints, expect_agent_id, finish, needs_registration, par,
+    FlowError, Steps, Unlocked,
 };
 use crate::config::{Config, IakConfig};
 use crate::http::Client;
@@ -132,12 +132,7 @@ fn register_all(
     agent_id: &AgentId,
     steps: &mut Steps,
 ) -> Result<(), FlowError> {
-    let mut bases: Vec<(Role, &str)> = Vec::new();
-    for &(role, base) in roles {
-        if !bases.iter().any(|(_, b)| *b == base) {
-            bases.push((role, base));
-        }
-    }
+    let bases = distinct_bases(roles.iter().copied());
     let chain = certs.split_off(1.min(certs.len()));
     let req = RegisterIakRequest {
         ek_pub: Base64Bytes::from(ek.public()),

@@ -319,6 +319,18 @@ fn needs_registration(e: &FlowError) -> bool {
     )
 }
 
+/// One entry per distinct base URL (both roles may be served at one): registration goes
+/// once to each, and a refusal is reported for the first role that uses that base.
+fn distinct_bases<'a>(roles: impl IntoIterator<Item = (Role, &'a str)>) -> Vec<(Role, &'a str)> {
+    let mut bases: Vec<(Role, &str)> = Vec::new();
+    for (role, base) in roles {
+        if !bases.iter().any(|(_, b)| *b == base) {
+            bases.push((role, base));
+        }
+    }
+    bases
+}
+
 /// Every role answered a registration or an activation for this agent (its EK's id): an
 /// answer naming another agent means a role mixed up machines, and nothing goes on.
 fn expect_agent_id(
@@ -379,14 +391,7 @@ fn register_all(
     agent_id: &AgentId,
     steps: &mut Steps,
 ) -> Result<(), FlowError> {
-    // One registration per distinct base; a refusal is reported for the first role that
-    // uses that base.
-    let mut bases: Vec<(Role, &str)> = Vec::new();
-    for &(role, base) in roles {
-        if !bases.iter().any(|(_, b)| *b == base) {
-            bases.push((role, base));
-        }
-    }
+    let bases = distinct_bases(roles.iter().copied());
     let req = RegisterRequest {
         ek_pub: Base64Bytes::from(ek.public()),
         ek_cert: ek_cert.map(Base64Bytes::new),

@@ -13,12 +13,12 @@
 
 use std::time::Instant;
 
-use verifier_core::proto::v1::{path, ActivateResponse, AgentId, Role, SnpVtpmRegisterRequest};
+use verifier_core::proto::v1::{path, ActivateResponse, AgentId, SnpVtpmRegisterRequest};
 use verifier_core::proto::Base64Bytes;
 
 use super::{
-    attest_rounds, endpoints, expect_agent_id, finish, needs_registration, par, FlowError, Steps,
-    Unlocked,
+    attest_rounds, distinct_bases, endpoints, expect_agent_id, finish, needs_registration, par,
+    FlowError, Steps, Unlocked,
 };
 use crate::config::Config;
 use crate::http::Client;
@@ -131,12 +131,7 @@ fn register(
         hcl_report: Base64Bytes::new(hcl_report),
         vcek: Base64Bytes::new(vcek),
     };
-    let mut bases: Vec<(Role, &str)> = Vec::new();
-    for (role, base) in endpoints(config) {
-        if !bases.iter().any(|(_, b)| *b == base) {
-            bases.push((role, base));
-        }
-    }
+    let bases = distinct_bases(endpoints(config));
     let answers = par(&bases, |(_, base)| {
         client.post::<_, ActivateResponse>(base, path::REGISTER_SNP_VTPM, &req)
     });

@@ -58,6 +58,18 @@ pub struct BindArgs {
     pub cryptsetup_args: Vec<String>,
 }
 
+/// The agent, with the config and command-line file `bind` was given.
+fn agent_command(args: &BindArgs) -> Command {
+    let mut cmd = Command::new(&args.agent);
+    if let Some(c) = &args.agent_config {
+        cmd.arg("--config").arg(c);
+    }
+    if let Some(c) = &args.agent_cmdline_file {
+        cmd.arg("--cmdline-file").arg(c);
+    }
+    cmd
+}
+
 /// A private directory on tmpfs, removed (with its contents) on drop.
 struct TmpfsDir(PathBuf);
 
@@ -92,13 +104,7 @@ pub fn bind(args: &BindArgs) -> anyhow::Result<()> {
 
     // 1. The EK, read by the agent from the TPM.
     let ek_file = dir.0.join("ek.pub");
-    let mut cmd = Command::new(&args.agent);
-    if let Some(c) = &args.agent_config {
-        cmd.arg("--config").arg(c);
-    }
-    if let Some(c) = &args.agent_cmdline_file {
-        cmd.arg("--cmdline-file").arg(c);
-    }
+    let mut cmd = agent_command(args);
     let out = cmd
         .arg("ek")
         .arg("--out")
@@ -144,13 +150,7 @@ pub fn bind(args: &BindArgs) -> anyhow::Result<()> {
     if args.no_register {
         return Ok(());
     }
-    let mut cmd = Command::new(&args.agent);
-    if let Some(c) = &args.agent_config {
-        cmd.arg("--config").arg(c);
-    }
-    if let Some(c) = &args.agent_cmdline_file {
-        cmd.arg("--cmdline-file").arg(c);
-    }
+    let mut cmd = agent_command(args);
     match cmd.arg("register").env("TSS2_LOG", "all+NONE").output() {
         Ok(out) if out.status.success() => {
             println!("AK registered and pinned with both roles (as the agent is configured)");
@@ -208,13 +208,7 @@ fn bind_auto(args: &BindArgs, dir: &TmpfsDir) -> anyhow::Result<()> {
     if !status.success() {
         bail!("cryptsetup luksAddKey failed ({status}); nothing was deposited");
     }
-    let mut cmd = Command::new(&args.agent);
-    if let Some(c) = &args.agent_config {
-        cmd.arg("--config").arg(c);
-    }
-    if let Some(c) = &args.agent_cmdline_file {
-        cmd.arg("--cmdline-file").arg(c);
-    }
+    let mut cmd = agent_command(args);
     let out = cmd
         .arg("deposit")
         .arg("--payload")

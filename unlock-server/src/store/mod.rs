@@ -510,20 +510,9 @@ impl Store {
                 c.dialect().for_update()
             );
             c.query(&lock, args![agent_id])?;
-            let other = c.query_opt(
-                "SELECT 1 FROM aks WHERE agent_id = ?1 AND ak_name <> ?2",
-                args![agent_id, ak_name],
-            )?;
-            if other.is_some() {
+            if !pin_ak(c, agent_id, ak_name, ak_pub, now)? {
                 return Ok(false);
             }
-            c.execute(
-                "INSERT INTO aks (agent_id, ak_name, ak_pub, activated_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (agent_id, ak_name) DO UPDATE
-                    SET ak_pub = excluded.ak_pub, activated_at = excluded.activated_at",
-                args![agent_id, ak_name, ak_pub, now],
-            )?;
             audit::append(
                 c,
                 now,
@@ -1046,6 +1035,33 @@ fn insert_enrollment(
         }
     };
     audit::append(c, now, kind, Some(&e.agent_id), actor, &detail)
+}
+
+/// Pins `ak_name` as the agent's AK: `false` (nothing written) when another AK is pinned.
+/// The caller holds the agent's enrollment lock in the same transaction, so two
+/// registrations of different AKs racing cannot both pin.
+pub(super) fn pin_ak(
+    c: &mut dyn Conn,
+    agent_id: &str,
+    ak_name: &[u8],
+    ak_pub: &[u8],
+    now: i64,
+) -> Result<bool, StoreError> {
+    let other = c.query_opt(
+        "SELECT 1 FROM aks WHERE agent_id = ?1 AND ak_name <> ?2",
+        args![agent_id, ak_name],
+    )?;
+    if other.is_some() {
+        return Ok(false);
+    }
+    c.execute(
+        "INSERT INTO aks (agent_id, ak_name, ak_pub, activated_at)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (agent_id, ak_name) DO UPDATE
+            SET ak_pub = excluded.ak_pub, activated_at = excluded.activated_at",
+        args![agent_id, ak_name, ak_pub, now],
+    )?;
+    Ok(true)
 }
 
 const ENROLLMENT_SELECT: &str = "SELECT e.agent_id, e.ek_pub, COALESCE(p.document, e.policy),

@@ -104,20 +104,9 @@ impl Store {
             if kind.is_tpm() {
                 return Err(StoreError::NotFound(agent_id.to_owned()));
             }
-            let other = c.query_opt(
-                "SELECT 1 FROM aks WHERE agent_id = ?1 AND ak_name <> ?2",
-                args![agent_id, ak_name],
-            )?;
-            if other.is_some() {
+            if !super::pin_ak(c, agent_id, ak_name, ak_pub, now)? {
                 return Ok(false);
             }
-            c.execute(
-                "INSERT INTO aks (agent_id, ak_name, ak_pub, activated_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (agent_id, ak_name) DO UPDATE
-                    SET ak_pub = excluded.ak_pub, activated_at = excluded.activated_at",
-                args![agent_id, ak_name, ak_pub, now],
-            )?;
             c.execute(
                 "UPDATE tee_enrollments SET hcl_report = ?2, vcek = ?3, registered_at = ?4
                  WHERE agent_id = ?1",
