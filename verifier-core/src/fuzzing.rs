@@ -229,6 +229,17 @@ pub fn eventlog(data: &[u8]) {
         return;
     };
     check_eventlog(T, data, &log);
+    // The measured-boot reader (Secure Boot, key databases, authorities, command lines) over
+    // every PCR of every bank the log carries: untrusted event data, read by the policy.
+    let covered = [true; crate::wire::PCR_COUNT as usize];
+    for bank in log.replay().banks() {
+        let state = crate::policy::boot::read(&log, bank, &covered);
+        for a in &state.authorities {
+            if a.event >= log.events().len() {
+                violated(T, "an authority names an event the log does not have");
+            }
+        }
+    }
     if log.padding() > 0 {
         let end = data.len().saturating_sub(log.padding());
         match data.get(..end).map(EventLog::parse) {

@@ -20,7 +20,7 @@
 //!   migration agent, SMT, VMPL), read from [`Claims::snp`]; evidence carrying a report is
 //!   held to the section's defaults even without it.
 
-mod boot;
+pub(crate) mod boot;
 mod claims;
 mod compile;
 mod diff;
