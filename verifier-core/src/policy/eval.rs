@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::boot::{self, AuthorityUse, BootState, KeyDb, KeyHash, Measured, SigEntry};
 use super::compile::{ClockRules, ImaRules, MeasuredBoot, SnpRules};
+use super::usage::{UsedItem, MAX_USED_ITEMS};
 use super::{Claims, Policy, RuleOutcome};
 use crate::eventlog::{EventLog, Finding};
 use crate::wire::{Digest, HashAlg, PCR_COUNT};
@@ -16,6 +17,8 @@ const MAX_NAMED: usize = 5;
 pub(super) struct Sink {
     verbose: bool,
     outcomes: Vec<RuleOutcome>,
+    /// Allowlist items the evidence matched (see `usage`).
+    used: Vec<UsedItem>,
 }
 
 impl Sink {
@@ -23,6 +26,7 @@ impl Sink {
         Self {
             verbose: true,
             outcomes: Vec::new(),
+            used: Vec::new(),
         }
     }
 
@@ -30,11 +34,24 @@ impl Sink {
         Self {
             verbose: false,
             outcomes: Vec::new(),
+            used: Vec::new(),
         }
     }
 
     pub(super) fn into_outcomes(self) -> Vec<RuleOutcome> {
         self.outcomes
+    }
+
+    pub(super) fn into_parts(self) -> (Vec<RuleOutcome>, Vec<UsedItem>) {
+        (self.outcomes, self.used)
+    }
+
+    /// Records a matched allowlist item, once, up to [`MAX_USED_ITEMS`].
+    fn used(&mut self, list: impl Into<String>, item: impl Into<String>) {
+        let item = UsedItem::new(list, item);
+        if self.used.len() < MAX_USED_ITEMS && !self.used.contains(&item) {
+            self.used.push(item);
+        }
     }
 
     fn pass(&mut self, rule: impl FnOnce() -> String, detail: impl FnOnce() -> String) {
@@ -79,7 +96,10 @@ pub(super) fn evaluate(policy: &Policy, claims: &Claims<'_>, out: &mut Sink) {
         let rule = || format!("pcr {}:{}", r.alg, r.index);
         match claims.pcrs().get(r.alg, r.index) {
             None => out.fail(rule(), "not covered by the quote"),
-            Some(v) if r.allowed.contains(v) => out.pass(rule, || format!("{v} is allowed")),
+            Some(v) if r.allowed.contains(v) => {
+                out.used(UsedItem::pcr_list(r.alg, r.index), v.to_hex());
+                out.pass(rule, || format!("{v} is allowed"));
+            }
             Some(v) if r.initial && *v == initial(r.alg, r.index) => {
                 out.pass(rule, || "initial (nothing measured)".into())
             }
@@ -432,11 +452,23 @@ fn measured_boot(mb: &MeasuredBoot, claims: &Claims<'_>, out: &mut Sink) {
     ];
     for (rule, allowed, found, what) in lists {
         if let Some(allowed) = allowed {
-            out.record(rule, allowlist(allowed, found, what, log));
+            let r = allowlist(allowed, found, what, log);
+            if r.is_ok() {
+                for m in found {
+                    out.used(rule, m.digest.to_hex());
+                }
+            }
+            out.record(rule, r);
         }
     }
     if let Some(rules) = &mb.cmdline {
-        out.record("measured_boot.kernel_cmdline", cmdlines(rules, &state));
+        let r = cmdlines(rules, &state);
+        if r.is_ok() {
+            for text in exact_matches(rules, &state) {
+                out.used("measured_boot.kernel_cmdline", text);
+            }
+        }
+        out.record("measured_boot.kernel_cmdline", r);
     }
 }
 
@@ -516,6 +548,29 @@ fn cmdlines(
         let _ = write!(s, "; and {} more", n - MAX_NAMED);
     }
     Err(s)
+}
+
+/// The exact rules the measured command lines matched (a line matched only by a regex
+/// names no item).
+fn exact_matches<'r>(
+    rules: &'r [super::compile::CmdlineRule],
+    state: &BootState<'_>,
+) -> Vec<&'r str> {
+    let mut out = Vec::new();
+    for c in &state.cmdlines {
+        let hit = rules.iter().find_map(|r| match r {
+            super::compile::CmdlineRule::Exact(s) => {
+                let matched = match &c.stub_digest {
+                    Some(d) => r.matches_load_options(d),
+                    None => c.bound && r.matches(&c.text),
+                };
+                matched.then_some(s.as_str())
+            }
+            super::compile::CmdlineRule::Regex(_) => None,
+        });
+        out.extend(hit);
+    }
+    out
 }
 
 fn allowlist(

@@ -66,6 +66,8 @@ impl HostPolicy {
         for f in &mut verdict.failures {
             f.rule = format!("host.{}", f.rule);
         }
+        // The host's items are not the machine's: nothing of them is retired by its boots.
+        verdict.used.clear();
         verdict
     }
 

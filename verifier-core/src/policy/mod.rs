@@ -30,6 +30,7 @@ mod host;
 mod learn;
 #[cfg(feature = "rego")]
 pub mod rego;
+mod usage;
 mod widen;
 
 use std::fmt;
@@ -45,6 +46,10 @@ pub use document::{
 };
 pub use host::{HostPolicy, DEFAULT_HOST_TIMEOUT_MS, MAX_HOST_TIMEOUT_MS};
 pub use learn::{learn, LearnError, LearnMode, LearnOptions, Learned};
+pub use usage::{
+    check_only_narrows, retirable_items, retire, BootUse, KeptItem, MachineUse, RetireError,
+    Retirement, UsedItem, MAX_USED_ITEMS,
+};
 pub use widen::{check_only_allows_more, widen, WidenError, Widened};
 
 use crate::evidence::ValidatedEvidence;
@@ -74,6 +79,11 @@ pub trait Evaluator {
 pub struct Verdict {
     /// Failed rules, in policy order.
     pub failures: Vec<RuleFailure>,
+    /// The allowlist items the evidence matched (PCR values, boot applications, kernels,
+    /// initrds, exact command lines), at most [`MAX_USED_ITEMS`]: what the server records
+    /// per successful boot so that items no machine uses any more can be retired.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub used: Vec<UsedItem>,
 }
 
 impl Verdict {
@@ -134,6 +144,7 @@ impl Report {
     /// The failures only.
     pub fn verdict(&self) -> Verdict {
         Verdict {
+            used: Vec::new(),
             failures: self
                 .outcomes
                 .iter()
@@ -257,15 +268,16 @@ impl Evaluator for Policy {
     fn evaluate_claims(&self, claims: &Claims<'_>) -> Verdict {
         let mut sink = eval::Sink::failures_only();
         eval::evaluate(self, claims, &mut sink);
+        let (outcomes, used) = sink.into_parts();
         Verdict {
-            failures: sink
-                .into_outcomes()
+            failures: outcomes
                 .into_iter()
                 .map(|o| RuleFailure {
                     rule: o.rule,
                     reason: o.detail,
                 })
                 .collect(),
+            used,
         }
     }
 }

@@ -133,7 +133,10 @@ impl Evaluator for RegoPolicy {
         let input = input_json(claims).to_string();
         if let Err(e) = engine.set_input_json(&input) {
             failures.push(fail("rego.error", e.to_string()));
-            return Verdict { failures };
+            return Verdict {
+                failures,
+                used: Vec::new(),
+            };
         }
         match engine.eval_rule(format!("data.{PACKAGE}.allow")) {
             Ok(v) if v == regorus::Value::from(true) => {}
@@ -162,7 +165,10 @@ impl Evaluator for RegoPolicy {
                 Err(e) => failures.push(fail("rego.error", e.to_string())),
             }
         }
-        Verdict { failures }
+        Verdict {
+            failures,
+            used: Vec::new(),
+        }
     }
 }
 
