@@ -227,6 +227,7 @@ fn role_router(state: RoleState) -> Router {
         .route("/admin/v1/policies/{name}/versions", post(policy_update))
         .route("/admin/v1/policies/{name}/diff", get(policy_diff))
         .route("/admin/v1/policies/{name}/apply", post(policy_apply))
+        .route("/admin/v1/policies/{name}/retire", post(policy_retire))
         .with_state(state)
 }
 
@@ -690,6 +691,18 @@ async fn policy_apply(
 ) -> Response {
     admin_post(&s, &headers, body, StatusCode::OK, move |svc, req, now| {
         svc.apply_policy(&name, req, now)
+    })
+    .await
+}
+
+async fn policy_retire(
+    State(s): State<RoleState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    admin_post(&s, &headers, body, StatusCode::OK, move |svc, req, now| {
+        svc.retire_policy(&name, req, now)
     })
     .await
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use verifier_core::evidence::{self, Expected, Submitted, ValidationError};
 use verifier_core::keysplit::{seal_share, wrap_context, NkPublic, Share};
 use verifier_core::makecred::make_credential;
-use verifier_core::policy::{Evaluator, Policy};
+use verifier_core::policy::{Evaluator, Policy, UsedItem};
 use verifier_core::proto::v1::{
     verify_activation_proof, ActivateRequest, ActivateResponse, AgentId, AttestRequest,
     AttestResponse, ChallengeRequest, ChallengeResponse, ErrorCode, EvidenceKind, PcrSelection,
@@ -20,7 +20,7 @@ use super::ticket::Ticket;
 use super::{random_id, RoleService};
 use crate::error::{ApiError, Charge};
 use crate::store::{
-    Enrollment, EnrollmentState, NewChallenge, Refusal, Registration, ReleaseDecision,
+    BootUsage, Enrollment, EnrollmentState, NewChallenge, Refusal, Registration, ReleaseDecision,
     ReleaseRequest, StoreError,
 };
 
@@ -312,7 +312,7 @@ impl RoleService {
         }
         self.check_failure_budget(&challenge.agent_id, now)?;
         let refuse = |e: ApiError| self.record_refusal(&challenge, e, now);
-        let (reset_count, nk) = self
+        let passed = self
             .validate(req, &challenge, &enrollment, &ak)
             .map_err(refuse)?;
         let policy = Policy::from_json(&enrollment.policy).map_err(ApiError::internal)?;
@@ -332,7 +332,17 @@ impl RoleService {
                 "host quote fresh, by the pinned AK, and accepted by the host rules"
             );
         }
-        self.release(&challenge, reset_count, &evidence_hash, now, &nk)
+        // Only a release records what the boot used (a refusal writes no session), so a
+        // stranger's evidence can neither count as a boot nor make an item look used.
+        let usage = enrollment
+            .policy_ref
+            .as_ref()
+            .map(|(name, version)| BootUsage {
+                policy_name: name,
+                policy_version: *version,
+                used: &passed.used,
+            });
+        self.release(&challenge, &passed, &evidence_hash, now, usage)
     }
 
     /// The challenge a ticket stands for: its agent's enrollment and the activated AK it was
@@ -435,7 +445,7 @@ impl RoleService {
         ch: &NewChallenge,
         enrollment: &Enrollment,
         ak: &AkPublic,
-    ) -> Result<(u32, NkPublic), ApiError> {
+    ) -> Result<Passed, ApiError> {
         let signature = Signature::parse(req.signature.as_bytes())
             .map_err(|e| ApiError::new(ErrorCode::QuoteInvalid, format!("signature: {e}")))?;
         let pcrs = req.pcr_values()?;
@@ -463,8 +473,13 @@ impl RoleService {
         match self.store.evidence_kind(&ch.agent_id)? {
             EvidenceKind::Tpm => {}
             EvidenceKind::AzureSnpVtpm => {
-                let reset_count = self.validate_snp_vtpm(ch, ak, &ek, submitted, &policy)?;
-                return Ok((reset_count, nk));
+                let (reset_count, used) =
+                    self.validate_snp_vtpm(ch, ak, &ek, submitted, &policy)?;
+                return Ok(Passed {
+                    reset_count,
+                    nk,
+                    used,
+                });
             }
             other => {
                 return Err(ApiError::internal(format!(
@@ -495,7 +510,11 @@ impl RoleService {
         if !verdict.accepted() {
             return Err(ApiError::new(ErrorCode::PolicyDenied, verdict.to_string()).by_agent());
         }
-        Ok((validated.quote().reset_count(), nk))
+        Ok(Passed {
+            reset_count: validated.quote().reset_count(),
+            nk,
+            used: verdict.used,
+        })
     }
 
     /// The release, decided by the store in one transaction (which also stores the
@@ -503,12 +522,13 @@ impl RoleService {
     fn release(
         &self,
         ch: &NewChallenge,
-        reset_count: u32,
+        passed: &Passed,
         evidence_hash: &[u8; 32],
         now: i64,
-        nk: &NkPublic,
+        usage: Option<BootUsage<'_>>,
     ) -> Result<Vec<u8>, ApiError> {
         let role = self.role;
+        let (reset_count, nk) = (passed.reset_count, &passed.nk);
         let nk_digest = HashAlg::Sha256.hash(nk.as_bytes());
         let nk_hash = <[u8; 32]>::try_from(nk_digest.as_bytes()).map_err(ApiError::internal)?;
         let decision = self.store.release(
@@ -518,6 +538,7 @@ impl RoleService {
                 evidence_hash,
                 nk_hash: Some(nk_hash),
                 now,
+                usage,
             },
             |enr, count| {
                 let share = self
@@ -608,6 +629,16 @@ impl RoleService {
             }
         }
     }
+}
+
+/// Evidence that passed validation and the policy: what the release needs of it.
+struct Passed {
+    /// resetCount of the verified quote (the boot session).
+    reset_count: u32,
+    /// The key the answer is sealed to.
+    nk: NkPublic,
+    /// The allowlist items the evidence matched (`Verdict::used`).
+    used: Vec<UsedItem>,
 }
 
 /// A challenge whose ticket verified, with what attesting to it needs.

@@ -16,6 +16,7 @@ mod host;
 mod iak;
 mod pending;
 mod policies;
+mod retirement;
 pub mod provider;
 /// Confidential VMs: SEV-SNP vTPM registration and its attest-time verifier.
 pub mod tee;

@@ -40,7 +40,7 @@ fn stored(row: PolicyRow) -> Result<StoredPolicy, ApiError> {
     })
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(super) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::PolicyNotFound(p) => {
             ApiError::new(ErrorCode::MalformedRequest, format!("no policy {p}"))
@@ -49,6 +49,7 @@ fn store_error(e: StoreError) -> ApiError {
             ErrorCode::MalformedRequest,
             format!("policy {p} already exists (add a version with `unlockctl policy update`)"),
         ),
+        StoreError::PolicyMoved { .. } => ApiError::new(ErrorCode::MalformedRequest, e.to_string()),
         StoreError::NotFound(a) => {
             ApiError::new(ErrorCode::NotEnrolled, format!("agent {a} is not enrolled"))
         }

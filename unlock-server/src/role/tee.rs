@@ -27,7 +27,7 @@ use verifier_core::attester::{
     AzureSnpVtpmError, AzureSnpVtpmEvidence, AzureSnpVtpmVerifier, Challenge, VerifiedClaims,
 };
 use verifier_core::evidence::Submitted;
-use verifier_core::policy::{Evaluator, Policy};
+use verifier_core::policy::{Evaluator, Policy, UsedItem};
 use verifier_core::proto::v1::{
     ActivateResponse, AgentId, ErrorCode, EvidenceKind, SnpVtpmRegisterRequest,
 };
@@ -177,7 +177,7 @@ impl RoleService {
     /// and VCEK verified again and naming the pinned AK and the enrolled EK, the quote
     /// validated with the pinned AK, the signer in the endorsement hierarchy (the resetCount
     /// names the boot only there), then the policy on the claims with the SNP claims. The
-    /// verified resetCount, or the refusal (not yet recorded).
+    /// verified resetCount and the allowlist items matched, or the refusal (not yet recorded).
     pub(super) fn validate_snp_vtpm(
         &self,
         ch: &NewChallenge,
@@ -185,7 +185,7 @@ impl RoleService {
         ek: &Public,
         submitted: Submitted<'_>,
         policy: &Policy,
-    ) -> Result<u32, ApiError> {
+    ) -> Result<(u32, Vec<UsedItem>), ApiError> {
         let stored = self.store.tee_evidence(&ch.agent_id)?.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnknownAgent,
@@ -220,7 +220,7 @@ impl RoleService {
         if !verdict.accepted() {
             return Err(ApiError::new(ErrorCode::PolicyDenied, verdict.to_string()).by_agent());
         }
-        Ok(quote.reset_count())
+        Ok((quote.reset_count(), verdict.used))
     }
 }
 

@@ -27,6 +27,7 @@ mod purge;
 mod sqlite;
 mod tee;
 mod types;
+mod usage;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,7 @@ pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
 pub use purge::{PurgeCounts, PurgePolicy};
 pub use tee::TeeEvidence;
 pub use types::*;
+pub use usage::BootUsage;
 
 /// Where a role's data lives.
 #[derive(Clone, PartialEq, Eq)]
@@ -131,6 +133,16 @@ pub enum StoreError {
     /// No such named policy (or version).
     #[error("no policy {0}")]
     PolicyNotFound(String),
+    /// A version was added since a change was computed from `base`.
+    #[error("policy {name} moved on: the change was computed from v{base}, the latest is v{latest}; run the command again")]
+    PolicyMoved {
+        /// The policy.
+        name: String,
+        /// The version the change was computed from.
+        base: u32,
+        /// The latest version now.
+        latest: u32,
+    },
     /// The agent already has as many undecided policy changes as allowed.
     #[error("agent {agent_id} already has {max} pending policy changes: an operator must decide them first")]
     TooManyPending {
@@ -900,6 +912,9 @@ fn release_in(
             "UPDATE enrollments SET state = 'terminated', updated_at = ?2 WHERE agent_id = ?1",
             args![req.agent_id(), req.now],
         )?;
+    }
+    if let (true, Some(usage)) = (new_session, &req.usage) {
+        usage::record(c, req.agent_id(), req.reset_count, usage)?;
     }
     insert_used_challenge(c, req, &response)?;
     Ok(ReleaseDecision::Released {

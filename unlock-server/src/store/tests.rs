@@ -108,6 +108,7 @@ fn attest(s: &Store, id: &str, reset_count: u32, evidence: u8) -> ReleaseDecisio
             evidence_hash: &h,
             nk_hash: None,
             now: 10,
+            usage: None,
         },
         |_, _| Ok(format!("sealed-{id}").into_bytes()),
     )
@@ -123,6 +124,7 @@ fn attest_nk(s: &Store, id: &str, reset_count: u32, evidence: u8, nk: u8) -> Rel
             evidence_hash: &h,
             nk_hash: Some([nk; 32]),
             now: 10,
+            usage: None,
         },
         |_, count| Ok(format!("sealed-{id}-{}", count.releases).into_bytes()),
     )
@@ -272,6 +274,7 @@ both!(expired_and_unknown_challenges_refused, |db| {
                 evidence_hash: &h,
                 nk_hash: None,
                 now: 10,
+                usage: None,
             },
             |_, _| Ok(b"theirs".to_vec()),
         )
@@ -361,6 +364,7 @@ both!(seal_failure_releases_nothing, |db| {
             evidence_hash: &h,
             nk_hash: None,
             now: 10,
+            usage: None,
         },
         |_, _| Err(StoreError::Seal("boom".into())),
     );
@@ -736,6 +740,7 @@ both!(
                     evidence_hash: &h,
                     nk_hash: None,
                     now: 100 + p.used_challenge_retention + 1,
+                    usage: None,
                 },
                 |_, _| Ok(b"again".to_vec()),
             )
@@ -922,6 +927,7 @@ both!(purge_concurrent_with_releases_fails_none, |db| {
                                 evidence_hash: &h,
                                 nk_hash: None,
                                 now: 10,
+                                usage: None,
                             },
                             |_, _| Ok(id.clone().into_bytes()),
                         )
@@ -1287,6 +1293,7 @@ both!(
                                     evidence_hash: &h,
                                     nk_hash: None,
                                     now: 10,
+                                    usage: None,
                                 },
                                 |_, _| Ok(id.clone().into_bytes()),
                             )

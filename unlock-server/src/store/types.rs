@@ -243,6 +243,9 @@ pub struct ReleaseRequest<'a> {
     pub nk_hash: Option<[u8; 32]>,
     /// Unix seconds.
     pub now: i64,
+    /// What the boot used of its named policy, recorded with a new session (`None`: an
+    /// inline policy, or nothing to record).
+    pub usage: Option<super::BootUsage<'a>>,
 }
 
 impl ReleaseRequest<'_> {

@@ -19,6 +19,8 @@ mod host_link;
 mod pending;
 mod provider;
 mod register;
+#[cfg(feature = "policy")]
+mod retire;
 
 #[cfg(feature = "policy")]
 pub use admin::{
@@ -27,6 +29,8 @@ pub use admin::{
     PolicyCreateRequest, PolicyDiffInfo, PolicyList, PolicyRef, PolicySummary, PolicyUpdateRequest,
     PolicyVersionInfo, SessionRecord,
 };
+#[cfg(feature = "policy")]
+pub use retire::{PolicyRetireRequest, PolicyRetireResponse, MAX_AFTER_BOOTS, MAX_RETIRE_ITEMS};
 
 pub use attest::{
     AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, ErrorCode, ErrorResponse,
