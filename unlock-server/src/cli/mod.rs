@@ -14,6 +14,7 @@ mod eventlog;
 mod iak;
 mod inventory;
 mod policy;
+mod retire;
 
 /// Operator CLI of the TPM-attested network disk unlock service.
 #[derive(Debug, Parser)]

@@ -57,6 +57,11 @@ pub(super) enum PolicyCommand {
     Approve(DecideArgs),
     /// Reject a pending change (on both roles).
     Reject(DecideArgs),
+    /// Retire allowlist items no machine needs any more (the last step of an update): the
+    /// next version without the items (boot applications, kernels, initrds, exact command
+    /// lines, PCR values) that no enrollment of the policy used in its last N successful
+    /// boots. Shows the narrowing diff; stores it with --yes; moves the machines with --apply.
+    Retire(super::retire::RetireArgs),
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +280,7 @@ pub(super) fn run(command: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::Pending(a) => pending(&a),
         PolicyCommand::Approve(a) => decide(&a, true),
         PolicyCommand::Reject(a) => decide(&a, false),
+        PolicyCommand::Retire(a) => super::retire::run(&a),
     }
 }
 

@@ -16,8 +16,8 @@ mod host;
 mod iak;
 mod pending;
 mod policies;
-mod retirement;
 pub mod provider;
+mod retirement;
 /// Confidential VMs: SEV-SNP vTPM registration and its attest-time verifier.
 pub mod tee;
 /// Challenge ids that are authenticated tickets (no write to issue one).

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use verifier_core::policy::{retire, PolicyDocument, Retirement};
-use verifier_core::proto::v1::{ErrorCode, PolicyRetireRequest, PolicyRetireResponse, PolicyRef};
+use verifier_core::proto::v1::{ErrorCode, PolicyRef, PolicyRetireRequest, PolicyRetireResponse};
 
 use super::policies::store_error;
 use super::RoleService;

@@ -1500,3 +1500,7 @@ both!(tee_kind_pin_and_evidence, |db| {
     assert_eq!(s.evidence_kind(&cvm).unwrap(), EvidenceKind::Tpm);
     assert_eq!(s.tee_evidence(&cvm).unwrap(), None);
 });
+
+/// Boot usage and retired versions (`store/usage.rs`), on both backends.
+#[path = "usage_tests.rs"]
+mod usage_tests;

@@ -137,7 +137,10 @@ pub fn retirable_items(doc: &PolicyDocument) -> Vec<UsedItem> {
             continue;
         };
         for v in &r.allowed {
-            out.push(UsedItem::new(UsedItem::pcr_list(alg, r.index), hex_item(alg, v)));
+            out.push(UsedItem::new(
+                UsedItem::pcr_list(alg, r.index),
+                hex_item(alg, v),
+            ));
         }
     }
     let Some(mb) = &doc.measured_boot else {
@@ -163,9 +166,7 @@ pub fn retirable_items(doc: &PolicyDocument) -> Vec<UsedItem> {
 
 const CMDLINE_LIST: &str = "measured_boot.kernel_cmdline";
 
-fn digest_lists(
-    mb: &super::MeasuredBootDocument,
-) -> [(&'static str, Option<&Vec<String>>); 3] {
+fn digest_lists(mb: &super::MeasuredBootDocument) -> [(&'static str, Option<&Vec<String>>); 3] {
     [
         (
             "measured_boot.boot_applications",
@@ -229,7 +230,10 @@ pub fn retire(
 
 fn dedup(items: Vec<UsedItem>) -> Vec<UsedItem> {
     let mut seen = BTreeSet::new();
-    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
 }
 
 /// The items of `only`, each of which must be in `removable`.

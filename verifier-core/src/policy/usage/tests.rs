@@ -61,7 +61,9 @@ fn a_machine_with_fewer_than_n_boots_keeps_everything() {
     let r = retire(&vs, 1, &m, 3, None).unwrap();
     assert!(r.removed.is_empty());
     assert!(
-        r.kept.iter().any(|k| k.item == item(A) && k.reason.contains("m2 has 2 of the 3")),
+        r.kept
+            .iter()
+            .any(|k| k.item == item(A) && k.reason.contains("m2 has 2 of the 3")),
         "{:?}",
         r.kept
     );

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::admin::PolicyRef;
-use crate::policy::{Retirement, UsedItem};
 use super::Validate;
+use crate::policy::{Retirement, UsedItem};
 use crate::proto::ProtoError;
 
 /// Most boots a retirement may ask for: sessions older than the purge's retention are gone
@@ -41,7 +41,11 @@ impl Validate for PolicyRetireRequest {
                 reason: "must be between 1 and 1000",
             });
         }
-        if self.items.as_ref().is_some_and(|i| i.len() > MAX_RETIRE_ITEMS) {
+        if self
+            .items
+            .as_ref()
+            .is_some_and(|i| i.len() > MAX_RETIRE_ITEMS)
+        {
             return Err(ProtoError::Invalid {
                 field: "items",
                 reason: "more than 4096 items",
