@@ -72,7 +72,11 @@ fn forged_claim_of(m: &Machine, server: &Server, pcr9: &[u8]) {
         }
     }
     let (status, body) = d.attest("verifier", &req);
-    assert!(status >= 400, "{status}: {}", String::from_utf8_lossy(&body));
+    assert!(
+        status >= 400,
+        "{status}: {}",
+        String::from_utf8_lossy(&body)
+    );
     assert_ne!(code(&body), "", "{}", String::from_utf8_lossy(&body));
     d.release();
 }
@@ -189,5 +193,9 @@ fn unused_entries_retire_after_n_boots_and_refused_attempts_never_count() {
     // Nothing more to retire: B is the only value left and it is used.
     let out = retire(&server, &[]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("nothing can be retired"), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing can be retired"),
+        "{}",
+        text(&out)
+    );
 }

@@ -586,3 +586,57 @@ fn a_new_authority_widens_and_a_removed_one_narrows() {
     let d = verifier_core::policy::diff(&new, &old);
     assert!(!d.may_widen(), "{d:?}");
 }
+
+/// An accepted boot reports the allowlist items it matched (what the server records per
+/// boot to retire unused ones), in the notation `retirable_items` gives the document, and
+/// never an item it did not match.
+#[test]
+fn accepted_boot_reports_the_items_it_matched() {
+    let (_, c) = grub();
+    let mut doc = learn_doc(&c, LearnMode::Both);
+    let unused = "ab".repeat(32);
+    let mb = doc.measured_boot.as_mut().unwrap();
+    mb.kernels.as_mut().unwrap().push(unused.clone());
+    mb.kernel_cmdline
+        .as_mut()
+        .unwrap()
+        .push(CmdlineRuleDocument::Exact("never measured".into()));
+    doc.pcrs[0].allowed.push("cd".repeat(32));
+    let v = eval(&doc, &c);
+    assert!(v.accepted(), "{v}");
+    let items = verifier_core::policy::retirable_items(&doc);
+    for u in &v.used {
+        assert!(items.contains(u), "{u} is not an item of the document");
+    }
+    for list in [
+        "measured_boot.kernels",
+        "measured_boot.initrds",
+        "measured_boot.kernel_cmdline",
+    ] {
+        assert!(
+            v.used.iter().any(|u| u.list == list),
+            "{list}: {:?}",
+            v.used
+        );
+    }
+    let pcr_items = v
+        .used
+        .iter()
+        .filter(|u| u.list.starts_with("pcrs["))
+        .count();
+    assert_eq!(pcr_items, doc.pcrs.len(), "{:?}", v.used);
+    assert!(v
+        .used
+        .iter()
+        .all(|u| u.item != unused && u.item != "never measured" && u.item != "cd".repeat(32)));
+    // A rule that fails names no item of its list.
+    doc.pcrs[0].allowed = vec!["cd".repeat(32)];
+    let refused = eval(&doc, &c);
+    assert!(!refused.accepted());
+    let list = format!("pcrs[{}:{}].allowed", doc.pcrs[0].bank, doc.pcrs[0].index);
+    assert!(
+        !refused.used.iter().any(|u| u.list == list),
+        "{:?}",
+        refused.used
+    );
+}
