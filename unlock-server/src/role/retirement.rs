@@ -61,9 +61,9 @@ impl RoleService {
     ) -> Result<BTreeMap<u32, PolicyDocument>, ApiError> {
         let mut versions = BTreeMap::from([(latest.version, latest_doc.clone())]);
         for boot in machines.iter().flat_map(|m| &m.boots) {
-            if !versions.contains_key(&boot.version) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = versions.entry(boot.version) {
                 let p = self.policy_version(latest.name.as_str(), Some(boot.version))?;
-                versions.insert(boot.version, p.document);
+                slot.insert(p.document);
             }
         }
         Ok(versions)

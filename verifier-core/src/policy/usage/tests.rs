@@ -140,16 +140,18 @@ fn only_removals_from_allowlists_pass_the_gate() {
 
 #[test]
 fn kernels_and_exact_command_lines_are_items_and_regexes_are_not() {
-    let mut d = PolicyDocument::default();
-    d.measured_boot = Some(crate::policy::MeasuredBootDocument {
-        kernels: Some(vec![A.into(), B.into()]),
-        kernel_cmdline: Some(vec![
-            CmdlineRuleDocument::Exact("root=/dev/a".into()),
-            CmdlineRuleDocument::Exact("root=/dev/b".into()),
-            CmdlineRuleDocument::Regex("root=.*".into()),
-        ]),
-        ..Default::default()
-    });
+    let d = PolicyDocument {
+        measured_boot: Some(crate::policy::MeasuredBootDocument {
+            kernels: Some(vec![A.into(), B.into()]),
+            kernel_cmdline: Some(vec![
+                CmdlineRuleDocument::Exact("root=/dev/a".into()),
+                CmdlineRuleDocument::Exact("root=/dev/b".into()),
+                CmdlineRuleDocument::Regex("root=.*".into()),
+            ]),
+            ..Default::default()
+        }),
+        ..PolicyDocument::default()
+    };
     let items = retirable_items(&d);
     assert_eq!(items.len(), 4, "{items:?}");
     let vs = versions(&[d]);
