@@ -38,10 +38,6 @@ impl Sink {
         }
     }
 
-    pub(super) fn into_outcomes(self) -> Vec<RuleOutcome> {
-        self.outcomes
-    }
-
     pub(super) fn into_parts(self) -> (Vec<RuleOutcome>, Vec<UsedItem>) {
         (self.outcomes, self.used)
     }

@@ -77,6 +77,7 @@ impl HostPolicy {
         for o in &mut report.outcomes {
             o.rule = format!("host.{}", o.rule);
         }
+        report.used.clear();
         report
     }
 }

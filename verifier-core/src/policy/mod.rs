@@ -133,6 +133,9 @@ pub struct RuleOutcome {
 pub struct Report {
     /// In policy order.
     pub outcomes: Vec<RuleOutcome>,
+    /// The allowlist items the evidence matched (as in [`Verdict::used`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub used: Vec<UsedItem>,
 }
 
 impl Report {
@@ -144,7 +147,7 @@ impl Report {
     /// The failures only.
     pub fn verdict(&self) -> Verdict {
         Verdict {
-            used: Vec::new(),
+            used: self.used.clone(),
             failures: self
                 .outcomes
                 .iter()
@@ -258,9 +261,8 @@ impl Policy {
     pub fn check(&self, claims: &Claims<'_>) -> Report {
         let mut sink = eval::Sink::verbose();
         eval::evaluate(self, claims, &mut sink);
-        Report {
-            outcomes: sink.into_outcomes(),
-        }
+        let (outcomes, used) = sink.into_parts();
+        Report { outcomes, used }
     }
 }
 
