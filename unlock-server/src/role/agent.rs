@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use verifier_core::evidence::{self, Expected, Submitted, ValidationError};
 use verifier_core::keysplit::{seal_share, wrap_context, NkPublic, Share};
 use verifier_core::makecred::make_credential;
-use verifier_core::policy::{Evaluator, Policy, UsedItem};
+use verifier_core::policy::{Evaluator, Matched, Policy, UsedItem};
 use verifier_core::proto::v1::{
     verify_activation_proof, ActivateRequest, ActivateResponse, AgentId, AttestRequest,
     AttestResponse, ChallengeRequest, ChallengeResponse, ErrorCode, EvidenceKind, PcrSelection,
@@ -513,7 +513,7 @@ impl RoleService {
         Ok(Passed {
             reset_count: validated.quote().reset_count(),
             nk,
-            used: verdict.used,
+            used: verdict.used.iter().map(Matched::item).collect(),
         })
     }
 

@@ -27,7 +27,7 @@ use verifier_core::attester::{
     AzureSnpVtpmError, AzureSnpVtpmEvidence, AzureSnpVtpmVerifier, Challenge, VerifiedClaims,
 };
 use verifier_core::evidence::Submitted;
-use verifier_core::policy::{Evaluator, Policy, UsedItem};
+use verifier_core::policy::{Evaluator, Matched, Policy, UsedItem};
 use verifier_core::proto::v1::{
     ActivateResponse, AgentId, ErrorCode, EvidenceKind, SnpVtpmRegisterRequest,
 };
@@ -220,7 +220,10 @@ impl RoleService {
         if !verdict.accepted() {
             return Err(ApiError::new(ErrorCode::PolicyDenied, verdict.to_string()).by_agent());
         }
-        Ok((quote.reset_count(), verdict.used))
+        Ok((
+            quote.reset_count(),
+            verdict.used.iter().map(Matched::item).collect(),
+        ))
     }
 }
 

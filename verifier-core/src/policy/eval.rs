@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::boot::{self, AuthorityUse, BootState, KeyDb, KeyHash, Measured, SigEntry};
 use super::compile::{ClockRules, ImaRules, MeasuredBoot, SnpRules};
-use super::usage::{UsedItem, MAX_USED_ITEMS};
+use super::usage::{Matched, CMDLINE_LIST, MAX_USED_ITEMS};
 use super::{Claims, Policy, RuleOutcome};
 use crate::eventlog::{EventLog, Finding};
 use crate::wire::{Digest, HashAlg, PCR_COUNT};
@@ -18,7 +18,7 @@ pub(super) struct Sink {
     verbose: bool,
     outcomes: Vec<RuleOutcome>,
     /// Allowlist items the evidence matched (see `usage`).
-    used: Vec<UsedItem>,
+    used: Vec<Matched>,
 }
 
 impl Sink {
@@ -38,13 +38,12 @@ impl Sink {
         }
     }
 
-    pub(super) fn into_parts(self) -> (Vec<RuleOutcome>, Vec<UsedItem>) {
+    pub(super) fn into_parts(self) -> (Vec<RuleOutcome>, Vec<Matched>) {
         (self.outcomes, self.used)
     }
 
     /// Records a matched allowlist item, once, up to [`MAX_USED_ITEMS`].
-    fn used(&mut self, list: impl Into<String>, item: impl Into<String>) {
-        let item = UsedItem::new(list, item);
+    fn used(&mut self, item: Matched) {
         if self.used.len() < MAX_USED_ITEMS && !self.used.contains(&item) {
             self.used.push(item);
         }
@@ -93,7 +92,7 @@ pub(super) fn evaluate(policy: &Policy, claims: &Claims<'_>, out: &mut Sink) {
         match claims.pcrs().get(r.alg, r.index) {
             None => out.fail(rule(), "not covered by the quote"),
             Some(v) if r.allowed.contains(v) => {
-                out.used(UsedItem::pcr_list(r.alg, r.index), v.to_hex());
+                out.used(Matched::pcr(r.alg, r.index, *v));
                 out.pass(rule, || format!("{v} is allowed"));
             }
             Some(v) if r.initial && *v == initial(r.alg, r.index) => {
@@ -425,7 +424,12 @@ fn measured_boot(mb: &MeasuredBoot, claims: &Claims<'_>, out: &mut Sink) {
             authorities(allowed, &state.authorities),
         );
     }
-    type Allowlist<'r> = (&'r str, &'r Option<Vec<Digest>>, &'r [Measured], &'r str);
+    type Allowlist<'r> = (
+        &'static str,
+        &'r Option<Vec<Digest>>,
+        &'r [Measured],
+        &'r str,
+    );
     let lists: [Allowlist<'_>; 3] = [
         (
             "measured_boot.boot_applications",
@@ -451,7 +455,7 @@ fn measured_boot(mb: &MeasuredBoot, claims: &Claims<'_>, out: &mut Sink) {
             let r = allowlist(allowed, found, what, log);
             if r.is_ok() {
                 for m in found {
-                    out.used(rule, m.digest.to_hex());
+                    out.used(Matched::digest(rule, m.digest));
                 }
             }
             out.record(rule, r);
@@ -461,10 +465,10 @@ fn measured_boot(mb: &MeasuredBoot, claims: &Claims<'_>, out: &mut Sink) {
         let r = cmdlines(rules, &state);
         if r.is_ok() {
             for text in exact_matches(rules, &state) {
-                out.used("measured_boot.kernel_cmdline", text);
+                out.used(Matched::text(CMDLINE_LIST, text));
             }
         }
-        out.record("measured_boot.kernel_cmdline", r);
+        out.record(CMDLINE_LIST, r);
     }
 }
 

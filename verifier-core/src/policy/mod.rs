@@ -47,8 +47,8 @@ pub use document::{
 pub use host::{HostPolicy, DEFAULT_HOST_TIMEOUT_MS, MAX_HOST_TIMEOUT_MS};
 pub use learn::{learn, LearnError, LearnMode, LearnOptions, Learned};
 pub use usage::{
-    check_only_narrows, retirable_items, retire, BootUse, KeptItem, MachineUse, RetireError,
-    Retirement, UsedItem, MAX_USED_ITEMS,
+    check_only_narrows, retirable_items, retire, BootUse, KeptItem, MachineUse, Matched,
+    RetireError, Retirement, UsedItem, MAX_USED_ITEMS,
 };
 pub use widen::{check_only_allows_more, widen, WidenError, Widened};
 
@@ -83,7 +83,7 @@ pub struct Verdict {
     /// initrds, exact command lines), at most [`MAX_USED_ITEMS`]: what the server records
     /// per successful boot so that items no machine uses any more can be retired.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub used: Vec<UsedItem>,
+    pub used: Vec<Matched>,
 }
 
 impl Verdict {
@@ -135,7 +135,7 @@ pub struct Report {
     pub outcomes: Vec<RuleOutcome>,
     /// The allowlist items the evidence matched (as in [`Verdict::used`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub used: Vec<UsedItem>,
+    pub used: Vec<Matched>,
 }
 
 impl Report {

@@ -41,7 +41,7 @@ pub struct UsedItem {
 }
 
 impl UsedItem {
-    pub(super) fn new(list: impl Into<String>, item: impl Into<String>) -> Self {
+    fn new(list: impl Into<String>, item: impl Into<String>) -> Self {
         Self {
             list: list.into(),
             item: item.into(),
@@ -49,8 +49,73 @@ impl UsedItem {
     }
 
     /// The list name of a PCR rule's allowed values.
-    pub(super) fn pcr_list(alg: HashAlg, index: u8) -> String {
+    fn pcr_list(alg: HashAlg, index: u8) -> String {
         format!("pcrs[{}:{index}].allowed", alg.name())
+    }
+}
+
+/// An allowlist item as the evaluator found it: a digest (copied, no allocation) or an exact
+/// command line, turned into a [`UsedItem`] only by whoever records it ([`Matched::item`]),
+/// so that evaluation stays as fast as it was without the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    list: MatchedList,
+    value: MatchedValue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MatchedList {
+    /// A PCR rule's `allowed`.
+    Pcr(HashAlg, u8),
+    /// A `measured_boot` list, by its path.
+    Named(&'static str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MatchedValue {
+    Digest(Digest),
+    Text(String),
+}
+
+impl Matched {
+    pub(super) fn pcr(alg: HashAlg, index: u8, value: Digest) -> Self {
+        Self {
+            list: MatchedList::Pcr(alg, index),
+            value: MatchedValue::Digest(value),
+        }
+    }
+
+    pub(super) fn digest(list: &'static str, value: Digest) -> Self {
+        Self {
+            list: MatchedList::Named(list),
+            value: MatchedValue::Digest(value),
+        }
+    }
+
+    pub(super) fn text(list: &'static str, value: &str) -> Self {
+        Self {
+            list: MatchedList::Named(list),
+            value: MatchedValue::Text(value.to_owned()),
+        }
+    }
+
+    /// The item in the notation of [`retirable_items`].
+    pub fn item(&self) -> UsedItem {
+        let list = match self.list {
+            MatchedList::Pcr(alg, index) => UsedItem::pcr_list(alg, index),
+            MatchedList::Named(n) => n.to_owned(),
+        };
+        let item = match &self.value {
+            MatchedValue::Digest(d) => d.to_hex(),
+            MatchedValue::Text(t) => t.clone(),
+        };
+        UsedItem { list, item }
+    }
+}
+
+impl Serialize for Matched {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.item().serialize(s)
     }
 }
 
@@ -164,7 +229,7 @@ pub fn retirable_items(doc: &PolicyDocument) -> Vec<UsedItem> {
     out
 }
 
-const CMDLINE_LIST: &str = "measured_boot.kernel_cmdline";
+pub(super) const CMDLINE_LIST: &str = "measured_boot.kernel_cmdline";
 
 fn digest_lists(mb: &super::MeasuredBootDocument) -> [(&'static str, Option<&Vec<String>>); 3] {
     [
