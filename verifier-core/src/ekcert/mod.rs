@@ -38,7 +38,7 @@ pub(crate) mod verify;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use cert::{Certificate, TpmInfo};
+pub use cert::{Certificate, SigningKey, TpmInfo};
 pub use iak::{iak_identity, verify_iak_certificate, IakCertError, IakIdentity, VerifiedIak};
 
 use crate::wire::{EccCurve, Public, PublicKey};
@@ -283,6 +283,15 @@ impl TrustStore {
             anchor_subject,
         })
     }
+}
+
+/// Checks a certificate the caller trusts as it is (no path: it is itself in the caller's
+/// trust list): it parses, is valid at `now` and has no critical extension this module does
+/// not process. Its own signature is not checked, as for any trust anchor.
+pub fn check_directly_trusted(der: &[u8], now: SystemTime) -> Result<Certificate, EkCertError> {
+    let cert = Certificate::from_der(der)?;
+    verify::check_cert(&cert, 0, unix_seconds(now)?)?;
+    Ok(cert)
 }
 
 /// Most intermediates a caller may present with one certificate (the TPM's NV chain
