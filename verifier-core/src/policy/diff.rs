@@ -7,6 +7,8 @@
 //! added item widens and a removed one narrows; for a requirement list (`dbx.required`) the
 //! opposite. A removed rule or section widens, an added one narrows. `require_*` turned off
 //! widens, `allow_*` turned on widens, a `max_*` or `min_*` moved the loose way widens.
+//! `auto_approve` (and a signer added to it) widens: machines may then add to the policy
+//! without an operator.
 //! Anything else is reported as a change of unknown direction, which callers must treat as
 //! possibly widening.
 
@@ -136,6 +138,11 @@ fn last(path: &str) -> &str {
 }
 
 /// A list whose items each allow something (added widens) rather than require it.
+/// `auto_approve` lets machines add to the policy themselves: more of it widens.
+fn is_auto_approval(path: &str) -> bool {
+    path == "auto_approve" || path.starts_with("auto_approve.")
+}
+
 fn is_requirement_list(path: &str) -> bool {
     path.ends_with("dbx.required")
 }
@@ -275,7 +282,9 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
 /// a bound, which `walk` compares against its absent default).
 fn added(path: &str, v: &Value, out: &mut Vec<Change>) {
     let name = last(path);
-    let effect = if name.starts_with("allow") && v == &Value::Bool(true) {
+    let effect = if is_auto_approval(path) {
+        Effect::Widens
+    } else if name.starts_with("allow") && v == &Value::Bool(true) {
         Effect::Widens
     } else if name.starts_with("max_") || name.starts_with("min_") || name == "excludes" {
         if name == "excludes" {
@@ -296,7 +305,7 @@ fn added(path: &str, v: &Value, out: &mut Vec<Change>) {
 /// A rule or section disappeared: whatever it refused is now accepted.
 fn removed(path: &str, v: &Value, out: &mut Vec<Change>) {
     let name = last(path);
-    let effect = if name.starts_with("allow") || name == "excludes" {
+    let effect = if name.starts_with("allow") || name == "excludes" || is_auto_approval(path) {
         Effect::Narrows
     } else {
         Effect::Widens
