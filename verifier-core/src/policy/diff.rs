@@ -282,9 +282,7 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
 /// a bound, which `walk` compares against its absent default).
 fn added(path: &str, v: &Value, out: &mut Vec<Change>) {
     let name = last(path);
-    let effect = if is_auto_approval(path) {
-        Effect::Widens
-    } else if name.starts_with("allow") && v == &Value::Bool(true) {
+    let effect = if is_auto_approval(path) || name.starts_with("allow") && v == &Value::Bool(true) {
         Effect::Widens
     } else if name.starts_with("max_") || name.starts_with("min_") || name == "excludes" {
         if name == "excludes" {
