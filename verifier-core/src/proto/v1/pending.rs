@@ -417,3 +417,49 @@ impl Validate for PendingDecisionRequest {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(signatures: Vec<Vec<u8>>) -> ProposedChange {
+        ProposedChange::from_predictions(
+            AgentId::of_ek(b"ek"),
+            "n".into(),
+            &[Prediction {
+                alg: HashAlg::Sha256,
+                boot_applications: vec![Predicted {
+                    what: "kernel".into(),
+                    digest: HashAlg::Sha256.hash(b"k"),
+                }],
+                kernels: Vec::new(),
+                initrds: Vec::new(),
+                cmdline: None,
+                pcr9: None,
+            }],
+            signatures,
+        )
+    }
+
+    #[test]
+    fn signatures_are_bounded_and_absent_ones_keep_the_old_encoding() {
+        let plain = change(Vec::new());
+        let json = serde_json::to_string(&plain).unwrap();
+        // A change without signatures encodes (and so digests) as before the field existed.
+        assert!(!json.contains("signatures"), "{json}");
+        let signed = change(vec![vec![0x30; 100]]);
+        assert!(signed.validate().is_ok());
+        assert_ne!(signed.digest().unwrap(), plain.digest().unwrap());
+        let too_many = change(vec![vec![0x30; 10]; MAX_IMAGE_SIGNATURES + 1]);
+        assert!(matches!(
+            too_many.validate(),
+            Err(ProtoError::TooLarge {
+                field: "change.signatures",
+                ..
+            })
+        ));
+        for bad in [Vec::new(), vec![0x30; MAX_IMAGE_SIGNATURE + 1]] {
+            assert!(change(vec![bad]).validate().is_err());
+        }
+    }
+}
