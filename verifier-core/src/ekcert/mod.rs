@@ -21,8 +21,10 @@
 //!   extKeyUsage, subjectAltName (the TCG directoryName with TPM manufacturer/model/version,
 //!   critical when the subject is empty), subjectDirectoryAttributes, certificatePolicies
 //!   (accepted even when critical: no policy constraints are applied), key identifiers,
-//!   CRL distribution points, authority information access. Any other critical extension
-//!   is refused, naming its OID.
+//!   CRL distribution points, authority information access, and the legacy Netscape
+//!   certificate type (recorded; only `image_signature` reads it, for a code signer; Debian's
+//!   Secure Boot CA marks it critical). Any other critical extension is refused, naming its
+//!   OID.
 //! - The leaf must not be a CA; if it has an extKeyUsage it must include
 //!   tcg-kp-EKCertificate (2.23.133.8.1). Its key must equal the EK's public key.
 //! - Revocation is not checked (no network, no CRLs here).

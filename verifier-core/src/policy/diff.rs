@@ -147,6 +147,24 @@ fn is_requirement_list(path: &str) -> bool {
     path.ends_with("dbx.required")
 }
 
+/// A trusted signer (base64 DER) as a person compares it: its SHA-256 fingerprint, the
+/// notation `openssl x509 -fingerprint -sha256` prints without colons.
+fn certificate(v: &Value) -> String {
+    use base64::Engine as _;
+    let der = v.as_str().and_then(|b| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .ok()
+    });
+    match der {
+        Some(d) => format!(
+            "certificate sha256 fingerprint {}",
+            crate::wire::HashAlg::Sha256.hash(&d).to_hex()
+        ),
+        None => short(v),
+    }
+}
+
 fn short(v: &Value) -> String {
     let s = match v {
         Value::String(s) => s.clone(),
@@ -202,18 +220,25 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
             } else {
                 (Effect::Narrows, Effect::Widens)
             };
+            let show = |v: &Value| {
+                if path == "auto_approve.boot_applications_signed_by" {
+                    certificate(v)
+                } else {
+                    short(v)
+                }
+            };
             for v in y.iter().filter(|v| !x.contains(v)) {
                 out.push(Change {
                     path: path.to_owned(),
                     effect: on_add,
-                    detail: format!("added {}", short(v)),
+                    detail: format!("added {}", show(v)),
                 });
             }
             for v in x.iter().filter(|v| !y.contains(v)) {
                 out.push(Change {
                     path: path.to_owned(),
                     effect: on_remove,
-                    detail: format!("removed {}", short(v)),
+                    detail: format!("removed {}", show(v)),
                 });
             }
         }
