@@ -198,3 +198,43 @@ pub fn request(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../verifier-core/src/image_signature/testdata")
+            .join(name)
+    }
+
+    /// The change carries each image's certificate-table signature, as the image holds it.
+    #[test]
+    fn the_change_carries_the_images_signatures() {
+        let signed = testdata("fbx64.efi.signed");
+        let image = std::fs::read(&signed).unwrap();
+        let expected = image_signatures(&image).unwrap();
+        assert_eq!(expected.len(), 1);
+        // An unsigned copy: the certificate-table directory entry cleared.
+        let mut unsigned = image.clone();
+        let pe = u32::from_le_bytes(unsigned[0x3c..0x40].try_into().unwrap()) as usize;
+        let dir = pe + 24 + 112 + 4 * 8;
+        unsigned[dir..dir + 8].fill(0);
+        let tmp = std::env::temp_dir().join(format!("unsigned-{}.efi", std::process::id()));
+        std::fs::write(&tmp, &unsigned).unwrap();
+        let args = AllowArgs {
+            kernel: signed.clone(),
+            initrd: None,
+            cmdline: Some("quiet".into()),
+            efi_apps: vec![tmp.clone(), signed],
+            boot_path: BootPathArg::EfiStub,
+            qemu_memory_mib: 768,
+            note: String::new(),
+        };
+        let c = change(&args, AgentId::of_ek(b"ek"), "").unwrap();
+        std::fs::remove_file(&tmp).unwrap();
+        let sent: Vec<&[u8]> = c.signatures.iter().map(|s| s.as_bytes()).collect();
+        assert_eq!(sent, vec![expected[0].as_slice(), expected[0].as_slice()]);
+    }
+}
