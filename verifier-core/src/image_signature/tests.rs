@@ -13,6 +13,8 @@ const KERNEL_SIG: &[u8] = include_bytes!("testdata/linux-6.1.0-57-amd64.p7");
 const FORGED_CHAIN: &[u8] = include_bytes!("testdata/fbx64.forged-chain.p7");
 const TLS_SIGNER: &[u8] = include_bytes!("testdata/fbx64.tls-signer.p7");
 const CA_SIGNED: &[u8] = include_bytes!("testdata/fbx64.ca-signed.p7");
+const EC_SIGNED: &[u8] = include_bytes!("testdata/fbx64.ec-signer.p7");
+const EC_CA: &[u8] = include_bytes!("testdata/test-ec-ca.der");
 
 /// 2027-06-01, inside every test certificate's validity.
 fn now() -> SystemTime {
@@ -258,4 +260,23 @@ fn unsigned_and_junk_images_have_no_signatures() {
     let dir = pe + 24 + 112 + 4 * 8;
     unsigned[dir..dir + 8].fill(0);
     assert!(image_signatures(&unsigned).unwrap().is_empty());
+}
+
+#[test]
+fn an_ecdsa_p256_signer_verifies_and_its_forgery_does_not() {
+    let (digest, _) = fbx64();
+    let v = verify(EC_SIGNED, &digest, &trust(&[EC_CA]), now()).unwrap();
+    assert_eq!(v.signer, "CN=Test EC signer");
+    // Untrusted by a policy that trusts only Debian's CA.
+    assert!(matches!(
+        verify(EC_SIGNED, &digest, &trust(&[DEBIAN_CA]), now()),
+        Err(ImageSignatureError::Untrusted { .. })
+    ));
+    // The ECDSA signature value altered (its last byte, inside the DER INTEGER s).
+    let parsed = authenticode::AuthenticodeSignature::from_bytes(EC_SIGNED).unwrap();
+    let at = find_once(EC_SIGNED, parsed.signature()) + parsed.signature().len() - 1;
+    let mut forged = EC_SIGNED.to_vec();
+    forged[at] ^= 1;
+    let e = verify(&forged, &digest, &trust(&[EC_CA]), now()).unwrap_err();
+    assert!(matches!(e, ImageSignatureError::BadSignature), "{e}");
 }
