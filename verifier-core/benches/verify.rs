@@ -576,7 +576,9 @@ fn bench_image_signature(t: &mut Table) {
     let image = std::fs::read(dir.join("fbx64.efi.signed")).unwrap();
     let ca = std::fs::read(dir.join("debian-secure-boot-ca.der")).unwrap();
     let digest = verifier_core::predict::authenticode(&image, HashAlg::Sha256).unwrap();
-    let sig = verifier_core::predict::image_signatures(&image).unwrap().remove(0);
+    let sig = verifier_core::predict::image_signatures(&image)
+        .unwrap()
+        .remove(0);
     let trusted = TrustedSigners::from_der(&[ca]).unwrap();
     let now = std::time::SystemTime::now();
     verify(&sig, &digest, &trusted, now).unwrap();
