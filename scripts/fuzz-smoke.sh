@@ -99,6 +99,12 @@ for k in /boot/vmlinuz-*; do
     [ -f "$k" ] && head -c 65536 "$k" >"fuzz/corpus/authenticode/seed-$(basename "$k")-head" && break
 done
 cp tests/data/ovmf-qemu-direct/binary_bios_measurements.bin fuzz/corpus/authenticode/seed-not-pe
+cp src/image_signature/testdata/fbx64.efi.signed fuzz/corpus/authenticode/seed-fbx64-signed
+# image_signature: real Debian PKCS#7 signatures and the sbsign forgeries.
+mkdir -p fuzz/corpus/image_signature
+for f in src/image_signature/testdata/*.p7; do
+    cp "$f" "fuzz/corpus/image_signature/seed-$(basename "$f")"
+done
 # tpm_response: command index (u8), sessions flag (u8), response. FlushContext success;
 # ReadPublic of an empty handle (TPM_RC_HANDLE); NV_Read with a password acknowledgement.
 hexseed tpm_response flush-ok 080080010000000a00000000

@@ -7,7 +7,10 @@
 //! its first unlock (persistent at its handle, or derived again from the endorsement seed).
 //! The quote is the machine's signature of the change: the AK is a restricted key, so
 //! only this TPM can make a quote whose qualifyingData is the change's digest. The roles
-//! only store the change as pending; an operator approves it (`unlockctl policy approve`).
+//! only store the change as pending; an operator approves it (`unlockctl policy approve`),
+//! or the role approves it itself when the policy's `auto_approve` rule trusts the signer of
+//! every boot application it adds: the change carries the images' Authenticode signatures
+//! for that (the certificate-table bytes, ~1.5 KiB each; the agent does not parse them).
 //!
 //! Run by the kernel-install plugin `dracut-module/kernel-install/50-unlock.install` (and
 //! usable by hand). Why here and not in `unlockctl`: this binary already holds the TPM code
@@ -18,9 +21,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use verifier_core::predict::{predict, BootFiles, BootPath};
+use verifier_core::predict::{image_signatures, predict, BootFiles, BootPath};
 use verifier_core::proto::v1::{
-    AgentId, PcrBank, PendingSubmitRequest, PendingSubmitResponse, ProposedChange, PENDING_PATH,
+    AgentId, PcrBank, PendingSubmitRequest, PendingSubmitResponse, ProposedChange,
+    MAX_IMAGE_SIGNATURE, MAX_IMAGE_SIGNATURES, PENDING_PATH,
 };
 use verifier_core::proto::Base64Bytes;
 use verifier_core::wire::HashAlg;
@@ -127,7 +131,24 @@ pub fn change(
             .take(200)
             .collect(),
         &preds,
+        signatures(&kernel, &apps),
     ))
+}
+
+/// The Authenticode signatures of the images (the EFI applications, then the kernel), as
+/// the bytes of their certificate tables: the roles verify them against a policy's
+/// `auto_approve` signers; the agent only slices them out, it never decodes PKCS#7. An
+/// unsigned image, or one whose table cannot be read, contributes none (the change then
+/// waits for an operator); oversized ones are left out, and at most
+/// [`MAX_IMAGE_SIGNATURES`] are sent.
+fn signatures(kernel: &[u8], apps: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    apps.iter()
+        .map(Vec::as_slice)
+        .chain(std::iter::once(kernel))
+        .flat_map(|img| image_signatures(img).unwrap_or_default())
+        .filter(|s| s.len() <= MAX_IMAGE_SIGNATURE)
+        .take(MAX_IMAGE_SIGNATURES)
+        .collect()
 }
 
 /// Predicts, quotes the change with the AK and submits it to both roles. Returns each role's
@@ -176,4 +197,44 @@ pub fn request(
         out.push((role, r));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../verifier-core/src/image_signature/testdata")
+            .join(name)
+    }
+
+    /// The change carries each image's certificate-table signature, as the image holds it.
+    #[test]
+    fn the_change_carries_the_images_signatures() {
+        let signed = testdata("fbx64.efi.signed");
+        let image = std::fs::read(&signed).unwrap();
+        let expected = image_signatures(&image).unwrap();
+        assert_eq!(expected.len(), 1);
+        // An unsigned copy: the certificate-table directory entry cleared.
+        let mut unsigned = image.clone();
+        let pe = u32::from_le_bytes(unsigned[0x3c..0x40].try_into().unwrap()) as usize;
+        let dir = pe + 24 + 112 + 4 * 8;
+        unsigned[dir..dir + 8].fill(0);
+        let tmp = std::env::temp_dir().join(format!("unsigned-{}.efi", std::process::id()));
+        std::fs::write(&tmp, &unsigned).unwrap();
+        let args = AllowArgs {
+            kernel: signed.clone(),
+            initrd: None,
+            cmdline: Some("quiet".into()),
+            efi_apps: vec![tmp.clone(), signed],
+            boot_path: BootPathArg::EfiStub,
+            qemu_memory_mib: 768,
+            note: String::new(),
+        };
+        let c = change(&args, AgentId::of_ek(b"ek"), "").unwrap();
+        std::fs::remove_file(&tmp).unwrap();
+        let sent: Vec<&[u8]> = c.signatures.iter().map(|s| s.as_bytes()).collect();
+        assert_eq!(sent, vec![expected[0].as_slice(), expected[0].as_slice()]);
+    }
 }

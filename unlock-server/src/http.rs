@@ -390,12 +390,22 @@ async fn challenge(
 }
 
 /// A machine's own request for a policy change (authenticated by its AK's quote over it).
+/// A pending change carries the images' Authenticode signatures (up to 6 of 16 KiB, base64
+/// in JSON) beside its digests.
+const PENDING_BODY: usize = 192 * 1024;
+
 async fn pending_submit(
     State(s): State<RoleState>,
     peer: Option<Extension<Peer>>,
     body: Body,
 ) -> Response {
-    agent_json(&s, peer, body, RoleService::submit_pending).await
+    let r = agent_call(&s, peer, body, PENDING_BODY, |svc, req, _, now| {
+        svc.submit_pending(req, now)
+    });
+    match r.await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn deposit_nonce(

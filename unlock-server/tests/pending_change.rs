@@ -129,6 +129,7 @@ fn change(agent: &SimAgent, note: &str) -> ProposedChange {
             cmdline: None,
             pcr9: Some(agent.tpm().pcr(PCR).unwrap().to_hex()),
         }],
+        signatures: Vec::new(),
     }
 }
 

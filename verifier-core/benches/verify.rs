@@ -566,6 +566,48 @@ fn bench_makecred(t: &mut Table) {
     }
 }
 
+/// A boot application's Authenticode signature checked for auto-approval (Debian's signed
+/// shim fallback, chained to Debian's Secure Boot CA) against its floor: the two RSA-2048
+/// PKCS#1 verifications it needs (the signer's, the CA's over the signer certificate), keys
+/// parsed per call as the code does.
+fn bench_image_signature(t: &mut Table) {
+    use verifier_core::image_signature::{verify, TrustedSigners};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/image_signature/testdata");
+    let image = std::fs::read(dir.join("fbx64.efi.signed")).unwrap();
+    let ca = std::fs::read(dir.join("debian-secure-boot-ca.der")).unwrap();
+    let digest = verifier_core::predict::authenticode(&image, HashAlg::Sha256).unwrap();
+    let sig = verifier_core::predict::image_signatures(&image)
+        .unwrap()
+        .remove(0);
+    let trusted = TrustedSigners::from_der(&[ca]).unwrap();
+    let now = std::time::SystemTime::now();
+    verify(&sig, &digest, &trusted, now).unwrap();
+    let full = || verify(&sig, &digest, &trusted, now).is_ok();
+    let ak = SoftwareAk::generate_rsa_2048().unwrap();
+    let (sel, pcrs) = quote_pcrs();
+    let (attest, q) = ak.quote(&[1; 32], &sel, &pcrs, clock(), 1).unwrap();
+    let Signature::RsaSsa { sig: rsa_sig, .. } = q else {
+        panic!("not an RSA signature")
+    };
+    let n = ak.public().rsa_modulus().unwrap();
+    let e = [1u8, 0, 1];
+    let alg = &signature::RSA_PKCS1_2048_8192_SHA256;
+    let two = || {
+        (0..2).all(|_| {
+            RsaPublicKeyComponents { n, e: &e[..] }
+                .verify(alg, &attest, &rsa_sig)
+                .is_ok()
+        })
+    };
+    t.compared(
+        "image_signature::verify (Debian-signed PE, chain to Debian CA)",
+        Unit::Ops,
+        &compare(full, two),
+        "2 bare RSA-2048 verifies",
+        "-",
+    );
+}
+
 fn bench_hpke(t: &mut Table) {
     let nk = NkPrivate::generate().unwrap();
     let nk_pub = nk.public();
@@ -613,6 +655,9 @@ fn main() {
     }
     if on("hpke") {
         bench_hpke(&mut t);
+    }
+    if on("image_signature") {
+        bench_image_signature(&mut t);
     }
     t.print();
     println!("cost = median over alternating runs of baseline rate / measured rate (1.00x: as fast as the baseline).");

@@ -637,10 +637,38 @@ pub fn authenticode(data: &[u8]) {
         &crate::predict::authenticode(data, HashAlg::Sha256),
     );
     let _ = crate::predict::signed_digests(data);
+    if let Ok(sigs) = crate::predict::image_signatures(data) {
+        if sigs.len() > crate::predict::MAX_IMAGE_SIGNATURES {
+            violated(T, "more signatures than the cap");
+        }
+    }
     let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
     if let Ok(img) = crate::predict::qemu_direct_boot_image(data, Some(len / 2 + 1), 768 << 20) {
         same(T, "patched image keeps its length", &data.len(), &img.len());
         let _ = crate::predict::authenticode(&img, HashAlg::Sha1);
+    }
+}
+
+/// A boot application's Authenticode signature as a machine sends it (`image_signature`):
+/// verified for the image digest it carries itself (so the checks past the digest
+/// comparison run) and for a fixed one, against Debian's Secure Boot CA. Must refuse or accept, never panic;
+/// an accepted signature must vouch for exactly the digest asked for.
+pub fn image_signature(data: &[u8]) {
+    use crate::image_signature::{verify, TrustedSigners};
+    const T: &str = "image_signature";
+    const DEBIAN_CA: &[u8] = include_bytes!("image_signature/testdata/debian-secure-boot-ca.der");
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_811_808_000);
+    let fixed = HashAlg::Sha256.hash(b"fixed");
+    let carried = authenticode::AuthenticodeSignature::from_bytes(data)
+        .ok()
+        .and_then(|s| crate::wire::Digest::from_slice(HashAlg::Sha256, s.digest()));
+    let Ok(debian) = TrustedSigners::from_der(&[DEBIAN_CA.to_vec()]) else {
+        violated(T, "the Debian CA does not load");
+    };
+    for digest in [Some(fixed), carried].into_iter().flatten() {
+        if let Ok(v) = verify(data, &digest, &debian, now) {
+            same(T, "vouches for the digest asked for", &v.digest, &digest);
+        }
     }
 }
 

@@ -43,6 +43,8 @@ mod error;
 pub mod eventlog;
 pub mod evidence;
 pub mod ima;
+#[cfg(feature = "ekcert")]
+pub mod image_signature;
 pub mod keysplit;
 #[cfg(feature = "aws-lc")]
 pub mod makecred;

@@ -169,6 +169,41 @@ pub fn signed_digests(image: &[u8]) -> Result<Vec<Vec<u8>>, PredictError> {
     }
 }
 
+/// Most signatures taken from one image's certificate table.
+pub const MAX_IMAGE_SIGNATURES: usize = 4;
+
+/// The PKCS#7 payloads of the image's `WIN_CERT_TYPE_PKCS_SIGNED_DATA` certificate-table
+/// entries (its Authenticode signatures), in table order, at most
+/// [`MAX_IMAGE_SIGNATURES`]; none for an unsigned image. Only slices the table, never
+/// decodes the PKCS#7: the machine sends these bytes and the server verifies them
+/// (`image_signature`), so the initramfs agent carries no CMS code.
+pub fn image_signatures(image: &[u8]) -> Result<Vec<Vec<u8>>, PredictError> {
+    use object::read::pe::{PeFile32, PeFile64};
+    const PKCS_SIGNED_DATA: u16 = 2;
+    fn of(pe: &dyn authenticode::PeTrait) -> Result<Vec<Vec<u8>>, PredictError> {
+        let Some(iter) = authenticode::AttributeCertificateIterator::new(pe)
+            .map_err(|_| PredictError::BadPeLayout)?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for cert in iter {
+            let cert = cert.map_err(|_| PredictError::BadPeLayout)?;
+            if cert.certificate_type == PKCS_SIGNED_DATA && out.len() < MAX_IMAGE_SIGNATURES {
+                out.push(cert.data.to_vec());
+            }
+        }
+        Ok(out)
+    }
+    match PeFile64::parse(image) {
+        Ok(pe) => of(&pe),
+        Err(e64) => match PeFile32::parse(image) {
+            Ok(pe) => of(&pe),
+            Err(_) => Err(PredictError::NotPe(e64.to_string())),
+        },
+    }
+}
+
 /// The digest the Linux EFI stub extends for its load options: the UTF-16LE text with its
 /// terminating NUL.
 pub fn load_options_digest(cmdline: &str, alg: HashAlg) -> Digest {

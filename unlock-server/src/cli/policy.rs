@@ -823,8 +823,14 @@ fn pending(a: &ListArgs) -> anyhow::Result<()> {
         if let Some(p) = &c.problem {
             println!("    cannot be approved: {p}");
         }
+        if let Some(w) = &c.not_auto_approved {
+            println!("    not auto-approved: {w}");
+        }
         if let Some(r) = &c.result {
             println!("    allowed by {r}");
+        }
+        if let Some(by) = &c.decided_by {
+            println!("    decided by {by}");
         }
     }
     Ok(())

@@ -6,8 +6,15 @@
 //! operator approves; approval appends the submitted digests to allowlists the agent's named
 //! policy already has ([`widen`]: never a new rule, never a removal), adds that as the next
 //! version and moves the agent (or, with `fleet`, every enrollment of the policy) to it.
+//!
+//! The one exception: when the policy's `auto_approve` rule trusts the signer of every boot
+//! application the change adds, and the change adds nothing else
+//! ([`verifier_core::policy::auto_approval`]), the role approves it at submission, for this
+//! agent only, and records `auto: signed by <subject>` as who decided.
 
-use verifier_core::policy::{diff, widen, PolicyDocument};
+use std::time::{Duration, UNIX_EPOCH};
+
+use verifier_core::policy::{auto_approval, diff, widen, AutoApproval, PolicyDocument};
 use verifier_core::proto::v1::{
     ErrorCode, Id, PendingChangeInfo, PendingDecisionRequest, PendingList, PendingState,
     PendingSubmitRequest, PendingSubmitResponse, PolicyRef, ProposedChange,
@@ -15,10 +22,13 @@ use verifier_core::proto::v1::{
 
 use super::{MachineQuote, RoleService};
 use crate::error::ApiError;
-use crate::store::{PendingRow, StoreError, Submitted};
+use crate::store::{Actor, Decision, PendingRow, StoreError, Submitted};
 
 /// Most undecided changes one agent may have on a role.
 pub const MAX_PENDING_PER_AGENT: u32 = 8;
+
+/// Who an operator's decision is recorded as.
+const OPERATOR: &str = "operator";
 
 /// The new document for a change, against the agent's policy as it stands: (the agent's
 /// current version, the latest version of its policy, the widened document).
@@ -56,8 +66,8 @@ impl RoleService {
             .submit_pending(&id, agent_id, &text, MAX_PENDING_PER_AGENT, now)
         {
             Ok(Submitted::New) => {
-                tracing::info!(role = self.role.as_str(), agent_id, id, note = %req.change.note, "policy change submitted, pending approval");
-                PendingState::Pending
+                tracing::info!(role = self.role.as_str(), agent_id, id, note = %req.change.note, "policy change submitted");
+                self.try_auto_approve(&id, &req.change, now)?
             }
             Ok(Submitted::Exists(s)) => PendingState::parse(&s).ok_or_else(|| {
                 ApiError::internal(format!("pending_changes.state {s:?} is not a state"))
@@ -77,6 +87,47 @@ impl RoleService {
             Err(e) => return Err(e.into()),
         };
         Ok(PendingSubmitResponse { id, state })
+    }
+
+    /// Approves a just-submitted change when the policy's `auto_approve` rule covers it;
+    /// otherwise it stays pending for an operator.
+    fn try_auto_approve(
+        &self,
+        id: &str,
+        change: &ProposedChange,
+        now: i64,
+    ) -> Result<PendingState, ApiError> {
+        let agent_id = change.agent_id.as_str();
+        let plan = match self.plan(change) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::info!(
+                    role = self.role.as_str(),
+                    agent_id,
+                    id,
+                    why,
+                    "policy change pending approval"
+                );
+                return Ok(PendingState::Pending);
+            }
+        };
+        match auto_decision(change, &plan, now) {
+            AutoApproval::Approved { signers } => {
+                let by = format!("auto: signed by {}", signers.join("; "));
+                self.approve(id, change, &plan, false, (&by, Actor::Agent), now)?;
+                Ok(PendingState::Approved)
+            }
+            AutoApproval::Pending(why) => {
+                tracing::info!(
+                    role = self.role.as_str(),
+                    agent_id,
+                    id,
+                    not_auto_approved = why,
+                    "policy change pending approval"
+                );
+                Ok(PendingState::Pending)
+            }
+        }
     }
 
     fn plan(&self, change: &ProposedChange) -> Result<Plan, String> {
@@ -116,17 +167,24 @@ impl RoleService {
             serde_json::from_str(&row.change).map_err(ApiError::internal)?;
         let state = PendingState::parse(&row.state)
             .ok_or_else(|| ApiError::internal("pending_changes.state is not a state"))?;
-        let (policy, diff, problem) = if state == PendingState::Pending {
+        let (policy, diff, problem, not_auto) = if state == PendingState::Pending {
             match self.plan(&change) {
-                Ok(p) => (
-                    Some(p.current),
-                    Some(diff(&p.current_doc, &p.widened)),
-                    None,
-                ),
-                Err(e) => (None, None, Some(e)),
+                Ok(p) => {
+                    let why = match auto_decision(&change, &p, row.submitted_at) {
+                        AutoApproval::Pending(why) => Some(why),
+                        AutoApproval::Approved { .. } => None,
+                    };
+                    (
+                        Some(p.current),
+                        Some(diff(&p.current_doc, &p.widened)),
+                        None,
+                        why,
+                    )
+                }
+                Err(e) => (None, None, Some(e), None),
             }
         } else {
-            (None, None, None)
+            (None, None, None, None)
         };
         let result = match row.result {
             Some((n, version)) => Some(PolicyRef {
@@ -145,6 +203,8 @@ impl RoleService {
             problem,
             decided_at: row.decided_at,
             result,
+            decided_by: row.decided_by,
+            not_auto_approved: not_auto,
         })
     }
 
@@ -182,33 +242,19 @@ impl RoleService {
         let change: ProposedChange =
             serde_json::from_str(&row.change).map_err(ApiError::internal)?;
         if !req.approve {
-            self.store.decide_pending(id, false, None, now)?;
+            let decision = Decision {
+                approved: false,
+                result: None,
+                by: OPERATOR,
+                actor: Actor::Admin,
+            };
+            self.store.decide_pending(id, &decision, now)?;
             tracing::info!(role = self.role.as_str(), agent_id = %change.agent_id, id, "policy change rejected");
         } else {
             let plan = self
                 .plan(&change)
                 .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e))?;
-            let latest_doc =
-                self.policy_version(plan.latest.name.as_str(), Some(plan.latest.version))?;
-            // Already allowed by the latest version: nothing to add.
-            let target = if latest_doc.document == plan.widened {
-                plan.latest.version
-            } else {
-                let text = serde_json::to_string(&plan.widened).map_err(ApiError::internal)?;
-                self.store
-                    .add_policy_version(plan.latest.name.as_str(), &text, now)?
-            };
-            let agents = [change.agent_id.as_str().to_owned()];
-            self.store.apply_policy(
-                plan.latest.name.as_str(),
-                target,
-                (!req.fleet).then_some(&agents[..]),
-                false,
-                now,
-            )?;
-            self.store
-                .decide_pending(id, true, Some((plan.latest.name.as_str(), target)), now)?;
-            tracing::info!(role = self.role.as_str(), agent_id = %change.agent_id, id, policy = %plan.latest.name, version = target, fleet = req.fleet, "policy change approved");
+            self.approve(id, &change, &plan, req.fleet, (OPERATOR, Actor::Admin), now)?;
         }
         let row = self
             .store
@@ -216,4 +262,57 @@ impl RoleService {
             .ok_or_else(|| ApiError::internal("the decided change is gone"))?;
         self.pending_info(row)
     }
+}
+
+impl RoleService {
+    /// Adds the widened version (unless the latest already is it), moves the agent (or the
+    /// fleet) to it and records the decision as made by `by`.
+    fn approve(
+        &self,
+        id: &str,
+        change: &ProposedChange,
+        plan: &Plan,
+        fleet: bool,
+        (by, actor): (&str, Actor),
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let latest_doc =
+            self.policy_version(plan.latest.name.as_str(), Some(plan.latest.version))?;
+        // Already allowed by the latest version: nothing to add.
+        let target = if latest_doc.document == plan.widened {
+            plan.latest.version
+        } else {
+            let text = serde_json::to_string(&plan.widened).map_err(ApiError::internal)?;
+            self.store
+                .add_policy_version(plan.latest.name.as_str(), &text, now)?
+        };
+        let agents = [change.agent_id.as_str().to_owned()];
+        self.store.apply_policy(
+            plan.latest.name.as_str(),
+            target,
+            (!fleet).then_some(&agents[..]),
+            false,
+            now,
+        )?;
+        let decision = Decision {
+            approved: true,
+            result: Some((plan.latest.name.as_str(), target)),
+            by,
+            actor,
+        };
+        self.store.decide_pending(id, &decision, now)?;
+        tracing::info!(role = self.role.as_str(), agent_id = %change.agent_id, id, policy = %plan.latest.name, version = target, fleet, by, "policy change approved");
+        Ok(())
+    }
+}
+
+/// The `auto_approve` rule's verdict on `change` under `plan`, at `now` (Unix seconds).
+fn auto_decision(change: &ProposedChange, plan: &Plan, now: i64) -> AutoApproval {
+    let signatures: Vec<Vec<u8>> = change
+        .signatures
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(now).unwrap_or(0));
+    auto_approval(&plan.current_doc, &plan.widened, &signatures, at)
 }

@@ -37,7 +37,7 @@ use verifier_core::proto::v1::EvidenceKind;
 pub use admission::{Admission, AdmissionBudget, Admitted, NewAdmission};
 pub use audit::{Actor, MAX_PAGE as AUDIT_PAGE};
 pub use dashboard::AttemptBucket;
-pub use pending::{PendingRow, Submitted};
+pub use pending::{Decision, PendingRow, Submitted};
 pub use policies::{AppliedMove, PolicyRow, PolicySummaryRow};
 pub use purge::{PurgeCounts, PurgePolicy};
 pub use tee::TeeEvidence;

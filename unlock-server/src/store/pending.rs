@@ -25,6 +25,22 @@ pub struct PendingRow {
     pub decided_at: Option<i64>,
     /// The policy version an approval produced.
     pub result: Option<(String, u32)>,
+    /// Who decided: `operator`, or `auto: signed by <subject>` (the policy's auto_approve).
+    pub decided_by: Option<String>,
+}
+
+/// A decision on a pending change.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    /// Approved (true) or rejected.
+    pub approved: bool,
+    /// The policy version an approval produced.
+    pub result: Option<(&'a str, u32)>,
+    /// Who: `operator` or `auto: signed by <subject>`.
+    pub by: &'a str,
+    /// The audit actor: the admin token's holder, or the role deciding for a machine's
+    /// request.
+    pub actor: super::Actor,
 }
 
 /// What a submission did.
@@ -37,7 +53,7 @@ pub enum Submitted {
 }
 
 const COLUMNS: &str =
-    "id, agent_id, change, submitted_at, state, decided_at, result_name, result_version";
+    "id, agent_id, change, submitted_at, state, decided_at, result_name, result_version, decided_by";
 
 fn row(r: &super::db::Row) -> Result<PendingRow, StoreError> {
     let t = "pending_changes";
@@ -59,6 +75,7 @@ fn row(r: &super::db::Row) -> Result<PendingRow, StoreError> {
         state: r.text(4, t)?,
         decided_at: r.opt_int(5, t)?,
         result,
+        decided_by: r.opt_text(8, t)?,
     })
 }
 
@@ -147,26 +164,52 @@ impl Store {
         })
     }
 
-    /// Records the decision on a change still pending; `false` when it was not pending
-    /// (already decided, or gone).
+    /// Records the decision on a change still pending, and who made it (`by`, shown to
+    /// operators and kept in the audit trail); `false` when it was not pending (already
+    /// decided, or gone).
     pub fn decide_pending(
         &self,
         id: &str,
-        approved: bool,
-        result: Option<(&str, u32)>,
+        decision: &Decision<'_>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let state = if approved { "approved" } else { "rejected" };
-        let (name, version) = match result {
+        let state = if decision.approved {
+            "approved"
+        } else {
+            "rejected"
+        };
+        let (name, version) = match decision.result {
             Some((n, v)) => (Some(n), Some(v)),
             None => (None, None),
         };
         self.write(|c| {
             let n = c.execute(
                 "UPDATE pending_changes SET state = ?2, decided_at = ?3, result_name = ?4,
-                    result_version = ?5 WHERE id = ?1 AND state = 'pending'",
-                args![id, state, now, name, version],
+                    result_version = ?5, decided_by = ?6 WHERE id = ?1 AND state = 'pending'",
+                args![id, state, now, name, version, decision.by],
             )?;
+            if n == 1 {
+                let agent = c
+                    .query_opt(
+                        "SELECT agent_id FROM pending_changes WHERE id = ?1",
+                        args![id],
+                    )?
+                    .map(|r| r.text(0, "pending_changes"))
+                    .transpose()?;
+                super::audit::append(
+                    c,
+                    now,
+                    "pending_decided",
+                    agent.as_deref(),
+                    decision.actor,
+                    &serde_json::json!({
+                        "id": id,
+                        "state": state,
+                        "by": decision.by,
+                        "result": decision.result.map(|(n, v)| format!("{n} v{v}")),
+                    }),
+                )?;
+            }
             Ok(n == 1)
         })
     }

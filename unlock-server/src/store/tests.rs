@@ -1364,12 +1364,29 @@ both!(
         assert!(pending.iter().all(|r| r.state == "pending"));
 
         // Decided once; a decision frees a slot; a replay of a decided change gets the decision.
-        assert!(s.decide_pending("id-0", false, None, 5).unwrap());
-        assert!(!s.decide_pending("id-0", true, Some(("p", 2)), 6).unwrap());
+        let reject = Decision {
+            approved: false,
+            result: None,
+            by: "operator",
+            actor: Actor::Admin,
+        };
+        let approve = |result| Decision {
+            approved: true,
+            result: Some(result),
+            by: "auto: signed by CN=x",
+            actor: Actor::Agent,
+        };
+        assert!(s.decide_pending("id-0", &reject, 5).unwrap());
+        assert!(!s.decide_pending("id-0", &approve(("p", 2)), 6).unwrap());
         let r = s.pending_change("id-0").unwrap().unwrap();
         assert_eq!(
-            (r.state.as_str(), r.decided_at, r.result),
-            ("rejected", Some(5), None)
+            (
+                r.state.as_str(),
+                r.decided_at,
+                r.result,
+                r.decided_by.as_deref()
+            ),
+            ("rejected", Some(5), None, Some("operator"))
         );
         assert_eq!(
             s.submit_pending("id-0", AGENT, "{\"n\":0}", max, 7)
@@ -1377,13 +1394,10 @@ both!(
             Submitted::Exists("rejected".into())
         );
         let other = pending.iter().find(|r| r.id != "id-0").unwrap().id.clone();
-        assert!(s
-            .decide_pending(&other, true, Some(("fleet", 2)), 8)
-            .unwrap());
-        assert_eq!(
-            s.pending_change(&other).unwrap().unwrap().result,
-            Some(("fleet".into(), 2))
-        );
+        assert!(s.decide_pending(&other, &approve(("fleet", 2)), 8).unwrap());
+        let r = s.pending_change(&other).unwrap().unwrap();
+        assert_eq!(r.result, Some(("fleet".into(), 2)));
+        assert_eq!(r.decided_by.as_deref(), Some("auto: signed by CN=x"));
         assert_eq!(
             s.submit_pending("id-new", AGENT, "{}", max, 9).unwrap(),
             Submitted::New

@@ -40,6 +40,9 @@ const EXT_CERTIFICATE_POLICIES: &[u8] = &[0x55, 0x1d, 0x20];
 const EXT_AUTHORITY_KEY_ID: &[u8] = &[0x55, 0x1d, 0x23];
 const EXT_EXTENDED_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
 const EXT_AUTHORITY_INFO_ACCESS: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x01];
+/// Netscape certificate type (2.16.840.1.113730.1.1), a legacy usage extension Debian's
+/// Secure Boot CA marks critical.
+const EXT_NETSCAPE_CERT_TYPE: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x86, 0xf8, 0x42, 0x01, 0x01];
 /// tcg-kp-EKCertificate (2.23.133.8.1).
 pub(crate) const OID_TCG_KP_EK_CERTIFICATE: &[u8] = &[0x67, 0x81, 0x05, 0x08, 0x01];
 const OID_TPM_MANUFACTURER: &[u8] = &[0x67, 0x81, 0x05, 0x02, 0x01];
@@ -100,6 +103,19 @@ pub(crate) struct HardwareModuleName {
     pub(crate) hw_serial: Vec<u8>,
 }
 
+/// A certificate's public key, for verifying a signature made with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningKey<'a> {
+    /// RSA: the RSAPublicKey DER.
+    Rsa(&'a [u8]),
+    /// NIST P-256: the SEC1 point.
+    P256(&'a [u8]),
+    /// NIST P-384: the SEC1 point.
+    P384(&'a [u8]),
+    /// Another algorithm.
+    Other,
+}
+
 /// A decoded certificate. Only the crate constructs it, from DER.
 #[derive(Debug, Clone)]
 pub struct Certificate {
@@ -122,6 +138,8 @@ pub struct Certificate {
     pub(crate) tpm_info: Option<TpmInfo>,
     /// The first hardwareModuleName otherName of the subjectAltName, when present.
     pub(crate) hardware_module_name: Option<HardwareModuleName>,
+    /// Netscape certificate type bits (first byte, sslClient = 0x80), when present.
+    pub(crate) netscape_cert_type: Option<u8>,
     /// OID of the first critical extension we do not process.
     pub(crate) unknown_critical: Option<Vec<u8>>,
     /// OID of an extension that appears twice (RFC 5280 forbids it).
@@ -183,6 +201,7 @@ impl Certificate {
             extended_key_usage: None,
             tpm_info: None,
             hardware_module_name: None,
+            netscape_cert_type: None,
             unknown_critical: None,
             duplicate_extension: None,
             other_extensions: Vec::new(),
@@ -251,6 +270,14 @@ impl Certificate {
                     oids.push(der::oid(&mut seq, "KeyPurposeId")?.to_vec());
                 }
                 self.extended_key_usage = Some(oids);
+            }
+            // Legacy usage bits: recorded; a code signer must have objectSigning when present
+            // (`allows_code_signing`); on a CA they are not enforced (the CA is one the
+            // operator named), as for certificatePolicies below.
+            EXT_NETSCAPE_CERT_TYPE => {
+                let mut c = der::expect(value, BIT_STRING, "netscapeCertType")?.content;
+                let _unused = c.u8("netscapeCertType")?;
+                self.netscape_cert_type = Some(c.rest().first().copied().unwrap_or(0));
             }
             EXT_SUBJECT_ALT_NAME => {
                 let (info, hw) = read_tpm_san(value)?;
@@ -326,6 +353,42 @@ impl Certificate {
     /// True when the certificate says it is a CA (basicConstraints cA=TRUE).
     pub(crate) fn is_ca(&self) -> bool {
         matches!(self.basic_constraints, Some((true, _)))
+    }
+
+    /// The subject key in the form a signature check needs, or `Other`.
+    pub fn signing_key(&self) -> SigningKey<'_> {
+        match &self.key {
+            Key::Rsa { rsa_public_key, .. } => SigningKey::Rsa(rsa_public_key),
+            Key::Ec { curve, point } if curve.as_slice() == OID_P256 => SigningKey::P256(point),
+            Key::Ec { curve, point } if curve.as_slice() == OID_P384 => SigningKey::P384(point),
+            _ => SigningKey::Other,
+        }
+    }
+
+    /// True when the certificate says it is a CA (basicConstraints cA=TRUE).
+    pub fn is_ca_certificate(&self) -> bool {
+        self.is_ca()
+    }
+
+    /// True when the certificate may sign code: its extKeyUsage, when present, lists
+    /// id-kp-codeSigning or anyExtendedKeyUsage, its keyUsage, when present, has
+    /// digitalSignature, and its Netscape certificate type, when present, objectSigning.
+    pub fn allows_code_signing(&self) -> bool {
+        const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
+        const ANY: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
+        const KU_DIGITAL_SIGNATURE: u16 = 0x8000;
+        const NS_OBJECT_SIGNING: u8 = 0x10;
+        let eku = self.extended_key_usage.as_ref().is_none_or(|eku| {
+            eku.iter()
+                .any(|o| o.as_slice() == CODE_SIGNING || o.as_slice() == ANY)
+        });
+        let ku = self
+            .key_usage
+            .is_none_or(|ku| ku & KU_DIGITAL_SIGNATURE != 0);
+        let ns = self
+            .netscape_cert_type
+            .is_none_or(|t| t & NS_OBJECT_SIGNING != 0);
+        eku && ku && ns
     }
 
     /// True when issuer and subject names are identical (a root or self-issued CA).

@@ -21,8 +21,10 @@
 //!   extKeyUsage, subjectAltName (the TCG directoryName with TPM manufacturer/model/version,
 //!   critical when the subject is empty), subjectDirectoryAttributes, certificatePolicies
 //!   (accepted even when critical: no policy constraints are applied), key identifiers,
-//!   CRL distribution points, authority information access. Any other critical extension
-//!   is refused, naming its OID.
+//!   CRL distribution points, authority information access, and the legacy Netscape
+//!   certificate type (recorded; only `image_signature` reads it, for a code signer; Debian's
+//!   Secure Boot CA marks it critical). Any other critical extension is refused, naming its
+//!   OID.
 //! - The leaf must not be a CA; if it has an extKeyUsage it must include
 //!   tcg-kp-EKCertificate (2.23.133.8.1). Its key must equal the EK's public key.
 //! - Revocation is not checked (no network, no CRLs here).
@@ -38,7 +40,7 @@ pub(crate) mod verify;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use cert::{Certificate, TpmInfo};
+pub use cert::{Certificate, SigningKey, TpmInfo};
 pub use iak::{iak_identity, verify_iak_certificate, IakCertError, IakIdentity, VerifiedIak};
 
 use crate::wire::{EccCurve, Public, PublicKey};
@@ -283,6 +285,15 @@ impl TrustStore {
             anchor_subject,
         })
     }
+}
+
+/// Checks a certificate the caller trusts as it is (no path: it is itself in the caller's
+/// trust list): it parses, is valid at `now` and has no critical extension this module does
+/// not process. Its own signature is not checked, as for any trust anchor.
+pub fn check_directly_trusted(der: &[u8], now: SystemTime) -> Result<Certificate, EkCertError> {
+    let cert = Certificate::from_der(der)?;
+    verify::check_cert(&cert, 0, unix_seconds(now)?)?;
+    Ok(cert)
 }
 
 /// Most intermediates a caller may present with one certificate (the TPM's NV chain

@@ -256,6 +256,9 @@ pub(super) fn compile(doc: &PolicyDocument) -> Result<Compiled, PolicyError> {
         )),
         None => None,
     };
+    if let Some(a) = &doc.auto_approve {
+        super::signer_certificates(a)?;
+    }
     let measured_boot = doc.measured_boot.as_ref().map(measured_boot).transpose()?;
     let ima = doc.ima.as_ref().map(ima).transpose()?;
     let clock = match &doc.clock {

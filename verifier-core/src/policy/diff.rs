@@ -7,6 +7,8 @@
 //! added item widens and a removed one narrows; for a requirement list (`dbx.required`) the
 //! opposite. A removed rule or section widens, an added one narrows. `require_*` turned off
 //! widens, `allow_*` turned on widens, a `max_*` or `min_*` moved the loose way widens.
+//! `auto_approve` (and a signer added to it) widens: machines may then add to the policy
+//! without an operator.
 //! Anything else is reported as a change of unknown direction, which callers must treat as
 //! possibly widening.
 
@@ -136,8 +138,31 @@ fn last(path: &str) -> &str {
 }
 
 /// A list whose items each allow something (added widens) rather than require it.
+/// `auto_approve` lets machines add to the policy themselves: more of it widens.
+fn is_auto_approval(path: &str) -> bool {
+    path == "auto_approve" || path.starts_with("auto_approve.")
+}
+
 fn is_requirement_list(path: &str) -> bool {
     path.ends_with("dbx.required")
+}
+
+/// A trusted signer (base64 DER) as a person compares it: its SHA-256 fingerprint, the
+/// notation `openssl x509 -fingerprint -sha256` prints without colons.
+fn certificate(v: &Value) -> String {
+    use base64::Engine as _;
+    let der = v.as_str().and_then(|b| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .ok()
+    });
+    match der {
+        Some(d) => format!(
+            "certificate sha256 fingerprint {}",
+            crate::wire::HashAlg::Sha256.hash(&d).to_hex()
+        ),
+        None => short(v),
+    }
 }
 
 fn short(v: &Value) -> String {
@@ -195,18 +220,25 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
             } else {
                 (Effect::Narrows, Effect::Widens)
             };
+            let show = |v: &Value| {
+                if path == "auto_approve.boot_applications_signed_by" {
+                    certificate(v)
+                } else {
+                    short(v)
+                }
+            };
             for v in y.iter().filter(|v| !x.contains(v)) {
                 out.push(Change {
                     path: path.to_owned(),
                     effect: on_add,
-                    detail: format!("added {}", short(v)),
+                    detail: format!("added {}", show(v)),
                 });
             }
             for v in x.iter().filter(|v| !y.contains(v)) {
                 out.push(Change {
                     path: path.to_owned(),
                     effect: on_remove,
-                    detail: format!("removed {}", short(v)),
+                    detail: format!("removed {}", show(v)),
                 });
             }
         }
@@ -275,7 +307,7 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
 /// a bound, which `walk` compares against its absent default).
 fn added(path: &str, v: &Value, out: &mut Vec<Change>) {
     let name = last(path);
-    let effect = if name.starts_with("allow") && v == &Value::Bool(true) {
+    let effect = if is_auto_approval(path) || name.starts_with("allow") && v == &Value::Bool(true) {
         Effect::Widens
     } else if name.starts_with("max_") || name.starts_with("min_") || name == "excludes" {
         if name == "excludes" {
@@ -296,7 +328,7 @@ fn added(path: &str, v: &Value, out: &mut Vec<Change>) {
 /// A rule or section disappeared: whatever it refused is now accepted.
 fn removed(path: &str, v: &Value, out: &mut Vec<Change>) {
     let name = last(path);
-    let effect = if name.starts_with("allow") || name == "excludes" {
+    let effect = if name.starts_with("allow") || name == "excludes" || is_auto_approval(path) {
         Effect::Narrows
     } else {
         Effect::Widens

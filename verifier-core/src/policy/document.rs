@@ -52,6 +52,23 @@ pub struct PolicyDocument {
     /// refused), present or not; evidence without one fails a present section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snp: Option<SnpDocument>,
+    /// What a machine's own request (`initrd-agent request-allow`) may add to this policy
+    /// without an operator. Absent: every request waits for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approve: Option<AutoApproveDocument>,
+}
+
+/// Rules for approving a machine's pending change without an operator
+/// ([`crate::policy::auto_approval`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoApproveDocument {
+    /// Certificates (base64 of the DER) trusted to sign boot applications: a change that
+    /// only adds `measured_boot.boot_applications` digests, each covered by an Authenticode
+    /// signature that verifies and chains to one of these (a CA such as Debian's Secure Boot
+    /// CA, or a signing certificate itself), is approved as submitted.
+    #[serde(default)]
+    pub boot_applications_signed_by: Vec<String>,
 }
 
 impl Default for PolicyDocument {
@@ -69,6 +86,7 @@ impl Default for PolicyDocument {
             clock: None,
             host: None,
             snp: None,
+            auto_approve: None,
         }
     }
 }

@@ -20,6 +20,7 @@
 //!   migration agent, SMT, VMPL), read from [`Claims::snp`]; evidence carrying a report is
 //!   held to the section's defaults even without it.
 
+mod auto_approve;
 pub(crate) mod boot;
 mod claims;
 mod compile;
@@ -37,12 +38,15 @@ use std::fmt;
 
 use serde::Serialize;
 
+#[cfg(feature = "ekcert")]
+pub use auto_approve::{auto_approval, AutoApproval};
+pub use auto_approve::{signer_certificates, MAX_TRUSTED_SIGNERS};
 pub use claims::{CaptureError, Claims, ClaimsSource, UnverifiedCapture};
 pub use diff::{diff, Change, Effect, PolicyDiff};
 pub use document::{
-    ClockDocument, CmdlineRuleDocument, DbxDocument, HostDocument, ImaDocument,
-    MeasuredBootDocument, PcrRuleDocument, PolicyDocument, ReleasePcrDocument, SnpDocument,
-    TcbDocument,
+    AutoApproveDocument, ClockDocument, CmdlineRuleDocument, DbxDocument, HostDocument,
+    ImaDocument, MeasuredBootDocument, PcrRuleDocument, PolicyDocument, ReleasePcrDocument,
+    SnpDocument, TcbDocument,
 };
 pub use host::{HostPolicy, DEFAULT_HOST_TIMEOUT_MS, MAX_HOST_TIMEOUT_MS};
 pub use learn::{learn, LearnError, LearnMode, LearnOptions, Learned};

@@ -49,8 +49,8 @@ pub use host_link::{
 };
 pub use pending::{
     Allowance, PendingDecisionRequest, PendingState, PendingSubmitRequest, PendingSubmitResponse,
-    ProposedChange, ADMIN_PENDING_PATH, MAX_BANKS, MAX_CMDLINE, MAX_DIGESTS, MAX_NOTE,
-    PENDING_PATH,
+    ProposedChange, ADMIN_PENDING_PATH, MAX_BANKS, MAX_CMDLINE, MAX_DIGESTS, MAX_IMAGE_SIGNATURE,
+    MAX_IMAGE_SIGNATURES, MAX_NOTE, PENDING_PATH,
 };
 #[cfg(feature = "policy")]
 pub use pending::{PendingChangeInfo, PendingList};

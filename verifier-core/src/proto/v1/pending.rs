@@ -40,6 +40,10 @@ pub const MAX_DIGESTS: usize = 8;
 pub const MAX_CMDLINE: usize = 4096;
 /// Longest note, bytes.
 pub const MAX_NOTE: usize = 256;
+/// Most image signatures in one change (shim, grub or systemd-boot, the kernel, spares).
+pub const MAX_IMAGE_SIGNATURES: usize = 6;
+/// Largest image signature, bytes (real ones are 1.5-10 KiB).
+pub const MAX_IMAGE_SIGNATURE: usize = 16 * 1024;
 
 /// What one boot measures in one bank, as the machine predicted it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +79,13 @@ pub struct ProposedChange {
     pub note: String,
     /// The boot to allow, one entry per bank.
     pub allow: Vec<Allowance>,
+    /// The Authenticode signatures of the boot applications asked for (each the PKCS#7
+    /// bytes of a `WIN_CERTIFICATE` from an image's certificate table, never the image), for
+    /// a policy's `auto_approve` rule. Self-authenticating: the role verifies each against
+    /// the policy's trusted signers; they are quoted with the rest only because they are
+    /// part of the change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<Base64Bytes>,
 }
 
 fn hex_list(field: &'static str, alg: HashAlg, v: &[String]) -> Result<(), ProtoError> {
@@ -118,6 +129,16 @@ impl Validate for ProposedChange {
                 field: "change.note",
                 reason: "control characters",
             });
+        }
+        if self.signatures.len() > MAX_IMAGE_SIGNATURES {
+            return Err(ProtoError::TooLarge {
+                field: "change.signatures",
+                len: self.signatures.len(),
+                max: MAX_IMAGE_SIGNATURES,
+            });
+        }
+        for s in &self.signatures {
+            s.non_empty("change.signatures", MAX_IMAGE_SIGNATURE)?;
         }
         if self.allow.is_empty() || self.allow.len() > MAX_BANKS {
             return Err(ProtoError::Invalid {
@@ -163,12 +184,18 @@ impl Validate for ProposedChange {
 }
 
 impl ProposedChange {
-    /// The change for `predictions` (one per bank).
-    pub fn from_predictions(agent_id: AgentId, note: String, predictions: &[Prediction]) -> Self {
+    /// The change for `predictions` (one per bank), with the images' `signatures`.
+    pub fn from_predictions(
+        agent_id: AgentId,
+        note: String,
+        predictions: &[Prediction],
+        signatures: Vec<Vec<u8>>,
+    ) -> Self {
         let hexes = |v: &[Predicted]| v.iter().map(|p| p.digest.to_hex()).collect();
         Self {
             agent_id,
             note,
+            signatures: signatures.into_iter().map(Base64Bytes::new).collect(),
             allow: predictions
                 .iter()
                 .map(|p| Allowance {
@@ -341,6 +368,13 @@ pub struct PendingChangeInfo {
     /// The version an approval produced (or found already allowing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<PolicyRef>,
+    /// Who decided: `operator`, or `auto: signed by <subject>` (the policy's
+    /// `auto_approve` rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// For a change still pending: why the policy's `auto_approve` rule did not approve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_auto_approved: Option<String>,
 }
 
 #[cfg(feature = "policy")]
@@ -381,5 +415,51 @@ pub struct PendingDecisionRequest {
 impl Validate for PendingDecisionRequest {
     fn validate(&self) -> Result<(), ProtoError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(signatures: Vec<Vec<u8>>) -> ProposedChange {
+        ProposedChange::from_predictions(
+            AgentId::of_ek(b"ek"),
+            "n".into(),
+            &[Prediction {
+                alg: HashAlg::Sha256,
+                boot_applications: vec![Predicted {
+                    what: "kernel".into(),
+                    digest: HashAlg::Sha256.hash(b"k"),
+                }],
+                kernels: Vec::new(),
+                initrds: Vec::new(),
+                cmdline: None,
+                pcr9: None,
+            }],
+            signatures,
+        )
+    }
+
+    #[test]
+    fn signatures_are_bounded_and_absent_ones_keep_the_old_encoding() {
+        let plain = change(Vec::new());
+        let json = serde_json::to_string(&plain).unwrap();
+        // A change without signatures encodes (and so digests) as before the field existed.
+        assert!(!json.contains("signatures"), "{json}");
+        let signed = change(vec![vec![0x30; 100]]);
+        assert!(signed.validate().is_ok());
+        assert_ne!(signed.digest().unwrap(), plain.digest().unwrap());
+        let too_many = change(vec![vec![0x30; 10]; MAX_IMAGE_SIGNATURES + 1]);
+        assert!(matches!(
+            too_many.validate(),
+            Err(ProtoError::TooLarge {
+                field: "change.signatures",
+                ..
+            })
+        ));
+        for bad in [Vec::new(), vec![0x30; MAX_IMAGE_SIGNATURE + 1]] {
+            assert!(change(vec![bad]).validate().is_err());
+        }
     }
 }
