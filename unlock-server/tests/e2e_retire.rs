@@ -200,6 +200,16 @@ fn unused_entries_retire_after_n_boots_and_refused_attempts_never_count() {
         "{t}"
     );
     assert_eq!(latest_version(&server), "2");
+    // Each role's audit trail has the retirement (what was removed, from which version).
+    for role in ["verifier", "tenant"] {
+        let t = ok(&server.unlockctl(&["audit", "export", "--role", role]));
+        let rec = t
+            .lines()
+            .find(|l| l.contains("\"policy_retire\""))
+            .unwrap_or_else(|| panic!("{role}: no policy_retire record: {t}"));
+        assert!(rec.contains(&a) && rec.contains("from_version"), "{rec}");
+    }
+    ok(&server.unlockctl(&["audit", "verify"]));
     let shown = ok(&server.unlockctl(&["policy", "show", "fleet", "--json"]));
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(
