@@ -87,6 +87,23 @@ fn retire(server: &Server, extra: &[&str]) -> std::process::Output {
     server.unlockctl(&args)
 }
 
+/// `POST /verifier/admin/v1/policies/fleet/retire` with the admin token.
+fn retire_api(server: &Server, body: &serde_json::Value) -> (u16, String) {
+    let token = std::fs::read_to_string(server.token_file()).unwrap();
+    let resp = server
+        .http()
+        .post(format!(
+            "{}/verifier/admin/v1/policies/fleet/retire",
+            server.url
+        ))
+        .header("authorization", &format!("Bearer {}", token.trim()))
+        .content_type("application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().read_to_string().unwrap())
+}
+
 fn latest_version(server: &Server) -> String {
     let t = ok(&server.unlockctl(&["policy", "show", "fleet", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&t).unwrap();
@@ -162,6 +179,19 @@ fn unused_entries_retire_after_n_boots_and_refused_attempts_never_count() {
     assert!(!t.contains("WIDENS") && !t.contains("CHANGES"), "{t}");
     assert!(t.contains("dry run: nothing stored"), "{t}");
     assert_eq!(latest_version(&server), "1");
+    // The role re-checks named items against its own records: B, which the machine uses,
+    // is refused, and so is an item the policy does not have.
+    for item in [b.clone(), "ee".repeat(32)] {
+        let (status, body) = retire_api(
+            &server,
+            &serde_json::json!({"after_boots": 3, "items": [
+                {"list": "pcrs[sha256:9].allowed", "item": item}
+            ]}),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("cannot be retired"), "{body}");
+    }
+    assert_eq!(latest_version(&server), "1");
 
     let t = ok(&retire(&server, &["--yes", "--apply"]));
     assert!(t.contains("stored fleet v2 (retired 1 item(s))"), "{t}");
@@ -170,6 +200,16 @@ fn unused_entries_retire_after_n_boots_and_refused_attempts_never_count() {
         "{t}"
     );
     assert_eq!(latest_version(&server), "2");
+    // Each role's audit trail has the retirement (what was removed, from which version).
+    for role in ["verifier", "tenant"] {
+        let t = ok(&server.unlockctl(&["audit", "export", "--role", role]));
+        let rec = t
+            .lines()
+            .find(|l| l.contains("\"policy_retire\""))
+            .unwrap_or_else(|| panic!("{role}: no policy_retire record: {t}"));
+        assert!(rec.contains(&a) && rec.contains("from_version"), "{rec}");
+    }
+    ok(&server.unlockctl(&["audit", "verify"]));
     let shown = ok(&server.unlockctl(&["policy", "show", "fleet", "--json"]));
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(

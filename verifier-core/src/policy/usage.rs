@@ -280,8 +280,14 @@ pub fn retire(
         }
     }
     if let Some(only) = only {
-        removed = select(only, &removed, &kept)?;
-        kept.retain(|k| !only.contains(&k.item));
+        let chosen = select(only, &removed, &kept)?;
+        for item in removed.into_iter().filter(|i| !chosen.contains(i)) {
+            kept.push(KeptItem {
+                item,
+                reason: "not named in this retirement (another role's records keep it)".into(),
+            });
+        }
+        removed = chosen;
     }
     let document = without(doc, &removed);
     let diff = check_only_narrows(doc, &document)?;

@@ -94,6 +94,13 @@ fn only_items_this_role_can_retire_are_accepted() {
     let r = retire(&vs, 1, &m, 3, Some(&[item(A)])).unwrap();
     assert_eq!(r.removed, vec![item(A)]);
     assert_eq!(r.document, doc(&[B, C]));
+    assert!(
+        r.kept
+            .iter()
+            .any(|k| k.item == item(C) && k.reason.contains("not named")),
+        "{:?}",
+        r.kept
+    );
     match retire(&vs, 1, &m, 3, Some(&[item(B)])) {
         Err(RetireError::NotRetirable(i, why)) => {
             assert_eq!(i, item(B));
