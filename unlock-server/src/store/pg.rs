@@ -36,6 +36,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0010_auto_enroll.sql"),
     include_str!("../../migrations/postgres/0011_iak_bindings.sql"),
     include_str!("../../migrations/postgres/0012_tee_enrollments.sql"),
+    include_str!("../../migrations/postgres/0014_test_challenge_round.sql"),
 ];
 
 /// Key of the advisory lock that serializes migrations of replicas starting together.

@@ -40,6 +40,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0010_auto_enroll.sql"),
     include_str!("../../migrations/0011_iak_bindings.sql"),
     include_str!("../../migrations/0012_tee_enrollments.sql"),
+    include_str!("../../migrations/0014_test_challenge_round.sql"),
 ];
 
 /// How long a committer waits for requests already queued on the connection to join its

@@ -733,6 +733,7 @@ impl Driver {
                     ima_log: None,
                     nk_pub: NkPublic::from_keysplit(&nk.public()),
                     inclusion: InclusionProof::from_merkle(&p),
+                    answer: None,
                 }
             })
             .collect()
