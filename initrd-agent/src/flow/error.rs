@@ -2,8 +2,8 @@
 
 use verifier_core::keysplit::KeySplitError;
 use verifier_core::merkle::MerkleError;
-use verifier_core::proto::ProtoError;
 use verifier_core::proto::v1::EvidenceKind;
+use verifier_core::proto::ProtoError;
 use verifier_core::wire::HashAlg;
 
 use crate::config::ConfigError;

@@ -18,8 +18,7 @@ use super::error::AnswerError;
 pub trait ChallengeAnswerer {
     /// The answer to `params` for this challenge's `nonce`, bound to `quote` (the
     /// TPMS_ATTEST the attest request carries).
-    fn answer(&self, params: &[u8], nonce: &[u8; 32], quote: &[u8])
-        -> Result<Vec<u8>, RoundError>;
+    fn answer(&self, params: &[u8], nonce: &[u8; 32], quote: &[u8]) -> Result<Vec<u8>, RoundError>;
 }
 
 /// The attester that answers `kind`'s challenge parameters in this agent: none of the
@@ -89,7 +88,8 @@ mod tests {
         let sent = answer(EvidenceKind::TestChallengeRound, Some(&a), &ch, b"quote")
             .unwrap()
             .unwrap();
-        key.check(&[3; 32], b"quote", Some(sent.as_bytes())).unwrap();
+        key.check(&[3; 32], b"quote", Some(sent.as_bytes()))
+            .unwrap();
     }
 
     #[test]

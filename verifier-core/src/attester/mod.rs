@@ -28,10 +28,10 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::evidence::{validate, Expected, Submitted, ValidatedEvidence, ValidationError};
+use crate::keysplit::NkPublic;
 use crate::policy::Claims;
 use crate::proto::v1::ErrorCode;
 pub use crate::proto::v1::{EvidenceKind, UnknownEvidenceKind};
-use crate::keysplit::NkPublic;
 use crate::quote::AkPublic;
 use crate::round::{RoundError, RoundKey};
 
