@@ -121,6 +121,7 @@ pub(super) fn compile(doc: &HostDocument) -> Result<HostPolicy, PolicyError> {
         clock: None,
         host: None,
         snp: None,
+        rego: None,
     };
     let rules = Policy::from_document(inner).map_err(|e| match e {
         PolicyError::Invalid { field, reason } => invalid(&field, reason),

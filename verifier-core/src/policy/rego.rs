@@ -13,16 +13,55 @@
 //! native rules see. Rego code is the operator's and runs without I/O (regorus's optional
 //! extensions such as HTTP are not compiled in).
 
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::{json, Map, Value as Json};
 
 use super::{ClaimsSource, Evaluator, RuleFailure, Verdict};
 use crate::policy::Claims;
+use crate::wire::HashAlg;
+
+pub use super::document::MAX_REGO_BYTES;
 
 /// The package a Rego policy declares.
 pub const PACKAGE: &str = "unlock";
 
-/// Largest Rego policy accepted (an operator's file, not untrusted input, but bounded).
-pub const MAX_REGO_BYTES: usize = 256 * 1024;
+/// Longest one evaluation (and the load-time probe) may run: a module that loops longer is
+/// stopped by regorus's execution timer and refuses (`rego.error`). Real policies take
+/// microseconds; the limit keeps a pathological one from holding a worker thread.
+pub const EVAL_TIME_LIMIT: Duration = Duration::from_millis(250);
+
+/// Builtins refused in a module: they allocate their whole result from a number before the
+/// time limit can stop them (`numbers.range(0, 1e12)` would exhaust memory at once).
+const REFUSED_BUILTINS: &[&str] = &["numbers.range", "numbers.range_step"];
+
+/// Compiled modules kept, by SHA-256 of their text (so each policy version is compiled
+/// once per process); the cache is cleared when full.
+const CACHE_ENTRIES: usize = 64;
+
+type Cache = Mutex<HashMap<Vec<u8>, Arc<RegoPolicy>>>;
+
+/// The compiled policy for `module`, from the cache or compiled now (see [`RegoPolicy::new`]).
+pub fn compiled(module: &str) -> Result<Arc<RegoPolicy>, RegoError> {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = HashAlg::Sha256.hash(module.as_bytes()).as_bytes().to_vec();
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(hit);
+    }
+    let policy = Arc::new(RegoPolicy::new("policy.rego", module)?);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= CACHE_ENTRIES {
+            c.clear();
+        }
+        c.insert(key, policy.clone());
+    }
+    Ok(policy)
+}
 
 /// Why a Rego policy cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +97,17 @@ impl RegoPolicy {
         if source.len() > MAX_REGO_BYTES {
             return Err(RegoError::TooLarge(source.len()));
         }
+        if let Some(b) = REFUSED_BUILTINS.iter().find(|b| source.contains(*b)) {
+            return Err(RegoError::Invalid(format!(
+                "`{b}` is refused: it allocates its whole result before the evaluation time \
+                 limit can stop it"
+            )));
+        }
         let mut engine = regorus::Engine::new();
+        engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit: EVAL_TIME_LIMIT,
+            check_interval: NonZeroU32::MIN,
+        });
         let package = engine
             .add_policy(path.to_owned(), source.to_owned())
             .map_err(|e| RegoError::Invalid(e.to_string()))?;
