@@ -142,7 +142,9 @@ fn is_requirement_list(path: &str) -> bool {
 
 /// The first 16 hex digits of a module's SHA-256, to tell versions apart.
 fn module_digest(text: &str) -> String {
-    let d = crate::wire::HashAlg::Sha256.hash(text.as_bytes()).to_string();
+    let d = crate::wire::HashAlg::Sha256
+        .hash(text.as_bytes())
+        .to_string();
     d.chars().take(16).collect()
 }
 
@@ -405,15 +407,17 @@ mod tests {
     fn a_rego_edit_changes_in_an_unknown_direction() {
         let base = doc(r#"{"version":1}"#);
         let a = doc(r#"{"version":1,"rego":{"module":"package unlock\nallow := true\n"}}"#);
-        let b = doc(
-            r#"{"version":1,"rego":{"module":"package unlock\nallow if input.ima\n"}}"#,
-        );
+        let b = doc(r#"{"version":1,"rego":{"module":"package unlock\nallow if input.ima\n"}}"#);
         let d = diff(&a, &b);
         assert_eq!(d.changes.len(), 1, "{d}");
         assert_eq!(d.changes[0].path, "rego.module");
         assert_eq!(d.changes[0].effect, Effect::Changes);
         assert!(d.may_widen());
-        assert!(d.to_string().starts_with("CHANGES  rego.module: module edited"), "{d}");
+        assert!(
+            d.to_string()
+                .starts_with("CHANGES  rego.module: module edited"),
+            "{d}"
+        );
         // Both must pass: adding a module only refuses more, removing one widens.
         assert!(!diff(&base, &a).may_widen());
         assert!(diff(&a, &base)

@@ -284,4 +284,66 @@ mod tests {
         assert!(RegoPolicy::new("p.rego", &"#".repeat(MAX_REGO_BYTES + 1)).is_err());
         assert!(RegoPolicy::new("p.rego", "package unlock\nallow := true\n").is_ok());
     }
+
+    /// Recursion is refused at load; a loop over the input is stopped by the time limit
+    /// (refused as `rego.error`), and so is one that needs no input (at load).
+    #[test]
+    fn pathological_modules_are_refused_or_bounded() {
+        assert!(RegoPolicy::new("p.rego", "package unlock\na if b\nb if a\nallow if a\n").is_err());
+        let e = RegoPolicy::new(
+            "p.rego",
+            "package unlock\nallow if count(numbers.range(0, 1000000000000)) > 0\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("numbers.range"), "{e}");
+        let nested = |over: &str| {
+            let loops: Vec<String> = "abcdefgh"
+                .chars()
+                .map(|v| format!("some {v} in {over}"))
+                .collect();
+            format!(
+                "package unlock\nxs := [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]\n\
+                 allow if count([1 | {}]) > 0\n",
+                loops.join("; ")
+            )
+        };
+        let t = std::time::Instant::now();
+        assert!(RegoPolicy::new("p.rego", &nested("xs")).is_err());
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        let p = RegoPolicy::new("p.rego", &nested("input.xs")).unwrap();
+        let mut engine = p.engine.clone();
+        engine
+            .set_input_json(&json!({"xs": (0..16).collect::<Vec<u32>>()}).to_string())
+            .unwrap();
+        let t = std::time::Instant::now();
+        assert!(engine.eval_rule(format!("data.{PACKAGE}.allow")).is_err());
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+
+    /// A policy document's module is evaluated beside the native rules; both must accept.
+    #[test]
+    fn a_documents_module_joins_the_native_verdict() {
+        let cap = capture();
+        let claims = Claims::unverified_from_capture_azure(&cap);
+        let doc = |module: &str| {
+            crate::policy::Policy::from_json(
+                &json!({"version": 1, "release_pcr": null, "rego": {"module": module}}).to_string(),
+            )
+        };
+        let ok = doc("package unlock\nallow := true\n").unwrap();
+        assert!(ok.evaluate_claims(&claims).accepted());
+        let v = doc("package unlock\nallow := true\ndeny contains \"no\" if true\n")
+            .unwrap()
+            .evaluate_claims(&claims);
+        assert_eq!(v.to_string(), "rego.deny: no");
+        let e = doc("package unlock\nallow if {\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("policy field rego.module:"),
+            "{e}"
+        );
+        // Compiled once per module text.
+        let a = compiled("package unlock\nallow := true\n").unwrap();
+        let b = compiled("package unlock\nallow := true\n").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+    }
 }
