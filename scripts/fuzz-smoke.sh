@@ -83,6 +83,8 @@ hexseed inclusion_proof two-leaves "000000010000000201$(printf '%064d' 0)"
 # AEAD envelopes: version 1, 12-byte nonce, 32-byte secret, 16-byte tag.
 hexseed payload_ciphertext v1 "01$(printf '%0120d' 0)"
 hexseed sealed share "$(printf '%0160d' 0)"
+# Challenge-round parameters: a 32-byte nonce, then version 1, enc (32) and a 48-byte ciphertext.
+hexseed challenge_params v1 "$(printf '%064d' 0)01$(printf '%0160d' 0)"
 mkdir -p fuzz/corpus/ekcert
 # The IAK-style certificate (hardwareModuleName otherName, subject serialNumber) beside the
 # vendors' EK certificates.

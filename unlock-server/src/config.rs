@@ -263,6 +263,9 @@ pub struct Config {
     pub allow_ek_without_cert: bool,
     /// AMD roots for confidential VMs replacing the shipped ones: (ARK PEM, ASK PEM).
     pub amd_roots: Option<(PathBuf, PathBuf)>,
+    /// TESTS ONLY (`--test-attester-key`): the test attester's X25519 public key, which
+    /// enables the `test-challenge-round` evidence kind.
+    pub test_attester_key: Option<[u8; 32]>,
     /// Challenge lifetime.
     pub challenge_ttl_secs: u64,
     /// Request body limit.
@@ -394,6 +397,12 @@ pub struct Flags {
     /// The AMD signing key (ASK) certificate (PEM) under --amd-ark.
     #[arg(long, requires = "amd_ark")]
     pub amd_ask: Option<PathBuf>,
+    /// TESTS ONLY: enables the evidence kind `test-challenge-round` (a TPM quote plus the
+    /// answer to verifier-made challenge parameters sealed to this X25519 public key, 64 hex
+    /// characters). Without it that kind is refused at enrollment and at every step. Never
+    /// in production: it proves the challenge round, not a machine's confidentiality.
+    #[arg(long, value_parser = parse_test_attester_key)]
+    pub test_attester_key: Option<[u8; 32]>,
     /// Seconds a challenge (nonce) stays valid [default: 60].
     #[arg(long)]
     pub challenge_ttl_secs: Option<u64>,
@@ -716,12 +725,20 @@ impl Config {
             ek_cert_command,
             allow_ek_without_cert,
             amd_roots: flags.amd_ark.zip(flags.amd_ask),
+            test_attester_key: flags.test_attester_key,
             challenge_ttl_secs,
             max_body_bytes,
             blocking_threads,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
+}
+
+/// `--test-attester-key`: 32 bytes in hex.
+fn parse_test_attester_key(s: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(s.trim()).map_err(|e| format!("not hex: {e}"))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("{} bytes, expected 32 (an X25519 public key)", bytes.len()))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

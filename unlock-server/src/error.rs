@@ -59,6 +59,7 @@ impl ApiError {
             | ErrorCode::BindingMismatch
             | ErrorCode::AkNotPinned
             | ErrorCode::TeeEvidenceInvalid
+            | ErrorCode::ChallengeAnswerInvalid
             | ErrorCode::RequestTimeout => Charge::Source,
             // Decided by a read of state, by a limit that already counted, or the server's
             // own condition; evidence failures the AK signed are moved to the agent by
@@ -83,6 +84,8 @@ impl ApiError {
             | ErrorCode::AgentTerminated
             | ErrorCode::RateLimited
             | ErrorCode::EvidenceKindMismatch
+            | ErrorCode::EvidenceKindDisabled
+            | ErrorCode::ChallengeAnswerMissing
             | ErrorCode::ServerBusy
             | ErrorCode::Internal => Charge::Nobody,
         };
@@ -147,9 +150,14 @@ impl ApiError {
             | ErrorCode::SessionTerminated
             | ErrorCode::ResetCountRegressed
             | ErrorCode::TeeEvidenceInvalid
+            | ErrorCode::ChallengeAnswerMissing
+            | ErrorCode::ChallengeAnswerInvalid
             | ErrorCode::AgentTerminated => StatusCode::FORBIDDEN,
-            // The enrollment says otherwise: the operator's configuration, not the request.
-            ErrorCode::EvidenceKindMismatch => StatusCode::CONFLICT,
+            // The enrollment (or the server's start) says otherwise: the operator's
+            // configuration, not the request.
+            ErrorCode::EvidenceKindMismatch | ErrorCode::EvidenceKindDisabled => {
+                StatusCode::CONFLICT
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use verifier_core::ekcert::TrustStore;
-use verifier_core::keysplit::MasterKey;
+use verifier_core::keysplit::{MasterKey, NkPublic};
 use verifier_core::proto::v1::Role;
 use verifier_core::provider::batch::BatchConfig;
 use zeroize::Zeroizing;
@@ -81,6 +81,10 @@ pub fn build_roles(config: &Config) -> anyhow::Result<Vec<Arc<RoleService>>> {
         let master = MasterKey::from_slice(&key).context("master key")?;
         let mut service = RoleService::new(role, store, master, settings.clone())
             .with_admission(admission.clone());
+        if let Some(key) = &config.test_attester_key {
+            tracing::warn!(role = name, "TEST ONLY: evidence kind test-challenge-round enabled (--test-attester-key); never in production");
+            service = service.with_test_round(NkPublic::from_bytes(*key));
+        }
         if let Some(roots) = &amd_roots {
             service = service.with_tee_trust(TeeTrust::with_roots(roots.clone()));
         }

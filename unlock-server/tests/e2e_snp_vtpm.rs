@@ -302,6 +302,7 @@ fn real_azure_evidence_registers_and_its_old_quote_is_refused_at_the_binding() {
         ima_log: None,
         nk_pub: NkPublic::from_keysplit(&nk.public()),
         inclusion: InclusionProof::from_merkle(&tree.proof(0).unwrap()),
+        answer: None,
     };
     let (st, body) = post(
         &server.http(),

@@ -576,6 +576,29 @@ pub fn sealed(data: &[u8]) {
     }
 }
 
+/// A challenge round's parameters as an attester receives them ([`crate::round::answer`]):
+/// arbitrary bytes never panic and never open (they were not sealed to this attester); the
+/// input's first 32 bytes as a nonce, the rest as the parameters.
+pub fn challenge_params(data: &[u8]) {
+    const T: &str = "challenge_params";
+    static ATTESTER: OnceLock<Option<NkPrivate>> = OnceLock::new();
+    let Some(attester) = ATTESTER.get_or_init(|| NkPrivate::generate().ok()) else {
+        return;
+    };
+    let (nonce, params) = data.split_at(data.len().min(32));
+    let mut n = [0u8; 32];
+    n.iter_mut().zip(nonce).for_each(|(o, b)| *o = *b);
+    let opened = crate::round::answer(attester, params, &n, b"quote").is_ok();
+    same(T, "foreign parameters never open", &false, &opened);
+    let check = crate::round::RoundKey::new(&[0; 32]).check(&n, b"quote", Some(params));
+    same(
+        T,
+        "an arbitrary answer is never accepted",
+        &false,
+        &check.is_ok(),
+    );
+}
+
 /// EK certificates: DER and PEM. A parsed certificate keeps its exact DER; chain building
 /// with the input as its own anchor exercises signature and extension checks.
 pub fn ekcert(data: &[u8]) {

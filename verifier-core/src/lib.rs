@@ -55,6 +55,7 @@ pub mod predict;
 pub mod proto;
 pub mod provider;
 pub mod quote;
+pub mod round;
 pub mod source;
 pub mod tpm2;
 pub mod wire;

@@ -448,7 +448,7 @@ fn tpm_path_through_the_attester_interface() {
     let v = TpmQuoteVerifier { ak: s.ak.ak() };
     assert_eq!(v.kind(), EvidenceKind::Tpm);
     for role in 0..2 {
-        let challenge = v.challenge(s.nonces[role]);
+        let challenge = v.challenge(s.nonces[role]).unwrap();
         assert_eq!(challenge.params, None);
         let ok = v.verify(&challenge, s.submitted(role)).unwrap();
         assert_eq!(ok.claims().pcrs(), &s.pcrs);
@@ -456,7 +456,8 @@ fn tpm_path_through_the_attester_interface() {
     }
     // Evidence for role 0's challenge presented under another challenge.
     assert_eq!(
-        v.verify(&v.challenge([9; 32]), s.submitted(0)).unwrap_err(),
+        v.verify(&v.challenge([9; 32]).unwrap(), s.submitted(0))
+            .unwrap_err(),
         ValidationError::Quote(VerifyError::ExtraDataMismatch)
     );
 }

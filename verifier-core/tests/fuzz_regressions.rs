@@ -38,6 +38,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("inclusion_proof", fuzzing::inclusion_proof),
     ("payload_ciphertext", fuzzing::payload_ciphertext),
     ("sealed", fuzzing::sealed),
+    ("challenge_params", fuzzing::challenge_params),
     ("ekcert", fuzzing::ekcert),
     ("policy", fuzzing::policy),
     ("snp_report", fuzzing::snp_report),

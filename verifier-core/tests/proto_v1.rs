@@ -316,6 +316,33 @@ fn oversize_fields_are_refused() {
             ..
         }
     ));
+    // The challenge round's fields: bounded, and present-but-empty is refused.
+    for (len, ok) in [
+        (v1::MAX_CHALLENGE_PARAMS, true),
+        (v1::MAX_CHALLENGE_PARAMS + 1, false),
+        (0, false),
+    ] {
+        let mut v = fixture_value("challenge_response");
+        v["params"] = json!(base64_of(&vec![1u8; len]));
+        assert_eq!(
+            decode_value::<ChallengeResponse>(&v).is_ok(),
+            ok,
+            "params {len}"
+        );
+    }
+    for (len, ok) in [
+        (v1::MAX_CHALLENGE_ANSWER, true),
+        (v1::MAX_CHALLENGE_ANSWER + 1, false),
+        (0, false),
+    ] {
+        let mut v = fixture_value("attest_request");
+        v["answer"] = json!(base64_of(&vec![1u8; len]));
+        assert_eq!(
+            decode_value::<AttestRequest>(&v).is_ok(),
+            ok,
+            "answer {len}"
+        );
+    }
     let big = vec![b' '; v1::MAX_MESSAGE_BYTES + 1];
     assert!(matches!(
         v1::decode::<ChallengeRequest>(&big).unwrap_err(),

@@ -2,6 +2,7 @@
 
 use verifier_core::keysplit::KeySplitError;
 use verifier_core::merkle::MerkleError;
+use verifier_core::proto::v1::EvidenceKind;
 use verifier_core::proto::ProtoError;
 use verifier_core::wire::HashAlg;
 
@@ -55,6 +56,17 @@ pub enum AnswerError {
     /// The verifier's payload ciphertext is malformed or does not decrypt under U xor V.
     #[error("payload does not decrypt: {0}")]
     Payload(KeySplitError),
+    /// The challenge carries verifier-made parameters and this agent's evidence kind has no
+    /// attester that answers them (the enrollment's `--evidence` and the agent's `evidence`
+    /// setting disagree, or the kind is not built into this agent).
+    #[error(
+        "the challenge carries parameters for a challenge round and evidence kind `{0}` has \
+         no attester in this agent that answers them: check the enrollment's --evidence"
+    )]
+    UnansweredParams(EvidenceKind),
+    /// The attester could not answer the challenge's parameters.
+    #[error("the attester could not answer the challenge's parameters: {0}")]
+    Round(verifier_core::round::RoundError),
 }
 
 /// Why the agent did not unlock.

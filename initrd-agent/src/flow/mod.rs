@@ -29,6 +29,7 @@
 
 mod error;
 mod iak;
+pub mod round;
 pub mod select;
 mod snp_vtpm;
 
@@ -684,6 +685,13 @@ impl Round<'_> {
                 ima_log: ima_log.clone(),
                 nk_pub: NkPublic::from_keysplit(&nk_pub),
                 inclusion: InclusionProof::from_merkle(&proof),
+                answer: round::answer(
+                    self.config.evidence,
+                    round::answerer_for(self.config.evidence),
+                    ch,
+                    &quoted.quote.attest,
+                )
+                .map_err(answer_err(*role))?,
             };
             let body = v1::encode(&req).map_err(|e| http_err(*role)(HttpError::Encode(e)))?;
             bodies.push((*role, *base, body));

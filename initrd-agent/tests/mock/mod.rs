@@ -333,6 +333,7 @@ fn handle(path: &str, body: &[u8], state: &Mutex<State>, e: &Enrolled) -> Option
                 hash_alg: HashAlg::Sha256,
                 expires_at: u64::MAX,
                 role,
+                params: None,
             })
         }
         v1::path::ATTEST => {

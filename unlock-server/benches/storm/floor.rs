@@ -57,6 +57,7 @@ pub fn challenges() -> Vec<ChallengeResponse> {
             hash_alg: HashAlg::Sha256,
             expires_at: 0,
             role,
+            params: None,
         })
         .collect()
 }

@@ -43,7 +43,8 @@ pub struct EnrollOptions {
     /// How the machine's AK is trusted: `tpm` (EK certificate and MakeCredential) or
     /// `snp-vtpm` (alias `azure-snp-vtpm`: an Azure SEV-SNP confidential VM, whose vTPM AK
     /// the CPU's attestation report vouches for through the HCL report). The roles refuse
-    /// a registration of the other kind.
+    /// a registration of the other kind. `test-challenge-round` is for tests only (a server
+    /// accepts it only when started with --test-attester-key).
     #[arg(long, default_value = "tpm")]
     pub evidence: EvidenceKind,
 }

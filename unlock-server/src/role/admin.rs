@@ -49,6 +49,7 @@ impl RoleService {
             .master
             .wrap_share(&share, &wrap_context(self.role.as_str(), agent_id))
             .map_err(ApiError::internal)?;
+        self.require_kind_enabled(req.evidence)?;
         let policy = serde_json::to_string(&req.policy).map_err(ApiError::internal)?;
         let result = self.store.enroll_as(
             &NewEnrollment {

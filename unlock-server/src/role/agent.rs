@@ -54,6 +54,7 @@ impl RoleService {
         }
         // A confidential VM's enrollment takes its own registration (`role/tee.rs`).
         self.require_evidence_kind(agent_id.as_str(), EvidenceKind::Tpm)?;
+        self.require_kind_enabled(self.store.evidence_kind(agent_id.as_str())?)?;
         let ak_public = Public::parse(req.ak_pub.as_bytes())
             .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ak_pub: {e}")))?;
         let ak = AkPublic::try_from(ak_public)
@@ -270,10 +271,13 @@ impl RoleService {
             })
             .collect();
         let expires_at = now.saturating_add(secs(self.settings.challenge_ttl_secs));
+        let kind = self.store.evidence_kind(agent_id)?;
+        self.require_kind_enabled(kind)?;
         let issued = self
             .tickets
             .issue(agent_id, req.ak_name.as_bytes(), expires_at)
             .map_err(ApiError::internal)?;
+        let params = self.challenge_params(kind, &issued.nonce)?;
         Ok(ChallengeResponse {
             challenge_id: issued.id,
             nonce: Base64Bytes::new(issued.nonce.to_vec()),
@@ -281,6 +285,7 @@ impl RoleService {
             hash_alg: HashAlg::Sha256,
             expires_at: u64::try_from(expires_at).unwrap_or(0),
             role: self.role,
+            params: params.map(Base64Bytes::new),
         })
     }
 
@@ -470,8 +475,19 @@ impl RoleService {
         let ek = Public::parse(&enrollment.ek_pub).map_err(ApiError::internal)?;
         let policy = Policy::from_json(&enrollment.policy).map_err(ApiError::internal)?;
         // The verifier is picked by the evidence kind the enrollment declares.
-        match self.store.evidence_kind(&ch.agent_id)? {
-            EvidenceKind::Tpm => {}
+        let validated = match self.store.evidence_kind(&ch.agent_id)? {
+            EvidenceKind::Tpm => evidence::validate(
+                Expected {
+                    ak,
+                    nonce: &ch.nonce,
+                },
+                submitted,
+            )
+            .map_err(|e| validation_error(&e))?,
+            EvidenceKind::TestChallengeRound => {
+                let answer = req.answer.as_ref().map(Base64Bytes::as_bytes);
+                self.validate_round(ch, ak, answer, submitted)?
+            }
             EvidenceKind::AzureSnpVtpm => {
                 let (reset_count, used) =
                     self.validate_snp_vtpm(ch, ak, &ek, submitted, &policy)?;
@@ -486,15 +502,7 @@ impl RoleService {
                     "no verifier for evidence kind {other}"
                 )))
             }
-        }
-        let validated = evidence::validate(
-            Expected {
-                ak,
-                nonce: &ch.nonce,
-            },
-            submitted,
-        )
-        .map_err(|e| validation_error(&e))?;
+        };
         // The resetCount names the boot session only for an AK in the endorsement hierarchy
         // (elsewhere clockInfo is obfuscated), and activation with the EK does not prove the
         // hierarchy: the signed qualifiedSigner does.

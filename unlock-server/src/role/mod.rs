@@ -19,6 +19,7 @@ mod policies;
 pub mod provider;
 mod retirement;
 /// Confidential VMs: SEV-SNP vTPM registration and its attest-time verifier.
+pub mod round;
 pub mod tee;
 /// Challenge ids that are authenticated tickets (no write to issue one).
 pub mod ticket;
@@ -65,6 +66,7 @@ pub struct RoleService {
     metrics: RoleMetrics,
     admission: Arc<admission::Admission>,
     tee: tee::TeeTrust,
+    test_round: Option<round::TestRound>,
 }
 
 impl RoleService {
@@ -79,6 +81,7 @@ impl RoleService {
             metrics: RoleMetrics::default(),
             admission: Arc::default(),
             tee: tee::TeeTrust::shipped(),
+            test_round: None,
         }
     }
 
@@ -87,6 +90,14 @@ impl RoleService {
     #[must_use]
     pub fn with_tee_trust(mut self, trust: tee::TeeTrust) -> Self {
         self.tee = trust;
+        self
+    }
+
+    /// TESTS ONLY (`--test-attester-key`): the role accepting the `test-challenge-round`
+    /// evidence kind, its parameters sealed to `attester`.
+    #[must_use]
+    pub fn with_test_round(mut self, attester: verifier_core::keysplit::NkPublic) -> Self {
+        self.test_round = Some(round::TestRound::derive(&self.master, self.role, attester));
         self
     }
 

@@ -41,6 +41,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0011_iak_bindings.sql"),
     include_str!("../../migrations/0012_tee_enrollments.sql"),
     include_str!("../../migrations/0013_boot_usage.sql"),
+    include_str!("../../migrations/0014_test_challenge_round.sql"),
     include_str!("../../migrations/0015_pending_decided_by.sql"),
 ];
 

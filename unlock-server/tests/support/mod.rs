@@ -527,6 +527,29 @@ impl Machine {
         (agent_id, payload)
     }
 
+    /// Enrolls this machine under the named policy `name` (already created); returns the
+    /// agent id.
+    pub fn enroll_named(&self, server: &Server, name: &str) -> String {
+        let (ek, agent_id) = self.export_ek(server);
+        let pf = self.dir.path().join("payload");
+        std::fs::write(&pf, [0x5a; 64]).unwrap();
+        let out = server.unlockctl(&[
+            "enroll",
+            "--ek-pub",
+            ek.to_str().unwrap(),
+            "--payload",
+            pf.to_str().unwrap(),
+            "--policy-name",
+            name,
+        ]);
+        assert!(
+            out.status.success(),
+            "enroll: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        agent_id
+    }
+
     /// A policy pinning sha256 PCRs 0-7 to their current values.
     pub fn policy_now(&self, release_pcr: bool) -> String {
         let mut tpm = Tpm::open(&self.tcti()).unwrap();
@@ -733,6 +756,7 @@ impl Driver {
                     ima_log: None,
                     nk_pub: NkPublic::from_keysplit(&nk.public()),
                     inclusion: InclusionProof::from_merkle(&p),
+                    answer: None,
                 }
             })
             .collect()

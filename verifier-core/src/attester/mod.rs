@@ -28,10 +28,12 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::evidence::{validate, Expected, Submitted, ValidatedEvidence, ValidationError};
+use crate::keysplit::NkPublic;
 use crate::policy::Claims;
 use crate::proto::v1::ErrorCode;
 pub use crate::proto::v1::{EvidenceKind, UnknownEvidenceKind};
 use crate::quote::AkPublic;
+use crate::round::{RoundError, RoundKey};
 
 use amd::{AmdRoots, VcekError};
 use azure::{AzureError, VerifiedHclReport, VmConfiguration};
@@ -83,9 +85,9 @@ pub trait EvidenceVerifier {
 
     /// The challenge for a fresh nonce. The default sends only the nonce; an attester that
     /// needs a challenge round returns parameters too (and `verify` checks the evidence
-    /// against them).
-    fn challenge(&self, nonce: [u8; 32]) -> Challenge {
-        Challenge::nonce_only(nonce)
+    /// against them). Fallible: making parameters may need the system's generator.
+    fn challenge(&self, nonce: [u8; 32]) -> Result<Challenge, Self::Error> {
+        Ok(Challenge::nonce_only(nonce))
     }
 
     /// Verifies evidence made for `challenge` (the one [`Self::challenge`] returned, kept
@@ -126,6 +128,104 @@ impl EvidenceVerifier for TpmQuoteVerifier<'_> {
             },
             evidence,
         )
+    }
+}
+
+/// The challenge round's test attester ([`crate::round`], evidence kind
+/// `test-challenge-round`) as an [`EvidenceVerifier`]: the answer to this challenge's
+/// parameters for the submitted quote, then the quote exactly as a TPM quote.
+#[derive(Debug, Clone, Copy)]
+pub struct TestRoundVerifier<'k> {
+    /// The AK activated with the enrolled EK.
+    pub ak: &'k AkPublic,
+    /// The verifier's round key.
+    pub key: &'k RoundKey,
+    /// The test attester's public key the parameters are sealed to.
+    pub attester: &'k NkPublic,
+}
+
+/// What a test-round attester sends: the TPM evidence and its answer.
+#[derive(Debug, Clone, Copy)]
+pub struct TestRoundEvidence<'a> {
+    /// The attester's answer, if it sent one.
+    pub answer: Option<&'a [u8]>,
+    /// The quote and everything that goes with it.
+    pub tpm: Submitted<'a>,
+}
+
+/// Why test-round evidence was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestRoundError {
+    /// No answer, or not the answer to this challenge (checked before the quote: cheap,
+    /// and anyone could have sent it).
+    #[error(transparent)]
+    Round(#[from] RoundError),
+    /// The quote failed validation.
+    #[error(transparent)]
+    Quote(#[from] ValidationError),
+}
+
+impl TestRoundError {
+    /// The protocol's refusal code, decided here once.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Round(RoundError::AnswerMissing) => ErrorCode::ChallengeAnswerMissing,
+            Self::Round(RoundError::Seal(_)) => ErrorCode::Internal,
+            Self::Round(
+                RoundError::AnswerLength(_)
+                | RoundError::AnswerMismatch
+                | RoundError::UnknownVersion(_)
+                | RoundError::EmptyParams
+                | RoundError::Params(_)
+                | RoundError::SecretLength,
+            ) => ErrorCode::ChallengeAnswerInvalid,
+            Self::Quote(q) => q.code(),
+        }
+    }
+
+    /// Whether the refused evidence was provably the machine's own: only quote failures
+    /// (see [`ValidationError::signed_by_ak`]); a wrong answer anyone could send.
+    pub fn signed_by_ak(&self) -> bool {
+        match self {
+            Self::Round(_) => false,
+            Self::Quote(q) => q.signed_by_ak(),
+        }
+    }
+}
+
+impl EvidenceVerifier for TestRoundVerifier<'_> {
+    type Evidence<'a> = TestRoundEvidence<'a>;
+    type Verified<'a> = ValidatedEvidence<'a>;
+    type Error = TestRoundError;
+
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::TestChallengeRound
+    }
+
+    fn challenge(&self, nonce: [u8; 32]) -> Result<Challenge, Self::Error> {
+        Ok(Challenge {
+            nonce,
+            params: Some(self.key.params(self.attester, &nonce)?),
+        })
+    }
+
+    /// The answer is recomputed from the challenge's nonce (not from parameters sent
+    /// back), so only an answer made with the secret sealed into THIS challenge passes.
+    fn verify<'a>(
+        &self,
+        challenge: &Challenge,
+        evidence: Self::Evidence<'a>,
+    ) -> Result<Self::Verified<'a>, Self::Error> {
+        self.key
+            .check(&challenge.nonce, evidence.tpm.attest, evidence.answer)?;
+        Ok(validate(
+            Expected {
+                ak: self.ak,
+                nonce: &challenge.nonce,
+            },
+            evidence.tpm,
+        )?)
     }
 }
 

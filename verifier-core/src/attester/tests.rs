@@ -152,7 +152,7 @@ fn real_evidence_for_another_nonce_is_refused_at_the_binding() {
         now: now(),
         cache: Some(&cache),
     };
-    let challenge = v.challenge([7; 32]);
+    let challenge = v.challenge([7; 32]).unwrap();
     assert_eq!(challenge.params, None);
     let tree = MerkleTree::new(&[challenge.nonce]).unwrap();
     let proof = tree.proof(0).unwrap();
@@ -620,13 +620,13 @@ mod challenge_round {
             EvidenceKind::Tpm
         }
 
-        fn challenge(&self, nonce: [u8; 32]) -> Challenge {
+        fn challenge(&self, nonce: [u8; 32]) -> Result<Challenge, Refused> {
             let sealed =
                 keysplit::seal(&self.attester, INFO, &nonce, &self.secret(&nonce)).expect("seal");
-            Challenge {
+            Ok(Challenge {
                 nonce,
                 params: Some(sealed.to_bytes()),
-            }
+            })
         }
 
         fn verify<'a>(
@@ -666,8 +666,8 @@ mod challenge_round {
         };
         let mut pcrs = PcrValues::new();
         pcrs.insert(7, Digest::filled(HashAlg::Sha256, 0x11));
-        let a = v.challenge([1; 32]);
-        let b = v.challenge([2; 32]);
+        let a = v.challenge([1; 32]).unwrap();
+        let b = v.challenge([2; 32]).unwrap();
         assert!(a.params.is_some());
 
         let tag_a = attest(&key, &a, &pcrs).unwrap();

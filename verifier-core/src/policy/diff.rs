@@ -165,6 +165,14 @@ fn certificate(v: &Value) -> String {
     }
 }
 
+/// The first 16 hex digits of a module's SHA-256, to tell versions apart.
+fn module_digest(text: &str) -> String {
+    let d = crate::wire::HashAlg::Sha256
+        .hash(text.as_bytes())
+        .to_string();
+    d.chars().take(16).collect()
+}
+
 fn short(v: &Value) -> String {
     let s = match v {
         Value::String(s) => s.clone(),
@@ -184,6 +192,18 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
         return;
     }
     match (a, b) {
+        // A Rego module is code: whether an edit widens cannot be told from its text.
+        (Value::String(x), Value::String(y)) if path == "rego.module" => out.push(Change {
+            path: path.to_owned(),
+            effect: Effect::Changes,
+            detail: format!(
+                "module edited ({} -> {} bytes, sha256 {} -> {}): review it",
+                x.len(),
+                y.len(),
+                module_digest(x),
+                module_digest(y)
+            ),
+        }),
         (Value::Object(x), Value::Object(y)) => {
             for (k, va) in x {
                 let p = join(path, k);
@@ -413,5 +433,28 @@ mod tests {
             .changes
             .iter()
             .any(|c| c.path == "snp.allow_debug" && c.effect == Effect::Narrows));
+    }
+
+    #[test]
+    fn a_rego_edit_changes_in_an_unknown_direction() {
+        let base = doc(r#"{"version":1}"#);
+        let a = doc(r#"{"version":1,"rego":{"module":"package unlock\nallow := true\n"}}"#);
+        let b = doc(r#"{"version":1,"rego":{"module":"package unlock\nallow if input.ima\n"}}"#);
+        let d = diff(&a, &b);
+        assert_eq!(d.changes.len(), 1, "{d}");
+        assert_eq!(d.changes[0].path, "rego.module");
+        assert_eq!(d.changes[0].effect, Effect::Changes);
+        assert!(d.may_widen());
+        assert!(
+            d.to_string()
+                .starts_with("CHANGES  rego.module: module edited"),
+            "{d}"
+        );
+        // Both must pass: adding a module only refuses more, removing one widens.
+        assert!(!diff(&base, &a).may_widen());
+        assert!(diff(&a, &base)
+            .changes
+            .iter()
+            .all(|c| c.effect == Effect::Widens));
     }
 }

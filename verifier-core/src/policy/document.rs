@@ -56,6 +56,23 @@ pub struct PolicyDocument {
     /// without an operator. Absent: every request waits for an operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_approve: Option<AutoApproveDocument>,
+    /// A Rego module evaluated over the same claims as a second evaluator: both the native
+    /// rules above and the module must accept. Compiled when the policy is checked (a bad
+    /// module is refused at `policy create`), bounded in size and evaluation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rego: Option<RegoDocument>,
+}
+
+/// Largest Rego module a policy may carry.
+pub const MAX_REGO_BYTES: usize = 256 * 1024;
+
+/// A Rego module in a policy. The query is fixed by the contract (see
+/// `policy::rego`): `package unlock`, `allow` must be `true`, the set `deny` empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegoDocument {
+    /// The module's source text (at most [`MAX_REGO_BYTES`]).
+    pub module: String,
 }
 
 /// Rules for approving a machine's pending change without an operator
@@ -87,6 +104,7 @@ impl Default for PolicyDocument {
             host: None,
             snp: None,
             auto_approve: None,
+            rego: None,
         }
     }
 }

@@ -125,6 +125,7 @@ pub(super) fn compile(doc: &HostDocument) -> Result<HostPolicy, PolicyError> {
         host: None,
         snp: None,
         auto_approve: None,
+        rego: None,
     };
     let rules = Policy::from_document(inner).map_err(|e| match e {
         PolicyError::Invalid { field, reason } => invalid(&field, reason),

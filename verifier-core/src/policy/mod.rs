@@ -45,8 +45,8 @@ pub use claims::{CaptureError, Claims, ClaimsSource, UnverifiedCapture};
 pub use diff::{diff, Change, Effect, PolicyDiff};
 pub use document::{
     AutoApproveDocument, ClockDocument, CmdlineRuleDocument, DbxDocument, HostDocument,
-    ImaDocument, MeasuredBootDocument, PcrRuleDocument, PolicyDocument, ReleasePcrDocument,
-    SnpDocument, TcbDocument,
+    ImaDocument, MeasuredBootDocument, PcrRuleDocument, PolicyDocument, RegoDocument,
+    ReleasePcrDocument, SnpDocument, TcbDocument, MAX_REGO_BYTES,
 };
 pub use host::{HostPolicy, DEFAULT_HOST_TIMEOUT_MS, MAX_HOST_TIMEOUT_MS};
 pub use learn::{learn, LearnError, LearnMode, LearnOptions, Learned};
@@ -195,6 +195,10 @@ pub struct Policy {
     rules: compile::Compiled,
     /// Boxed: the host's rules are themselves a `Policy` (without a host).
     host: Option<Box<HostPolicy>>,
+    /// The compiled Rego module (shared: compiled once per module text, see
+    /// [`rego::compiled`]).
+    #[cfg(feature = "rego")]
+    rego: Option<std::sync::Arc<rego::RegoPolicy>>,
 }
 
 impl PartialEq for Policy {
@@ -234,7 +238,36 @@ impl Policy {
             .map(host::compile)
             .transpose()?
             .map(Box::new);
-        Ok(Self { doc, rules, host })
+        #[cfg(feature = "rego")]
+        let rego = doc
+            .rego
+            .as_ref()
+            .map(|r| rego::compiled(&r.module))
+            .transpose()
+            .map_err(|e| PolicyError::Invalid {
+                field: "rego.module".into(),
+                reason: e.to_string(),
+            })?;
+        #[cfg(not(feature = "rego"))]
+        if doc.rego.is_some() {
+            return Err(PolicyError::Invalid {
+                field: "rego".into(),
+                reason: "this build has no Rego evaluator (verifier-core feature `rego`)".into(),
+            });
+        }
+        Ok(Self {
+            doc,
+            rules,
+            host,
+            #[cfg(feature = "rego")]
+            rego,
+        })
+    }
+
+    /// The compiled Rego module, if the document carries one.
+    #[cfg(feature = "rego")]
+    pub fn rego(&self) -> Option<&rego::RegoPolicy> {
+        self.rego.as_deref()
     }
 
     /// The document (for storage and display).
@@ -271,19 +304,25 @@ impl Policy {
 }
 
 impl Evaluator for Policy {
+    /// The native rules, then the Rego module if the document carries one: both must
+    /// accept, and the verdict names each failed rule of either (`rego.allow`, `rego.deny`
+    /// with the module's message, `rego.error`).
     fn evaluate_claims(&self, claims: &Claims<'_>) -> Verdict {
         let mut sink = eval::Sink::failures_only();
         eval::evaluate(self, claims, &mut sink);
         let (outcomes, used) = sink.into_parts();
-        Verdict {
-            failures: outcomes
-                .into_iter()
-                .map(|o| RuleFailure {
-                    rule: o.rule,
-                    reason: o.detail,
-                })
-                .collect(),
-            used,
+        #[allow(unused_mut)]
+        let mut failures: Vec<RuleFailure> = outcomes
+            .into_iter()
+            .map(|o| RuleFailure {
+                rule: o.rule,
+                reason: o.detail,
+            })
+            .collect();
+        #[cfg(feature = "rego")]
+        if let Some(r) = &self.rego {
+            failures.extend(r.evaluate_claims(claims).failures);
         }
+        Verdict { failures, used }
     }
 }

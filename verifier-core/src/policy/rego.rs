@@ -13,16 +13,55 @@
 //! native rules see. Rego code is the operator's and runs without I/O (regorus's optional
 //! extensions such as HTTP are not compiled in).
 
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::{json, Map, Value as Json};
 
 use super::{ClaimsSource, Evaluator, RuleFailure, Verdict};
 use crate::policy::Claims;
+use crate::wire::HashAlg;
+
+pub use super::document::MAX_REGO_BYTES;
 
 /// The package a Rego policy declares.
 pub const PACKAGE: &str = "unlock";
 
-/// Largest Rego policy accepted (an operator's file, not untrusted input, but bounded).
-pub const MAX_REGO_BYTES: usize = 256 * 1024;
+/// Longest one evaluation (and the load-time probe) may run: a module that loops longer is
+/// stopped by regorus's execution timer and refuses (`rego.error`). Real policies take
+/// microseconds; the limit keeps a pathological one from holding a worker thread.
+pub const EVAL_TIME_LIMIT: Duration = Duration::from_millis(250);
+
+/// Builtins refused in a module: they allocate their whole result from a number before the
+/// time limit can stop them (`numbers.range(0, 1e12)` would exhaust memory at once).
+const REFUSED_BUILTINS: &[&str] = &["numbers.range", "numbers.range_step"];
+
+/// Compiled modules kept, by SHA-256 of their text (so each policy version is compiled
+/// once per process); the cache is cleared when full.
+const CACHE_ENTRIES: usize = 64;
+
+type Cache = Mutex<HashMap<Vec<u8>, Arc<RegoPolicy>>>;
+
+/// The compiled policy for `module`, from the cache or compiled now (see [`RegoPolicy::new`]).
+pub fn compiled(module: &str) -> Result<Arc<RegoPolicy>, RegoError> {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = HashAlg::Sha256.hash(module.as_bytes()).as_bytes().to_vec();
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(hit);
+    }
+    let policy = Arc::new(RegoPolicy::new("policy.rego", module)?);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= CACHE_ENTRIES {
+            c.clear();
+        }
+        c.insert(key, policy.clone());
+    }
+    Ok(policy)
+}
 
 /// Why a Rego policy cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +97,17 @@ impl RegoPolicy {
         if source.len() > MAX_REGO_BYTES {
             return Err(RegoError::TooLarge(source.len()));
         }
+        if let Some(b) = REFUSED_BUILTINS.iter().find(|b| source.contains(*b)) {
+            return Err(RegoError::Invalid(format!(
+                "`{b}` is refused: it allocates its whole result before the evaluation time \
+                 limit can stop it"
+            )));
+        }
         let mut engine = regorus::Engine::new();
+        engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit: EVAL_TIME_LIMIT,
+            check_interval: NonZeroU32::MIN,
+        });
         let package = engine
             .add_policy(path.to_owned(), source.to_owned())
             .map_err(|e| RegoError::Invalid(e.to_string()))?;
@@ -240,5 +289,67 @@ mod tests {
         assert!(RegoPolicy::new("p.rego", "package unlock\nallow if {\n").is_err());
         assert!(RegoPolicy::new("p.rego", &"#".repeat(MAX_REGO_BYTES + 1)).is_err());
         assert!(RegoPolicy::new("p.rego", "package unlock\nallow := true\n").is_ok());
+    }
+
+    /// Recursion is refused at load; a loop over the input is stopped by the time limit
+    /// (refused as `rego.error`), and so is one that needs no input (at load).
+    #[test]
+    fn pathological_modules_are_refused_or_bounded() {
+        assert!(RegoPolicy::new("p.rego", "package unlock\na if b\nb if a\nallow if a\n").is_err());
+        let e = RegoPolicy::new(
+            "p.rego",
+            "package unlock\nallow if count(numbers.range(0, 1000000000000)) > 0\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("numbers.range"), "{e}");
+        let nested = |over: &str| {
+            let loops: Vec<String> = "abcdefgh"
+                .chars()
+                .map(|v| format!("some {v} in {over}"))
+                .collect();
+            format!(
+                "package unlock\nxs := [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]\n\
+                 allow if count([1 | {}]) > 0\n",
+                loops.join("; ")
+            )
+        };
+        let t = std::time::Instant::now();
+        assert!(RegoPolicy::new("p.rego", &nested("xs")).is_err());
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        let p = RegoPolicy::new("p.rego", &nested("input.xs")).unwrap();
+        let mut engine = p.engine.clone();
+        engine
+            .set_input_json(&json!({"xs": (0..16).collect::<Vec<u32>>()}).to_string())
+            .unwrap();
+        let t = std::time::Instant::now();
+        assert!(engine.eval_rule(format!("data.{PACKAGE}.allow")).is_err());
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+
+    /// A policy document's module is evaluated beside the native rules; both must accept.
+    #[test]
+    fn a_documents_module_joins_the_native_verdict() {
+        let cap = capture();
+        let claims = Claims::unverified_from_capture_azure(&cap);
+        let doc = |module: &str| {
+            crate::policy::Policy::from_json(
+                &json!({"version": 1, "release_pcr": null, "rego": {"module": module}}).to_string(),
+            )
+        };
+        let ok = doc("package unlock\nallow := true\n").unwrap();
+        assert!(ok.evaluate_claims(&claims).accepted());
+        let v = doc("package unlock\nallow := true\ndeny contains \"no\" if true\n")
+            .unwrap()
+            .evaluate_claims(&claims);
+        assert_eq!(v.to_string(), "rego.deny: no");
+        let e = doc("package unlock\nallow if {\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("policy field rego.module:"),
+            "{e}"
+        );
+        // Compiled once per module text.
+        let a = compiled("package unlock\nallow := true\n").unwrap();
+        let b = compiled("package unlock\nallow := true\n").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
     }
 }

@@ -236,6 +236,7 @@ impl SimAgent {
                 ima_log: None,
                 nk_pub: NkPublic::from_keysplit(&nk_pub),
                 inclusion: InclusionProof::from_merkle(&proof),
+                answer: None,
             };
             req.validate()?;
             out.push(req);
@@ -368,6 +369,7 @@ mod tests {
             hash_alg: HashAlg::Sha256,
             expires_at: 0,
             role,
+            params: None,
         }
     }
 

@@ -16,6 +16,12 @@ pub const MAX_SEALED: usize = 1024;
 const AEAD_TAG_LEN: usize = 16;
 /// Largest error message.
 pub const MAX_ERROR_MESSAGE: usize = 512;
+/// Largest verifier-made challenge parameters ([`ChallengeResponse::params`]): room for an
+/// attester's request structure (IBM Secure Execution's is a few hundred bytes), small
+/// enough that a challenge stays cheap to issue and to carry.
+pub const MAX_CHALLENGE_PARAMS: usize = 4096;
+/// Largest attester answer ([`AttestRequest::answer`]).
+pub const MAX_CHALLENGE_ANSWER: usize = 4096;
 
 /// `POST /v1/attest/challenge`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +64,12 @@ pub struct ChallengeResponse {
     pub expires_at: u64,
     /// The role that issued the nonce.
     pub role: Role,
+    /// Verifier-made parameters for an attester that needs a challenge round (see
+    /// [`crate::round`]); absent for the TPM and SEV-SNP kinds. Opaque to the agent, which
+    /// hands them to its attester. The first byte is the format version the evidence kind
+    /// defines. At most [`MAX_CHALLENGE_PARAMS`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Base64Bytes>,
 }
 
 impl ChallengeResponse {
@@ -75,6 +87,9 @@ impl ChallengeResponse {
 impl Validate for ChallengeResponse {
     fn validate(&self) -> Result<(), ProtoError> {
         self.nonce()?;
+        if let Some(p) = &self.params {
+            p.non_empty("params", MAX_CHALLENGE_PARAMS)?;
+        }
         validate_selection(&self.pcr_selection, "pcr_selection", "pcr_selection[].pcrs")
     }
 }
@@ -279,6 +294,10 @@ pub struct AttestRequest {
     pub nk_pub: NkPublic,
     /// This role's nonce in the tree whose root the quote binds.
     pub inclusion: InclusionProof,
+    /// The attester's answer to this challenge's [`ChallengeResponse::params`], for the
+    /// evidence kinds that need a challenge round; at most [`MAX_CHALLENGE_ANSWER`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Base64Bytes>,
 }
 
 impl AttestRequest {
@@ -364,6 +383,9 @@ impl Validate for AttestRequest {
             ima.data.at_most("ima_log.data", MAX_IMA_LOG)?;
         }
         self.nk_pub.validate()?;
+        if let Some(a) = &self.answer {
+            a.non_empty("answer", MAX_CHALLENGE_ANSWER)?;
+        }
         self.inclusion.validate()
     }
 }
@@ -571,6 +593,15 @@ pub enum ErrorCode {
     /// or TCB does not verify, the HCL runtime data is not what the report signed, or its
     /// AK/EK is not the one presented.
     TeeEvidenceInvalid,
+    /// The enrollment's evidence kind needs a challenge round and the attest request
+    /// carries no answer: the agent's attester must answer the challenge's `params`.
+    ChallengeAnswerMissing,
+    /// The attester's answer is not the answer to this challenge's parameters (made for
+    /// another challenge, replayed, for altered parameters, or for another quote).
+    ChallengeAnswerInvalid,
+    /// The evidence kind exists only on a server started for tests
+    /// (`test-challenge-round` without `--test-attester-key`): refused.
+    EvidenceKindDisabled,
     /// A server fault; details are in the server's log only.
     Internal,
 }

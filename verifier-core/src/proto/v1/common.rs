@@ -39,6 +39,11 @@ pub enum EvidenceKind {
     /// An Azure SEV-SNP confidential VM: vTPM quote by the AK in the HCL report.
     #[serde(alias = "snp-vtpm")]
     AzureSnpVtpm,
+    /// TEST ONLY: a TPM quote plus the answer to a challenge round (verifier-made
+    /// parameters sealed to a test attester's key, see [`crate::round`]). A server accepts
+    /// it only when started with `--test-attester-key`; it exists to prove the round on the
+    /// wire until an attester with real public evidence (IBM Secure Execution) is built.
+    TestChallengeRound,
 }
 
 impl EvidenceKind {
@@ -47,13 +52,20 @@ impl EvidenceKind {
         match self {
             Self::Tpm => "tpm",
             Self::AzureSnpVtpm => "azure-snp-vtpm",
+            Self::TestChallengeRound => "test-challenge-round",
         }
     }
 
     /// Whether registration proves the AK with MakeCredential against an EK. For a vTPM
     /// bound to a CPU report the report proves the AK instead.
     pub fn needs_make_credential(self) -> bool {
-        matches!(self, Self::Tpm)
+        matches!(self, Self::Tpm | Self::TestChallengeRound)
+    }
+
+    /// Whether the challenge carries verifier-made parameters and the attest request must
+    /// carry the attester's answer ([`crate::round`]).
+    pub fn needs_challenge_round(self) -> bool {
+        matches!(self, Self::TestChallengeRound)
     }
 }
 
@@ -65,7 +77,7 @@ impl fmt::Display for EvidenceKind {
 
 /// An evidence kind name this build does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown evidence kind {0:?} (known: tpm, azure-snp-vtpm or its short name snp-vtpm)")]
+#[error("unknown evidence kind {0:?} (known: tpm, azure-snp-vtpm or its short name snp-vtpm, test-challenge-round)")]
 pub struct UnknownEvidenceKind(pub String);
 
 impl std::str::FromStr for EvidenceKind {
@@ -74,6 +86,7 @@ impl std::str::FromStr for EvidenceKind {
         match s {
             "tpm" => Ok(Self::Tpm),
             "azure-snp-vtpm" | "snp-vtpm" => Ok(Self::AzureSnpVtpm),
+            "test-challenge-round" => Ok(Self::TestChallengeRound),
             other => Err(UnknownEvidenceKind(other.to_owned())),
         }
     }

@@ -35,7 +35,7 @@ pub use retire::{PolicyRetireRequest, PolicyRetireResponse, MAX_AFTER_BOOTS, MAX
 pub use attest::{
     AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, ErrorCode, ErrorResponse,
     ImaLog, ImaLogFormat, InclusionProof, NkKem, NkPublic, PcrBank, PcrValue, Sealed, SessionInfo,
-    MAX_ERROR_MESSAGE, MAX_SEALED,
+    MAX_CHALLENGE_ANSWER, MAX_CHALLENGE_PARAMS, MAX_ERROR_MESSAGE, MAX_SEALED,
 };
 pub use common::{AgentId, EvidenceKind, Id, PcrSelection, Role, UnknownEvidenceKind};
 pub use deposit::{
