@@ -652,14 +652,29 @@ fn uki(data: &[u8]) {
     let Ok(sections) = crate::predict::uki::sections(data) else {
         return;
     };
-    same(T, ".linux first", &sections.first().map(|s| s.name), &Some(".linux"));
+    same(
+        T,
+        ".linux first",
+        &sections.first().map(|s| s.name),
+        &Some(".linux"),
+    );
     for s in &sections {
         let (all, part) = (data.as_ptr_range(), s.data.as_ptr_range());
         let inside = all.start <= part.start && part.end <= all.end;
-        same(T, "a section is a piece of the image", &true, &(inside && !s.data.is_empty()));
+        same(
+            T,
+            "a section is a piece of the image",
+            &true,
+            &(inside && !s.data.is_empty()),
+        );
     }
     let events = crate::predict::uki::pcr11_events(&sections, HashAlg::Sha256);
-    same(T, "two events per section", &(2 * sections.len()), &events.len());
+    same(
+        T,
+        "two events per section",
+        &(2 * sections.len()),
+        &events.len(),
+    );
     let files = crate::predict::BootFiles {
         kernel: data,
         initrd: None,

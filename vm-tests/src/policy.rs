@@ -186,6 +186,11 @@ pub fn capture_boot(art: &Artifacts, mut cfg: VmConfig) -> Captured {
     cfg.test_mode = Some("capture");
     cfg.server_port = None;
     let b = boot(art, &tpm, &cfg);
-    assert!(!b.timed_out, "{}: capture boot hung\n{}", cfg.name, b.tail(40));
+    assert!(
+        !b.timed_out,
+        "{}: capture boot hung\n{}",
+        cfg.name,
+        b.tail(40)
+    );
     Captured::parse(&b.evidence())
 }

@@ -54,8 +54,11 @@ pub fn predicted_uki(uki: &Path) -> Prediction {
 /// `.initrd` to Debian's systemd-stub), as `dir/name.efi`.
 pub fn build_uki(art: &Artifacts, initrd: &Path, cmdline: &str, dir: &Path, name: &str) -> PathBuf {
     let osrel = dir.join(format!("{name}.osrel"));
-    std::fs::write(&osrel, "ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"unlock vm-tests UKI\"\n")
-        .unwrap();
+    std::fs::write(
+        &osrel,
+        "ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"unlock vm-tests UKI\"\n",
+    )
+    .unwrap();
     let cmd = dir.join(format!("{name}.cmdline"));
     std::fs::write(&cmd, cmdline).unwrap();
     let out = dir.join(format!("{name}.efi"));

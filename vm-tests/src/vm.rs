@@ -229,7 +229,12 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
     };
     match &cfg.uki {
         Some(uki) => {
-            assert_eq!(cfg.firmware, Firmware::Uefi, "{}: a UKI needs OVMF", cfg.name);
+            assert_eq!(
+                cfg.firmware,
+                Firmware::Uefi,
+                "{}: a UKI needs OVMF",
+                cfg.name
+            );
             let esp = esp_image(uki, work.path());
             // The ESP first in the boot order: OVMF starts its removable-media path
             // EFI/BOOT/BOOTX64.EFI, unmodified (no QEMU kernel loader in between).

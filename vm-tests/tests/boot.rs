@@ -918,7 +918,11 @@ fn assert_uki_predicted(cap: &vm_tests::policy::Captured, p: &verifier_core::pre
     for (i, (ty, label, _)) in log.pcr11_events.iter().enumerate() {
         let section = p.pcr11_events[i].what.split(' ').next().unwrap();
         assert_eq!(*ty, EventType::EV_IPL, "PCR 11 event {i}");
-        assert_eq!(label.trim_end_matches('\0'), section, "PCR 11 event {i} label");
+        assert_eq!(
+            label.trim_end_matches('\0'),
+            section,
+            "PCR 11 event {i} label"
+        );
     }
     assert_eq!(log.pcr11, p.pcr11, "PCR 11");
     assert_eq!(
@@ -951,6 +955,9 @@ fn uki_update_preauthorized_unlocks() {
     cfg.firmware = Firmware::Uefi;
     cfg.uki = Some(v1.clone());
     let cap = vm_tests::policy::capture_boot(art, cfg);
+    // Kept beside the console logs: a real systemd-stub event log, for reading.
+    let kept = vm_tests::vm::log_dir(art).join("uki_update_preauthorized_unlocks.eventlog.bin");
+    std::fs::write(&kept, &cap.event_log).unwrap();
     // The verification against reality: the files' prediction is this boot's log.
     let p1 = update::predicted_uki(&v1);
     assert_uki_predicted(&cap, &p1);
@@ -978,9 +985,9 @@ fn uki_update_preauthorized_unlocks() {
     let updated = update::changed_initrd(art, work.path());
     let v2 = update::build_uki(art, &updated, &cmdline, work.path(), "uki-v2");
     let v2_arg = v2.to_str().unwrap();
-    let out = e
-        .server
-        .unlockctl(&["policy", "allow", "--policy", "fleet", "--uki", v2_arg, "--yes"]);
+    let out = e.server.unlockctl(&[
+        "policy", "allow", "--policy", "fleet", "--uki", v2_arg, "--yes",
+    ]);
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -997,12 +1004,20 @@ fn uki_update_preauthorized_unlocks() {
         assert!(said.contains(added), "{added:?} missing:\n{said}");
     }
     assert!(
-        !said.contains("narrows") && !said.contains("CHANGES") && !said.contains("measured_boot.kernels"),
+        !said.contains("narrows")
+            && !said.contains("CHANGES")
+            && !said.contains("measured_boot.kernels"),
         "{said}"
     );
-    let out = e
-        .server
-        .unlockctl(&["policy", "apply", "fleet", "--version", "2", "--all", "--yes"]);
+    let out = e.server.unlockctl(&[
+        "policy",
+        "apply",
+        "fleet",
+        "--version",
+        "2",
+        "--all",
+        "--yes",
+    ]);
     assert!(
         out.status.success(),
         "apply: {}{}",

@@ -671,7 +671,11 @@ pub(super) fn predictions(
     doc: &PolicyDocument,
 ) -> anyhow::Result<Vec<verifier_core::predict::Prediction>> {
     use verifier_core::predict::{predict, BootFiles, BootPath};
-    let image = a.uki.as_ref().or(a.kernel.as_ref()).context("--kernel or --uki")?;
+    let image = a
+        .uki
+        .as_ref()
+        .or(a.kernel.as_ref())
+        .context("--kernel or --uki")?;
     let kernel = read_file(image)?;
     let initrd = a.initrd.as_deref().map(read_file).transpose()?;
     let apps = a

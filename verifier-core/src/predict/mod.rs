@@ -23,9 +23,9 @@
 //!   `kernel_cmdline: ...` text into PCR 8. Modelled from grub's and shim's documented
 //!   behaviour; no event log in the project's test data was made by booting these files.
 //! - [`BootPath::Uki`]: firmware starts a unified kernel image (systemd-stub with the kernel,
-//!   initrd and command line as sections): PCR 4 carries the UKI's Authenticode digest,
-//!   PCR 11 the stub's section measurements, PCR 9 the kernel stub's as on `EfiStub` (see
-//!   [`uki`]). Verified by `vm-tests`' UKI scenario.
+//!   initrd and command line as sections): PCR 4 carries the UKI's Authenticode digest and
+//!   then the embedded kernel's, PCR 11 the stub's section measurements, PCR 9 the kernel
+//!   stub's as on `EfiStub` (see [`uki`]). Verified by `vm-tests`' UKI scenario.
 //!
 //! Nothing here reads files or clocks: callers pass the bytes. PE parsing of untrusted bytes
 //! is `object`'s bounds-checked reader under the `authenticode` crate; neither panics on
@@ -361,8 +361,8 @@ pub fn predict(
     Ok(out)
 }
 
-/// The UKI path of [`predict`]: PCR 4 the image, PCR 11 its sections, PCR 9 what the kernel's
-/// own EFI stub measures of the embedded command line and initrd.
+/// The UKI path of [`predict`]: PCR 4 the image and the kernel in it, PCR 11 its sections,
+/// PCR 9 what the kernel's own EFI stub measures of the embedded command line and initrd.
 fn predict_uki(files: &BootFiles<'_>, out: &mut Prediction) -> Result<(), PredictError> {
     if files.initrd.is_some() || files.cmdline.is_some() {
         return Err(PredictError::UkiWithSeparateFiles);
@@ -374,12 +374,29 @@ fn predict_uki(files: &BootFiles<'_>, out: &mut Prediction) -> Result<(), Predic
         digest: authenticode(files.kernel, alg)?,
     });
     let of = |name: &str| sections.iter().find(|s| s.name == name).map(|s| s.data);
+    // systemd 252 starts the embedded kernel with LoadImage, so firmware measures it into
+    // PCR 4 as a second application (as loaded: the section's bytes).
+    if let Some(linux) = of(".linux") {
+        out.boot_applications.push(Predicted {
+            what: "uki .linux".into(),
+            digest: authenticode(linux, alg).map_err(|_| PredictError::UkiSection {
+                name: ".linux",
+                reason: "not a PE image the firmware can load (systemd 252 starts the kernel with LoadImage)",
+            })?,
+        });
+    }
     let digest = |what: &str, data: &[u8]| Predicted {
         what: what.into(),
         digest: alg.hash(data),
     };
-    out.kernels = of(".linux").map(|d| digest("uki .linux", d)).into_iter().collect();
-    out.initrds = of(".initrd").map(|d| digest("uki .initrd", d)).into_iter().collect();
+    out.kernels = of(".linux")
+        .map(|d| digest("uki .linux", d))
+        .into_iter()
+        .collect();
+    out.initrds = of(".initrd")
+        .map(|d| digest("uki .initrd", d))
+        .into_iter()
+        .collect();
     let cmdline = of(".cmdline").map(uki::stub_cmdline).transpose()?;
     let options = cmdline.as_deref().map(|c| load_options_digest(c, alg));
     let initrd = out.initrds.first().map(|p| p.digest);

@@ -10,10 +10,12 @@
 //! not measured (it signs the result). PCR 11 therefore holds only static data of the file
 //! and its value can be computed from the file: [`pcr11`].
 //!
-//! The stub then starts the embedded kernel with the `.cmdline` text as its load options
-//! and the `.initrd` section behind the `LINUX_EFI_INITRD_MEDIA` LoadFile2 protocol, so the
-//! kernel's own EFI stub measures both into PCR 9 exactly as on the `efi-stub` path (the
-//! same digests: see `verifier_core::predict`). The stub measures nothing into PCR 12 when
+//! The stub then starts the embedded kernel through the firmware's LoadImage, so firmware
+//! measures the `.linux` section into PCR 4 as a second `EV_EFI_BOOT_SERVICES_APPLICATION`
+//! (its Authenticode digest, the same as the kernel file's), with the `.cmdline` text as its
+//! load options and the `.initrd` section behind the `LINUX_EFI_INITRD_MEDIA` LoadFile2
+//! protocol, so the kernel's own EFI stub measures both into PCR 9 exactly as on the
+//! `efi-stub` path (the same digests: see `verifier_core::predict`). The stub measures nothing into PCR 12 when
 //! the command line is the embedded one (it does when a boot entry's load options override
 //! it, which systemd 252 allows without Secure Boot); credentials and system extensions
 //! found beside the UKI would add PCR 12/13 events: not modelled.
@@ -24,7 +26,7 @@
 use object::read::pe::PeFile64;
 use object::LittleEndian as LE;
 
-use super::{Predicted, PredictError};
+use super::{PredictError, Predicted};
 use crate::wire::{Digest, HashAlg};
 
 /// The sections systemd-stub 252 measures into PCR 11, in the order it measures them (its
@@ -51,7 +53,7 @@ pub fn sections(image: &[u8]) -> Result<Vec<Section<'_>>, PredictError> {
     let mut found: [Option<&[u8]>; MEASURED_SECTIONS.len()] = [None; MEASURED_SECTIONS.len()];
     for header in pe.section_table().iter() {
         let raw = header.raw_name();
-        let Some((name, slot)) = MEASURED_SECTIONS
+        let Some((&name, slot)) = MEASURED_SECTIONS
             .iter()
             .zip(found.iter_mut())
             .find(|(n, _)| n.as_bytes() == raw)
@@ -61,10 +63,13 @@ pub fn sections(image: &[u8]) -> Result<Vec<Section<'_>>, PredictError> {
         if header.virtual_size.get(LE) > header.size_of_raw_data.get(LE) {
             return Err(PredictError::UkiSection {
                 name,
-                reason: "its size in memory exceeds its data in the file (zero fill is not modelled)",
+                reason:
+                    "its size in memory exceeds its data in the file (zero fill is not modelled)",
             });
         }
-        let data = header.pe_data(image).map_err(|_| PredictError::BadPeLayout)?;
+        let data = header
+            .pe_data(image)
+            .map_err(|_| PredictError::BadPeLayout)?;
         if slot.is_some() {
             return Err(PredictError::UkiSection {
                 name,
@@ -77,7 +82,10 @@ pub fn sections(image: &[u8]) -> Result<Vec<Section<'_>>, PredictError> {
         .iter()
         .zip(found)
         // The stub skips a section of size zero as absent.
-        .filter_map(|(name, data)| data.filter(|d| !d.is_empty()).map(|data| Section { name, data }))
+        .filter_map(|(&name, data)| {
+            data.filter(|d| !d.is_empty())
+                .map(|data| Section { name, data })
+        })
         .collect();
     if out.first().map(|s| s.name) != Some(".linux") {
         return Err(PredictError::NotUki);
@@ -147,6 +155,137 @@ mod tests {
         for bytes in [&b""[..], b"MZ", &[0u8; 4096][..]] {
             assert!(sections(bytes).is_err());
         }
+    }
+
+    /// A minimal PE32+ image with `sections` (name, VirtualSize, raw data), no code.
+    pub(crate) fn pe(sections: &[(&str, u32, &[u8])]) -> Vec<u8> {
+        fn put(out: &mut [u8], at: usize, v: &[u8]) {
+            out[at..at + v.len()].copy_from_slice(v);
+        }
+        let n = sections.len();
+        let headers = 0x40 + 4 + 20 + 240 + 40 * n;
+        let mut out = vec![0u8; headers];
+        put(&mut out, 0, b"MZ");
+        put(&mut out, 0x3c, &0x40u32.to_le_bytes());
+        put(&mut out, 0x40, b"PE\0\0");
+        let coff = 0x44;
+        put(&mut out, coff, &0x8664u16.to_le_bytes());
+        put(&mut out, coff + 2, &u16::try_from(n).unwrap().to_le_bytes());
+        put(&mut out, coff + 16, &240u16.to_le_bytes());
+        put(&mut out, coff + 18, &0x22u16.to_le_bytes());
+        let opt = coff + 20;
+        put(&mut out, opt, &0x20bu16.to_le_bytes());
+        put(
+            &mut out,
+            opt + 60,
+            &u32::try_from(headers).unwrap().to_le_bytes(),
+        );
+        put(&mut out, opt + 108, &16u32.to_le_bytes());
+        for (i, (name, vsize, raw)) in sections.iter().enumerate() {
+            let h = opt + 240 + 40 * i;
+            let at = u32::try_from(out.len()).unwrap();
+            put(&mut out, h, name.as_bytes());
+            put(&mut out, h + 8, &vsize.to_le_bytes());
+            put(
+                &mut out,
+                h + 12,
+                &(0x10000 * (u32::try_from(i).unwrap() + 1)).to_le_bytes(),
+            );
+            put(
+                &mut out,
+                h + 16,
+                &u32::try_from(raw.len()).unwrap().to_le_bytes(),
+            );
+            put(&mut out, h + 20, &at.to_le_bytes());
+            out.extend_from_slice(raw);
+        }
+        out
+    }
+
+    #[test]
+    fn reads_sections_in_the_stubs_order_not_the_files() {
+        // File order differs from the stub's; .pcrsig and unknown sections are not measured;
+        // VirtualSize below the raw size (file alignment padding) cuts the padding.
+        let kernel = pe(&[(".text", 1, b"k")]);
+        let klen = u32::try_from(kernel.len()).unwrap();
+        let img = pe(&[
+            (".initrd", 3, b"ini\0"),
+            (".pcrsig", 2, b"{}"),
+            (".text", 1, b"x"),
+            (".cmdline", 8, b"ro\tquiet"),
+            (".linux", klen, &kernel),
+        ]);
+        let s = sections(&img).unwrap();
+        let names: Vec<_> = s.iter().map(|x| x.name).collect();
+        assert_eq!(names, [".linux", ".cmdline", ".initrd"]);
+        assert_eq!(s[2].data, b"ini");
+        let files = super::super::BootFiles {
+            kernel: &img,
+            initrd: None,
+            cmdline: None,
+            efi_apps: &[],
+        };
+        let p =
+            super::super::predict(&files, super::super::BootPath::Uki, HashAlg::Sha256).unwrap();
+        assert_eq!(p.kernels[0].digest, HashAlg::Sha256.hash(&kernel));
+        assert_eq!(p.initrds[0].digest, HashAlg::Sha256.hash(b"ini"));
+        assert_eq!(p.cmdline.as_deref(), Some("ro quiet"));
+        assert_eq!(p.pcr11_events.len(), 6);
+        assert_eq!(p.pcr11, Some(pcr11(&p.pcr11_events, HashAlg::Sha256)));
+        assert_eq!(
+            p.boot_applications[0].digest,
+            super::super::authenticode(&img, HashAlg::Sha256).unwrap()
+        );
+        // The kernel inside, started with LoadImage: firmware measures it too.
+        assert_eq!(
+            p.boot_applications[1].digest,
+            super::super::authenticode(&kernel, HashAlg::Sha256).unwrap()
+        );
+        assert_eq!(p.boot_applications.len(), 2);
+        // A .linux that is no PE cannot be started that way: an error, not a guess.
+        let not_pe = pe(&[(".linux", 6, b"kernel")]);
+        assert!(matches!(
+            super::super::predict(
+                &super::super::BootFiles {
+                    kernel: &not_pe,
+                    ..files
+                },
+                super::super::BootPath::Uki,
+                HashAlg::Sha256
+            ),
+            Err(PredictError::UkiSection { name: ".linux", .. })
+        ));
+        // The UKI's own initrd and command line: separate ones are a mistake, not ignored.
+        let with_initrd = super::super::BootFiles {
+            initrd: Some(b"other"),
+            ..files
+        };
+        assert_eq!(
+            super::super::predict(&with_initrd, super::super::BootPath::Uki, HashAlg::Sha256),
+            Err(PredictError::UkiWithSeparateFiles)
+        );
+    }
+
+    #[test]
+    fn ambiguous_or_unmodelled_images_are_refused() {
+        let no_linux = pe(&[(".initrd", 3, b"ini")]);
+        assert_eq!(sections(&no_linux), Err(PredictError::NotUki));
+        let empty_linux = pe(&[(".linux", 0, b"")]);
+        assert_eq!(sections(&empty_linux), Err(PredictError::NotUki));
+        let twice = pe(&[(".linux", 1, b"a"), (".linux", 1, b"b")]);
+        assert!(matches!(
+            sections(&twice),
+            Err(PredictError::UkiSection { name: ".linux", .. })
+        ));
+        let zero_fill = pe(&[(".linux", 100, b"a")]);
+        assert!(matches!(
+            sections(&zero_fill),
+            Err(PredictError::UkiSection { .. })
+        ));
+        // Raw data past the end of the file.
+        let mut cut = pe(&[(".linux", 6, b"kernel")]);
+        cut.truncate(cut.len() - 3);
+        assert_eq!(sections(&cut), Err(PredictError::BadPeLayout));
     }
 
     #[test]
