@@ -17,10 +17,12 @@ use std::path::Path;
 use policy_support::*;
 use verifier_core::eventlog::{EventLog, EventType};
 use verifier_core::policy::{
-    MeasuredBootDocument, Policy, PolicyDocument, UnverifiedCapture, Verdict,
+    Evaluator, MeasuredBootDocument, Policy, PolicyDocument, UnverifiedCapture, Verdict,
 };
 use verifier_core::predict::uki::{pcr11, stub_cmdline, MEASURED_SECTIONS};
-use verifier_core::predict::{load_options_digest, Predicted, STUB_INITRD_TAG, STUB_LOAD_OPTIONS_TAG};
+use verifier_core::predict::{
+    load_options_digest, Predicted, STUB_INITRD_TAG, STUB_LOAD_OPTIONS_TAG,
+};
 use verifier_core::proto::v1::CapturedEvidence;
 use verifier_core::wire::{Digest, HashAlg};
 
@@ -65,7 +67,10 @@ fn events(bytes: &[u8], pcr: u8) -> Vec<(usize, EventType, Vec<u8>, Digest)> {
 }
 
 fn utf16z(s: &str) -> Vec<u8> {
-    s.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect()
+    s.encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect()
 }
 
 /// The stub's PCR 11 events for the four sections this UKI has, from the files' bytes.
@@ -223,4 +228,62 @@ fn labels_do_not_decide_which_section_an_event_is() {
     let nameless = rewrite(&bytes, ev[0].0, &ev[0].2, |alg, _| alg.hash(b"not a name"));
     let v = eval(&policy, &capture(&nameless));
     assert_eq!(failed(&v), ["measured_boot.kernels"], "{v}");
+}
+
+#[test]
+fn allowing_a_new_uki_adds_its_pcr11_value_and_nothing_else() {
+    use verifier_core::policy::{check_only_allows_more, widen, PcrRuleDocument, WidenError};
+    use verifier_core::predict::Prediction;
+    let bytes = log_bytes();
+    let log = EventLog::parse(&bytes).unwrap();
+    let old_pcr11 = *log.replay().get(S, 11).unwrap();
+    let mut old = sections_policy(&[hex(KERNEL_SHA256)], &[hex(INITRD_SHA256)]);
+    old.pcrs = vec![PcrRuleDocument {
+        bank: "sha256".into(),
+        index: 11,
+        allowed: vec![old_pcr11.to_hex()],
+        initial: false,
+    }];
+    assert!(eval(&old, &capture(&bytes)).accepted());
+    // The next UKI: a new initrd, so new .initrd bytes and a new PCR 11.
+    let mut events = predicted_pcr11();
+    events[7].digest = S.hash(b"new initramfs");
+    let new_pcr11 = pcr11(&events, S);
+    let p = Prediction {
+        alg: S,
+        boot_applications: Vec::new(),
+        kernels: vec![Predicted {
+            what: "uki .linux".into(),
+            digest: hex(KERNEL_SHA256),
+        }],
+        initrds: vec![Predicted {
+            what: "uki .initrd".into(),
+            digest: events[7].digest,
+        }],
+        cmdline: None,
+        pcr9: None,
+        pcr11_events: events,
+        pcr11: Some(new_pcr11),
+    };
+    let w = widen(&old, &[p]).unwrap();
+    let paths: Vec<&str> = w.diff.changes.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["measured_boot.initrds", "pcrs[sha256:11].allowed"],
+        "{}",
+        w.diff
+    );
+    assert_eq!(
+        w.document.pcrs[0].allowed,
+        [old_pcr11.to_hex(), new_pcr11.to_hex()]
+    );
+    // The old UKI still passes.
+    assert!(eval(&w.document, &capture(&bytes)).accepted());
+    // Forged change: PCR 11's value replaced instead of added, is not an allowance.
+    let mut replaced = w.document.clone();
+    replaced.pcrs[0].allowed = vec![new_pcr11.to_hex()];
+    assert!(matches!(
+        check_only_allows_more(&old, &replaced),
+        Err(WidenError::NotOnlyWidening(_))
+    ));
 }
