@@ -107,6 +107,21 @@ mkdir -p fuzz/corpus/image_signature
 for f in src/image_signature/testdata/*.p7; do
     cp "$f" "fuzz/corpus/image_signature/seed-$(basename "$f")"
 done
+# A small unified kernel image for the UKI reader (the same target): systemd-stub with tiny
+# sections, the stub itself standing in for the kernel (a PE, as `.linux` must be).
+stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+if [ -f "$stub" ] && command -v objcopy >/dev/null 2>&1; then
+    t=$(mktemp -d)
+    printf 'ID=debian\n' >"$t/osrel"
+    printf 'console=ttyS0 quiet' >"$t/cmdline"
+    printf 'initrd' >"$t/initrd"
+    objcopy --add-section .osrel="$t/osrel" --change-section-vma .osrel=0x20000 \
+        --add-section .cmdline="$t/cmdline" --change-section-vma .cmdline=0x30000 \
+        --add-section .linux="$stub" --change-section-vma .linux=0x40000 \
+        --add-section .initrd="$t/initrd" --change-section-vma .initrd=0x80000 \
+        "$stub" fuzz/corpus/authenticode/seed-uki.efi || echo "fuzz-smoke: no UKI seed" >&2
+    rm -rf "$t"
+fi
 # tpm_response: command index (u8), sessions flag (u8), response. FlushContext success;
 # ReadPublic of an empty handle (TPM_RC_HANDLE); NV_Read with a password acknowledgement.
 hexseed tpm_response flush-ok 080080010000000a00000000

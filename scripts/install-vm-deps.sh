@@ -1,13 +1,15 @@
 #!/bin/sh
 # Installs the Debian 12 packages the VM tests (vm-tests/, `make vm-test`, `make demo`) need:
 # a guest kernel, dracut with its network and crypt modules, cryptsetup, QEMU (SeaBIOS and
-# OVMF), swtpm and a static busybox for the test root. Idempotent; run as root (or with sudo
+# OVMF), swtpm, a static busybox for the test root, and for the UKI scenario systemd-stub
+# (systemd-boot-efi), objcopy (binutils) and the FAT tools for its ESP (mtools, dosfstools). Idempotent; run as root (or with sudo
 # available). Runs apt only when something is missing. The first install takes ~2.5 min,
 # mostly linux-image's postinst building a host initramfs that the tests do not use.
 set -eu
 
 PKGS="linux-image-amd64 dracut dracut-core dracut-network cryptsetup cryptsetup-bin \
-swtpm swtpm-tools qemu-system-x86 qemu-utils busybox-static e2fsprogs ovmf"
+swtpm swtpm-tools qemu-system-x86 qemu-utils busybox-static e2fsprogs ovmf \
+systemd-boot-efi binutils mtools dosfstools"
 
 missing_pkgs() {
     for p in $PKGS; do

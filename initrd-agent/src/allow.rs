@@ -43,6 +43,9 @@ pub enum BootPathArg {
     Grub,
     /// OVMF with QEMU's -kernel/-initrd/-append.
     QemuDirect,
+    /// Firmware starts a unified kernel image (`--kernel` is the UKI; it carries its own
+    /// initrd and command line).
+    Uki,
 }
 
 /// `request-allow` arguments (parsed by `cli.rs`, see its usage text).
@@ -57,7 +60,7 @@ pub struct AllowArgs {
     pub cmdline: Option<String>,
     /// EFI applications started before the kernel (`--efi-app FILE`, repeatable).
     pub efi_apps: Vec<PathBuf>,
-    /// How the machine boots the kernel (`--boot-path efi-stub|grub|qemu-direct`).
+    /// How the machine boots the kernel (`--boot-path efi-stub|grub|qemu-direct|uki`).
     pub boot_path: BootPathArg,
     /// Guest memory in MiB (`--qemu-memory-mib N`, qemu-direct) [default: 768].
     pub qemu_memory_mib: u64,
@@ -66,12 +69,13 @@ pub struct AllowArgs {
 }
 
 impl BootPathArg {
-    /// Parses `efi-stub`, `grub` or `qemu-direct`.
+    /// Parses `efi-stub`, `grub`, `qemu-direct` or `uki`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "efi-stub" => Some(Self::EfiStub),
             "grub" => Some(Self::Grub),
             "qemu-direct" => Some(Self::QemuDirect),
+            "uki" => Some(Self::Uki),
             _ => None,
         }
     }
@@ -105,10 +109,12 @@ pub fn change(
         .cmdline
         .clone()
         .unwrap_or_else(|| proc_cmdline.trim_end().to_owned());
+    // A UKI carries its initrd and command line: this boot's are not the next one's.
+    let uki = args.boot_path == BootPathArg::Uki;
     let files = BootFiles {
         kernel: &kernel,
         initrd: initrd.as_deref(),
-        cmdline: Some(&cmdline),
+        cmdline: (!uki).then_some(cmdline.as_str()),
         efi_apps: &app_refs,
     };
     let path = match args.boot_path {
@@ -117,6 +123,7 @@ pub fn change(
         BootPathArg::QemuDirect => BootPath::QemuDirect {
             ram_below_4g: args.qemu_memory_mib.saturating_mul(1 << 20),
         },
+        BootPathArg::Uki => BootPath::Uki,
     };
     let preds = BANKS
         .into_iter()

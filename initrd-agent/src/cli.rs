@@ -153,7 +153,7 @@ COMMANDS:
              TPM): register, make K_b here, split it and deposit each role's part quoted by
              this TPM's AK; neither role ever holds K_b (`unlockctl bind --auto-enroll`).
   request-allow --kernel FILE [--initrd FILE] [--cmdline TEXT] [--efi-app FILE]...
-             [--boot-path efi-stub|grub|qemu-direct] [--qemu-memory-mib N] [--note TEXT]:
+             [--boot-path efi-stub|grub|qemu-direct|uki] [--qemu-memory-mib N] [--note TEXT]:
              after an update, predict the next boot's measurements from the new files and
              ask both roles, quoted by this TPM's AK, to allow them (pending until an
              operator approves).
@@ -707,10 +707,10 @@ impl AllowFlags {
                 Ok(())
             }
             "--boot-path" => {
-                let v = value("efi-stub|grub|qemu-direct")?;
+                let v = value("efi-stub|grub|qemu-direct|uki")?;
                 let p = crate::allow::BootPathArg::parse(&v).ok_or_else(|| {
                     usage(format!(
-                        "--boot-path {v:?}: one of efi-stub, grub, qemu-direct"
+                        "--boot-path {v:?}: one of efi-stub, grub, qemu-direct, uki"
                     ))
                 })?;
                 once(&mut self.boot_path, f, p)

@@ -670,6 +670,48 @@ pub fn authenticode(data: &[u8]) {
         same(T, "patched image keeps its length", &data.len(), &img.len());
         let _ = crate::predict::authenticode(&img, HashAlg::Sha1);
     }
+    uki(data);
+}
+
+/// The UKI reader over the same bytes: every section it returns is a non-empty piece of
+/// the input, `.linux` first, and the stub's events are two per section.
+fn uki(data: &[u8]) {
+    const T: &str = "authenticode/uki";
+    let Ok(sections) = crate::predict::uki::sections(data) else {
+        return;
+    };
+    same(
+        T,
+        ".linux first",
+        &sections.first().map(|s| s.name),
+        &Some(".linux"),
+    );
+    for s in &sections {
+        let (all, part) = (data.as_ptr_range(), s.data.as_ptr_range());
+        let inside = all.start <= part.start && part.end <= all.end;
+        same(
+            T,
+            "a section is a piece of the image",
+            &true,
+            &(inside && !s.data.is_empty()),
+        );
+    }
+    let events = crate::predict::uki::pcr11_events(&sections, HashAlg::Sha256);
+    same(
+        T,
+        "two events per section",
+        &(2 * sections.len()),
+        &events.len(),
+    );
+    let files = crate::predict::BootFiles {
+        kernel: data,
+        initrd: None,
+        cmdline: None,
+        efi_apps: &[],
+    };
+    if let Ok(p) = crate::predict::predict(&files, crate::predict::BootPath::Uki, HashAlg::Sha256) {
+        same(T, "PCR 11 events predicted", &events, &p.pcr11_events);
+    }
 }
 
 /// A boot application's Authenticode signature as a machine sends it (`image_signature`):

@@ -21,6 +21,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("depmod", "kmod"),
     ("modprobe", "kmod"),
     ("unshare", "util-linux"),
+    ("objcopy", "binutils"),
+    ("mkfs.vfat", "dosfstools"),
+    ("mcopy", "mtools"),
+    ("mmd", "mtools"),
 ];
 
 /// The initramfs-tools packages unpacked by `scripts/install-vm-deps.sh` (initramfs-tools
@@ -33,6 +37,8 @@ const BUSYBOX: &str = "/bin/busybox";
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// The matching variable store template.
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// systemd-stub of Debian 12's `systemd-boot-efi` (systemd 252): the UKI scenario's stub.
+pub const SYSTEMD_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
 /// What the host provides.
 #[derive(Debug, Clone)]
@@ -81,6 +87,9 @@ impl Env {
             if !Path::new(f).is_file() {
                 missing.push(format!("{f} (ovmf)"));
             }
+        }
+        if !Path::new(SYSTEMD_STUB).is_file() {
+            missing.push(format!("{SYSTEMD_STUB} (systemd-boot-efi)"));
         }
         let initramfs_tools = std::env::var_os(INITRAMFS_TOOLS_VAR)
             .map_or_else(|| PathBuf::from(INITRAMFS_TOOLS_DEFAULT), PathBuf::from);

@@ -177,3 +177,20 @@ pub fn capture_of(
     })
     .clone()
 }
+
+/// The evidence of one capture boot of `cfg` (its `test_mode` set to `capture`, no server)
+/// with a fresh TPM: for a boot configuration the shared [`capture`] does not cover (a UKI).
+pub fn capture_boot(art: &Artifacts, mut cfg: VmConfig) -> Captured {
+    let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let tpm = Tpm::provision(art, ca.path());
+    cfg.test_mode = Some("capture");
+    cfg.server_port = None;
+    let b = boot(art, &tpm, &cfg);
+    assert!(
+        !b.timed_out,
+        "{}: capture boot hung\n{}",
+        cfg.name,
+        b.tail(40)
+    );
+    Captured::parse(&b.evidence())
+}

@@ -1,14 +1,17 @@
 //! Updates without lockout in the VM: what the next boot measures, predicted from the files
-//! (`verifier_core::predict`, QEMU direct boot under OVMF), compared with what OVMF and the
-//! kernel's EFI stub really logged, and a changed initramfs to update to.
+//! (`verifier_core::predict`, QEMU direct boot or a unified kernel image under OVMF),
+//! compared with what OVMF, systemd-stub and the kernel's EFI stub really logged, and a
+//! changed initramfs to update to.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use verifier_core::eventlog::{EventData, EventLog, EventType};
 use verifier_core::predict::{predict, BootFiles, BootPath, Prediction};
 use verifier_core::wire::{Digest, HashAlg};
 
 use crate::artifacts::Artifacts;
+use crate::env::SYSTEMD_STUB;
 use crate::vm::GUEST_RAM_MIB;
 
 /// What booting `initrd` with `cmdline` under OVMF (QEMU `-kernel`) measures, SHA-256.
@@ -30,9 +33,62 @@ pub fn predicted(art: &Artifacts, initrd: &Path, cmdline: &str) -> Prediction {
     .unwrap()
 }
 
+/// What booting the unified kernel image `uki` under OVMF measures, SHA-256.
+pub fn predicted_uki(uki: &Path) -> Prediction {
+    let image = std::fs::read(uki).unwrap();
+    predict(
+        &BootFiles {
+            kernel: &image,
+            initrd: None,
+            cmdline: None,
+            efi_apps: &[],
+        },
+        BootPath::Uki,
+        HashAlg::Sha256,
+    )
+    .unwrap()
+}
+
+/// A unified kernel image of the guest kernel, `initrd` and `cmdline`, built the way
+/// systemd 252's documentation shows (objcopy adding `.osrel`, `.cmdline`, `.linux` and
+/// `.initrd` to Debian's systemd-stub), as `dir/name.efi`.
+pub fn build_uki(art: &Artifacts, initrd: &Path, cmdline: &str, dir: &Path, name: &str) -> PathBuf {
+    let osrel = dir.join(format!("{name}.osrel"));
+    std::fs::write(
+        &osrel,
+        "ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"unlock vm-tests UKI\"\n",
+    )
+    .unwrap();
+    let cmd = dir.join(format!("{name}.cmdline"));
+    std::fs::write(&cmd, cmdline).unwrap();
+    let out = dir.join(format!("{name}.efi"));
+    // Section addresses above the stub's own (it ends below 0x20000), the kernel and the
+    // initrd far enough apart for their sizes.
+    let sections = [
+        (".osrel", osrel.as_path(), "0x20000"),
+        (".cmdline", cmd.as_path(), "0x30000"),
+        (".linux", art.env.kernel.as_path(), "0x2000000"),
+        (".initrd", initrd, "0x4000000"),
+    ];
+    let mut c = Command::new("objcopy");
+    for (section, file, vma) in sections {
+        c.arg("--add-section")
+            .arg(format!("{section}={}", file.display()))
+            .arg("--change-section-vma")
+            .arg(format!("{section}={vma}"));
+    }
+    let o = c.arg(SYSTEMD_STUB).arg(&out).output().unwrap();
+    assert!(
+        o.status.success(),
+        "objcopy (UKI {name}): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
 #[derive(Debug)]
 /// What a real UEFI event log recorded: PCR 4's boot applications, PCR 9's events (tag id or
-/// none, digest) and PCR 9's replayed value, SHA-256.
+/// none, digest) and PCR 9's replayed value, PCR 11's events and value, SHA-256.
 pub struct Logged {
     /// `EV_EFI_BOOT_SERVICES_APPLICATION` digests in PCR 4.
     pub boot_applications: Vec<Digest>,
@@ -40,6 +96,13 @@ pub struct Logged {
     pub pcr9_events: Vec<(Option<u32>, Digest)>,
     /// PCR 9 replayed.
     pub pcr9: Option<Digest>,
+    /// PCR 11's events: (event type, UTF-16 event data as text, digest).
+    pub pcr11_events: Vec<(EventType, String, Digest)>,
+    /// PCR 11 replayed.
+    pub pcr11: Option<Digest>,
+    /// PCR 12's event count (systemd-stub measures its command line there when a boot
+    /// entry's load options override the embedded one).
+    pub pcr12_events: usize,
 }
 
 /// Reads [`Logged`] from an event log.
@@ -69,7 +132,24 @@ pub fn logged(event_log: &[u8]) -> Logged {
             })
             .collect(),
         pcr9: log.replay().get(HashAlg::Sha256, 9).copied(),
+        pcr11_events: log
+            .events()
+            .iter()
+            .filter(|e| e.pcr() == 11 && e.is_extended())
+            .map(|e| (e.event_type(), utf16(e.data()), digest(e)))
+            .collect(),
+        pcr11: log.replay().get(HashAlg::Sha256, 11).copied(),
+        pcr12_events: log.events().iter().filter(|e| e.pcr() == 12).count(),
     }
+}
+
+/// Event data read as UTF-16LE (lossy), for comparing labels in assertions.
+fn utf16(data: &[u8]) -> String {
+    let units: Vec<u16> = data
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16_lossy(&units)
 }
 
 /// The artifacts' initramfs with a small uncompressed cpio in front (the layout of an early

@@ -72,6 +72,10 @@ pub struct VmConfig {
     pub echo: bool,
     /// Another initramfs than the artifacts' (an update scenario's changed one).
     pub initrd: Option<std::path::PathBuf>,
+    /// Boot this unified kernel image from an ESP instead of QEMU's `-kernel` (OVMF only;
+    /// the image carries its initrd and command line, so `initrd` and the command line
+    /// fields do not apply).
+    pub uki: Option<std::path::PathBuf>,
 }
 
 impl VmConfig {
@@ -92,6 +96,7 @@ impl VmConfig {
             timeout: BOOT_TIMEOUT,
             echo: std::env::var("VM_TEST_CONSOLE").as_deref() == Ok("1"),
             initrd: None,
+            uki: None,
         }
     }
 
@@ -222,13 +227,34 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
         Generator::Dracut => art.initrd.as_path(),
         Generator::InitramfsTools => art.initramfs_tools(),
     };
-    cmd.arg("-kernel")
-        .arg(&env.kernel)
-        .arg("-initrd")
-        .arg(cfg.initrd.as_deref().unwrap_or(initrd))
-        .arg("-append")
-        .arg(cfg.cmdline(art))
-        .arg("-drive")
+    match &cfg.uki {
+        Some(uki) => {
+            assert_eq!(
+                cfg.firmware,
+                Firmware::Uefi,
+                "{}: a UKI needs OVMF",
+                cfg.name
+            );
+            let esp = esp_image(uki, work.path());
+            // The ESP first in the boot order: OVMF starts its removable-media path
+            // EFI/BOOT/BOOTX64.EFI, unmodified (no QEMU kernel loader in between).
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=none,id=esp,format=raw,readonly=on,file={}",
+                    esp.display()
+                ))
+                .args(["-device", "virtio-blk-pci,drive=esp,bootindex=0"]);
+        }
+        None => {
+            cmd.arg("-kernel")
+                .arg(&env.kernel)
+                .arg("-initrd")
+                .arg(cfg.initrd.as_deref().unwrap_or(initrd))
+                .arg("-append")
+                .arg(cfg.cmdline(art));
+        }
+    }
+    cmd.arg("-drive")
         .arg(format!(
             "file={},format=raw,if=virtio,snapshot=on",
             art.root.path.display()
@@ -375,4 +401,43 @@ pub fn boot(art: &Artifacts, tpm: &Tpm, cfg: &VmConfig) -> Boot {
 /// The console log directory.
 pub fn log_dir(art: &Artifacts) -> PathBuf {
     art.env.cache.join("logs")
+}
+
+/// Size of the FAT image holding a UKI: fixed, so that the firmware sees the same disk
+/// (and measures the same boot variables) whichever UKI it holds.
+const ESP_MIB: u64 = 96;
+
+/// A FAT file system image (no partition table: OVMF mounts the whole disk) with `uki` as
+/// the removable-media boot path `EFI/BOOT/BOOTX64.EFI`, made with mkfs.vfat and mtools
+/// (no loop device, no mount).
+fn esp_image(uki: &std::path::Path, dir: &std::path::Path) -> PathBuf {
+    let len = std::fs::metadata(uki).unwrap().len();
+    assert!(
+        len < (ESP_MIB - 8) << 20,
+        "{}: {len} bytes do not fit the {ESP_MIB} MiB ESP",
+        uki.display()
+    );
+    let esp = dir.join("esp.img");
+    let run = |c: &mut Command| {
+        let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{c:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("mkfs.vfat")
+        .args(["-n", "ESP", "-i", "12345678", "-C"])
+        .arg(&esp)
+        .arg((ESP_MIB << 10).to_string()));
+    run(Command::new("mmd")
+        .arg("-i")
+        .arg(&esp)
+        .args(["::/EFI", "::/EFI/BOOT"]));
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(&esp)
+        .arg(uki)
+        .arg("::/EFI/BOOT/BOOTX64.EFI"));
+    esp
 }

@@ -881,3 +881,153 @@ fn initramfs_tools_fallback_boot_cannot_release_later() {
         "the verifier recorded no refusal: {st}"
     );
 }
+
+/// The UKI scenarios' policy: the firmware PCRs, PCR 9 and PCR 11 pinned to the capture's
+/// values, and as measured-boot reference state PCR 4's boot application (the UKI) and
+/// PCR 11's `.linux` and `.initrd` sections.
+fn uki_policy(cap: &vm_tests::policy::Captured, p: &verifier_core::predict::Prediction) -> String {
+    let hexes = |items: &[verifier_core::predict::Predicted]| {
+        let v: Vec<String> = items
+            .iter()
+            .map(|x| format!("\"{}\"", x.digest.to_hex()))
+            .collect();
+        v.join(",")
+    };
+    let pinned = cap.policy(&[0, 1, 2, 3, 5, 6, 7, 9, 11]);
+    let body = pinned.strip_suffix('}').unwrap();
+    format!(
+        r#"{body},"measured_boot":{{"pcrs":[4,11],"boot_applications":[{}],"kernels":[{}],"initrds":[{}]}}}}"#,
+        hexes(&p.boot_applications),
+        hexes(&p.kernels),
+        hexes(&p.initrds)
+    )
+}
+
+/// Asserts that what `verifier_core::predict` computes from the UKI file is what OVMF,
+/// systemd-stub and the kernel's EFI stub logged when booting it: PCR 4's boot application,
+/// PCR 11's events (name, then bytes, per section) and value, PCR 9's events and value, and
+/// nothing in PCR 12 (the embedded command line is not measured there).
+fn assert_uki_predicted(cap: &vm_tests::policy::Captured, p: &verifier_core::predict::Prediction) {
+    use verifier_core::eventlog::EventType;
+    let log = update::logged(&cap.event_log);
+    let apps: Vec<_> = p.boot_applications.iter().map(|x| x.digest).collect();
+    assert_eq!(log.boot_applications, apps, "PCR 4 boot applications");
+    let predicted: Vec<_> = p.pcr11_events.iter().map(|x| x.digest).collect();
+    let logged: Vec<_> = log.pcr11_events.iter().map(|x| x.2).collect();
+    assert_eq!(logged, predicted, "PCR 11 events\n{:#?}", log.pcr11_events);
+    for (i, (ty, label, _)) in log.pcr11_events.iter().enumerate() {
+        let section = p.pcr11_events[i].what.split(' ').next().unwrap();
+        assert_eq!(*ty, EventType::EV_IPL, "PCR 11 event {i}");
+        assert_eq!(
+            label.trim_end_matches('\0'),
+            section,
+            "PCR 11 event {i} label"
+        );
+    }
+    assert_eq!(log.pcr11, p.pcr11, "PCR 11");
+    assert_eq!(
+        cap.pcrs.get(&11).map(String::as_str),
+        p.pcr11.map(|d| d.to_hex()).as_deref(),
+        "live PCR 11"
+    );
+    assert_eq!(
+        log.pcr9_events,
+        [
+            (
+                Some(STUB_LOAD_OPTIONS_TAG),
+                load_options_digest(p.cmdline.as_deref().unwrap(), HashAlg::Sha256)
+            ),
+            (Some(STUB_INITRD_TAG), p.initrds[0].digest),
+        ],
+        "PCR 9 events"
+    );
+    assert_eq!(log.pcr9, p.pcr9, "PCR 9");
+    assert_eq!(log.pcr12_events, 0, "PCR 12 events");
+}
+
+#[test]
+fn uki_update_preauthorized_unlocks() {
+    let Some(art) = artifacts() else { return };
+    let work = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let cmdline = VmConfig::new("uki", None).cmdline(art);
+    let v1 = update::build_uki(art, &art.initrd, &cmdline, work.path(), "uki-v1");
+    let mut cfg = VmConfig::new("uki_update_preauthorized_unlocks-capture", None);
+    cfg.firmware = Firmware::Uefi;
+    cfg.uki = Some(v1.clone());
+    let cap = vm_tests::policy::capture_boot(art, cfg);
+    // Kept beside the console logs: a real systemd-stub event log, for reading.
+    let kept = vm_tests::vm::log_dir(art).join("uki_update_preauthorized_unlocks.eventlog.bin");
+    std::fs::write(&kept, &cap.event_log).unwrap();
+    // The verification against reality: the files' prediction is this boot's log.
+    let p1 = update::predicted_uki(&v1);
+    assert_uki_predicted(&cap, &p1);
+
+    let ca = tempfile::tempdir_in(&art.env.cache).unwrap();
+    let tpm = Tpm::provision(art, ca.path());
+    let server = Server::start(art, &tpm.ek_ca);
+    server.enroll_named(
+        &tpm.ek_pub,
+        "fleet",
+        &uki_policy(&cap, &p1),
+        &["--max-attestations", "1"],
+    );
+    let e = Enrolled {
+        _ca: ca,
+        tpm,
+        server,
+    };
+    let mut cfg = VmConfig::new("uki_update_preauthorized_unlocks-1", Some(e.server.port));
+    cfg.firmware = Firmware::Uefi;
+    cfg.uki = Some(v1);
+    assert_unlocked(art, &boot(art, &e.tpm, &cfg));
+
+    // The update: a UKI with a changed initramfs. The operator allows it from the file.
+    let updated = update::changed_initrd(art, work.path());
+    let v2 = update::build_uki(art, &updated, &cmdline, work.path(), "uki-v2");
+    let v2_arg = v2.to_str().unwrap();
+    let out = e.server.unlockctl(&[
+        "policy", "allow", "--policy", "fleet", "--uki", v2_arg, "--yes",
+    ]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "policy allow: {said}");
+    // Only allowances: the new UKI (PCR 4), its initrd (PCR 11 section), PCR 9 and PCR 11.
+    for added in [
+        "WIDENS   measured_boot.boot_applications: added",
+        "WIDENS   measured_boot.initrds: added",
+        "WIDENS   pcrs[sha256:9].allowed: added",
+        "WIDENS   pcrs[sha256:11].allowed: added",
+    ] {
+        assert!(said.contains(added), "{added:?} missing:\n{said}");
+    }
+    assert!(
+        !said.contains("narrows")
+            && !said.contains("CHANGES")
+            && !said.contains("measured_boot.kernels"),
+        "{said}"
+    );
+    let out = e.server.unlockctl(&[
+        "policy",
+        "apply",
+        "fleet",
+        "--version",
+        "2",
+        "--all",
+        "--yes",
+    ]);
+    assert!(
+        out.status.success(),
+        "apply: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Reboot into the new UKI: unlocks.
+    let mut cfg = VmConfig::new("uki_update_preauthorized_unlocks-2", Some(e.server.port));
+    cfg.firmware = Firmware::Uefi;
+    cfg.uki = Some(v2);
+    assert_unlocked(art, &boot(art, &e.tpm, &cfg));
+}

@@ -88,6 +88,9 @@ pub(super) enum BootPathArg {
     /// OVMF booting QEMU's -kernel/-initrd/-append (QEMU patches the kernel's setup header,
     /// OVMF appends ` initrd=initrd` to the command line).
     QemuDirect,
+    /// Firmware starts a unified kernel image (give it with --uki): PCR 4 the image, PCR 11
+    /// its sections (systemd-stub 252), PCR 9 the embedded command line and initrd.
+    Uki,
 }
 
 #[derive(Debug, Args)]
@@ -105,8 +108,12 @@ pub(super) struct AllowArgs {
     #[arg(long, requires = "file")]
     out: Option<PathBuf>,
     /// The kernel image (PE/EFI stub).
-    #[arg(long)]
-    kernel: PathBuf,
+    #[arg(long, required_unless_present = "uki")]
+    kernel: Option<PathBuf>,
+    /// A unified kernel image (kernel, initrd and command line inside): implies
+    /// `--boot-path uki`.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline"])]
+    uki: Option<PathBuf>,
     /// The initrd the boot loader passes.
     #[arg(long)]
     initrd: Option<PathBuf>,
@@ -641,7 +648,7 @@ fn apply(a: &ApplyArgs) -> anyhow::Result<()> {
 }
 
 /// The banks a document's prediction-fed rules use: the measured-boot bank and those of PCR 9
-/// rules.
+/// and PCR 11 rules.
 fn prediction_banks(doc: &PolicyDocument) -> anyhow::Result<Vec<HashAlg>> {
     let mut banks = Vec::new();
     let mut add = |name: &str| -> anyhow::Result<()> {
@@ -654,7 +661,7 @@ fn prediction_banks(doc: &PolicyDocument) -> anyhow::Result<Vec<HashAlg>> {
     if let Some(mb) = &doc.measured_boot {
         add(mb.bank.as_deref().unwrap_or("sha256"))?;
     }
-    for r in doc.pcrs.iter().filter(|r| r.index == 9) {
+    for r in doc.pcrs.iter().filter(|r| r.index == 9 || r.index == 11) {
         add(&r.bank)?;
     }
     Ok(banks)
@@ -670,7 +677,12 @@ pub(super) fn predictions(
     doc: &PolicyDocument,
 ) -> anyhow::Result<Vec<verifier_core::predict::Prediction>> {
     use verifier_core::predict::{predict, BootFiles, BootPath};
-    let kernel = read_file(&a.kernel)?;
+    let image = a
+        .uki
+        .as_ref()
+        .or(a.kernel.as_ref())
+        .context("--kernel or --uki")?;
+    let kernel = read_file(image)?;
     let initrd = a.initrd.as_deref().map(read_file).transpose()?;
     let apps = a
         .efi_apps
@@ -685,6 +697,8 @@ pub(super) fn predictions(
         efi_apps: &app_refs,
     };
     let path = match a.boot_path {
+        _ if a.uki.is_some() => BootPath::Uki,
+        BootPathArg::Uki => BootPath::Uki,
         BootPathArg::EfiStub => BootPath::EfiStub,
         BootPathArg::Grub => BootPath::Grub,
         BootPathArg::QemuDirect => BootPath::QemuDirect {
@@ -698,7 +712,7 @@ pub(super) fn predictions(
         .into_iter()
         .map(|alg| {
             predict(&files, path, alg)
-                .with_context(|| format!("{}: cannot predict its measurement", a.kernel.display()))
+                .with_context(|| format!("{}: cannot predict its measurement", image.display()))
         })
         .collect()
 }
@@ -707,8 +721,9 @@ fn print_prediction(preds: &[verifier_core::predict::Prediction]) {
     for p in preds {
         for (rule, items) in [
             ("boot_applications (PCR 4)", &p.boot_applications),
-            ("kernels (PCR 9)", &p.kernels),
-            ("initrds (PCR 9)", &p.initrds),
+            ("kernels (PCR 9, 11)", &p.kernels),
+            ("initrds (PCR 9, 11)", &p.initrds),
+            ("PCR 11 event", &p.pcr11_events),
         ] {
             for i in items {
                 println!("predicted {}: {rule} {} {}", p.alg, i.what, i.digest);
@@ -719,6 +734,9 @@ fn print_prediction(preds: &[verifier_core::predict::Prediction]) {
         }
         if let Some(v) = &p.pcr9 {
             println!("predicted {}: PCR 9 {v}", p.alg);
+        }
+        if let Some(v) = &p.pcr11 {
+            println!("predicted {}: PCR 11 {v}", p.alg);
         }
     }
 }

@@ -163,7 +163,8 @@ impl Replayer {
 pub(super) fn digest_findings(events: &[Event<'_>]) -> Vec<Finding> {
     let mut findings = Vec::new();
     for event in events.iter().filter(|e| e.is_extended()) {
-        let Some(inputs) = expected_digest_input(event.event_type(), event.data()) else {
+        let Some(inputs) = expected_digest_input(event.pcr(), event.event_type(), event.data())
+        else {
             continue;
         };
         for d in event.digests().as_slice() {
@@ -222,11 +223,17 @@ fn startup_locality(event: &Event<'_>) -> Option<u8> {
 ///   firmware hashes the variable's data only (every test log does); both are accepted.
 /// - EV_IPL holding UTF-16 text: systemd-boot's kernel command line, hashed as logged. Other
 ///   EV_IPL data is defined by the boot loader (grub hashes the command without its
-///   `grub_cmd: ` prefix, file events hash the file), so it is not checked.
+///   `grub_cmd: ` prefix, file events hash the file), so it is not checked. Nor is PCR 11's:
+///   systemd-stub labels a UKI's section events with the section's name in UTF-16, their
+///   digests are of the name in ASCII and of the section's bytes.
 /// - EV_EFI_VARIABLE_AUTHORITY is not checked: shim logs its vendor certificate with a digest
 ///   of other bytes than the event data (sb_cert, debian-10, event-postcode logs), so the
 ///   check would only produce false findings.
-fn expected_digest_input(event_type: EventType, data: &[u8]) -> Option<[Option<&[u8]>; 2]> {
+fn expected_digest_input(
+    pcr: u8,
+    event_type: EventType,
+    data: &[u8],
+) -> Option<[Option<&[u8]>; 2]> {
     match event_type {
         EventType::EV_SEPARATOR
         | EventType::EV_ACTION
@@ -236,10 +243,16 @@ fn expected_digest_input(event_type: EventType, data: &[u8]) -> Option<[Option<&
         | EventType::EV_EFI_VARIABLE_DRIVER_CONFIG
         | EventType::EV_EFI_VARIABLE_BOOT2 => Some([Some(data), None]),
         EventType::EV_EFI_VARIABLE_BOOT => Some([uefi::variable_data(data), Some(data)]),
+        // systemd-stub labels its PCR 11 events with the section's name in UTF-16 while the
+        // digest is of the name in ASCII or of the section's bytes: nothing to compare.
+        EventType::EV_IPL if pcr == SYSTEMD_STUB_SECTIONS_PCR => None,
         EventType::EV_IPL if is_utf16_text(data) => Some([Some(data), None]),
         _ => None,
     }
 }
+
+/// The PCR systemd-stub measures a unified kernel image's sections into.
+const SYSTEMD_STUB_SECTIONS_PCR: u8 = 11;
 
 /// UTF-16LE of ASCII characters, as systemd-boot logs the command line. An odd size with one
 /// extra NUL byte is accepted: arch-linux-workstation.bin logs 365 bytes, the terminator

@@ -325,6 +325,11 @@ pub(crate) fn read<'a>(
     };
     let mut state = BootState::default();
     let mut pending = Pending::None;
+    let uki_names: Vec<(&str, Digest)> = crate::predict::uki::MEASURED_SECTIONS
+        .iter()
+        .map(|n| (*n, bank.hash_parts(&[n.as_bytes(), b"\0"])))
+        .collect();
+    let mut uki_pending: Option<&str> = None;
     for e in log.events() {
         if !covered.get(usize::from(e.pcr())).copied().unwrap_or(false) || !e.is_extended() {
             continue;
@@ -463,13 +468,18 @@ pub(crate) fn read<'a>(
                     _ => {}
                 }
             }
+            // systemd-stub labels both events of a section with its name: first the name
+            // (the digest of the ASCII name with its NUL), then the section's bytes. The
+            // label is only the log's word, the name event's digest is not: the section's
+            // bytes are the event after its name event (the quote attests PCR 11's order).
             (PCR_UKI, EventType::EV_IPL) => {
-                let EventData::Ipl(ipl) = e.decode() else {
+                if let Some(name) = uki_names.iter().find(|(_, d)| *d == digest) {
+                    uki_pending = Some(name.0);
                     continue;
-                };
-                match ipl.text.trim_end_matches('\0') {
-                    ".linux" => state.kernels.push(measured),
-                    ".initrd" => state.initrds.push(measured),
+                }
+                match uki_pending.take() {
+                    Some(".linux") => state.kernels.push(measured),
+                    Some(".initrd") => state.initrds.push(measured),
                     _ => {}
                 }
             }

@@ -19,7 +19,7 @@ use crate::wire::HashAlg;
 #[non_exhaustive]
 pub enum WidenError {
     /// The policy has no rule a prediction can add to.
-    #[error("the policy names no event digest or PCR 9 value a prediction could add to (it has no measured_boot allowlist and pins no PCR 9); nothing to allow")]
+    #[error("the policy names no event digest or PCR 9/11 value a prediction could add to (it has no measured_boot allowlist and pins neither PCR 9 nor PCR 11); nothing to allow")]
     NothingToWiden,
     /// A prediction in the bank the policy names is missing.
     #[error("no prediction in bank {0}, which the policy's rules use")]
@@ -51,12 +51,13 @@ fn allowance_path(path: &str) -> bool {
             | "measured_boot.kernels"
             | "measured_boot.initrds"
             | "measured_boot.kernel_cmdline"
-    ) || (path.starts_with("pcrs[") && path.ends_with(":9].allowed"))
+    ) || (path.starts_with("pcrs[")
+        && (path.ends_with(":9].allowed") || path.ends_with(":11].allowed")))
 }
 
 /// Checks that `new` differs from `old` only by items added to the allowlists a prediction
-/// fills (`measured_boot.{boot_applications,kernels,initrds,kernel_cmdline}` and a PCR 9
-/// rule's `allowed`), and is a valid policy. Returns the diff.
+/// fills (`measured_boot.{boot_applications,kernels,initrds,kernel_cmdline}` and a PCR 9 or
+/// PCR 11 rule's `allowed`), and is a valid policy. Returns the diff.
 pub fn check_only_allows_more(
     old: &PolicyDocument,
     new: &PolicyDocument,
@@ -165,6 +166,21 @@ pub fn widen(old: &PolicyDocument, predictions: &[Prediction]) -> Result<Widened
             }
             None => notes.push(format!(
                 "pcrs[{bank}:9]: this boot path's PCR 9 cannot be predicted (grub measures every file it reads); nothing added"
+            )),
+        }
+    }
+    for rule in new.pcrs.iter_mut().filter(|r| r.index == 11) {
+        let PcrRuleDocument { bank, allowed, .. } = rule;
+        let alg = HashAlg::from_name(bank).ok_or_else(|| {
+            WidenError::NotOnlyWidening(format!("pcrs bank {bank} is not a bank"))
+        })?;
+        match of(alg)?.pcr11 {
+            Some(v) => {
+                push_new(allowed, v.to_hex());
+                touched = true;
+            }
+            None => notes.push(format!(
+                "pcrs[{bank}:11]: only a unified kernel image's PCR 11 is predicted (--boot-path uki); nothing added"
             )),
         }
     }

@@ -241,6 +241,11 @@ impl ProposedChange {
                         .as_deref()
                         .map(|p| digest("change.allow.pcr9", a.bank, p))
                         .transpose()?,
+                    // v1 carries no PCR 11 value: a machine's request can add a UKI's
+                    // digests to the lists above, only an operator's `policy allow` a
+                    // pinned PCR 11.
+                    pcr11_events: Vec::new(),
+                    pcr11: None,
                 })
             })
             .collect()

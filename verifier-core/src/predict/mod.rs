@@ -22,12 +22,18 @@
 //!   PCR 4; grub measures the kernel and initrd files (plain hashes) into PCR 9 and its
 //!   `kernel_cmdline: ...` text into PCR 8. Modelled from grub's and shim's documented
 //!   behaviour; no event log in the project's test data was made by booting these files.
+//! - [`BootPath::Uki`]: firmware starts a unified kernel image (systemd-stub with the kernel,
+//!   initrd and command line as sections): PCR 4 carries the UKI's Authenticode digest and
+//!   then the embedded kernel's, PCR 11 the stub's section measurements, PCR 9 the kernel
+//!   stub's as on `EfiStub` (see [`uki`]). Verified by `vm-tests`' UKI scenario.
 //!
 //! Nothing here reads files or clocks: callers pass the bytes. PE parsing of untrusted bytes
 //! is `object`'s bounds-checked reader under the `authenticode` crate; neither panics on
 //! malformed input (fuzz target `authenticode`).
 
 use crate::wire::{Digest, HashAlg};
+
+pub mod uki;
 
 /// `taggedEventID` of the Linux EFI stub's initrd measurement (PCR 9, `EV_EVENT_TAG`).
 pub const STUB_INITRD_TAG: u32 = 0x8F3B_22EC;
@@ -54,6 +60,20 @@ pub enum PredictError {
     /// The initrd does not fit below QEMU's initrd limit.
     #[error("the initrd ({0} bytes) does not fit below QEMU's initrd limit for this memory size")]
     InitrdTooLarge(u64),
+    /// A PE image without the `.linux` section of a unified kernel image.
+    #[error("not a unified kernel image: no non-empty .linux section (build it with ukify or objcopy and systemd-stub)")]
+    NotUki,
+    /// A UKI section the stub would measure in a way not modelled here.
+    #[error("UKI section {name}: {reason}")]
+    UkiSection {
+        /// The section.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The UKI carries its own initrd and command line.
+    #[error("a unified kernel image carries its own initrd and command line; give only the image")]
+    UkiWithSeparateFiles,
 }
 
 /// How the machine boots the kernel: decides which events carry which digests.
@@ -69,6 +89,9 @@ pub enum BootPath {
     },
     /// shim + grub (see the module docs).
     Grub,
+    /// Firmware (or a boot manager) starts a unified kernel image: `BootFiles::kernel` is
+    /// the UKI (see [`uki`]).
+    Uki,
 }
 
 /// The files of one boot configuration.
@@ -110,6 +133,11 @@ pub struct Prediction {
     /// PCR 9's value after the boot, where the path makes it predictable: the EFI-stub paths,
     /// where only the stub extends PCR 9 (load options, then initrd).
     pub pcr9: Option<Digest>,
+    /// A UKI's PCR 11 events in order (each section's name, then its bytes); empty on the
+    /// other paths.
+    pub pcr11_events: Vec<Predicted>,
+    /// PCR 11's value after a UKI's stub (its events replayed from zero).
+    pub pcr11: Option<Digest>,
 }
 
 /// Adapts an aws-lc-rs hashing context to the `digest::Update` trait `authenticode` feeds.
@@ -318,6 +346,8 @@ pub fn predict(
         initrds: initrd.iter().cloned().collect(),
         cmdline: None,
         pcr9: None,
+        pcr11_events: Vec::new(),
+        pcr11: None,
     };
     match path {
         BootPath::EfiStub | BootPath::QemuDirect { .. } => {
@@ -361,8 +391,55 @@ pub fn predict(
             });
             out.cmdline = files.cmdline.map(str::to_owned);
         }
+        BootPath::Uki => predict_uki(files, &mut out)?,
     }
     Ok(out)
+}
+
+/// The UKI path of [`predict`]: PCR 4 the image and the kernel in it, PCR 11 its sections,
+/// PCR 9 what the kernel's own EFI stub measures of the embedded command line and initrd.
+fn predict_uki(files: &BootFiles<'_>, out: &mut Prediction) -> Result<(), PredictError> {
+    if files.initrd.is_some() || files.cmdline.is_some() {
+        return Err(PredictError::UkiWithSeparateFiles);
+    }
+    let alg = out.alg;
+    let sections = uki::sections(files.kernel)?;
+    out.boot_applications.push(Predicted {
+        what: "uki".into(),
+        digest: authenticode(files.kernel, alg)?,
+    });
+    let of = |name: &str| sections.iter().find(|s| s.name == name).map(|s| s.data);
+    // systemd 252 starts the embedded kernel with LoadImage, so firmware measures it into
+    // PCR 4 as a second application (as loaded: the section's bytes).
+    if let Some(linux) = of(".linux") {
+        out.boot_applications.push(Predicted {
+            what: "uki .linux".into(),
+            digest: authenticode(linux, alg).map_err(|_| PredictError::UkiSection {
+                name: ".linux",
+                reason: "not a PE image the firmware can load (systemd 252 starts the kernel with LoadImage)",
+            })?,
+        });
+    }
+    let digest = |what: &str, data: &[u8]| Predicted {
+        what: what.into(),
+        digest: alg.hash(data),
+    };
+    out.kernels = of(".linux")
+        .map(|d| digest("uki .linux", d))
+        .into_iter()
+        .collect();
+    out.initrds = of(".initrd")
+        .map(|d| digest("uki .initrd", d))
+        .into_iter()
+        .collect();
+    let cmdline = of(".cmdline").map(uki::stub_cmdline).transpose()?;
+    let options = cmdline.as_deref().map(|c| load_options_digest(c, alg));
+    let initrd = out.initrds.first().map(|p| p.digest);
+    out.pcr9 = Some(stub_pcr9(options.as_ref(), initrd.as_ref(), alg));
+    out.cmdline = cmdline;
+    out.pcr11_events = uki::pcr11_events(&sections, alg);
+    out.pcr11 = Some(uki::pcr11(&out.pcr11_events, alg));
+    Ok(())
 }
 
 #[cfg(test)]
