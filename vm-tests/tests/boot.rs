@@ -391,6 +391,12 @@ fn kernel_update_preauthorized_unlocks() {
     cfg.firmware = Firmware::Uefi;
     cfg.initrd = Some(updated);
     assert_unlocked(art, &boot(art, &e.tpm, &cfg));
+
+    // Until retired, the previous configuration still unlocks (a machine that falls back to
+    // its old initramfs, or has not rebooted yet, keeps working).
+    let mut cfg = VmConfig::new("kernel_update_preauthorized_unlocks-3", Some(e.server.port));
+    cfg.firmware = Firmware::Uefi;
+    assert_unlocked(art, &boot(art, &e.tpm, &cfg));
 }
 
 #[test]

@@ -441,6 +441,8 @@ mod tests {
                 initrds: Vec::new(),
                 cmdline: None,
                 pcr9: None,
+                pcr11_events: Vec::new(),
+                pcr11: None,
             }],
             signatures,
         )
