@@ -21,27 +21,13 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use support::{Machine, Server};
+use support::{kernel, ok, text, Machine, Server};
 use verifier_core::predict::authenticode;
 use verifier_core::wire::{Digest, HashAlg};
 
 const TOFU: &[&str] = &["--allow-ek-without-cert"];
 const CMDLINE: &str = "root=/dev/mapper/root ro quiet";
 const TESTDATA: &str = "../verifier-core/src/image_signature/testdata";
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: &std::process::Output) -> String {
-    let t = text(o);
-    assert!(o.status.success(), "{t}");
-    t
-}
 
 fn testdata(name: &str) -> Vec<u8> {
     std::fs::read(
@@ -50,18 +36,6 @@ fn testdata(name: &str) -> Vec<u8> {
             .join(name),
     )
     .unwrap()
-}
-
-/// The newest Debian-signed kernel on this machine.
-fn kernel() -> PathBuf {
-    let mut k: Vec<_> = std::fs::read_dir("/boot")
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().contains("/vmlinuz-"))
-        .collect();
-    k.sort();
-    k.pop()
-        .expect("no /boot/vmlinuz-*: install linux-image-amd64")
 }
 
 /// A crypto-agile event log (SHA-256 only) with one boot application in PCR 4.

@@ -15,39 +15,13 @@
 
 mod support;
 
-use support::{code, post, Machine, Server};
+use support::{code, kernel, ok, post, text, Machine, Server};
 use verifier_core::predict::load_options_digest;
 use verifier_core::proto::v1::PENDING_PATH;
 use verifier_core::wire::{BankSelection, HashAlg, PcrSelection};
 
 const TOFU: &[&str] = &["--allow-ek-without-cert"];
 const CMDLINE: &str = "root=/dev/mapper/root ro quiet";
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: &std::process::Output) -> String {
-    let t = text(o);
-    assert!(o.status.success(), "{t}");
-    t
-}
-
-/// The newest signed kernel on this machine.
-fn kernel() -> std::path::PathBuf {
-    let mut k: Vec<_> = std::fs::read_dir("/boot")
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().contains("/vmlinuz-"))
-        .collect();
-    k.sort();
-    k.pop()
-        .expect("no /boot/vmlinuz-*: install linux-image-amd64")
-}
 
 /// A boot of (cmdline, initrd) through the EFI stub: PCR 9 from reset, extended twice.
 fn boot(m: &mut Machine, initrd: &[u8]) {

@@ -18,7 +18,7 @@
 
 mod support;
 
-use support::{code, Driver, Machine, Server};
+use support::{code, ok, text, Driver, Machine, Server};
 use verifier_core::keysplit::NkPrivate;
 use verifier_core::proto::Base64Bytes;
 use verifier_core::wire::{BankSelection, HashAlg, PcrSelection};
@@ -26,20 +26,6 @@ use verifier_core::wire::{BankSelection, HashAlg, PcrSelection};
 const TOFU: &[&str] = &["--allow-ek-without-cert"];
 const A: &[u8] = b"kernel A, the one being replaced";
 const B: &[u8] = b"kernel B, the update";
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: &std::process::Output) -> String {
-    let t = text(o);
-    assert!(o.status.success(), "{t}");
-    t
-}
 
 /// A boot of configuration `config`: reset, then PCR 9 extended with its digest.
 fn boot(m: &mut Machine, config: &[u8]) -> String {

@@ -12,17 +12,9 @@
 
 mod support;
 
-use support::{Machine, Server};
+use support::{text, Machine, Server};
 
 const TOFU: &[&str] = &["--allow-ek-without-cert", "--purge-interval-secs", "0"];
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn a_boot_is_audited_and_tampering_is_found() {

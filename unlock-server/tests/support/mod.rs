@@ -771,3 +771,32 @@ impl Driver {
         )
     }
 }
+
+/// A command's stdout then stderr, for assertions and failure messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// [`text`] of a command that must have succeeded (the failure message is its output).
+pub fn ok(o: &std::process::Output) -> String {
+    let t = text(o);
+    assert!(o.status.success(), "{t}");
+    t
+}
+
+/// The newest kernel in `/boot` (Debian's are signed by its Secure Boot key); the tests that
+/// use it need `linux-image-amd64`, which `scripts/install-deps.sh` installs.
+pub fn kernel() -> PathBuf {
+    let mut k: Vec<_> = std::fs::read_dir("/boot")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("/vmlinuz-"))
+        .collect();
+    k.sort();
+    k.pop()
+        .expect("no /boot/vmlinuz-*: install linux-image-amd64")
+}

@@ -215,16 +215,23 @@ fn attribute<'a>(
         .ok_or(ImageSignatureError::Attributes(name))
 }
 
+/// The signer's signed attributes; Authenticode requires them (they carry the digest).
+fn signed_attributes(
+    signer_info: &cms::signed_data::SignerInfo,
+) -> Result<&cms::signed_data::SignedAttributes, ImageSignatureError> {
+    signer_info
+        .signed_attrs
+        .as_ref()
+        .ok_or(ImageSignatureError::Attributes("absent"))
+}
+
 /// contentType is SpcIndirectDataContent and messageDigest hashes the signed content.
 fn check_attributes(
     signer_info: &cms::signed_data::SignerInfo,
     parsed: &authenticode::AuthenticodeSignature,
     hash: HashAlg,
 ) -> Result<(), ImageSignatureError> {
-    let attrs = signer_info
-        .signed_attrs
-        .as_ref()
-        .ok_or(ImageSignatureError::Attributes("absent"))?;
+    let attrs = signed_attributes(signer_info)?;
     let content_type = attribute(
         attrs,
         const_oid::db::rfc6268::ID_CONTENT_TYPE,
@@ -302,10 +309,7 @@ fn check_signature(
     hash: HashAlg,
 ) -> Result<(), ImageSignatureError> {
     use aws_lc_rs::signature::{self as sig, VerificationAlgorithm};
-    let attrs = signer_info
-        .signed_attrs
-        .as_ref()
-        .ok_or(ImageSignatureError::Attributes("absent"))?;
+    let attrs = signed_attributes(signer_info)?;
     let signed = attrs
         .to_der()
         .map_err(|e| ImageSignatureError::Malformed(e.to_string()))?;

@@ -154,17 +154,27 @@ impl digest::Update for Hasher {
 /// This is what UEFI firmware and shim extend into PCR 4 for an image they load, and what
 /// a signature over the image signs.
 pub fn authenticode(image: &[u8], alg: HashAlg) -> Result<Digest, PredictError> {
-    use object::read::pe::{PeFile32, PeFile64};
     let mut h = Hasher(crate::crypto::digest::Context::new(alg.ring()));
+    with_pe(image, |pe| {
+        authenticode::authenticode_digest(pe, &mut h).map_err(|_| PredictError::BadPeLayout)
+    })?;
+    Digest::from_slice(alg, h.0.finish().as_ref()).ok_or(PredictError::BadPeLayout)
+}
+
+/// Runs `f` on the image parsed as PE32+ or, failing that, PE32 (the error names the PE32+
+/// failure: every image this project predicts for is 64-bit).
+fn with_pe<T>(
+    image: &[u8],
+    f: impl FnOnce(&dyn authenticode::PeTrait) -> Result<T, PredictError>,
+) -> Result<T, PredictError> {
+    use object::read::pe::{PeFile32, PeFile64};
     match PeFile64::parse(image) {
-        Ok(pe) => authenticode::authenticode_digest(&pe, &mut h),
+        Ok(pe) => f(&pe),
         Err(e64) => match PeFile32::parse(image) {
-            Ok(pe) => authenticode::authenticode_digest(&pe, &mut h),
-            Err(_) => return Err(PredictError::NotPe(e64.to_string())),
+            Ok(pe) => f(&pe),
+            Err(_) => Err(PredictError::NotPe(e64.to_string())),
         },
     }
-    .map_err(|_| PredictError::BadPeLayout)?;
-    Digest::from_slice(alg, h.0.finish().as_ref()).ok_or(PredictError::BadPeLayout)
 }
 
 /// The digests the image's own Authenticode signatures sign (each signature's
@@ -172,7 +182,6 @@ pub fn authenticode(image: &[u8], alg: HashAlg) -> Result<Digest, PredictError> 
 /// An unsigned image has none. Comparing them with [`authenticode`] shows whether the file
 /// was altered after signing; the signatures themselves are not verified here.
 pub fn signed_digests(image: &[u8]) -> Result<Vec<Vec<u8>>, PredictError> {
-    use object::read::pe::{PeFile32, PeFile64};
     fn of(pe: &dyn authenticode::PeTrait) -> Result<Vec<Vec<u8>>, PredictError> {
         let mut out = Vec::new();
         let Some(iter) = authenticode::AttributeCertificateIterator::new(pe)
@@ -188,13 +197,7 @@ pub fn signed_digests(image: &[u8]) -> Result<Vec<Vec<u8>>, PredictError> {
         }
         Ok(out)
     }
-    match PeFile64::parse(image) {
-        Ok(pe) => of(&pe),
-        Err(e64) => match PeFile32::parse(image) {
-            Ok(pe) => of(&pe),
-            Err(_) => Err(PredictError::NotPe(e64.to_string())),
-        },
-    }
+    with_pe(image, of)
 }
 
 /// Most signatures taken from one image's certificate table.
@@ -206,7 +209,6 @@ pub const MAX_IMAGE_SIGNATURES: usize = 4;
 /// decodes the PKCS#7: the machine sends these bytes and the server verifies them
 /// (`image_signature`), so the initramfs agent carries no CMS code.
 pub fn image_signatures(image: &[u8]) -> Result<Vec<Vec<u8>>, PredictError> {
-    use object::read::pe::{PeFile32, PeFile64};
     const PKCS_SIGNED_DATA: u16 = 2;
     fn of(pe: &dyn authenticode::PeTrait) -> Result<Vec<Vec<u8>>, PredictError> {
         let Some(iter) = authenticode::AttributeCertificateIterator::new(pe)
@@ -223,13 +225,7 @@ pub fn image_signatures(image: &[u8]) -> Result<Vec<Vec<u8>>, PredictError> {
         }
         Ok(out)
     }
-    match PeFile64::parse(image) {
-        Ok(pe) => of(&pe),
-        Err(e64) => match PeFile32::parse(image) {
-            Ok(pe) => of(&pe),
-            Err(_) => Err(PredictError::NotPe(e64.to_string())),
-        },
-    }
+    with_pe(image, of)
 }
 
 /// The digest the Linux EFI stub extends for its load options: the UTF-16LE text with its
