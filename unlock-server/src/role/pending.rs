@@ -97,6 +97,26 @@ impl RoleService {
         change: &ProposedChange,
         now: i64,
     ) -> Result<PendingState, ApiError> {
+        // Machines updated together submit together: when another approval (or an
+        // operator) added a version between our plan and our write, plan again on top of it.
+        for _ in 0..AUTO_APPROVE_ATTEMPTS {
+            match self.auto_approve_once(id, change, now) {
+                Err(Moved) => continue,
+                Ok(state) => return state,
+            }
+        }
+        tracing::warn!(role = self.role.as_str(), agent_id = %change.agent_id, id, attempts = AUTO_APPROVE_ATTEMPTS, "policy kept moving while auto-approving: the change stays pending");
+        Ok(PendingState::Pending)
+    }
+
+    /// One plan-decide-write round of [`Self::try_auto_approve`]; `Err(Moved)` when the
+    /// policy gained a version after the plan was made.
+    fn auto_approve_once(
+        &self,
+        id: &str,
+        change: &ProposedChange,
+        now: i64,
+    ) -> Result<Result<PendingState, ApiError>, Moved> {
         let agent_id = change.agent_id.as_str();
         let plan = match self.plan(change) {
             Ok(p) => p,
@@ -108,14 +128,17 @@ impl RoleService {
                     why,
                     "policy change pending approval"
                 );
-                return Ok(PendingState::Pending);
+                return Ok(Ok(PendingState::Pending));
             }
         };
         match auto_decision(change, &plan, now) {
             AutoApproval::Approved { signers } => {
                 let by = format!("auto: signed by {}", signers.join("; "));
-                self.approve(id, change, &plan, false, (&by, Actor::Agent), now)?;
-                Ok(PendingState::Approved)
+                match self.approve(id, change, &plan, false, (&by, Actor::Agent), now) {
+                    Ok(()) => Ok(Ok(PendingState::Approved)),
+                    Err(Approve::Moved) => Err(Moved),
+                    Err(Approve::Failed(e)) => Ok(Err(e)),
+                }
             }
             AutoApproval::Pending(why) => {
                 tracing::info!(
@@ -125,7 +148,7 @@ impl RoleService {
                     not_auto_approved = why,
                     "policy change pending approval"
                 );
-                Ok(PendingState::Pending)
+                Ok(Ok(PendingState::Pending))
             }
         }
     }
@@ -254,7 +277,14 @@ impl RoleService {
             let plan = self
                 .plan(&change)
                 .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e))?;
-            self.approve(id, &change, &plan, req.fleet, (OPERATOR, Actor::Admin), now)?;
+            self.approve(id, &change, &plan, req.fleet, (OPERATOR, Actor::Admin), now)
+                .map_err(|e| match e {
+                    Approve::Moved => ApiError::new(
+                        ErrorCode::MalformedRequest,
+                        format!("policy {} gained a version while this change was being approved: run `unlockctl policy pending` to see the new diff, then approve again", plan.latest.name),
+                    ),
+                    Approve::Failed(e) => e,
+                })?;
         }
         let row = self
             .store
@@ -265,8 +295,9 @@ impl RoleService {
 }
 
 impl RoleService {
-    /// Adds the widened version (unless the latest already is it), moves the agent (or the
-    /// fleet) to it and records the decision as made by `by`.
+    /// Adds the widened version (unless the latest already is it) on top of the version the
+    /// plan was made from, moves the agent (or the fleet) to it and records the decision as
+    /// made by `by`.
     fn approve(
         &self,
         id: &str,
@@ -275,7 +306,7 @@ impl RoleService {
         fleet: bool,
         (by, actor): (&str, Actor),
         now: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Approve> {
         let latest_doc =
             self.policy_version(plan.latest.name.as_str(), Some(plan.latest.version))?;
         // Already allowed by the latest version: nothing to add.
@@ -283,8 +314,15 @@ impl RoleService {
             plan.latest.version
         } else {
             let text = serde_json::to_string(&plan.widened).map_err(ApiError::internal)?;
-            self.store
-                .add_policy_version(plan.latest.name.as_str(), &text, now)?
+            let base = Some(plan.latest.version);
+            match self
+                .store
+                .add_policy_version(plan.latest.name.as_str(), base, &text, actor, now)
+            {
+                Ok(v) => v,
+                Err(StoreError::PolicyMoved { .. }) => return Err(Approve::Moved),
+                Err(e) => return Err(ApiError::from(e).into()),
+            }
         };
         let agents = [change.agent_id.as_str().to_owned()];
         self.store.apply_policy(
@@ -315,4 +353,33 @@ fn auto_decision(change: &ProposedChange, plan: &Plan, now: i64) -> AutoApproval
         .collect();
     let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(now).unwrap_or(0));
     auto_approval(&plan.current_doc, &plan.widened, &signatures, at)
+}
+
+/// How many times a machine's change is planned again when the policy gained a version
+/// between its plan and its write (each round re-reads the latest version).
+const AUTO_APPROVE_ATTEMPTS: usize = 4;
+
+/// The policy gained a version after the plan was made.
+#[derive(Debug)]
+struct Moved;
+
+/// Why an approval did not happen.
+#[derive(Debug)]
+enum Approve {
+    /// The latest version is no longer the one planned on: plan again.
+    Moved,
+    /// Anything else.
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Approve {
+    fn from(e: ApiError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<StoreError> for Approve {
+    fn from(e: StoreError) -> Self {
+        Self::Failed(e.into())
+    }
 }

@@ -11,7 +11,7 @@ use verifier_core::proto::v1::{
 
 use super::RoleService;
 use crate::error::ApiError;
-use crate::store::{PolicyRow, StoreError};
+use crate::store::{Actor, PolicyRow, StoreError};
 
 /// A stored version, parsed.
 pub(super) struct StoredPolicy {
@@ -139,7 +139,7 @@ impl RoleService {
         let text = serde_json::to_string(&req.document).map_err(ApiError::internal)?;
         let version = self
             .store
-            .add_policy_version(name.as_str(), &text, now)
+            .add_policy_version(name.as_str(), None, &text, Actor::Admin, now)
             .map_err(store_error)?;
         tracing::info!(role = self.role.as_str(), policy = %name, version, "policy version added");
         let p = self.policy_version(name.as_str(), Some(version))?;

@@ -83,11 +83,34 @@ impl Store {
     }
 
     /// Adds the next version of an existing policy; returns it. Enrollments are not moved.
-    /// The latest version's row is locked, so two replicas adding versions take turns.
+    /// The latest version's row is locked, so two replicas adding versions take turns. With
+    /// `base`, the version is added only if the latest is still `base` (the version the new
+    /// document was computed from; otherwise [`StoreError::PolicyMoved`]), so two writers
+    /// that each widened or narrowed the same version cannot drop each other's change.
     pub fn add_policy_version(
         &self,
         name: &str,
+        base: Option<u32>,
         document: &str,
+        actor: super::Actor,
+        now: i64,
+    ) -> Result<u32, StoreError> {
+        let audit = VersionAudit {
+            kind: "policy_version",
+            actor,
+            detail: serde_json::json!({}),
+        };
+        self.insert_version(name, base, document, &audit, now)
+    }
+
+    /// The one place a policy version is written: lock the latest, check `base`, insert, audit
+    /// (`detail` gains `name`, `version` and, with a base, `from_version`).
+    pub(super) fn insert_version(
+        &self,
+        name: &str,
+        base: Option<u32>,
+        document: &str,
+        audit: &VersionAudit,
         now: i64,
     ) -> Result<u32, StoreError> {
         self.write(|c| {
@@ -98,19 +121,28 @@ impl Store {
             let Some(latest) = c.query_opt(&lock, args![name])? else {
                 return Err(StoreError::PolicyNotFound(name.to_owned()));
             };
-            let next = latest.int(0, "policies")?.saturating_add(1);
+            let latest = latest.int(0, "policies")?;
+            if let Some(base) = base.filter(|b| i64::from(*b) != latest) {
+                return Err(StoreError::PolicyMoved {
+                    name: name.to_owned(),
+                    base,
+                    latest: u32::try_from(latest).unwrap_or(u32::MAX),
+                });
+            }
+            let next = latest.saturating_add(1);
             c.execute(
                 "INSERT INTO policies (name, version, document, created_at) VALUES (?1, ?2, ?3, ?4)",
                 args![name, next, document, now],
             )?;
-            super::audit::append(
-                c,
-                now,
-                "policy_version",
-                None,
-                super::Actor::Admin,
-                &serde_json::json!({"name": name, "version": next}),
-            )?;
+            let mut detail = audit.detail.clone();
+            if let Some(map) = detail.as_object_mut() {
+                map.insert("name".into(), name.into());
+                map.insert("version".into(), next.into());
+                if let Some(base) = base {
+                    map.insert("from_version".into(), base.into());
+                }
+            }
+            super::audit::append(c, now, audit.kind, None, audit.actor, &detail)?;
             version_u32(next)
         })
     }
@@ -276,4 +308,15 @@ impl Store {
             Ok(moved)
         })
     }
+}
+
+/// The audit record written with a new policy version.
+#[derive(Debug)]
+pub(super) struct VersionAudit {
+    /// `policy_version` or `policy_retire`.
+    pub kind: &'static str,
+    /// Who caused it (an operator, or an agent's auto-approved change).
+    pub actor: super::Actor,
+    /// Extra fields (a retirement's removed items and boots required).
+    pub detail: serde_json::Value,
 }

@@ -482,11 +482,26 @@ both!(named_policies_pin_and_move_enrollments, |db| {
         s.create_policy("web", "{}", 1),
         Err(StoreError::PolicyExists(_))
     ));
-    assert_eq!(s.add_policy_version("web", r#"{"v":2}"#, 2).unwrap(), 2);
+    assert_eq!(
+        s.add_policy_version("web", None, r#"{"v":2}"#, Actor::Admin, 2)
+            .unwrap(),
+        2
+    );
     assert!(matches!(
-        s.add_policy_version("nope", "{}", 2),
+        s.add_policy_version("nope", None, "{}", Actor::Admin, 2),
         Err(StoreError::PolicyNotFound(_))
     ));
+    // Two writers that each planned on v1 (e.g. two machines' auto-approved changes): the
+    // second is told the policy moved instead of writing a v3 without the first's change.
+    assert!(matches!(
+        s.add_policy_version("web", Some(1), r#"{"v":"1+b"}"#, Actor::Agent, 2),
+        Err(StoreError::PolicyMoved {
+            base: 1,
+            latest: 2,
+            ..
+        })
+    ));
+    assert_eq!(s.policy("web", None).unwrap().version, 2);
     let e = NewEnrollment {
         agent_id: AGENT.into(),
         ek_pub: vec![1],

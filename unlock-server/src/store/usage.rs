@@ -101,45 +101,11 @@ impl Store {
         detail: &serde_json::Value,
         now: i64,
     ) -> Result<u32, StoreError> {
-        self.write(|c| {
-            let lock = format!(
-                "SELECT version FROM policies WHERE name = ?1 ORDER BY version DESC LIMIT 1{}",
-                c.dialect().for_update()
-            );
-            let Some(latest) = c.query_opt(&lock, args![name])? else {
-                return Err(StoreError::PolicyNotFound(name.to_owned()));
-            };
-            let latest = latest.int(0, "policies")?;
-            if latest != i64::from(base) {
-                return Err(StoreError::PolicyMoved {
-                    name: name.to_owned(),
-                    base,
-                    latest: u32::try_from(latest).unwrap_or(u32::MAX),
-                });
-            }
-            let next = latest.saturating_add(1);
-            c.execute(
-                "INSERT INTO policies (name, version, document, created_at) VALUES (?1, ?2, ?3, ?4)",
-                args![name, next, document, now],
-            )?;
-            let mut detail = detail.clone();
-            if let Some(map) = detail.as_object_mut() {
-                map.insert("name".into(), name.into());
-                map.insert("version".into(), next.into());
-                map.insert("from_version".into(), base.into());
-            }
-            super::audit::append(
-                c,
-                now,
-                "policy_retire",
-                None,
-                super::Actor::Admin,
-                &detail,
-            )?;
-            u32::try_from(next).map_err(|_| StoreError::Corrupt {
-                table: "policies",
-                what: "version out of range",
-            })
-        })
+        let audit = super::policies::VersionAudit {
+            kind: "policy_retire",
+            actor: super::Actor::Admin,
+            detail: detail.clone(),
+        };
+        self.insert_version(name, Some(base), document, &audit, now)
     }
 }
