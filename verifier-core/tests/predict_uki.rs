@@ -231,6 +231,35 @@ fn labels_do_not_decide_which_section_an_event_is() {
 }
 
 #[test]
+fn an_event_type_does_not_hide_a_section() {
+    let bytes = log_bytes();
+    let ev = events(&bytes, 11);
+    assert_eq!(
+        ev[2].2,
+        utf16z(".osrel"),
+        "the .osrel name event follows the kernel"
+    );
+    // Forged: the kernel's bytes event carries another kernel and is retyped EV_ACTION (its
+    // data is those bytes, so its digest is "of the data" as EV_ACTION requires); the
+    // .osrel pair is replaced by the .linux name and the allowed kernel's digest, as code
+    // running before the quote could extend. Reading only EV_IPL events would see just the
+    // allowed kernel; every PCR 11 event counts, so the other kernel is read and refused.
+    let evil = b"another kernel";
+    let mut forged = rewrite(&bytes, ev[1].0, evil, |alg, _| alg.hash(evil));
+    let at = EventLog::parse(&forged).unwrap().events()[ev[1].0].offset() + 4;
+    forged[at..at + 4].copy_from_slice(&EventType::EV_ACTION.0.to_le_bytes());
+    let forged = rewrite(&forged, ev[2].0, &utf16z(".linux"), |_, _| ev[0].3);
+    let forged = rewrite(&forged, ev[3].0, &utf16z(".linux"), |_, _| ev[1].3);
+    let parsed = EventLog::parse(&forged).unwrap();
+    assert_eq!(parsed.events()[ev[1].0].event_type(), EventType::EV_ACTION);
+    let v = eval(
+        &sections_policy(&[hex(KERNEL_SHA256)], &[hex(INITRD_SHA256)]),
+        &capture(&forged),
+    );
+    assert_eq!(failed(&v), ["measured_boot.kernels"], "{v}");
+}
+
+#[test]
 fn allowing_a_new_uki_adds_its_pcr11_value_and_nothing_else() {
     use verifier_core::policy::{check_only_allows_more, widen, PcrRuleDocument, WidenError};
     use verifier_core::predict::Prediction;

@@ -471,8 +471,11 @@ pub(crate) fn read<'a>(
             // systemd-stub labels both events of a section with its name: first the name
             // (the digest of the ASCII name with its NUL), then the section's bytes. The
             // label is only the log's word, the name event's digest is not: the section's
-            // bytes are the event after its name event (the quote attests PCR 11's order).
-            (PCR_UKI, EventType::EV_IPL) => {
+            // bytes are the event after its name event (the quote attests PCR 11's order
+            // of digests). The event type is the log's word too (systemd-stub writes
+            // EV_IPL), so every extended PCR 11 event takes part whatever its type: a
+            // forger relabelling the kernel's event as EV_ACTION still has it read.
+            (PCR_UKI, _) => {
                 if let Some(name) = uki_names.iter().find(|(_, d)| *d == digest) {
                     uki_pending = Some(name.0);
                     continue;
