@@ -357,6 +357,14 @@ fn keep_reason(
                 m.machine
             ));
         }
+        // A boot that matched more items than are recorded may have used this one: what
+        // was not recorded is never taken as unused.
+        if since.iter().any(|b| b.used.len() >= MAX_USED_ITEMS) {
+            return Some(format!(
+                "{} matched more than the {MAX_USED_ITEMS} items recorded per boot in one of its last {n} successful boot(s)",
+                m.machine
+            ));
+        }
     }
     // A list left empty would refuse every boot: the evaluator recorded some item of it for
     // each boot, so this only guards documents whose lists no boot reads.

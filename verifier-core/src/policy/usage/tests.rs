@@ -181,3 +181,29 @@ fn kernels_and_exact_command_lines_are_items_and_regexes_are_not() {
         ])
     );
 }
+
+#[test]
+fn a_boot_whose_record_is_full_keeps_every_item() {
+    let vs = versions(&[doc(&[A, B])]);
+    let mut m = [machine("m1", &[(1, B), (1, B), (1, B)])];
+    // The newest boot matched more than is recorded: its record holds B and 63 other items
+    // (as many PCR rules could give), A perhaps among those not recorded.
+    m[0].boots[0].used.extend((0..MAX_USED_ITEMS - 1).map(|i| {
+        UsedItem::new(
+            "measured_boot.boot_applications",
+            format!("sha256:{i:064x}"),
+        )
+    }));
+    let r = retire(&vs, 1, &m, 3, None).unwrap();
+    assert!(r.removed.is_empty(), "{:?}", r.removed);
+    assert!(
+        r.kept
+            .iter()
+            .any(|k| k.item == item(A) && k.reason.contains("more than the 64 items")),
+        "{:?}",
+        r.kept
+    );
+    // One entry fewer in the record: complete, so A is retired as before.
+    m[0].boots[0].used.pop();
+    assert_eq!(retire(&vs, 1, &m, 3, None).unwrap().removed, vec![item(A)]);
+}
