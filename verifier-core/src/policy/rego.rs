@@ -234,10 +234,14 @@ fn bounded_sprintf(
     plain.eval_rule("data.unlock_sprintf.out".into())
 }
 
+/// Every PCR's value in the create-time probe's input: neither a reset value (all zeros or
+/// all ones) nor, in practice, an extended one, so the probe never stands for real evidence.
+pub const PROBE_DIGEST: &str = "abababababababababababababababababababababababababababababababab";
+
 /// Representative inputs for the create-time probe: one per [`ClaimsSource`], every field
 /// the input document can carry present, with dummy values.
 fn probe_inputs() -> Vec<Json> {
-    let digest = Json::String("00".repeat(32));
+    let digest = Json::String(PROBE_DIGEST.to_owned());
     let bank: Map<String, Json> = (0..24).map(|i| (i.to_string(), digest.clone())).collect();
     let tcb = json!({"bootloader": 0, "tee": 0, "snp": 0, "microcode": 0});
     let snp = json!({
