@@ -12,6 +12,14 @@
 //! Validation stays apart: the claims are what the verifiers produced, the same ones the
 //! native rules see. Rego code is the operator's and runs without I/O (regorus's optional
 //! extensions such as HTTP are not compiled in).
+//!
+//! Bounds: each evaluation runs under [`EVAL_TIME_LIMIT`]; builtins that allocate their
+//! whole result from a number are refused by the engine (`numbers.range(_step)`) and
+//! `sprintf` widths are capped ([`MAX_SPRINTF_WIDTH`]). Memory is *not* bounded: regorus
+//! 0.14's memory limit needs its `allocator-memory-limits` feature (a C allocator as the
+//! process's global allocator, counting the whole process, checked only between steps), which
+//! is not compiled in; a chain of doubling builtins can allocate GiBs within the time limit.
+//! Modules come only from operators with the admin token.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
