@@ -125,6 +125,30 @@ fn malformed_and_unbounded_modules_are_refused_at_policy_create() {
             "package unlock\nallow if count(numbers.range(0, 1000000000000)) > 0\n",
             "numbers.range",
         ),
+        // Any spelling of `numbers.range` is refused by the engine (it would reserve the
+        // whole range at once and abort the server), here reached by the create-time probe.
+        (
+            "range-bracketed",
+            "package unlock\nallow if count(numbers[\"range\"](0, 4000000000)) > 0\n",
+            "is refused",
+        ),
+        (
+            "range-spaced",
+            "package unlock\nallow if count(numbers[ \"range_step\" ](0, 4000000000, 1)) > 0\n",
+            "is refused",
+        ),
+        // The probe carries a representative input: an input-guarded call is reached.
+        (
+            "range-input-guarded",
+            "package unlock\nallow if {\n  input.source == \"verified_quote\"\n  \
+             count(numbers[\"range\"](0, 4000000000)) > 0\n}\n",
+            "is refused",
+        ),
+        (
+            "sprintf-width",
+            "package unlock\nallow if sprintf(concat(\"\", [\"%\", \"4000000000\", \"d\"]), [1]) != \"\"\n",
+            "exceeds 256",
+        ),
         (
             "constant-loop",
             "package unlock\nxs := [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]\n\
@@ -148,18 +172,29 @@ fn malformed_and_unbounded_modules_are_refused_at_policy_create() {
         ),
     );
     assert!(!out.status.success());
+    // The server survived every refusal above and still accepts a sane module.
+    let out = create(
+        &server,
+        "sane",
+        &with_rego(native, "package unlock\nallow := true\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// The PCR values of the create-time probe's dummy input; a real machine's differ.
+const PROBE: &str = verifier_core::policy::rego::PROBE_DIGEST;
 
 #[test]
 fn a_pathological_module_is_bounded_while_an_honest_machine_unlocks() {
     let server = Server::start(TOFU);
-    // Loops over the machine's own PCRs, nine deep: nothing to loop over at create (no
-    // input), billions of steps at unlock. The time limit stops it.
-    let spin = "package unlock\n\
-        allow if count([1 | some a, _ in input.pcrs.sha256; some b, _ in input.pcrs.sha256; \
+    // Loops over the machine's own PCRs, nine deep, billions of steps at unlock; the
+    // create-time probe's dummy PCR 0 skips the loop. The time limit stops it.
+    let spin = &format!("package unlock\n\
+        allow if count([1 | input.pcrs.sha256[\"0\"] != \"{PROBE}\"; \
+        some a, _ in input.pcrs.sha256; some b, _ in input.pcrs.sha256; \
         some c, _ in input.pcrs.sha256; some d, _ in input.pcrs.sha256; some e, _ in input.pcrs.sha256; \
         some f, _ in input.pcrs.sha256; some g, _ in input.pcrs.sha256; some h, _ in input.pcrs.sha256; \
-        some i, _ in input.pcrs.sha256]) > 0\n";
+        some i, _ in input.pcrs.sha256]) > 0\n");
     // The pathological unlock and an honest machine's unlock at the same time.
     let t = Instant::now();
     let ((st, body), (honest_st, honest_body)) = std::thread::scope(|s| {
@@ -179,4 +214,19 @@ fn a_pathological_module_is_bounded_while_an_honest_machine_unlocks() {
     let msg = body["message"].as_str().unwrap();
     assert!(msg.contains("rego.error"), "{msg}");
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    // `numbers["range"]` behind a condition the probe's dummy input does not meet: accepted
+    // at create, refused by the engine at unlock (not allocated), and the server answers.
+    let guarded = &format!(
+        "package unlock\nallow if {{\n  input.pcrs.sha256[\"0\"] != \"{PROBE}\"\n  \
+         count(numbers[\"range\"](0, 4000000000)) > 0\n}}\n"
+    );
+    let (st, body) = attest_under(&server, "range", |m| {
+        with_rego(&m.policy_now(false), guarded)
+    });
+    assert_eq!(st, 403, "{body}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.contains("rego.error") && msg.contains("is refused"),
+        "{msg}"
+    );
 }

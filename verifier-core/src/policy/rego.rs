@@ -12,6 +12,14 @@
 //! Validation stays apart: the claims are what the verifiers produced, the same ones the
 //! native rules see. Rego code is the operator's and runs without I/O (regorus's optional
 //! extensions such as HTTP are not compiled in).
+//!
+//! Bounds: each evaluation runs under [`EVAL_TIME_LIMIT`]; builtins that allocate their
+//! whole result from a number are refused by the engine (`numbers.range(_step)`) and
+//! `sprintf` widths are capped ([`MAX_SPRINTF_WIDTH`]). Memory is *not* bounded: regorus
+//! 0.14's memory limit needs its `allocator-memory-limits` feature (a C allocator as the
+//! process's global allocator, counting the whole process, checked only between steps), which
+//! is not compiled in; a chain of doubling builtins can allocate GiBs within the time limit.
+//! Modules come only from operators with the admin token.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -35,9 +43,19 @@ pub const PACKAGE: &str = "unlock";
 /// microseconds; the limit keeps a pathological one from holding a worker thread.
 pub const EVAL_TIME_LIMIT: Duration = Duration::from_millis(250);
 
-/// Builtins refused in a module: they allocate their whole result from a number before the
-/// time limit can stop them (`numbers.range(0, 1e12)` would exhaust memory at once).
-const REFUSED_BUILTINS: &[&str] = &["numbers.range", "numbers.range_step"];
+/// Builtins that allocate their whole result from a number before the time limit can stop
+/// them (`numbers.range(0, 4e9)` reserves the range at once and aborts the process on
+/// allocation failure). They are refused inside the engine, not by reading the source:
+/// [`RegoPolicy::new`] registers an extension under each name, and regorus looks an
+/// extension up before a builtin by the *resolved* function path, so every spelling
+/// (`numbers.range`, `numbers["range"]`, an import alias, `with f as numbers.range`) reaches
+/// the refusal. The source check below only gives the plain spelling a clearer message.
+const REFUSED_BUILTINS: &[(&str, u8)] = &[("numbers.range", 2), ("numbers.range_step", 3)];
+
+/// Widest `sprintf` field accepted (`%256d`). regorus pads a field with one allocation of
+/// its width (up to 4 GiB from `%4000000000d`) and panics on a non-ASCII digit in a width;
+/// the `sprintf` extension refuses both before handing the call to the builtin.
+pub const MAX_SPRINTF_WIDTH: u64 = 256;
 
 /// Compiled modules kept, by SHA-256 of their text (so each policy version is compiled
 /// once per process); the cache is cleared when full.
@@ -97,17 +115,47 @@ impl RegoPolicy {
         if source.len() > MAX_REGO_BYTES {
             return Err(RegoError::TooLarge(source.len()));
         }
-        if let Some(b) = REFUSED_BUILTINS.iter().find(|b| source.contains(*b)) {
+        if let Some((b, _)) = REFUSED_BUILTINS.iter().find(|(b, _)| source.contains(*b)) {
             return Err(RegoError::Invalid(format!(
                 "`{b}` is refused: it allocates its whole result before the evaluation time \
                  limit can stop it"
             )));
         }
-        let mut engine = regorus::Engine::new();
-        engine.set_execution_timer_config(ExecutionTimerConfig {
-            limit: EVAL_TIME_LIMIT,
-            check_interval: NonZeroU32::MIN,
-        });
+        Self::compile(path, source)
+    }
+
+    /// [`Self::new`] without the source check: the engine's own refusals, the contract and
+    /// the probe.
+    fn compile(path: &str, source: &str) -> Result<Self, RegoError> {
+        let mut engine = timed_engine();
+        for (name, nargs) in REFUSED_BUILTINS {
+            engine
+                .add_extension(
+                    (*name).to_owned(),
+                    *nargs,
+                    Box::new(move |_: Vec<regorus::Value>| {
+                        anyhow::bail!(
+                            "`{name}` is refused: it allocates its whole result before the \
+                             evaluation time limit can stop it"
+                        )
+                    }),
+                )
+                .map_err(|e| RegoError::Invalid(e.to_string()))?;
+        }
+        let mut plain = timed_engine();
+        plain
+            .add_policy(
+                "sprintf.rego".into(),
+                "package unlock_sprintf\nout := sprintf(input[0], input[1])\n".into(),
+            )
+            .map_err(|e| RegoError::Invalid(e.to_string()))?;
+        engine
+            .add_extension(
+                "sprintf".into(),
+                2,
+                Box::new(move |args: Vec<regorus::Value>| bounded_sprintf(&mut plain, args)),
+            )
+            .map_err(|e| RegoError::Invalid(e.to_string()))?;
         let package = engine
             .add_policy(path.to_owned(), source.to_owned())
             .map_err(|e| RegoError::Invalid(e.to_string()))?;
@@ -116,16 +164,114 @@ impl RegoPolicy {
                 "the package is {package:?}, expected `package {PACKAGE}`"
             )));
         }
-        let mut probe = engine.clone();
-        probe
-            .eval_rule(format!("data.{PACKAGE}.allow"))
-            .map_err(|e| RegoError::Invalid(format!("no usable `allow` rule: {e}")))?;
+        // The probe runs once per source with a representative input (every field present,
+        // dummy values), so bodies guarded by `input` are exercised too. It is a friendlier
+        // early refusal, not the guard: a body guarded by a real digest is never reached
+        // here, and the extensions above refuse it at evaluation instead.
+        for input in probe_inputs() {
+            let mut probe = engine.clone();
+            probe
+                .set_input_json(&input.to_string())
+                .map_err(|e| RegoError::Invalid(e.to_string()))?;
+            probe
+                .eval_rule(format!("data.{PACKAGE}.allow"))
+                .map_err(|e| RegoError::Invalid(format!("no usable `allow` rule: {e}")))?;
+        }
         let has_deny = engine
             .clone()
             .eval_rule(format!("data.{PACKAGE}.deny"))
             .is_ok();
         Ok(Self { engine, has_deny })
     }
+}
+
+/// An engine whose evaluations stop after [`EVAL_TIME_LIMIT`].
+fn timed_engine() -> regorus::Engine {
+    let mut engine = regorus::Engine::new();
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: EVAL_TIME_LIMIT,
+        check_interval: NonZeroU32::MIN,
+    });
+    engine
+}
+
+/// `sprintf` with its field widths checked (see [`MAX_SPRINTF_WIDTH`]), then evaluated by
+/// the builtin in `plain`, an engine without extensions. The scan follows regorus's own
+/// parse of the format: after `%`, a `%` is literal; a `.` or digit starts a width whose
+/// digits run while they are numeric, then one verb character follows.
+fn bounded_sprintf(
+    plain: &mut regorus::Engine,
+    args: Vec<regorus::Value>,
+) -> anyhow::Result<regorus::Value> {
+    let format = match args.first() {
+        Some(regorus::Value::String(f)) => f.clone(),
+        _ => anyhow::bail!("sprintf: the format must be a string"),
+    };
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        match chars.next() {
+            Some(first) if first == '.' || first.is_numeric() => {
+                let mut width: u64 = 0;
+                let mut digit = |d: char| -> anyhow::Result<()> {
+                    if !d.is_ascii_digit() {
+                        anyhow::bail!("sprintf: width digit {d:?} is not an ASCII digit");
+                    }
+                    width = width
+                        .saturating_mul(10)
+                        .saturating_add(u64::from(d) - u64::from(b'0'));
+                    Ok(())
+                };
+                if first != '.' {
+                    digit(first)?;
+                }
+                while let Some(d) = chars.next_if(|d| d.is_numeric()) {
+                    digit(d)?;
+                }
+                if width > MAX_SPRINTF_WIDTH {
+                    anyhow::bail!("sprintf: width {width} exceeds {MAX_SPRINTF_WIDTH}");
+                }
+                chars.next();
+            }
+            _ => {}
+        }
+    }
+    plain.set_input(regorus::Value::from(args));
+    plain.eval_rule("data.unlock_sprintf.out".into())
+}
+
+/// Every PCR's value in the create-time probe's input: neither a reset value (all zeros or
+/// all ones) nor, in practice, an extended one, so the probe never stands for real evidence.
+pub const PROBE_DIGEST: &str = "abababababababababababababababababababababababababababababababab";
+
+/// Representative inputs for the create-time probe: one per [`ClaimsSource`], every field
+/// the input document can carry present, with dummy values.
+fn probe_inputs() -> Vec<Json> {
+    let digest = Json::String(PROBE_DIGEST.to_owned());
+    let bank: Map<String, Json> = (0..24).map(|i| (i.to_string(), digest.clone())).collect();
+    let tcb = json!({"bootloader": 0, "tee": 0, "snp": 0, "microcode": 0});
+    let snp = json!({
+        "product": "Milan", "measurement": "00".repeat(48), "host_data": "00".repeat(32),
+        "report_data": "00".repeat(64), "reported_tcb": tcb, "current_tcb": tcb,
+        "committed_tcb": tcb, "launch_tcb": tcb, "policy": 0, "debug_allowed": false,
+        "migration_agent_allowed": false, "smt_allowed": false, "smt_enabled": false,
+        "vmpl": 0, "guest_svn": 0, "id_key_digest": "00".repeat(48), "azure": null,
+    });
+    ["verified_quote", "unverified_capture", "captured_tee"]
+        .into_iter()
+        .map(|source| {
+            json!({
+                "source": source,
+                "pcrs": {"sha256": bank},
+                "clock": {"reset_count": 0, "restart_count": 0, "safe": true},
+                "snp": snp,
+                "event_log": true,
+                "ima": true,
+            })
+        })
+        .collect()
 }
 
 /// The input document the Rego policy sees (see the module docs).
@@ -324,6 +470,104 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(engine.eval_rule(format!("data.{PACKAGE}.allow")).is_err());
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+
+    /// `numbers.range` is refused by the engine whatever the spelling: a bracketed string
+    /// index, spaced out, through `with`, each refused at create (the probe reaches the
+    /// extension, which errors instead of allocating).
+    #[test]
+    fn numbers_range_is_refused_in_any_spelling() {
+        for call in [
+            "numbers[\"range\"](0, 4000000000)",
+            "numbers[ \"range\" ](0, 4000000000)",
+            "numbers[\"range_step\"](0, 4000000000, 1)",
+        ] {
+            let e = RegoPolicy::new(
+                "p.rego",
+                &format!("package unlock\nallow if count({call}) > 0\n"),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("is refused"), "{call}: {e}");
+        }
+        // `with f as numbers.range` (either spelling): regorus's safety check refuses
+        // `numbers` as an unbound variable there, before anything runs.
+        for target in ["numbers[\"range\"]", "numbers.range"] {
+            let e = RegoPolicy::compile(
+                "p.rego",
+                &format!(
+                    "package unlock\npair(a, b) := [a, b]\n\
+                     allow if count(pair(0, 4000000000)) > 0 with pair as {target}\n"
+                ),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("unsafe"), "{target}: {e}");
+        }
+        // The engine refuses the call itself, past the source check.
+        let e = RegoPolicy::compile(
+            "p.rego",
+            "package unlock\nallow if count(numbers.range(0, 4000000000)) > 0\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("is refused"), "{e}");
+    }
+
+    /// The create-time probe carries an input: a call guarded by the evidence source is
+    /// reached at create; one guarded by a real measurement is not, and at evaluation the
+    /// engine refuses it (`rego.error`) instead of allocating.
+    #[test]
+    fn input_guarded_ranges_are_refused_at_create_or_at_evaluation() {
+        let e = RegoPolicy::new(
+            "p.rego",
+            "package unlock\nallow if {\n  input.source == \"verified_quote\"\n  \
+             count(numbers[\"range\"](0, 4000000000)) > 0\n}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("is refused"), "{e}");
+        let cap = capture();
+        let claims = Claims::unverified_from_capture_azure(&cap);
+        let m = input_json(&claims)["snp"]["measurement"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let p = policy(&format!(
+            "allow if {{\n  input.snp.measurement == \"{m}\"\n  \
+             count(numbers[\"range\"](0, 4000000000)) > 0\n}}\n"
+        ));
+        let t = std::time::Instant::now();
+        let v = p.evaluate_claims(&claims);
+        assert_eq!(v.failures.len(), 1, "{v}");
+        assert_eq!(v.failures[0].rule, "rego.error");
+        assert!(v.failures[0].reason.contains("is refused"), "{v}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    /// `sprintf` pads with one allocation of the field width, and regorus panics on a
+    /// non-ASCII digit in a width: both refused, whether the format is literal or computed;
+    /// ordinary formats still work through the builtin.
+    #[test]
+    fn sprintf_widths_are_bounded() {
+        let p = policy("allow if sprintf(\"%05d-%s-%v\", [42, \"x\", [1]]) == \"00042-x-[1]\"\n");
+        let cap = capture();
+        let claims = Claims::unverified_from_capture_azure(&cap);
+        assert!(p.evaluate_claims(&claims).accepted());
+        for format in [
+            "\"%4000000000d\"",
+            "\"%.99999999999d\"",
+            "\"%\u{663}d\"",
+            "concat(\"\", [\"%\", \"257\", \"d\"])",
+        ] {
+            let e = RegoPolicy::new(
+                "p.rego",
+                &format!("package unlock\nallow if sprintf({format}, [1]) != \"\"\n"),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("sprintf"), "{format}: {e}");
+        }
+        assert!(RegoPolicy::new(
+            "p.rego",
+            "package unlock\nallow if count(sprintf(\"%256d\", [1])) == 256\n"
+        )
+        .is_ok());
     }
 
     /// A policy document's module is evaluated beside the native rules; both must accept.
