@@ -142,9 +142,9 @@ fn real_bare_reports_verify_with_their_vceks_and_the_shipped_roots() {
 fn flipped_bits_of_a_real_bare_report_are_refused_by_their_check() {
     for s in &SAMPLES {
         let v = vcek(s);
-        let flip = |off: usize, bit: u8| {
+        let flip = |off: usize, bit: usize| {
             let mut m = s.report.to_vec();
-            m[off] ^= 1 << bit;
+            m[off] ^= 1u8 << bit;
             snp::verify_report(&m, &v)
         };
         // MEASUREMENT, POLICY's DEBUG bit (bit 19 = byte 0x0A bit 3), R, S.
@@ -169,11 +169,7 @@ fn flipped_bits_of_a_real_bare_report_are_refused_by_their_check() {
         // Every single-bit change of the signed part and of the signature: refused, never a
         // panic.
         for off in 0..snp::SIGNED_LEN + 144 {
-            assert!(
-                flip(off, (off % 8) as u8).is_err(),
-                "{} offset {off:#x}",
-                s.name
-            );
+            assert!(flip(off, off % 8).is_err(), "{} offset {off:#x}", s.name);
         }
         // The reserved bytes after the signature are outside the signed part and carry no
         // claim: changing them changes nothing that is verified.
