@@ -131,6 +131,8 @@ hexseed tpm_response nvread-ok 0301800200000018000000000000000500030102030000010
 seed hcl_report "$testdata"/quote/trustee-az-snp-vtpm/hcl-report.bin "$testdata"/quote/trustee-az-tdx-vtpm/hcl-report.bin "$testdata"/quote/trustee-az-snp-vtpm/evidence-v1.json
 mkdir -p fuzz/corpus/snp_report
 tail -c +33 "$testdata"/quote/trustee-az-snp-vtpm/hcl-report.bin | head -c 1184 >fuzz/corpus/snp_report/seed-az-snp
+# Bare SNP reports from two more real chips (provenance: src/attester/testdata/README.md).
+seed snp_report src/attester/testdata/snp-report-milan-virtee.bin src/attester/testdata/snp-report-milan-go-sev-guest.bin
 mkdir -p fuzz/corpus/policy
 printf '%s' '{"version":1,"pcrs":[{"bank":"sha256","index":7,"allowed":["'"$(printf '%064d' 0)"'"]}],"release_pcr":{"bank":"sha256","index":15},"require_event_log":true}' \
     >fuzz/corpus/policy/seed-basic.json

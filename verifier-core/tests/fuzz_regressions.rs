@@ -228,3 +228,22 @@ fn azure_hcl_reports_from_testdata_pass() {
     }
     fuzzing::hcl_report(&read("quote/trustee-az-snp-vtpm/evidence-v1.json"));
 }
+
+/// The bare SNP reports seeded into the `snp_report` corpus: the one the fuzz VCEK signed
+/// verifies (allowed: its signed part is the genuine one, also with its unsigned tail
+/// changed), the other chip's does not; a changed signed byte of the genuine one must not
+/// verify, and would break the invariant if it did.
+#[test]
+fn bare_snp_reports_from_testdata_pass() {
+    let genuine: &[u8] = include_bytes!("../src/attester/testdata/snp-report-milan-virtee.bin");
+    fuzzing::snp_report(genuine);
+    fuzzing::snp_report(include_bytes!(
+        "../src/attester/testdata/snp-report-milan-go-sev-guest.bin"
+    ));
+    let mut tail = genuine.to_vec();
+    tail[1183] ^= 0xff;
+    fuzzing::snp_report(&tail);
+    let mut signed = genuine.to_vec();
+    signed[0x90] ^= 1;
+    fuzzing::snp_report(&signed);
+}

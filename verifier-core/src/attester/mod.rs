@@ -509,4 +509,6 @@ mod hex_bytes {
 }
 
 #[cfg(test)]
+mod bare_snp_tests;
+#[cfg(test)]
 mod tests;
