@@ -110,18 +110,7 @@ fn setup(trusted: &[u8], extra: &str, pcr9: Option<&[u8]>) -> Setup {
     let pf = dir.path().join("policy.json");
     std::fs::write(&pf, &policy).unwrap();
     ok(&server.unlockctl(&["policy", "create", "fleet", "--file", pf.to_str().unwrap()]));
-    let (ek, agent_id) = m.export_ek(&server);
-    let payload = dir.path().join("payload");
-    std::fs::write(&payload, b"the disk key").unwrap();
-    ok(&server.unlockctl(&[
-        "enroll",
-        "--ek-pub",
-        ek.to_str().unwrap(),
-        "--payload",
-        payload.to_str().unwrap(),
-        "--policy-name",
-        "fleet",
-    ]));
+    let agent_id = m.enroll_named(&server, "fleet");
     let out = m.agent(&server, Some(&log), &[]);
     assert!(text(&out).contains("unlocked"), "{}", text(&out));
     Setup {

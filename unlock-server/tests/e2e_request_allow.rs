@@ -66,18 +66,7 @@ fn update_is_pending_until_approved_then_unlocks_and_the_old_boot_still_does() {
     let pf = dir.path().join("policy.json");
     std::fs::write(&pf, &policy).unwrap();
     ok(&server.unlockctl(&["policy", "create", "fleet", "--file", pf.to_str().unwrap()]));
-    let (ek, agent_id) = m.export_ek(&server);
-    let payload = dir.path().join("payload");
-    std::fs::write(&payload, b"the disk key").unwrap();
-    ok(&server.unlockctl(&[
-        "enroll",
-        "--ek-pub",
-        ek.to_str().unwrap(),
-        "--payload",
-        payload.to_str().unwrap(),
-        "--policy-name",
-        "fleet",
-    ]));
+    let agent_id = m.enroll_named(&server, "fleet");
     let out = m.agent(&server, None, &[]);
     assert!(text(&out).contains("unlocked"), "{}", text(&out));
 
@@ -190,18 +179,7 @@ fn the_update_hook_submits_the_new_initramfs() {
     let pf = dir.path().join("policy.json");
     std::fs::write(&pf, &policy).unwrap();
     ok(&server.unlockctl(&["policy", "create", "fleet", "--file", pf.to_str().unwrap()]));
-    let (ek, _) = m.export_ek(&server);
-    let payload = dir.path().join("payload");
-    std::fs::write(&payload, b"k").unwrap();
-    ok(&server.unlockctl(&[
-        "enroll",
-        "--ek-pub",
-        ek.to_str().unwrap(),
-        "--payload",
-        payload.to_str().unwrap(),
-        "--policy-name",
-        "fleet",
-    ]));
+    m.enroll_named(&server, "fleet");
     assert!(text(&m.agent(&server, None, &[])).contains("unlocked"));
 
     let new_rd = dir.path().join("initrd.img-new");

@@ -114,18 +114,7 @@ fn unused_entries_retire_after_n_boots_and_refused_attempts_never_count() {
     let pf = dir.path().join("policy.json");
     std::fs::write(&pf, &policy).unwrap();
     ok(&server.unlockctl(&["policy", "create", "fleet", "--file", pf.to_str().unwrap()]));
-    let (ek, _agent_id) = m.export_ek(&server);
-    let payload = dir.path().join("payload");
-    std::fs::write(&payload, b"the disk key").unwrap();
-    ok(&server.unlockctl(&[
-        "enroll",
-        "--ek-pub",
-        ek.to_str().unwrap(),
-        "--payload",
-        payload.to_str().unwrap(),
-        "--policy-name",
-        "fleet",
-    ]));
+    m.enroll_named(&server, "fleet");
 
     // Boot 1 (B).
     boot(&mut m, B);

@@ -14,7 +14,9 @@
 
 use std::time::Duration;
 
-use verifier_core::predict::{load_options_digest, STUB_INITRD_TAG, STUB_LOAD_OPTIONS_TAG};
+use verifier_core::predict::{
+    load_options_digest, Prediction, STUB_INITRD_TAG, STUB_LOAD_OPTIONS_TAG,
+};
 use verifier_core::wire::HashAlg;
 use vm_tests::artifacts::KEYSCRIPT_KEY_FILE;
 use vm_tests::policy::{capture, capture_of};
@@ -240,6 +242,23 @@ fn p384_ek_unlocks_root() {
     }
 }
 
+/// The Linux EFI stub's PCR 9 events in the log (load options, then initrd) and PCR 9's
+/// value equal the prediction from the same files.
+fn assert_pcr9_as_predicted(log: &update::Logged, p: &Prediction) {
+    assert_eq!(
+        log.pcr9_events,
+        [
+            (
+                Some(STUB_LOAD_OPTIONS_TAG),
+                load_options_digest(p.cmdline.as_deref().unwrap(), HashAlg::Sha256)
+            ),
+            (Some(STUB_INITRD_TAG), p.initrds[0].digest),
+        ],
+        "PCR 9 events"
+    );
+    assert_eq!(log.pcr9, p.pcr9, "PCR 9");
+}
+
 #[test]
 fn uefi_measured_boot() {
     let Some(art) = artifacts() else { return };
@@ -258,18 +277,7 @@ fn uefi_measured_boot() {
     let log = update::logged(&cap.event_log);
     let apps: Vec<_> = p.boot_applications.iter().map(|x| x.digest).collect();
     assert_eq!(log.boot_applications, apps, "PCR 4 boot applications");
-    assert_eq!(
-        log.pcr9_events,
-        [
-            (
-                Some(STUB_LOAD_OPTIONS_TAG),
-                load_options_digest(p.cmdline.as_deref().unwrap(), HashAlg::Sha256)
-            ),
-            (Some(STUB_INITRD_TAG), p.initrds[0].digest),
-        ],
-        "PCR 9 events"
-    );
-    assert_eq!(log.pcr9, p.pcr9, "PCR 9");
+    assert_pcr9_as_predicted(&log, &p);
 
     let e = enrolled(art, &cap.policy(&FIRMWARE_PCRS));
     let mut cfg = VmConfig::new("uefi_measured_boot", Some(e.server.port));
@@ -936,18 +944,7 @@ fn assert_uki_predicted(cap: &vm_tests::policy::Captured, p: &verifier_core::pre
         p.pcr11.map(|d| d.to_hex()).as_deref(),
         "live PCR 11"
     );
-    assert_eq!(
-        log.pcr9_events,
-        [
-            (
-                Some(STUB_LOAD_OPTIONS_TAG),
-                load_options_digest(p.cmdline.as_deref().unwrap(), HashAlg::Sha256)
-            ),
-            (Some(STUB_INITRD_TAG), p.initrds[0].digest),
-        ],
-        "PCR 9 events"
-    );
-    assert_eq!(log.pcr9, p.pcr9, "PCR 9");
+    assert_pcr9_as_predicted(&log, p);
     assert_eq!(log.pcr12_events, 0, "PCR 12 events");
 }
 
